@@ -1,0 +1,40 @@
+# carousel: the two commands of the Quick start (`make demo`, `make test`) and their bootstrap.
+# A fresh machine needs only Python 3.11+ and Java 17+; everything else is installed here.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_STORE := var/demo-store
+export AIRFLOW_HOME := $(CURDIR)/var/airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export GX_ANALYTICS_ENABLED := false
+export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
+
+.PHONY: demo test bootstrap venv lint clean-var
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) infra/prereqs.py
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+# Java check + a reachable Redis (CAROUSEL_REDIS_URL if it answers, else the managed one on :6399).
+bootstrap: venv
+	@$(BIN)/carousel infra up
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy carousel configs jobs serving quality infra dags
+
+test: bootstrap lint
+	@url=$$($(BIN)/carousel infra up --print-url) && \
+	  CAROUSEL_REDIS_URL=$$url $(BIN)/pytest -q -p no:cacheprovider --timeout=900
+
+demo: bootstrap
+	@url=$$($(BIN)/carousel infra up --print-url) && export CAROUSEL_REDIS_URL=$$url CAROUSEL_DEMO=true && \
+	  $(BIN)/python -m infra.demo

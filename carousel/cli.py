@@ -1,0 +1,247 @@
+"""The `carousel` command line: generate, import, refresh, serve, publish and infra.
+
+Every command validates its input and exits non-zero with a one-line reason when it cannot do its job;
+long-running commands print per-stage lines with timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pandas as pd
+from pydantic import ValidationError
+from rich.console import Console
+
+console = Console(stderr=True, highlight=False)
+
+
+class CommandError(RuntimeError):
+    """A command that cannot do its job: printed as one line, exit code 1."""
+
+
+def _settings() -> Any:
+    from configs.settings import get_settings
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise CommandError(f"invalid configuration CAROUSEL_{field.upper()}: {first['msg']}") from None
+
+
+def _progress(started: float) -> Callable[[str], None]:
+    def say(message: str) -> None:
+        console.print(f"[dim]{time.perf_counter() - started:7.1f}s[/dim]  {message}")
+
+    return say
+
+
+def _now() -> pd.Timestamp:
+    return pd.Timestamp.now(tz="UTC")
+
+
+# -- generate -----------------------------------------------------------------------------------------
+def cmd_generate(args: argparse.Namespace) -> int:
+    from jobs.generate import StoreSpec, generate_store, write_store
+
+    started = time.perf_counter()
+    end = pd.Timestamp(args.end, tz="UTC") if args.end else _now().floor("h")
+    spec = StoreSpec(users=args.users, items=args.items, days=args.days, seed=args.seed, end=end)
+    say = _progress(started)
+    say(f"generating {spec.users} shoppers, {spec.items} items over {spec.days} days (seed {spec.seed})")
+    store = generate_store(spec)
+    counts = write_store(store, Path(args.out))
+    say(f"wrote {args.out}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    return 0
+
+
+# -- import -------------------------------------------------------------------------------------------
+def cmd_import(args: argparse.Namespace) -> int:
+    from carousel.lake import Lake, file_digest
+    from jobs import adapters
+
+    settings = _settings()
+    path = Path(args.path)
+    if not path.is_file():
+        raise CommandError(f"no such file: {path}")
+    lake = Lake(settings.lake_dir)
+    started = time.perf_counter()
+    say = _progress(started)
+    digest = file_digest(path)
+    now = _now()
+    kind = args.kind
+    if kind in ("online-retail", "rees46"):
+        reader = adapters.read_online_retail if kind == "online-retail" else adapters.read_rees46
+        imported = reader(path)
+        say(f"read {path}: " + ", ".join(f"{k} {v:,}" for k, v in imported.report.items()))
+        # Catalog and users first: they are upserts; the events write is the one that can be skipped.
+        results = [lake.upsert_items(imported.items, source=f"{path} (items)")]
+        if imported.users is not None:
+            results.append(lake.upsert_users(imported.users, source=f"{path} (users)"))
+        results.append(lake.append_events(imported.events, now=now, source=str(path), digest=digest))
+    else:
+        frame = adapters.read_table_file(path)
+        if kind == "events":
+            results = [lake.append_events(frame, now=now, source=str(path), digest=digest)]
+        elif kind == "items":
+            results = [lake.upsert_items(frame, source=str(path))]
+        else:
+            results = [lake.upsert_users(frame, source=str(path))]
+    for result in results:
+        if result.skipped_reason:
+            say(f"{result.table}: skipped, {result.skipped_reason}")
+        else:
+            say(f"{result.table}: {result.rows:,} rows written to {result.path}")
+    return 0
+
+
+# -- refresh ------------------------------------------------------------------------------------------
+def cmd_refresh(args: argparse.Namespace) -> int:
+    from jobs.pipeline import run_refresh
+
+    settings = _settings()
+    if args.mode != "full":
+        raise CommandError("only --mode full is available in this version")
+    interval_end = (
+        datetime.fromisoformat(args.interval_end).astimezone(UTC) if args.interval_end else datetime.now(UTC)
+    )
+    started = time.perf_counter()
+    result = run_refresh(settings, interval_end=interval_end, progress=_progress(started))
+    console.print(
+        f"published version {result.version} (run {result.run_id}): "
+        f"{result.published.user_lists:,} personal lists, {result.published.segment_lists} segment lists "
+        f"in {time.perf_counter() - started:.1f}s"
+    )
+    return 0
+
+
+# -- serve --------------------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    _settings()  # refuse to start on a bad configuration before binding the port
+    uvicorn.run(
+        "serving.main:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        access_log=False,
+    )
+    return 0
+
+
+# -- publish ------------------------------------------------------------------------------------------
+def cmd_publish(args: argparse.Namespace) -> int:
+    from carousel.redis_conn import sync_client
+    from jobs import publish
+    from jobs.pipeline import history
+
+    settings = _settings()
+    client = sync_client(settings)
+    if args.action == "rollback":
+        rolled_from, now_live = publish.rollback(client)
+        console.print(f"rolled back: {rolled_from} -> {now_live} is live")
+        return 0
+    live = publish.live_version(client)
+    versions = publish.published_versions(client)
+    runs = history(settings).recent(20)
+    previous = [v for v in versions if v != live]
+    status = {"live": live, "previous": previous, "runs": runs}
+    if args.json:
+        sys.stdout.write(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    console.print(f"live: {live or '(none)'}")
+    console.print(f"previous: {', '.join(previous) or '(none)'}")
+    for run in runs:
+        stages = ", ".join(f"{k} {v:.1f}s" for k, v in run.get("stages", {}).items())
+        console.print(
+            f"  {run['run_id']}: {run.get('status')} version={run.get('published_version') or '-'} {stages}"
+        )
+    return 0
+
+
+# -- infra --------------------------------------------------------------------------------------------
+def cmd_infra(args: argparse.Namespace) -> int:
+    from infra import prereqs, redis_server
+
+    var_dir = Path(_settings().var_dir)
+    if args.action == "down":
+        stopped = redis_server.stop_managed(var_dir)
+        console.print("managed Redis stopped" if stopped else "managed Redis was not running")
+        return 0
+    if prereqs.main() != 0:
+        return 1
+    url = redis_server.ensure_redis(var_dir)
+    if args.print_url:
+        print(url)
+    else:
+        console.print(f"Redis reachable at {url}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="carousel", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="write the synthetic store (events, items, users) as Parquet")
+    gen.add_argument("--out", required=True)
+    gen.add_argument("--users", type=int, default=2_000)
+    gen.add_argument("--items", type=int, default=500)
+    gen.add_argument("--days", type=int, default=60)
+    gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument("--end", help="last moment of the data (ISO date, UTC); default: this hour")
+    gen.set_defaults(func=cmd_generate)
+
+    imp = sub.add_parser("import", help="validate a file and add it to the lake")
+    imp.add_argument("kind", choices=["online-retail", "rees46", "events", "items", "users"])
+    imp.add_argument("path")
+    imp.set_defaults(func=cmd_import)
+
+    ref = sub.add_parser("refresh", help="one pipeline run: compute, validate, publish")
+    ref.add_argument("--mode", choices=["full", "incremental"], default="full")
+    ref.add_argument("--interval-end", help="data interval end (ISO timestamp); default: now")
+    ref.set_defaults(func=cmd_refresh)
+
+    srv = sub.add_parser("serve", help="the HTTP API")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--workers", type=int, default=1)
+    srv.set_defaults(func=cmd_serve)
+
+    pub = sub.add_parser("publish", help="what is live; roll back")
+    pub.add_argument("action", choices=["status", "rollback"])
+    pub.add_argument("--json", action="store_true")
+    pub.set_defaults(func=cmd_publish)
+
+    inf = sub.add_parser("infra", help="check Java and make sure Redis is reachable (starting it if needed)")
+    inf.add_argument("action", choices=["up", "down"])
+    inf.add_argument("--print-url", action="store_true", help="print only the Redis URL on stdout")
+    inf.set_defaults(func=cmd_infra)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from carousel.schema import SchemaError
+    from jobs.pipeline import PipelineError
+    from jobs.publish import PublishError
+
+    try:
+        code: int = args.func(args)
+        return code
+    except (CommandError, SchemaError, PipelineError, PublishError) as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

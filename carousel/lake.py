@@ -1,0 +1,154 @@
+"""The event lake: canonical Parquet files under `CAROUSEL_LAKE_DIR`.
+
+Layout::
+
+    <lake>/events/part-<imported_at>-<digest>.parquet   append-only, one file per import
+    <lake>/items/items.parquet                          one row per item, replaced atomically on upsert
+    <lake>/users/users.parquet                          one row per user, replaced atomically on upsert
+    <lake>/_imports.json                                digests of imported inputs (re-imports are no-ops)
+
+Every write validates first and only then writes to a temporary file that is renamed into place, so a
+refused or interrupted import leaves what the lake already held untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from carousel.schema import (
+    EVENTS,
+    ITEMS,
+    USERS,
+    Table,
+    to_arrow,
+    validate_events,
+    validate_items,
+    validate_users,
+)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one lake write did."""
+
+    table: str
+    rows: int
+    path: Path | None
+    skipped_reason: str | None = None
+
+
+class Lake:
+    """Reads and writes the canonical tables under one lake directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    # -- paths ---------------------------------------------------------------------------------------
+    @property
+    def events_dir(self) -> Path:
+        return self.root / "events"
+
+    @property
+    def items_path(self) -> Path:
+        return self.root / "items" / "items.parquet"
+
+    @property
+    def users_path(self) -> Path:
+        return self.root / "users" / "users.parquet"
+
+    @property
+    def _imports_path(self) -> Path:
+        return self.root / "_imports.json"
+
+    def event_files(self) -> list[Path]:
+        return sorted(self.events_dir.glob("part-*.parquet")) if self.events_dir.exists() else []
+
+    def has_data(self) -> bool:
+        return bool(self.event_files()) and self.items_path.exists()
+
+    # -- writes --------------------------------------------------------------------------------------
+    def append_events(
+        self, events: pd.DataFrame, *, now: pd.Timestamp, source: str, digest: str | None = None
+    ) -> WriteResult:
+        """Validate `events` and add them as one new part file; a digest seen before is skipped."""
+        clean = validate_events(events, now=now, source=source)
+        digest = digest or _frame_digest(clean)
+        if digest in self._imported_digests():
+            return WriteResult("events", 0, None, f"{source} was already imported (digest {digest[:12]})")
+        if clean.empty:
+            return WriteResult("events", 0, None, f"{source} holds no events")
+        clean = clean.sort_values("ts", kind="stable")
+        stamp = now.strftime("%Y%m%dT%H%M%S")
+        path = self.events_dir / f"part-{stamp}-{digest[:16]}.parquet"
+        _atomic_write(to_arrow(clean, EVENTS), path)
+        self._remember(digest, source, "events", len(clean))
+        return WriteResult("events", len(clean), path)
+
+    def upsert_items(self, items: pd.DataFrame, *, source: str) -> WriteResult:
+        """Validate `items` and merge them into the catalog (a new row replaces the old one)."""
+        clean = validate_items(items, source=source)
+        merged = _merge_on_key(self.read_items(), clean, ITEMS)
+        _atomic_write(to_arrow(merged, ITEMS), self.items_path)
+        return WriteResult("items", len(clean), self.items_path)
+
+    def upsert_users(self, users: pd.DataFrame, *, source: str) -> WriteResult:
+        """Validate `users` and merge them into the users table (a new row replaces the old one)."""
+        clean = validate_users(users, source=source)
+        merged = _merge_on_key(self.read_users(), clean, USERS)
+        _atomic_write(to_arrow(merged, USERS), self.users_path)
+        return WriteResult("users", len(clean), self.users_path)
+
+    # -- reads ---------------------------------------------------------------------------------------
+    def read_items(self) -> pd.DataFrame | None:
+        return pq.read_table(self.items_path).to_pandas() if self.items_path.exists() else None
+
+    def read_users(self) -> pd.DataFrame | None:
+        return pq.read_table(self.users_path).to_pandas() if self.users_path.exists() else None
+
+    def _imported_digests(self) -> dict[str, dict[str, object]]:
+        if not self._imports_path.exists():
+            return {}
+        loaded: dict[str, dict[str, object]] = json.loads(self._imports_path.read_text())
+        return loaded
+
+    def _remember(self, digest: str, source: str, table: str, rows: int) -> None:
+        seen = self._imported_digests()
+        seen[digest] = {"source": source, "table": table, "rows": rows}
+        tmp = self._imports_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(seen, indent=1, sort_keys=True))
+        os.replace(tmp, self._imports_path)
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes: the identity of an import input."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _frame_digest(df: pd.DataFrame) -> str:
+    hashed = pd.util.hash_pandas_object(df.astype("string"), index=False).to_numpy()
+    return hashlib.sha256(hashed.tobytes()).hexdigest()
+
+
+def _merge_on_key(old: pd.DataFrame | None, new: pd.DataFrame, table: Table) -> pd.DataFrame:
+    if old is None or old.empty:
+        return new.sort_values(table.key).reset_index(drop=True)
+    keep = old[~old[table.key].isin(new[table.key])]
+    return pd.concat([keep, new], ignore_index=True).sort_values(table.key).reset_index(drop=True)
+
+
+def _atomic_write(table: object, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd")  # type: ignore[arg-type]
+    os.replace(tmp, path)

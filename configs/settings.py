@@ -1,0 +1,93 @@
+"""The one typed settings object: defaults from `configs/defaults.toml`, overridden by `CAROUSEL_*`.
+
+`get_settings()` builds it once per process; tests build their own `Settings(...)` with explicit values.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULTS_FILE = Path(__file__).with_name("defaults.toml")
+
+
+class Settings(BaseSettings):
+    """Every knob of carousel; see `configs/defaults.toml` for what each one does."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CAROUSEL_", toml_file=DEFAULTS_FILE, extra="forbid", validate_default=True
+    )
+
+    redis_url: str
+    redis_cluster: bool
+    redis_socket_timeout_s: float = Field(gt=0, le=10)
+    redis_connect_timeout_s: float = Field(gt=0, le=10)
+    var_dir: Path
+    lake_dir: Path
+    spark_master: str
+    spark_driver_memory: str
+    spark_shuffle_partitions: int = Field(ge=1)
+    list_length: int = Field(ge=1, le=500)
+    candidates_per_user: int = Field(ge=1, le=2000)
+    als_factors: int = Field(ge=2, le=1024)
+    als_iterations: int = Field(ge=1, le=200)
+    als_regularization: float = Field(ge=0)
+    als_alpha: float = Field(gt=0)
+    label_days: int = Field(ge=1, le=365)
+    popularity_days: int = Field(ge=1, le=3650)
+    min_user_coverage: float = Field(ge=0, le=1)
+    holdout_percent: float = Field(ge=0, le=100)
+    holdout_salt: str = Field(min_length=1)
+    cart_abandon_after_s: int = Field(ge=1)
+    stale_after_s: int = Field(ge=1)
+    keep_versions: int = Field(ge=2, le=50)
+    demo: bool
+    # Secrets have no defaults: `carousel serve` refuses to start without them outside the demo.
+    admin_token: SecretStr | None = None
+    marketing_token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _check_tokens(self) -> Settings:
+        for name in ("admin_token", "marketing_token"):
+            token = getattr(self, name)
+            if token is not None and len(token.get_secret_value()) < 16:
+                raise ValueError(f"CAROUSEL_{name.upper()} must be at least 16 characters")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Order = precedence: explicit arguments, then CAROUSEL_* variables, then the TOML defaults.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.var_dir / "runs"
+
+    @property
+    def quality_dir(self) -> Path:
+        return self.var_dir / "quality"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.var_dir / "models"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,71 @@
+"""`make demo`: the synthetic store generated and imported, the refresh DAG run once through Airflow,
+then the API served in the foreground with ready-to-use URLs and the demo's tokens printed.
+
+Idempotent: the store is generated once under var/demo-store, re-imports are no-ops, tokens are kept in
+var/demo-tokens.json, and a new DAG run publishes a newer version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+VAR = ROOT / "var"
+STORE = VAR / "demo-store"
+BIN = Path(sys.executable).parent
+
+
+def _carousel(*args: str) -> None:
+    subprocess.run([str(BIN / "carousel"), *args], check=True, cwd=ROOT)
+
+
+def demo_tokens() -> dict[str, str]:
+    """The demo's admin and marketing tokens, created once and kept under var/."""
+    path = VAR / "demo-tokens.json"
+    if path.exists():
+        tokens: dict[str, str] = json.loads(path.read_text())
+        return tokens
+    tokens = {"admin": secrets.token_urlsafe(24), "marketing": secrets.token_urlsafe(24)}
+    VAR.mkdir(exist_ok=True)
+    path.write_text(json.dumps(tokens))
+    path.chmod(0o600)
+    return tokens
+
+
+def main() -> int:
+    from infra.airflow_runner import run_dag_once
+
+    if not (STORE / "events.parquet").exists():
+        _carousel("generate", "--out", str(STORE))
+    for kind in ("items", "users", "events"):
+        _carousel("import", kind, str(STORE / f"{kind}.parquet"))
+    run_dag_once("carousel_refresh", datetime.now(UTC))
+    tokens = demo_tokens()
+    os.environ.setdefault("CAROUSEL_ADMIN_TOKEN", tokens["admin"])
+    os.environ.setdefault("CAROUSEL_MARKETING_TOKEN", tokens["marketing"])
+    users = pd.read_parquet(STORE / "users.parquet", columns=["user_id", "consent_personalization"])
+    known = users.loc[users["consent_personalization"], "user_id"].iloc[0]
+    base = "http://127.0.0.1:8000"
+    print(
+        "\ncarousel demo is up:\n"
+        f"  known shopper:     {base}/v1/recommendations?user_id={known}&n=10\n"
+        f"  anonymous visitor: {base}/v1/recommendations?session_id=demo-session&country=Germany\n"
+        f"  readiness:         {base}/health/ready\n"
+        f"  publish status:    {BIN / 'carousel'} publish status\n"
+        f"  admin token:       {tokens['admin']}\n"
+        f"  marketing token:   {tokens['marketing']}\n",
+        flush=True,
+    )
+    os.execv(str(BIN / "carousel"), [str(BIN / "carousel"), "serve", "--host", "127.0.0.1", "--port", "8000"])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,119 @@
+"""Make sure a Redis server is reachable: the configured one, or a project-managed `redis-server`.
+
+`ensure_redis` uses `CAROUSEL_REDIS_URL` when it is set and answers; otherwise it starts (and, on a
+machine without one, installs) a `redis-server` on 127.0.0.1:6399 whose files live under `var/redis`.
+Called by `carousel infra up`, which `make demo` and `make test` run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+MANAGED_HOST = "127.0.0.1"
+MANAGED_PORT = 6399
+MANAGED_URL = f"redis://{MANAGED_HOST}:{MANAGED_PORT}/0"
+
+
+class RedisUnavailable(RuntimeError):
+    """No Redis could be reached or started; the message says what to do."""
+
+
+def is_reachable(url: str, timeout_s: float = 1.0) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        return bool(client.ping())
+    except (redis.RedisError, OSError, ValueError):
+        return False
+
+
+def redis_server_binary() -> str | None:
+    return shutil.which("redis-server") or next(
+        (p for p in ("/usr/bin/redis-server", "/usr/local/bin/redis-server") if os.path.exists(p)), None
+    )
+
+
+def install_redis_server() -> str:
+    """Install Debian's redis-server when running as root on an apt machine; explain otherwise."""
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, capture_output=True)
+        done = subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "redis-server"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode == 0 and (binary := redis_server_binary()):
+            # Debian's package starts its own service on 6379; the project uses its managed one only.
+            subprocess.run(["service", "redis-server", "stop"], check=False, capture_output=True)
+            return binary
+        raise RedisUnavailable(f"installing redis-server with apt-get failed: {done.stderr.strip()[-500:]}")
+    raise RedisUnavailable(
+        "no redis-server found: install Redis 7+ (e.g. `sudo apt-get install redis-server` or "
+        "`brew install redis`), or point CAROUSEL_REDIS_URL at a running server"
+    )
+
+
+def start_managed(var_dir: Path) -> str:
+    """Start the project-managed server on 127.0.0.1:6399 (idempotent) and return its URL."""
+    if is_reachable(MANAGED_URL):
+        return MANAGED_URL
+    binary = redis_server_binary() or install_redis_server()
+    data_dir = (var_dir / "redis").resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            binary,
+            "--bind",
+            MANAGED_HOST,
+            "--port",
+            str(MANAGED_PORT),
+            "--dir",
+            str(data_dir),
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            str(data_dir / "redis.pid"),
+            "--logfile",
+            str(data_dir / "redis.log"),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory-policy",
+            "noeviction",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if is_reachable(MANAGED_URL, timeout_s=0.5):
+            return MANAGED_URL
+        time.sleep(0.1)
+    raise RedisUnavailable(f"redis-server did not answer on {MANAGED_URL}; see {data_dir / 'redis.log'}")
+
+
+def ensure_redis(var_dir: Path) -> str:
+    """The URL of a reachable Redis: `CAROUSEL_REDIS_URL` if it answers, else the managed server."""
+    configured = os.environ.get("CAROUSEL_REDIS_URL")
+    if configured and is_reachable(configured):
+        return configured
+    return start_managed(var_dir)
+
+
+def stop_managed(var_dir: Path) -> bool:
+    """Shut the managed server down; False when it was not running."""
+    if not is_reachable(MANAGED_URL):
+        return False
+    try:
+        redis.Redis.from_url(MANAGED_URL).shutdown(nosave=True)
+    except redis.ConnectionError:
+        pass  # the server closes the connection as it exits
+    return True

@@ -1,0 +1,149 @@
+"""Spark transforms from the lake's events to interactions, features and popularity lists.
+
+Every function is pure: DataFrame(s) and explicit parameters in, a DataFrame out; no session creation,
+no I/O and no wall clock (`as_of` is always passed in), so they are tested on small frames and run the
+same on `local[*]` and on a cluster.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+# Implicit-feedback strength of each event type: a purchase says much more than a view.
+EVENT_WEIGHTS = {"view": 1.0, "add_to_cart": 3.0, "remove_from_cart": 0.0, "purchase": 6.0}
+DAY_S = 86_400.0
+
+
+def _days_before(as_of: datetime, ts: Column) -> Column:
+    return (F.lit(as_of).cast("timestamp").cast("double") - ts.cast("double")) / DAY_S
+
+
+def modelling_events(events: DataFrame, users: DataFrame | None, as_of: datetime) -> DataFrame:
+    """Events usable for modelling: before `as_of`, of known shoppers who did not opt out.
+
+    Shoppers without a row in `users` count as consenting (the store sends opt-outs explicitly).
+    """
+    known = events.where(F.col("user_id").isNotNull() & (F.col("ts") < F.lit(as_of)))
+    if users is None:
+        return known
+    opted_out = users.where(~F.col("consent_personalization")).select("user_id")
+    return known.join(opted_out, "user_id", "left_anti")
+
+
+def interaction_weights(events: DataFrame) -> DataFrame:
+    """(user_id, item_id, weight): summed event strengths, log-damped so one binge does not dominate."""
+    weight = F.lit(0.0)
+    for event_type, value in EVENT_WEIGHTS.items():
+        weight = F.when(F.col("event_type") == event_type, F.lit(value)).otherwise(weight)
+    return (
+        events.withColumn("w", weight)
+        .groupBy("user_id", "item_id")
+        .agg(F.sum("w").alias("raw"))
+        .where(F.col("raw") > 0)
+        .select("user_id", "item_id", F.log1p("raw").cast("float").alias("weight"))
+    )
+
+
+def user_item_stats(events: DataFrame, as_of: datetime) -> DataFrame:
+    """Per (shopper, item): purchase sessions, units, views, carts and days since the last purchase/touch."""
+    is_purchase = F.col("event_type") == "purchase"
+    return events.groupBy("user_id", "item_id").agg(
+        F.countDistinct(F.when(is_purchase, F.col("session_id"))).alias("ui_purchases"),
+        F.sum(F.when(is_purchase, F.col("quantity")).otherwise(0)).cast("double").alias("ui_units"),
+        F.sum(F.when(F.col("event_type") == "view", 1).otherwise(0)).alias("ui_views"),
+        F.sum(F.when(F.col("event_type") == "add_to_cart", 1).otherwise(0)).alias("ui_carts"),
+        _days_before(as_of, F.max(F.when(is_purchase, F.col("ts")))).alias("ui_days_since_purchase"),
+        _days_before(as_of, F.max("ts")).alias("ui_days_since_touch"),
+    )
+
+
+def item_stats(events: DataFrame, items: DataFrame, as_of: datetime, windows: tuple[int, ...]) -> DataFrame:
+    """Per catalog item: distinct buyers over each window (days), trend, price, age and category."""
+    purchases = events.where(F.col("event_type") == "purchase")
+    buyer = F.coalesce(F.col("user_id"), F.concat(F.lit("session:"), F.col("session_id")))
+    age = _days_before(as_of, F.col("ts"))
+    aggs = [F.countDistinct(F.when(age <= w, buyer)).alias(f"pop_{w}d") for w in windows]
+    aggs.append(F.countDistinct(buyer).alias("pop_all"))
+    pop = purchases.groupBy("item_id").agg(*aggs)
+    shortest, longest = min(windows), max(windows)
+    out = (
+        items.select("item_id", "category", "price", "in_stock", "first_seen")
+        .join(pop, "item_id", "left")
+        .fillna(0, subset=[f"pop_{w}d" for w in windows] + ["pop_all"])
+        .withColumn(
+            "pop_trend",
+            (F.col(f"pop_{shortest}d") / shortest + F.lit(0.1))
+            / (F.col(f"pop_{longest}d") / longest + F.lit(0.1)),
+        )
+        .withColumn("item_age_days", F.greatest(_days_before(as_of, F.col("first_seen")), F.lit(0.0)))
+        .withColumnRenamed("price", "item_price")
+        .drop("first_seen")
+    )
+    return out
+
+
+def user_stats(events: DataFrame, as_of: datetime) -> DataFrame:
+    """Per shopper: purchase sessions, distinct items, days since last activity, usual unit price."""
+    purchases = events.where(F.col("event_type") == "purchase")
+    bought = purchases.groupBy("user_id").agg(
+        F.countDistinct("session_id").alias("u_orders"),
+        F.countDistinct("item_id").alias("u_items"),
+        F.expr("percentile_approx(price, 0.5)").alias("u_median_price"),
+    )
+    active = events.groupBy("user_id").agg(
+        _days_before(as_of, F.max("ts")).alias("u_days_since_active"),
+        F.count(F.lit(1)).alias("u_events"),
+    )
+    return active.join(bought, "user_id", "left").fillna(0, subset=["u_orders", "u_items"])
+
+
+def user_category_affinity(events: DataFrame, items: DataFrame) -> DataFrame:
+    """(user_id, category, cat_affinity): the share of a shopper's weighted interactions in a category."""
+    weights = interaction_weights(events).join(items.select("item_id", "category"), "item_id")
+    per_cat = weights.groupBy("user_id", "category").agg(F.sum("weight").alias("w"))
+    total = Window.partitionBy("user_id")
+    return per_cat.select(
+        "user_id", "category", (F.col("w") / F.sum("w").over(total)).cast("double").alias("cat_affinity")
+    )
+
+
+def user_country(events: DataFrame, users: DataFrame | None) -> DataFrame:
+    """(user_id, country): from the users table when given, else the shopper's most frequent country."""
+    counted = events.where(F.col("country").isNotNull()).groupBy("user_id", "country").count()
+    rank = Window.partitionBy("user_id").orderBy(F.desc("count"), F.asc("country"))
+    from_events = (
+        counted.withColumn("r", F.row_number().over(rank)).where("r = 1").select("user_id", "country")
+    )
+    if users is None:
+        return from_events
+    declared = users.where(F.col("country").isNotNull()).select("user_id", F.col("country").alias("declared"))
+    return from_events.join(declared, "user_id", "full").select(
+        "user_id", F.coalesce("declared", "country").alias("country")
+    )
+
+
+def segment_popularity(
+    events: DataFrame, items: DataFrame, as_of: datetime, days: int, min_buyers: int = 1
+) -> DataFrame:
+    """(segment, item_id, buyers): in-stock items by distinct buyers over the last `days`, per country
+    (`country:<name>`, lower case) and for everyone (`global`). Anonymous sessions count as buyers.
+    """
+    recent = events.where(
+        (F.col("event_type") == "purchase")
+        & (F.col("ts") < F.lit(as_of))
+        & (_days_before(as_of, F.col("ts")) <= days)
+    )
+    buyer = F.coalesce(F.col("user_id"), F.concat(F.lit("session:"), F.col("session_id")))
+    in_stock = items.where(F.col("in_stock")).select("item_id")
+    by_country = (
+        recent.where(F.col("country").isNotNull())
+        .groupBy(F.concat(F.lit("country:"), F.lower(F.trim(F.col("country")))).alias("segment"), "item_id")
+        .agg(F.countDistinct(buyer).alias("buyers"))
+    )
+    overall = recent.groupBy(F.lit("global").alias("segment"), "item_id").agg(
+        F.countDistinct(buyer).alias("buyers")
+    )
+    return by_country.unionByName(overall).where(F.col("buyers") >= min_buyers).join(in_stock, "item_id")

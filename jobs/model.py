@@ -1,0 +1,393 @@
+"""Candidates, ranking features, the ALS model and the LightGBM lambdarank ranker.
+
+The inputs are a `FeatureSet`: pandas frames that the Spark job (`jobs/pipeline.py`) computed from the
+lake as of one moment. From it this module builds candidates per shopper (ALS top-K, the shopper's own
+history, popular items), joins their features, trains the ranker on an earlier window with the next
+window's purchases as labels, and turns ranker scores into lists with a reason per item.
+The same functions serve the production pipeline and the offline evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import implicit
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+FEATURES: tuple[str, ...] = (
+    "als_score",
+    "als_rank",
+    "src_als",
+    "src_history",
+    "src_pop",
+    "pop_rank",
+    "ui_purchases",
+    "ui_units",
+    "ui_views",
+    "ui_carts",
+    "ui_days_since_purchase",
+    "ui_days_since_touch",
+    "pop_7d",
+    "pop_30d",
+    "pop_90d",
+    "pop_trend",
+    "item_age_days",
+    "price_ratio",
+    "cat_affinity",
+    "u_orders",
+    "u_items",
+    "u_days_since_active",
+    "u_events",
+)
+POP_WINDOWS = (7, 30, 90)
+
+REASONS = {
+    "buy_again": "You bought this before",
+    "viewed": "You looked at this recently",
+    "similar_shoppers": "Shoppers with similar taste bought this",
+    "popular": "Popular right now",
+    "popular_in_country": "Popular in your country",
+    "bestseller": "Bestseller right now",
+}
+
+
+@dataclass
+class FeatureSet:
+    """Everything the model needs, computed from events strictly before `as_of`."""
+
+    as_of: pd.Timestamp
+    interactions: pd.DataFrame  # user_id, item_id, weight
+    user_item: pd.DataFrame  # user_id, item_id, ui_* columns
+    items: pd.DataFrame  # item_id, category, item_price, in_stock, pop_*, pop_trend, item_age_days
+    users: pd.DataFrame  # user_id, u_* columns
+    affinity: pd.DataFrame  # user_id, category, cat_affinity
+
+    def in_stock_items(self) -> np.ndarray:
+        return self.items.loc[self.items["in_stock"], "item_id"].to_numpy()
+
+    def popular_items(self, n: int) -> pd.DataFrame:
+        """The `n` most bought in-stock items (recent first, then all time) with their popularity rank."""
+        ranked = self.items[self.items["in_stock"]].sort_values(
+            ["pop_30d", "pop_90d", "pop_all", "item_id"], ascending=[False, False, False, True]
+        )
+        top = ranked.head(n)[["item_id"]].copy()
+        top["pop_rank"] = np.arange(1, len(top) + 1, dtype="float64")
+        return top
+
+
+@dataclass
+class AlsParams:
+    factors: int = 64
+    iterations: int = 15
+    regularization: float = 0.05
+    alpha: float = 20.0
+    seed: int = 7
+
+
+@dataclass
+class AlsModel:
+    """A fitted implicit ALS model with the id maps of its matrix."""
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+    matrix: sp.csr_matrix
+    _user_index: dict[str, int] = field(default_factory=dict, repr=False)
+    _item_index: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._user_index = {u: i for i, u in enumerate(self.user_ids)}
+        self._item_index = {it: i for i, it in enumerate(self.item_ids)}
+
+    def recommend(self, k: int) -> pd.DataFrame:
+        """Top-k items for every shopper in the matrix (already-bought items included: re-buys matter)."""
+        n_users = len(self.user_ids)
+        if n_users == 0 or len(self.item_ids) == 0:
+            return pd.DataFrame(columns=["user_id", "item_id", "als_score", "als_rank"])
+        k = min(k, len(self.item_ids))
+        users_out, items_out, scores_out = [], [], []
+        # Blocks bound the dense (users x items) score matrix in memory.
+        block = max(1, 20_000_000 // max(1, len(self.item_ids)))
+        for start in range(0, n_users, block):
+            uf = self.user_factors[start : start + block]
+            scores = uf @ self.item_factors.T
+            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            top_scores = np.take_along_axis(scores, top, axis=1)
+            order = np.argsort(-top_scores, axis=1, kind="stable")
+            top = np.take_along_axis(top, order, axis=1)
+            top_scores = np.take_along_axis(top_scores, order, axis=1)
+            users_out.append(np.repeat(np.arange(start, start + len(uf)), k))
+            items_out.append(top.ravel())
+            scores_out.append(top_scores.ravel())
+        u = np.concatenate(users_out)
+        i = np.concatenate(items_out)
+        return pd.DataFrame(
+            {
+                "user_id": self.user_ids[u],
+                "item_id": self.item_ids[i],
+                "als_score": np.concatenate(scores_out).astype("float64"),
+                "als_rank": np.tile(np.arange(1, k + 1, dtype="float64"), n_users),
+            }
+        )
+
+    def score_pairs(self, user_ids: pd.Series, item_ids: pd.Series) -> np.ndarray:
+        """Dot products for arbitrary pairs; NaN where the shopper or the item is not in the model."""
+        u = user_ids.map(self._user_index).to_numpy(dtype="float64", na_value=np.nan)
+        i = item_ids.map(self._item_index).to_numpy(dtype="float64", na_value=np.nan)
+        ok = ~(np.isnan(u) | np.isnan(i))
+        out = np.full(len(u), np.nan)
+        if ok.any():
+            uu, ii = u[ok].astype(np.int64), i[ok].astype(np.int64)
+            out[ok] = np.einsum("ij,ij->i", self.user_factors[uu], self.item_factors[ii])
+        return out
+
+
+def fit_als(interactions: pd.DataFrame, params: AlsParams) -> AlsModel:
+    """Fit implicit's ALS on the (user_id, item_id, weight) triples the Spark job produced."""
+    users = pd.Categorical(interactions["user_id"])
+    items = pd.Categorical(interactions["item_id"])
+    matrix = sp.csr_matrix(
+        (
+            interactions["weight"].to_numpy(dtype=np.float32),
+            (users.codes.astype(np.int64), items.codes.astype(np.int64)),
+        ),
+        shape=(len(users.categories), len(items.categories)),
+    )
+    # implicit parallelises over users itself; a threaded BLAS underneath only oversubscribes the cores
+    # (and implicit warns about it when the model is built).
+    with threadpool_limits(1, "blas"):
+        model = implicit.cpu.als.AlternatingLeastSquares(
+            factors=params.factors,
+            regularization=params.regularization,
+            alpha=params.alpha,
+            iterations=params.iterations,
+            random_state=params.seed,
+        )
+        if matrix.nnz:
+            model.fit(matrix, show_progress=False)
+    if matrix.nnz:
+        user_factors = np.asarray(model.user_factors)
+        item_factors = np.asarray(model.item_factors)
+    else:
+        user_factors = np.zeros((0, params.factors), dtype=np.float32)
+        item_factors = np.zeros((0, params.factors), dtype=np.float32)
+    return AlsModel(
+        user_ids=np.asarray(users.categories, dtype=object),
+        item_ids=np.asarray(items.categories, dtype=object),
+        user_factors=user_factors,
+        item_factors=item_factors,
+        matrix=matrix,
+    )
+
+
+def build_candidates(
+    fs: FeatureSet,
+    als: AlsModel,
+    users: np.ndarray,
+    *,
+    als_k: int,
+    history_k: int = 50,
+    popular_k: int = 50,
+) -> pd.DataFrame:
+    """The union of ALS top-k, the shopper's own history and popular items, one row per (user, item).
+
+    Each row keeps its sources (`src_*` flags) and ranks; only in-stock catalog items are kept.
+    """
+    wanted = pd.Index(users)
+    als_top = als.recommend(als_k)
+    als_top = als_top[als_top["user_id"].isin(wanted)]
+    als_top = als_top.assign(src_als=1.0)
+
+    history = fs.user_item[fs.user_item["user_id"].isin(wanted)].sort_values(
+        ["user_id", "ui_purchases", "ui_days_since_touch"], ascending=[True, False, True]
+    )
+    history = history.groupby("user_id", sort=False).head(history_k)[["user_id", "item_id"]]
+    history = history.assign(src_history=1.0)
+
+    popular = fs.popular_items(popular_k)
+    pop_pairs = pd.DataFrame(
+        {
+            "user_id": np.repeat(wanted.to_numpy(), len(popular)),
+            "item_id": np.tile(popular["item_id"].to_numpy(), len(wanted)),
+            "src_pop": 1.0,
+        }
+    )
+    cands = (
+        pd.concat(
+            [
+                als_top[["user_id", "item_id"]],
+                history[["user_id", "item_id"]],
+                pop_pairs[["user_id", "item_id"]],
+            ]
+        )
+        .drop_duplicates()
+        .merge(als_top, on=["user_id", "item_id"], how="left")
+        .merge(history, on=["user_id", "item_id"], how="left")
+        .merge(pop_pairs, on=["user_id", "item_id"], how="left")
+        .merge(popular, on="item_id", how="left")
+    )
+    for col in ("src_als", "src_history", "src_pop"):
+        cands[col] = cands[col].fillna(0.0)
+    cands = cands[cands["item_id"].isin(fs.in_stock_items())]
+    return cands.reset_index(drop=True)
+
+
+def add_features(cands: pd.DataFrame, fs: FeatureSet, als: AlsModel) -> pd.DataFrame:
+    """Join every ranking feature onto the candidates; missing history stays NaN (LightGBM handles it)."""
+    out = cands.merge(fs.user_item, on=["user_id", "item_id"], how="left")
+    item_cols = ["item_id", "category", "item_price", *[f"pop_{w}d" for w in POP_WINDOWS], "pop_all"]
+    out = out.merge(fs.items[[*item_cols, "pop_trend", "item_age_days"]], on="item_id", how="left")
+    out = out.merge(fs.users, on="user_id", how="left")
+    out = out.merge(fs.affinity, on=["user_id", "category"], how="left")
+    missing_als = out["als_score"].isna()
+    if missing_als.any():
+        out.loc[missing_als, "als_score"] = als.score_pairs(
+            out.loc[missing_als, "user_id"], out.loc[missing_als, "item_id"]
+        )
+    out["price_ratio"] = out["item_price"] / out["u_median_price"].where(out["u_median_price"] > 0)
+    for col in ("ui_purchases", "ui_units", "ui_views", "ui_carts", "cat_affinity"):
+        out[col] = out[col].fillna(0.0)
+    for col in FEATURES:
+        out[col] = out[col].astype("float64")
+    return out
+
+
+def label_candidates(cands: pd.DataFrame, future_purchases: pd.DataFrame) -> pd.DataFrame:
+    """Mark candidates bought in the label window (`future_purchases`: user_id, item_id)."""
+    bought = future_purchases[["user_id", "item_id"]].drop_duplicates().assign(label=1)
+    out = cands.merge(bought, on=["user_id", "item_id"], how="left")
+    out["label"] = out["label"].fillna(0).astype("int32")
+    return out
+
+
+@dataclass
+class RankerParams:
+    num_boost_round: int = 200
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    min_data_in_leaf: int = 20
+    seed: int = 7
+    max_train_users: int = 50_000
+
+
+def train_ranker(labelled: pd.DataFrame, params: RankerParams) -> lgb.Booster | None:
+    """LightGBM lambdarank on shoppers with at least one bought candidate; None when there are none."""
+    positives = labelled.groupby("user_id")["label"].transform("max") > 0
+    train = labelled[positives]
+    if train.empty:
+        return None
+    users = train["user_id"].drop_duplicates()
+    if len(users) > params.max_train_users:
+        keep = users.sample(params.max_train_users, random_state=params.seed)
+        train = train[train["user_id"].isin(keep)]
+    train = train.sort_values("user_id", kind="stable")
+    groups = train.groupby("user_id", sort=False).size().to_numpy()
+    dataset = lgb.Dataset(
+        train[list(FEATURES)].to_numpy(dtype=np.float64),
+        label=train["label"].to_numpy(),
+        group=groups,
+        feature_name=list(FEATURES),
+        free_raw_data=True,
+    )
+    booster_params = {
+        "objective": "lambdarank",
+        "metric": "ndcg",
+        "eval_at": [10],
+        "learning_rate": params.learning_rate,
+        "num_leaves": params.num_leaves,
+        "min_data_in_leaf": params.min_data_in_leaf,
+        "feature_fraction": 0.9,
+        "lambdarank_truncation_level": 20,
+        "seed": params.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": 2,
+        "verbose": -1,
+    }
+    return lgb.train(booster_params, dataset, num_boost_round=params.num_boost_round)
+
+
+def score_candidates(featured: pd.DataFrame, booster: lgb.Booster | None) -> np.ndarray:
+    """Ranker scores, or a transparent fallback (history, then ALS, then popularity) without a ranker."""
+    if booster is not None:
+        return np.asarray(booster.predict(featured[list(FEATURES)].to_numpy(dtype=np.float64)))
+    fallback = (
+        3.0 * np.log1p(featured["ui_purchases"].to_numpy())
+        + np.nan_to_num(featured["als_score"].to_numpy(), nan=0.0)
+        + 1.0 / featured["pop_rank"].fillna(1e6).to_numpy()
+    )
+    return np.asarray(fallback, dtype="float64")
+
+
+def reason_codes(featured: pd.DataFrame) -> np.ndarray:
+    """The signal that put each item in the list: own purchases, own views, similar shoppers, popularity."""
+    conditions = [
+        featured["ui_purchases"].to_numpy() > 0,
+        (featured["ui_views"].to_numpy() + featured["ui_carts"].to_numpy()) > 0,
+        featured["src_als"].to_numpy() > 0,
+    ]
+    return np.select(conditions, ["buy_again", "viewed", "similar_shoppers"], default="popular")
+
+
+def top_lists(featured: pd.DataFrame, scores: np.ndarray, n: int, fill: pd.DataFrame) -> pd.DataFrame:
+    """Per shopper the n best items by score, refilled from `fill` (popular items) when short.
+
+    Returns user_id, rank, item_id, score, reason_code, reason_text.
+    """
+    ranked = featured[["user_id", "item_id"]].assign(score=scores, reason_code=reason_codes(featured))
+    ranked = ranked.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True], kind="stable")
+    ranked = ranked.groupby("user_id", sort=False).head(n)
+    counts = ranked.groupby("user_id").size()
+    short = counts[counts < n].index
+    if len(short) and not fill.empty:
+        floor = ranked["score"].min() if len(ranked) else 0.0
+        extra = pd.DataFrame(
+            {
+                "user_id": np.repeat(short.to_numpy(), len(fill)),
+                "item_id": np.tile(fill["item_id"].to_numpy(), len(short)),
+                "score": np.tile(floor - 1.0 - np.arange(len(fill), dtype="float64") * 1e-3, len(short)),
+                "reason_code": "popular",
+            }
+        )
+        extra = extra.merge(ranked[["user_id", "item_id"]], how="left", indicator=True)
+        extra = extra[extra["_merge"] == "left_only"].drop(columns="_merge")
+        ranked = pd.concat([ranked, extra]).sort_values(
+            ["user_id", "score", "item_id"], ascending=[True, False, True], kind="stable"
+        )
+        ranked = ranked.groupby("user_id", sort=False).head(n)
+    ranked = ranked.reset_index(drop=True)
+    ranked["rank"] = ranked.groupby("user_id").cumcount() + 1
+    ranked["reason_text"] = ranked["reason_code"].map(REASONS)
+    return ranked[["user_id", "rank", "item_id", "score", "reason_code", "reason_text"]]
+
+
+def segment_lists(popularity: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Top-n lists per segment from (segment, item_id, buyers); thin country lists are topped up from
+    the global list so every segment list has n items when the catalog allows.
+    """
+    pop = popularity.sort_values(["segment", "buyers", "item_id"], ascending=[True, False, True])
+    top = pop.groupby("segment", sort=False).head(n)
+    global_top = top[top["segment"] == "global"]
+    rows = [top]
+    sizes = top.groupby("segment").size()
+    for segment in sizes[sizes < n].index.difference(["global"]):
+        have = set(top.loc[top["segment"] == segment, "item_id"])
+        extra = global_top[~global_top["item_id"].isin(have)].assign(segment=segment, buyers=0)
+        rows.append(extra)
+    out = pd.concat(rows, ignore_index=True)
+    # Country buyers first, then global fill in global order (buyers 0 sorts after real counts).
+    out["order"] = np.arange(len(out))
+    out = out.sort_values(["segment", "buyers", "order"], ascending=[True, False, True], kind="stable")
+    out = out.groupby("segment", sort=False).head(n).reset_index(drop=True)
+    out["rank"] = out.groupby("segment").cumcount() + 1
+    max_buyers = out.groupby("segment")["buyers"].transform("max").clip(lower=1)
+    out["score"] = (out["buyers"] / max_buyers).round(6) + (1.0 / (out["rank"] + 1.0)) * 1e-3
+    is_global = out["segment"] == "global"
+    out["reason_code"] = np.where(is_global | (out["buyers"] == 0), "bestseller", "popular_in_country")
+    out["reason_text"] = out["reason_code"].map(REASONS)
+    return out[["segment", "rank", "item_id", "score", "reason_code", "reason_text"]]

@@ -1,0 +1,298 @@
+"""The refresh pipeline: compute lists (Spark + ALS + LightGBM), validate them (Great Expectations),
+publish them (Redis). Each stage is a function the Airflow DAG calls as one task and `carousel refresh`
+calls in a row; stages hand over through the run's folder `var/runs/<run_id>/`, so a retried task
+redoes only its own stage.
+
+Nothing here reads the wall clock: every stage gets the run's data interval end (`interval_end`), and
+the model's "now" is the newest event before it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from carousel.lake import Lake
+from carousel.redis_conn import sync_client
+from configs.settings import Settings
+from jobs import features, model
+from jobs.publish import PublishResult, publish_version
+from jobs.run_history import RunHistory
+from jobs.spark import spark_session
+
+Progress = Callable[[str], None]
+
+
+class PipelineError(RuntimeError):
+    """A stage could not run; the message says why. Nothing was published."""
+
+
+class ValidationFailed(PipelineError):
+    """The output gate refused the run's lists; they are not published."""
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    run_id: str
+    version: str
+    published: PublishResult
+    stages: dict[str, float]
+    counts: dict[str, int]
+
+
+def version_for(interval_end: datetime) -> str:
+    """The sortable version id of the lists covering data up to `interval_end`."""
+    return interval_end.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def run_dir(settings: Settings, run_id: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_.T" else "_" for c in run_id)
+    return settings.runs_dir / safe
+
+
+def history(settings: Settings) -> RunHistory:
+    return RunHistory(settings.runs_dir / "history.sqlite")
+
+
+@contextmanager
+def _stage(settings: Settings, run_id: str, name: str, progress: Progress | None) -> Iterator[None]:
+    started = time.perf_counter()
+    if progress:
+        progress(f"{name} ...")
+    try:
+        yield
+    except Exception as exc:
+        history(settings).update(run_id, status="failed", failed_stage=name, error=str(exc)[:2000])
+        raise
+    took = round(time.perf_counter() - started, 2)
+    history(settings).update(run_id, stages={name: took})
+    if progress:
+        progress(f"{name} done in {took:.1f}s")
+
+
+# -- stage 1: compute ---------------------------------------------------------------------------------
+def _collect_feature_set(events: DataFrame, items: DataFrame, as_of: datetime) -> model.FeatureSet:
+    interactions = features.interaction_weights(events)
+    return model.FeatureSet(
+        as_of=pd.Timestamp(as_of),
+        interactions=interactions.toPandas(),
+        user_item=features.user_item_stats(events, as_of).toPandas(),
+        items=features.item_stats(events, items, as_of, model.POP_WINDOWS).toPandas(),
+        users=features.user_stats(events, as_of).toPandas(),
+        affinity=features.user_category_affinity(events, items).toPandas(),
+    )
+
+
+def compute_lists(
+    settings: Settings, *, run_id: str, interval_end: datetime, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Extract the lake, build features, train the ranker on the earlier window, write the run's lists."""
+    interval_end = interval_end.astimezone(UTC)
+    history(settings).update(
+        run_id, status="running", interval_end=interval_end.isoformat(), version=version_for(interval_end)
+    )
+    with _stage(settings, run_id, "compute", progress):
+        manifest = _compute(settings, run_id=run_id, interval_end=interval_end, progress=progress)
+    history(settings).update(run_id, counts=manifest["counts"], model=manifest["model"])
+    return manifest
+
+
+def _compute(
+    settings: Settings, *, run_id: str, interval_end: datetime, progress: Progress | None
+) -> dict[str, Any]:
+    lake = Lake(settings.lake_dir)
+    if not lake.has_data():
+        raise PipelineError(
+            f"the lake at {settings.lake_dir} has no events or items yet: run `carousel import ...` first"
+        )
+    spark = spark_session(settings)
+    events = spark.read.parquet(str(lake.events_dir)).where(F.col("ts") < F.lit(interval_end))
+    items = spark.read.parquet(str(lake.items_path))
+    users = spark.read.parquet(str(lake.users_path)) if lake.users_path.exists() else None
+    newest = events.agg(F.max("ts")).first()
+    if newest is None or newest[0] is None:
+        raise PipelineError(f"the lake holds no events before {interval_end.isoformat()}")
+    # The model's "now" is just after the newest event: windows stay meaningful on historic data.
+    as_of = min(newest[0].astimezone(UTC) + timedelta(seconds=1), interval_end)
+    train_cutoff = as_of - timedelta(days=settings.label_days)
+
+    modelling = features.modelling_events(events, users, as_of).cache()
+    if progress:
+        progress(f"as of {as_of.isoformat()}: building features")
+    fs_train = _collect_feature_set(modelling.where(F.col("ts") < F.lit(train_cutoff)), items, train_cutoff)
+    future = (
+        modelling.where((F.col("ts") >= F.lit(train_cutoff)) & (F.col("event_type") == "purchase"))
+        .select("user_id", "item_id")
+        .distinct()
+        .toPandas()
+    )
+    fs_full = _collect_feature_set(modelling, items, as_of)
+    als_params = model.AlsParams(
+        factors=settings.als_factors,
+        iterations=settings.als_iterations,
+        regularization=settings.als_regularization,
+        alpha=settings.als_alpha,
+    )
+
+    booster = None
+    train_rows = 0
+    train_users = fs_train.users["user_id"][fs_train.users["user_id"].isin(future["user_id"])].to_numpy()
+    if len(train_users) and not fs_train.interactions.empty:
+        if progress:
+            progress(
+                f"training the ranker on {len(train_users)} shoppers (labels after {train_cutoff:%Y-%m-%d})"
+            )
+        als_train = model.fit_als(fs_train.interactions, als_params)
+        cands = model.build_candidates(fs_train, als_train, train_users, als_k=settings.candidates_per_user)
+        labelled = model.label_candidates(model.add_features(cands, fs_train, als_train), future)
+        train_rows = len(labelled)
+        booster = model.train_ranker(labelled, model.RankerParams())
+
+    if progress:
+        progress(f"scoring {len(fs_full.users)} shoppers")
+    als_full = model.fit_als(fs_full.interactions, als_params)
+    all_users = fs_full.users["user_id"].to_numpy()
+    cands = model.build_candidates(fs_full, als_full, all_users, als_k=settings.candidates_per_user)
+    featured = model.add_features(cands, fs_full, als_full)
+    scores = model.score_candidates(featured, booster)
+    user_lists = model.top_lists(
+        featured, scores, settings.list_length, fill=fs_full.popular_items(settings.list_length * 2)
+    )
+    # Segment lists are not personal, so anonymous sessions count; opted-out shoppers' events do not.
+    segment_events = events.where(F.col("ts") < F.lit(as_of))
+    if users is not None:
+        opted_out = users.where(~F.col("consent_personalization")).select("user_id")
+        segment_events = segment_events.join(opted_out, "user_id", "left_anti")
+    popularity = features.segment_popularity(
+        segment_events, items, as_of, settings.popularity_days
+    ).toPandas()
+    if popularity.empty:
+        # A quiet window: fall back to all-time popularity so segment lists are never empty.
+        popularity = features.segment_popularity(segment_events, items, as_of, 36_500).toPandas()
+    seg_lists = model.segment_lists(popularity, settings.list_length)
+    modelling.unpersist()
+
+    out = run_dir(settings, run_id)
+    out.mkdir(parents=True, exist_ok=True)
+    user_lists.to_parquet(out / "user_lists.parquet", index=False)
+    seg_lists.to_parquet(out / "segment_lists.parquet", index=False)
+    if booster is not None:
+        booster.save_model(str(out / "ranker.txt"))
+    manifest: dict[str, Any] = {
+        "run_id": run_id,
+        "version": version_for(interval_end),
+        "interval_end": interval_end.isoformat(),
+        "as_of": as_of.isoformat(),
+        "train_cutoff": train_cutoff.isoformat(),
+        "model": {
+            "als": als_params.__dict__,
+            "ranker": "lightgbm-lambdarank" if booster is not None else "none: no purchases in label window",
+            "ranker_train_rows": train_rows,
+        },
+        "counts": {
+            "modelled_users": int(len(all_users)),
+            "items": int(len(fs_full.items)),
+            "in_stock_items": int(fs_full.items["in_stock"].sum()),
+            "interactions": int(len(fs_full.interactions)),
+            "user_lists": int(user_lists["user_id"].nunique()),
+            "segment_lists": int(seg_lists["segment"].nunique()),
+        },
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def _read_manifest(settings: Settings, run_id: str) -> dict[str, Any]:
+    path = run_dir(settings, run_id) / "manifest.json"
+    if not path.exists():
+        raise PipelineError(
+            f"run {run_id} has no computed lists ({path} missing): run the compute stage first"
+        )
+    manifest: dict[str, Any] = json.loads(path.read_text())
+    return manifest
+
+
+# -- stage 2: validate --------------------------------------------------------------------------------
+def validate_lists(settings: Settings, *, run_id: str, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the Great Expectations output gate; raise `ValidationFailed` (nothing published) on failure."""
+    from quality.output_gate import validate_run_output  # GX is heavy: import only for this stage
+
+    manifest = _read_manifest(settings, run_id)
+    out = run_dir(settings, run_id)
+    with _stage(settings, run_id, "validate", progress):
+        catalog = Lake(settings.lake_dir).read_items()
+        assert catalog is not None  # compute already required it
+        result = validate_run_output(
+            run_id=run_id,
+            user_lists=pd.read_parquet(out / "user_lists.parquet"),
+            segment_lists=pd.read_parquet(out / "segment_lists.parquet"),
+            catalog=catalog[["item_id", "in_stock"]],
+            active_users=manifest["counts"]["modelled_users"],
+            list_length=settings.list_length,
+            min_user_coverage=settings.min_user_coverage,
+            quality_dir=settings.quality_dir,
+        )
+        verdict = {
+            "success": result.success,
+            "failures": result.failures,
+            "results_path": str(result.results_path),
+            "docs_index": str(result.docs_index),
+        }
+        (out / "validation.json").write_text(json.dumps(verdict, indent=2))
+        history(settings).update(run_id, validation=verdict)
+        if not result.success:
+            raise ValidationFailed(
+                f"run {run_id} failed validation ({len(result.failures)} expectation(s)): "
+                + "; ".join(result.failures[:5])
+                + f". Data Docs: {result.docs_index}"
+            )
+    return verdict
+
+
+# -- stage 3: publish ---------------------------------------------------------------------------------
+def publish_lists(settings: Settings, *, run_id: str, progress: Progress | None = None) -> PublishResult:
+    """Load the validated lists into Redis as a new version and switch the live pointer."""
+    manifest = _read_manifest(settings, run_id)
+    out = run_dir(settings, run_id)
+    verdict_path = out / "validation.json"
+    if not verdict_path.exists() or not json.loads(verdict_path.read_text())["success"]:
+        raise PipelineError(f"run {run_id} has not passed validation: refusing to publish")
+    with _stage(settings, run_id, "publish", progress):
+        client = sync_client(settings)
+        result = publish_version(
+            client,
+            version=manifest["version"],
+            user_lists=pd.read_parquet(out / "user_lists.parquet"),
+            segment_lists=pd.read_parquet(out / "segment_lists.parquet"),
+            manifest={
+                "run_id": run_id,
+                "generated_at": manifest["interval_end"],
+                "as_of": manifest["as_of"],
+                "model": manifest["model"],
+            },
+            keep_versions=settings.keep_versions,
+        )
+    history(settings).update(run_id, status="published", published_version=result.version)
+    return result
+
+
+def run_refresh(
+    settings: Settings, *, interval_end: datetime, run_id: str | None = None, progress: Progress | None = None
+) -> RefreshResult:
+    """All three stages in a row: what `carousel refresh` runs."""
+    run_id = run_id or f"manual__{version_for(interval_end)}"
+    manifest = compute_lists(settings, run_id=run_id, interval_end=interval_end, progress=progress)
+    validate_lists(settings, run_id=run_id, progress=progress)
+    published = publish_lists(settings, run_id=run_id, progress=progress)
+    record = history(settings).get(run_id) or {}
+    return RefreshResult(run_id, published.version, published, record.get("stages", {}), manifest["counts"])

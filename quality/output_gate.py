@@ -1,0 +1,731 @@
+"""Great Expectations gate on the recommendation lists written by one pipeline run.
+
+A run produces three frames: per-user lists (``user_id, rank, item_id, score, reason_code, reason_text``),
+per-segment lists (same, keyed by ``segment``) and the catalog it ranked from (``item_id, in_stock``).
+:func:`validate_run_output` checks them with Great Expectations (GX 1.x) and returns a :class:`GateResult`.
+
+What GX validates
+-----------------
+Raw rows are not enough for list-level properties, and passing the catalog as an expectation value set
+does not scale (it can hold 100k items), so pandas first derives four small-to-medium tables and GX
+validates each against its own Expectation Suite (one suite per table):
+
+``user_lists`` / ``segment_lists`` (one row per recommended item; rows whose ``item_id`` is null are
+placeholders for an empty list and only count towards the list-level checks)
+    * the list key is never null;
+    * no item twice in one list (``ExpectCompoundColumnsToBeUnique`` on ``(key, item_id)``);
+    * scores are not null/NaN (``ExpectColumnValuesToNotBeNull``) and finite
+      (``ExpectColumnValuesToBeBetween`` with the largest finite float64 as bounds, which rejects +/-inf);
+    * ``in_catalog`` (derived by a hash lookup in the catalog) is ``True``;
+    * ``in_stock`` (the catalog's flag, null for items not in the catalog so that an unknown item
+      fails only the catalog check) is ``True``.
+
+``user_list_sizes`` / ``segment_list_sizes`` (one row per list: ``n_items``, ``min_rank``, ``max_rank``,
+``n_distinct_ranks``)
+    * no empty list (``n_items >= 1``);
+    * every list has the expected length ``min(list_length, in-stock catalog items)``;
+    * ranks are ``1..n`` without gaps or repeats (``min_rank == 1``, ``max_rank == n_items``,
+      ``n_distinct_ranks == n_items``);
+    * users only: distinct users with a non-empty list ``>= ceil(min_user_coverage * active_users)``
+      (``ExpectColumnUniqueValueCountToBeBetween`` on ``covered_user_id``, null for empty lists);
+    * segments only: the ``global`` segment is present.
+
+Run-dependent bounds (expected list length, minimum covered users) are GX suite parameters
+(``{"$PARAMETER": ...}``) filled in at ``Checkpoint.run`` time, so the suites themselves are constant
+and every run's results record the resolved values.
+
+Each expectation carries ``meta["problem"]`` (e.g. ``"duplicate item in a list"``). All but the two
+parametrised ones also carry a ``description``, which Data Docs shows in place of GX's generic sentence
+(the parametrised ones keep GX's sentence because it is where the docs show the resolved bound).
+Failure lines read ``"<table>: <problem>: <expectation>(<resolved kwargs>); observed <value, or
+unexpected count and example rows>"``.
+
+Storage layout under ``quality_dir``
+------------------------------------
+``gx/``
+    A File Data Context, created on the first call and reused afterwards. Data source, assets, suites,
+    validation definitions and checkpoints have fixed names and are only (re)written when missing or
+    when their definition changed, so steady-state runs only read the configuration. The set-up runs
+    under an ``flock`` on ``quality_dir/.gx.lock`` so that concurrent first runs do not race. GX keeps
+    every run's validation results in ``gx/uncommitted/validations/``.
+``runs/<run_id>/results.json``
+    The gate verdict, failure lines, statistics, parameters and the four GX validation results.
+``runs/<run_id>/data_docs/index.html``
+    Data Docs for this run only: the context gets an in-memory (never saved) site whose base directory is
+    the run's folder, built once after the four checkpoints with this run's four validation results
+    (the same call ``UpdateDataDocsAction`` makes, but once instead of once per checkpoint). The site
+    index lists the pages found in its own folder, hence only this run's validations. A re-run of the
+    same ``run_id`` replaces that folder's docs and ``results.json``.
+
+There are four checkpoints (one per table) rather than one because ``Checkpoint.run``'s
+``batch_parameters`` (which carry the dataframe) apply to every validation definition of a checkpoint.
+
+GX usage statistics are switched off (``GX_ANALYTICS_ENABLED=false`` and ``analytics_enabled: false`` in
+the context config) and so are its tqdm progress bars.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import great_expectations as gx
+import great_expectations.expectations as gxe
+import numpy as np
+import pandas as pd
+from great_expectations.core.run_identifier import RunIdentifier
+from great_expectations.data_context.types.base import ProgressBarsConfig
+from great_expectations.exceptions import DataContextError
+
+__all__ = ["GateResult", "validate_run_output"]
+
+_DATASOURCE: Final = "carousel_run_output"
+_BATCH_DEFINITION: Final = "whole_frame"
+_NAME_PREFIX: Final = "carousel.run_output."
+# A site name that is only ever configured in memory, pointing at the current run's folder.
+_RUN_SITE: Final = "carousel_run_docs"
+
+_USER_ROWS: Final = "user_lists"
+_USER_SIZES: Final = "user_list_sizes"
+_SEGMENT_ROWS: Final = "segment_lists"
+_SEGMENT_SIZES: Final = "segment_list_sizes"
+_TABLES: Final = (_USER_ROWS, _USER_SIZES, _SEGMENT_ROWS, _SEGMENT_SIZES)
+
+_LIST_COLUMNS: Final = ("rank", "item_id", "score", "reason_code", "reason_text")
+_FLOAT_MAX: Final = sys.float_info.max
+_RUN_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=-]{0,199}")
+# How many offending rows a failure line quotes; the full sample is in results.json.
+_EXAMPLES_PER_LINE: Final = 3
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Outcome of the output gate for one run.
+
+    Attributes
+    ----------
+    success
+        True when every expectation of every suite passed.
+    failures
+        One readable line per failed expectation: table/suite, the problem, the expectation with its
+        resolved arguments, and the observed value.
+    results_path
+        ``quality_dir/runs/<run_id>/results.json``.
+    docs_index
+        ``quality_dir/runs/<run_id>/data_docs/index.html``.
+    statistics
+        Sizes, coverage, expectation counts and elapsed time of the gate.
+    """
+
+    success: bool
+    failures: list[str]
+    results_path: Path
+    docs_index: Path
+    statistics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Check:
+    """One expectation plus the short problem label used in failure lines."""
+
+    problem: str
+    expectation: gxe.Expectation
+
+
+def validate_run_output(
+    *,
+    run_id: str,
+    user_lists: pd.DataFrame,
+    segment_lists: pd.DataFrame,
+    catalog: pd.DataFrame,
+    active_users: int,
+    list_length: int,
+    min_user_coverage: float,
+    quality_dir: Path,
+) -> GateResult:
+    """Validate a run's recommendation lists with Great Expectations and keep the evidence.
+
+    Parameters
+    ----------
+    run_id
+        Identifier of the pipeline run; used as a folder name and as the GX run name. Letters, digits
+        and ``._:+=-``, starting with a letter or digit.
+    user_lists
+        Columns ``user_id, rank, item_id, score, reason_code, reason_text``. A row whose ``item_id`` is
+        null stands for an empty list of that user.
+    segment_lists
+        Columns ``segment, rank, item_id, score, reason_code, reason_text``.
+    catalog
+        Columns ``item_id, in_stock``. Duplicate item ids are allowed; such an item counts as in stock
+        only if every row says so. A null ``in_stock`` counts as out of stock.
+    active_users
+        Number of active users the coverage share refers to.
+    list_length
+        Configured list length; the expected length is ``min(list_length, in-stock catalog items)``.
+    min_user_coverage
+        Minimum share (0..1) of ``active_users`` that must have a non-empty list.
+    quality_dir
+        Root for the GX File Data Context (``gx/``) and per-run output (``runs/<run_id>/``).
+
+    Returns
+    -------
+    GateResult
+        Verdict, failure lines, paths of ``results.json`` and of the run's Data Docs index, statistics.
+
+    Raises
+    ------
+    ValueError
+        If ``run_id`` is not a safe folder name, a frame lacks a required column, or a numeric argument
+        is out of range. These are caller errors, not data-quality failures.
+    """
+    started = time.perf_counter()
+    _check_arguments(run_id, active_users, list_length, min_user_coverage)
+    _require_columns("user_lists", user_lists, ("user_id", *_LIST_COLUMNS))
+    _require_columns("segment_lists", segment_lists, ("segment", *_LIST_COLUMNS))
+    _require_columns("catalog", catalog, ("item_id", "in_stock"))
+
+    stock = _stock_by_item(catalog)
+    in_stock_items = int(stock.sum())
+    expected_length = min(list_length, in_stock_items)
+    # round() first: 0.07 * 100 is 7.000000000000001 in floating point and must not become 8.
+    min_covered_users = math.ceil(round(min_user_coverage * active_users, 9))
+    parameters: dict[str, Any] = {
+        "expected_list_length": expected_length,
+        "min_covered_users": min_covered_users,
+    }
+
+    user_rows, user_sizes = _derive_tables(user_lists, "user_id", stock)
+    segment_rows, segment_sizes = _derive_tables(segment_lists, "segment", stock)
+    # Null for empty lists: GX's distinct-value count skips nulls, so only non-empty lists cover a user.
+    user_sizes["covered_user_id"] = user_sizes["user_id"].where(user_sizes["n_items"] > 0)
+    frames = {
+        _USER_ROWS: user_rows,
+        _USER_SIZES: user_sizes,
+        _SEGMENT_ROWS: segment_rows,
+        _SEGMENT_SIZES: segment_sizes,
+    }
+
+    quality_dir = Path(quality_dir)
+    run_dir = quality_dir / "runs" / run_id
+    docs_dir = run_dir / "data_docs"
+    # A re-run of the same run id replaces its docs instead of mixing pages of both attempts.
+    shutil.rmtree(docs_dir, ignore_errors=True)
+    docs_dir.mkdir(parents=True, exist_ok=True)
+
+    context = _open_context(quality_dir)
+    _point_run_site_at(context, docs_dir)
+    gx_run_id = RunIdentifier(run_name=run_id)
+    validations: dict[str, Any] = {}
+    result_ids: list[Any] = []
+    for table in _TABLES:
+        checkpoint = context.checkpoints.get(_NAME_PREFIX + table)
+        # Batch parameters go to every validation definition of a checkpoint, so each table (each its
+        # own dataframe) has its own checkpoint.
+        checkpoint_result = checkpoint.run(
+            batch_parameters={"dataframe": frames[table]},
+            expectation_parameters=parameters,
+            run_id=gx_run_id,
+        )
+        ((result_id, validation),) = checkpoint_result.run_results.items()
+        validations[table] = validation
+        result_ids.append(result_id)
+    # One Data Docs build for the four results. An UpdateDataDocsAction on each checkpoint would do the
+    # same work four times (each rebuilds the site index), about 0.5-1 s per call for nothing.
+    context.build_data_docs(site_names=[_RUN_SITE], resource_identifiers=result_ids)
+
+    failures = [
+        line for table in _TABLES for line in _failure_lines(table, validations[table].to_json_dict())
+    ]
+    evaluated = sum(int(v.statistics["evaluated_expectations"]) for v in validations.values())
+    unsuccessful = sum(int(v.statistics["unsuccessful_expectations"]) for v in validations.values())
+    covered_users = int(user_sizes["covered_user_id"].nunique())
+    statistics: dict[str, float] = {
+        "user_lists": float(len(user_sizes)),
+        "user_rows": float(len(user_rows)),
+        "covered_users": float(covered_users),
+        "active_users": float(active_users),
+        "user_coverage": covered_users / active_users if active_users else 0.0,
+        "min_covered_users": float(min_covered_users),
+        "expected_list_length": float(expected_length),
+        "segment_lists": float(len(segment_sizes)),
+        "segment_rows": float(len(segment_rows)),
+        "catalog_items": float(len(stock)),
+        "in_stock_items": float(in_stock_items),
+        "evaluated_expectations": float(evaluated),
+        "unsuccessful_expectations": float(unsuccessful),
+    }
+    success = all(v.success for v in validations.values())
+    statistics["elapsed_seconds"] = time.perf_counter() - started
+
+    results_path = run_dir / "results.json"
+    _write_json(
+        results_path,
+        {
+            "run_id": run_id,
+            "success": success,
+            "failures": failures,
+            "statistics": statistics,
+            "expectation_parameters": parameters,
+            "data_docs": str(docs_dir / "index.html"),
+            "validations": {table: v.to_json_dict() for table, v in validations.items()},
+        },
+    )
+    return GateResult(
+        success=success,
+        failures=failures,
+        results_path=results_path,
+        docs_index=docs_dir / "index.html",
+        statistics=statistics,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Input checks and pandas derivations
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_arguments(run_id: str, active_users: int, list_length: int, min_user_coverage: float) -> None:
+    # run_id becomes a path component: refuse separators and "..".
+    if not _RUN_ID_PATTERN.fullmatch(run_id) or ".." in run_id:
+        raise ValueError(f"run_id {run_id!r} is not a safe folder name")
+    if active_users < 0:
+        raise ValueError(f"active_users must be >= 0, got {active_users}")
+    if list_length < 1:
+        raise ValueError(f"list_length must be >= 1, got {list_length}")
+    if not 0.0 <= min_user_coverage <= 1.0:
+        raise ValueError(f"min_user_coverage must be within [0, 1], got {min_user_coverage}")
+
+
+def _require_columns(name: str, frame: pd.DataFrame, columns: Sequence[str]) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{name} lacks column(s) {missing}")
+
+
+def _stock_by_item(catalog: pd.DataFrame) -> pd.Series:
+    """Boolean in-stock flag indexed by unique item id."""
+    flags = catalog["in_stock"].astype("boolean").fillna(False).astype(bool)
+    # Conflicting duplicate rows: only recommend the item if every row says it is in stock.
+    return flags.groupby(catalog["item_id"].to_numpy()).all()
+
+
+def _arrow_strings(values: pd.Series) -> pd.Series:
+    # GX runs a null scan over the domain columns for every metric; on Python-object strings that scan
+    # dominates the gate's run time, on Arrow strings it reads a validity bitmap.
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+        return pd.Series(values.to_numpy(), dtype="string[pyarrow]")
+    return values.reset_index(drop=True)
+
+
+def _derive_tables(lists: pd.DataFrame, key: str, stock: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split one list table into the per-item rows and the per-list sizes GX validates."""
+    has_item = lists["item_id"].notna().to_numpy()
+    items = lists.loc[has_item, [key, "rank", "item_id", "score"]]
+    # A hash lookup against the catalog index instead of an expectation value set: O(rows), any catalog size.
+    looked_up = items["item_id"].map(stock)
+    known = looked_up.notna().to_numpy()
+    # Built in one go from arrays, without the unchecked reason columns: the frame starts consolidated
+    # and small, which matters because GX copies the domain frame for every metric it computes.
+    rows = pd.DataFrame(
+        {
+            key: _arrow_strings(items[key]),
+            "rank": items["rank"].to_numpy(),
+            "item_id": _arrow_strings(items["item_id"]),
+            "score": items["score"].to_numpy(),
+            "in_catalog": known,
+            # Nullable boolean, NA for unknown items: GX skips nulls, so an unknown item fails only the
+            # in_catalog check (and NA scans fast, unlike None in an object column).
+            "in_stock": pd.array(looked_up.to_numpy(dtype=object), dtype="boolean"),
+        }
+    )
+
+    ranks = rows.groupby(key, sort=False)["rank"].agg(["size", "min", "max", "nunique"])
+    ranks.columns = pd.Index(["n_items", "min_rank", "max_rank", "n_distinct_ranks"])
+    # Keys of every list, including the empty ones that only appear as placeholder rows.
+    keys = pd.Index(lists[key].dropna().unique(), name=key)
+    sizes = ranks.reindex(keys)
+    sizes["n_items"] = sizes["n_items"].fillna(0).astype("int64")
+    sizes["n_distinct_ranks"] = sizes["n_distinct_ranks"].fillna(0).astype("int64")
+    return rows, sizes.reset_index()
+
+
+# --------------------------------------------------------------------------------------------------
+# Expectation suites
+# --------------------------------------------------------------------------------------------------
+
+
+def _checks(table: str) -> list[_Check]:
+    """The expectations of one table's suite, each with its problem label."""
+    if table in (_USER_ROWS, _SEGMENT_ROWS):
+        return _row_checks("user_id" if table == _USER_ROWS else "segment")
+    key = "user_id" if table == _USER_SIZES else "segment"
+    checks = _size_checks(key)
+    if table == _USER_SIZES:
+        checks.append(
+            _Check(
+                "user coverage too low",
+                gxe.ExpectColumnUniqueValueCountToBeBetween(
+                    column="covered_user_id",
+                    min_value={"$PARAMETER": "min_covered_users"},
+                    # No description: Data Docs would show it instead of GX's sentence, which is the
+                    # only place the docs show the run's resolved bound.
+                    notes="Coverage: distinct users with a non-empty list >= "
+                    "ceil(min_user_coverage * active_users).",
+                ),
+            )
+        )
+    else:
+        checks.append(
+            _Check(
+                "missing 'global' segment",
+                gxe.ExpectColumnDistinctValuesToContainSet(
+                    column="segment",
+                    value_set=["global"],
+                    description="Segment lists include the 'global' segment",
+                ),
+            )
+        )
+    return checks
+
+
+def _row_checks(key: str) -> list[_Check]:
+    return [
+        _Check(
+            "row without a list key",
+            gxe.ExpectColumnValuesToNotBeNull(
+                column=key, description=f"Every row belongs to a list ({key} is not null)"
+            ),
+        ),
+        _Check(
+            "duplicate item in a list",
+            gxe.ExpectCompoundColumnsToBeUnique(
+                column_list=[key, "item_id"],
+                description=f"No duplicate item within a list: ({key}, item_id) pairs are unique",
+            ),
+        ),
+        _Check(
+            "NaN or missing score",
+            gxe.ExpectColumnValuesToNotBeNull(
+                column="score", description="Scores are present (not null / NaN)"
+            ),
+        ),
+        _Check(
+            "infinite score",
+            # GX treats NaN as missing (checked above); finite bounds reject +inf and -inf.
+            gxe.ExpectColumnValuesToBeBetween(
+                column="score",
+                min_value=-_FLOAT_MAX,
+                max_value=_FLOAT_MAX,
+                description="Scores are finite (no +inf / -inf)",
+            ),
+        ),
+        _Check(
+            "item not in catalog",
+            gxe.ExpectColumnValuesToBeInSet(
+                column="in_catalog",
+                value_set=[True],
+                description="Every recommended item is in the catalog (in_catalog)",
+            ),
+        ),
+        _Check(
+            "out-of-stock item",
+            gxe.ExpectColumnValuesToBeInSet(
+                column="in_stock",
+                value_set=[True],
+                description="Every recommended catalog item is in stock (in_stock)",
+            ),
+        ),
+    ]
+
+
+def _size_checks(key: str) -> list[_Check]:
+    return [
+        _Check(
+            "empty list",
+            gxe.ExpectColumnValuesToBeBetween(
+                column="n_items", min_value=1, description="No list is empty (n_items >= 1)"
+            ),
+        ),
+        _Check(
+            "wrong list length",
+            gxe.ExpectColumnValuesToBeBetween(
+                column="n_items",
+                min_value={"$PARAMETER": "expected_list_length"},
+                max_value={"$PARAMETER": "expected_list_length"},
+                # No description, so Data Docs show the resolved bound (see the coverage check).
+                notes="Every list has the expected length: min(list_length, in-stock catalog items).",
+            ),
+        ),
+        _Check(
+            "ranks do not start at 1",
+            gxe.ExpectColumnValuesToBeBetween(
+                column="min_rank", min_value=1, max_value=1, description="Ranks start at 1 (min_rank == 1)"
+            ),
+        ),
+        _Check(
+            "ranks not contiguous 1..n",
+            gxe.ExpectColumnPairValuesToBeEqual(
+                column_A="max_rank",
+                column_B="n_items",
+                # Empty lists have no ranks; they are reported by the empty-list check.
+                ignore_row_if="either_value_is_missing",
+                description="Ranks are contiguous 1..n: the highest rank equals the list size",
+            ),
+        ),
+        _Check(
+            "duplicate rank in a list",
+            gxe.ExpectColumnPairValuesToBeEqual(
+                column_A="n_distinct_ranks",
+                column_B="n_items",
+                description="Ranks are unique within a list (n_distinct_ranks == n_items)",
+            ),
+        ),
+    ]
+
+
+def _expectations(table: str) -> list[gxe.Expectation]:
+    expectations = []
+    for check in _checks(table):
+        # The label travels in meta so failure lines can be rebuilt from the stored results alone.
+        check.expectation.meta = {"problem": check.problem}
+        expectations.append(check.expectation)
+    return expectations
+
+
+def _index_columns(table: str) -> list[str]:
+    key = "user_id" if table in (_USER_ROWS, _USER_SIZES) else "segment"
+    return [key, "item_id"] if table in (_USER_ROWS, _SEGMENT_ROWS) else [key]
+
+
+# --------------------------------------------------------------------------------------------------
+# Data Context set-up (idempotent, once per call)
+# --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _open_context(quality_dir: Path) -> Any:
+    """Open (or create) the File Data Context under ``quality_dir/gx`` with all gate objects present."""
+    # No network here: GX must not try to send usage statistics. Set before the context is built.
+    os.environ["GX_ANALYTICS_ENABLED"] = "false"
+    with _locked(quality_dir / ".gx.lock"):
+        context = gx.get_context(mode="file", project_root_dir=str(quality_dir))
+        _ensure_context_settings(context)
+        _ensure_datasource(context)
+        for table in _TABLES:
+            _ensure_suite(context, table)
+            _ensure_validation_definition(context, table)
+            _ensure_checkpoint(context, table)
+    return context
+
+
+def _ensure_context_settings(context: Any) -> None:
+    progress = context.variables.progress_bars
+    # A fresh context holds a ProgressBarsConfig, one loaded from YAML a plain dict.
+    bars_on = progress is None or (
+        progress.get("globally", True) if isinstance(progress, Mapping) else progress.globally
+    )
+    if context.variables.analytics_enabled is not False or bars_on:
+        context.variables.analytics_enabled = False
+        # tqdm bars would flood the pipeline logs with one bar per metric batch.
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        context.variables.save()
+
+
+def _ensure_datasource(context: Any) -> None:
+    try:
+        datasource = context.data_sources.get(_DATASOURCE)
+    except KeyError:
+        datasource = context.data_sources.add_pandas(name=_DATASOURCE)
+    for table in _TABLES:
+        try:
+            asset = datasource.get_asset(table)
+        except LookupError:
+            asset = datasource.add_dataframe_asset(name=table)
+        try:
+            asset.get_batch_definition(_BATCH_DEFINITION)
+        except KeyError:
+            asset.add_batch_definition_whole_dataframe(_BATCH_DEFINITION)
+
+
+def _signature(expectations: Sequence[gxe.Expectation]) -> list[dict[str, Any]]:
+    # Expectation ids are assigned on save, so compare everything but the id.
+    return [{k: v for k, v in e.configuration.to_json_dict().items() if k != "id"} for e in expectations]
+
+
+def _ensure_suite(context: Any, table: str) -> None:
+    name = _NAME_PREFIX + table
+    desired = _expectations(table)
+    # Build suites through the constructor only: ExpectationSuite(name=...).add_expectation() writes
+    # straight into an already *stored* suite of the same name, duplicating its expectations.
+    try:
+        stored = context.suites.get(name)
+    except DataContextError:
+        context.suites.add(gx.ExpectationSuite(name=name, expectations=desired))
+        return
+    # Rewrite only when the code changed the suite: steady-state runs never write shared config.
+    if _signature(stored.expectations) != _signature(desired):
+        context.suites.add_or_update(gx.ExpectationSuite(name=name, expectations=desired))
+
+
+def _ensure_validation_definition(context: Any, table: str) -> None:
+    name = _NAME_PREFIX + table
+    batch_definition = (
+        context.data_sources.get(_DATASOURCE).get_asset(table).get_batch_definition(_BATCH_DEFINITION)
+    )
+    try:
+        stored = context.validation_definitions.get(name)
+        if stored.suite.name == name and stored.data.id == batch_definition.id:
+            return
+    except DataContextError:
+        pass
+    context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=name, data=batch_definition, suite=context.suites.get(name))
+    )
+
+
+def _result_format(table: str) -> dict[str, Any]:
+    # SUMMARY plus the list key (and item) of offending rows, so failures say *which* list is wrong.
+    return {"result_format": "SUMMARY", "unexpected_index_column_names": _index_columns(table)}
+
+
+def _ensure_checkpoint(context: Any, table: str) -> None:
+    name = _NAME_PREFIX + table
+    try:
+        stored = context.checkpoints.get(name)
+        if (
+            [vd.name for vd in stored.validation_definitions] == [name]
+            and not stored.actions
+            and _json_equal(stored.result_format, _result_format(table))
+        ):
+            return
+    except DataContextError:
+        pass
+    context.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=name,
+            validation_definitions=[context.validation_definitions.get(name)],
+            actions=[],
+            result_format=_result_format(table),
+        )
+    )
+
+
+def _json_equal(left: Any, right: Any) -> bool:
+    return json.dumps(left, sort_keys=True, default=str) == json.dumps(right, sort_keys=True, default=str)
+
+
+def _point_run_site_at(context: Any, docs_dir: Path) -> None:
+    """Register this run's Data Docs site in memory only (never saved to great_expectations.yml)."""
+    sites = dict(context.variables.data_docs_sites or {})
+    sites[_RUN_SITE] = {
+        "class_name": "SiteBuilder",
+        "show_how_to_buttons": False,
+        "store_backend": {
+            "class_name": "TupleFilesystemStoreBackend",
+            "base_directory": str(docs_dir.resolve()),
+        },
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    }
+    context.variables.data_docs_sites = sites
+
+
+# --------------------------------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------------------------------
+
+
+def _failure_lines(table: str, validation: Mapping[str, Any]) -> list[str]:
+    lines = []
+    for result in validation.get("results", []):
+        if result.get("success"):
+            continue
+        config = result.get("expectation_config", {})
+        problem = (config.get("meta") or {}).get("problem", "failed expectation")
+        kwargs = {k: v for k, v in (config.get("kwargs") or {}).items() if k != "batch_id"}
+        arguments = ", ".join(f"{k}={_short(v)}" for k, v in kwargs.items())
+        expectation = f"{config.get('type', '?')}({arguments})"
+        lines.append(f"{table}: {problem}: {expectation}; observed {_observed(result)}")
+    return lines
+
+
+def _observed(result: Mapping[str, Any]) -> str:
+    exception = result.get("exception_info") or {}
+    if exception.get("raised_exception"):
+        return f"an exception: {exception.get('exception_message')}"
+    details = result.get("result") or {}
+    if details.get("partial_missing_list"):
+        # Set-containment expectations report what is absent, with observed_value left None.
+        return f"missing {_short(details['partial_missing_list'])}"
+    if "observed_value" in details:
+        return f"value {_short(details['observed_value'])}"
+    if "unexpected_count" in details:
+        text = (
+            f"{details['unexpected_count']} of {details.get('element_count', '?')} rows unexpected "
+            f"({float(details.get('unexpected_percent') or 0.0):.3g}%)"
+        )
+        examples = details.get("partial_unexpected_index_list") or details.get("partial_unexpected_list")
+        # Duplicates come back once per offending row; quote each distinct example once.
+        shown = list(dict.fromkeys(_short(x) for x in examples or []))[:_EXAMPLES_PER_LINE]
+        if shown:
+            text += ", e.g. " + "; ".join(shown)
+        return text
+    return _short(details) or "no result"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k}={_short(v)}" for k, v in value.items())
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        # GX stores numeric kwargs as floats; "min_value=3" reads better than "min_value=3.0".
+        if number.is_integer() and abs(number) < 1e15:
+            return str(int(number))
+        return repr(number) if math.isfinite(number) else str(number)
+    text = str(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _jsonable(value: Any) -> Any:
+    """Strict-JSON copy: non-finite floats become strings ("inf", "nan"), numpy scalars Python ones."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _write_json(path: Path, payload: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write-then-rename so a reader never sees half a file.
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
+        json.dump(_jsonable(payload), handle, indent=2, allow_nan=False, default=str)
+        tmp = Path(handle.name)
+    # NamedTemporaryFile creates 0600; results are meant to be read by other tools and users.
+    tmp.chmod(0o644)
+    os.replace(tmp, path)

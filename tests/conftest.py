@@ -1,0 +1,106 @@
+"""Shared fixtures: settings pointed at a temporary var/ and a dedicated Redis database, a local Spark."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+TEST_REDIS_DB = 15
+
+
+def shared_file(relative: str) -> Path:
+    """A real data file from ../shared/data: missing fails under CI=true, else skips the test."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{path} is missing: CI must have ../shared/data")
+        pytest.skip(f"{path} is missing")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> object:
+    """`shared_data("online-retail/online_retail.csv.gz")`: the path, failing under CI when missing."""
+    return shared_file
+
+
+@pytest.fixture(scope="session")
+def redis_base_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from infra.redis_server import ensure_redis
+
+    return ensure_redis(ROOT / "var").rsplit("/", 1)[0]
+
+
+@pytest.fixture
+def redis_url(redis_base_url: str) -> Iterator[str]:
+    import redis
+
+    url = f"{redis_base_url}/{TEST_REDIS_DB}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[object]:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str) -> object:
+    from configs.settings import Settings
+
+    return Settings(
+        redis_url=redis_url,
+        var_dir=tmp_path / "var",
+        lake_dir=tmp_path / "var" / "lake",
+        spark_master="local[2]",
+        spark_driver_memory="2g",
+        admin_token="test-admin-token-0123456789",
+        marketing_token="test-marketing-token-0123456789",
+    )
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[object]:
+    from configs.settings import Settings
+    from jobs.spark import spark_session
+
+    session = spark_session(Settings(spark_master="local[2]", spark_driver_memory="2g"))
+    yield session
+
+
+STORE_END_ISO = "2026-11-01T00:00:00Z"
+
+
+def load_small_store(settings: object, *, users: int = 600, seed: int = 11) -> object:
+    """Generate a small synthetic store (ending 2026-11-01) into the settings' lake; returns its users."""
+    import pandas as pd
+
+    from carousel.lake import Lake
+    from jobs.generate import StoreSpec, generate_store
+
+    end = pd.Timestamp(STORE_END_ISO)
+    store = generate_store(StoreSpec(users=users, items=200, days=50, seed=seed, end=end))
+    lake = Lake(settings.lake_dir)  # type: ignore[attr-defined]
+    lake.upsert_items(store.items, source="generated items")
+    lake.upsert_users(store.users, source="generated users")
+    lake.append_events(store.events, now=end, source="generated events")
+    return store.users
+
+
+@pytest.fixture
+def small_store() -> object:
+    """`small_store(settings, users=..., seed=...)` loads a generated store into that lake."""
+    return load_small_store

@@ -1,0 +1,139 @@
+"""Publishing into a real Redis and reading through the HTTP API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from jobs import publish
+from serving import keyspace
+from serving.app import create_app
+
+pytestmark = pytest.mark.integration
+
+
+def _lists(version_tag: str, users: list[str], n: int = 12) -> tuple[pd.DataFrame, pd.DataFrame]:
+    user_rows = [
+        {
+            "user_id": u,
+            "rank": r,
+            "item_id": f"{version_tag}-{u}-{r}",
+            "score": 1.0 - r / 100,
+            "reason_code": "buy_again",
+            "reason_text": "You bought this before",
+        }
+        for u in users
+        for r in range(1, n + 1)
+    ]
+    seg_rows = [
+        {
+            "segment": seg,
+            "rank": r,
+            "item_id": f"{version_tag}-{seg}-{r}",
+            "score": 1.0 - r / 100,
+            "reason_code": "bestseller",
+            "reason_text": "Bestseller right now",
+        }
+        for seg in ("global", "country:france")
+        for r in range(1, n + 1)
+    ]
+    return pd.DataFrame(user_rows), pd.DataFrame(seg_rows)
+
+
+def _publish(client: object, version: str, tag: str) -> publish.PublishResult:
+    users, segments = _lists(tag, ["u1", "u2", "u3"])
+    return publish.publish_version(
+        client,
+        version=version,
+        user_lists=users,
+        segment_lists=segments,
+        manifest={"run_id": tag, "generated_at": "2026-11-29T00:00:00+00:00"},
+        keep_versions=2,
+    )
+
+
+@pytest.fixture
+def api(settings: object) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as client:  # type: ignore[arg-type]
+        yield client
+
+
+def test_publish_switches_pointer_and_keeps_previous(redis_client: object) -> None:
+    """A second publish becomes live and the first stays available for rollback."""
+    _publish(redis_client, "20261101T000000Z", "a")
+    _publish(redis_client, "20261102T000000Z", "b")
+    assert publish.live_version(redis_client) == "20261102T000000Z"
+    assert publish.published_versions(redis_client) == ["20261102T000000Z", "20261101T000000Z"]
+    assert redis_client.exists(keyspace.user_key("20261101T000000Z", "u1"))  # type: ignore[attr-defined]
+
+
+def test_retention_unlinks_versions_beyond_two(redis_client: object) -> None:
+    """After three publishes only the newest two versions keep keys in Redis."""
+    for day, tag in ((1, "a"), (2, "b"), (3, "c")):
+        _publish(redis_client, f"202611{day:02d}T000000Z", tag)
+    leftovers = list(redis_client.scan_iter(match=keyspace.version_prefix("20261101T000000Z") + "*"))  # type: ignore[attr-defined]
+    assert leftovers == []
+    assert publish.published_versions(redis_client) == ["20261103T000000Z", "20261102T000000Z"]
+
+
+def test_older_version_cannot_replace_newer(redis_client: object) -> None:
+    """Publishing an interval older than the live one is refused and the pointer stays."""
+    _publish(redis_client, "20261105T000000Z", "new")
+    with pytest.raises(publish.PublishError, match="not newer"):
+        _publish(redis_client, "20261104T000000Z", "old")
+    assert publish.live_version(redis_client) == "20261105T000000Z"
+
+
+def test_rollback_returns_to_previous_version(redis_client: object) -> None:
+    """Rollback points live at the previous complete version."""
+    _publish(redis_client, "20261101T000000Z", "a")
+    _publish(redis_client, "20261102T000000Z", "b")
+    assert publish.rollback(redis_client) == ("20261102T000000Z", "20261101T000000Z")
+    assert publish.live_version(redis_client) == "20261101T000000Z"
+    with pytest.raises(publish.PublishError, match="no earlier"):
+        publish.rollback(redis_client)
+
+
+def test_known_user_gets_personal_list(redis_client: object, api: TestClient) -> None:
+    """A shopper with a stored list gets it, cut to n, with reasons and the live version."""
+    _publish(redis_client, "20261101T000000Z", "a")
+    body = api.get("/v1/recommendations", params={"user_id": "u2", "n": 10}).json()
+    if body["variant"] == "holdout":
+        pytest.fail("u2 fell in the holdout: pick another test shopper")
+    assert body["source"] == "personal"
+    assert [i["item_id"] for i in body["items"]] == [f"a-u2-{r}" for r in range(1, 11)]
+    assert all(i["reason"]["code"] == "buy_again" and i["reason"]["text"] for i in body["items"])
+    assert body["version"] == "20261101T000000Z"
+
+
+def test_anonymous_with_country_gets_segment_then_global(redis_client: object, api: TestClient) -> None:
+    """No user: the country's segment list when there is one, else the global list."""
+    _publish(redis_client, "20261101T000000Z", "a")
+    fr = api.get("/v1/recommendations", params={"session_id": "s-1", "country": "France"}).json()
+    assert fr["source"] == "segment"
+    assert fr["items"][0]["item_id"] == "a-country:france-1"
+    xx = api.get("/v1/recommendations", params={"session_id": "s-1", "country": "Atlantis"}).json()
+    assert xx["source"] == "global"
+    assert xx["items"][0]["item_id"] == "a-global-1"
+
+
+def test_bad_parameters_get_4xx_naming_the_field(redis_client: object, api: TestClient) -> None:
+    """Out-of-range n and malformed ids are refused with 422 naming the parameter."""
+    _publish(redis_client, "20261101T000000Z", "a")
+    bad_n = api.get("/v1/recommendations", params={"user_id": "u1", "n": 0})
+    assert bad_n.status_code == 422 and "n" in bad_n.json()["error"]
+    bad_id = api.get("/v1/recommendations", params={"user_id": "u1\n<script>"})
+    assert bad_id.status_code == 422 and "user_id" in bad_id.json()["error"]
+
+
+def test_readiness_follows_live_version(redis_client: object, api: TestClient) -> None:
+    """Ready only once a version is live; liveness always."""
+    assert api.get("/health/live").status_code == 200
+    assert api.get("/health/ready").status_code == 503
+    _publish(redis_client, "20261101T000000Z", "a")
+    api.app.state.store._pointer = (-1e9, None)  # type: ignore[attr-defined]  # skip the 1 s pointer cache
+    ready = api.get("/health/ready")
+    assert ready.status_code == 200 and ready.json()["live_version"] == "20261101T000000Z"

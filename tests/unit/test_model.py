@@ -1,0 +1,129 @@
+"""Candidates, ranker and list building on known-answer synthetic data with a fixed seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs import model
+
+
+def _feature_set(n_users: int = 60, n_items: int = 40, seed: int = 3) -> model.FeatureSet:
+    """Two taste clusters: even users buy even items, odd users odd items; item 'i0' is out of stock."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        for i in rng.choice(np.arange(u % 2, n_items, 2), size=8, replace=False):
+            rows.append((f"u{u}", f"i{i}", float(rng.integers(1, 4))))
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "weight"]).drop_duplicates(
+        ["user_id", "item_id"]
+    )
+    user_item = inter.assign(
+        ui_purchases=inter["weight"],
+        ui_units=inter["weight"],
+        ui_views=1.0,
+        ui_carts=0.0,
+        ui_days_since_purchase=5.0,
+        ui_days_since_touch=5.0,
+    ).drop(columns="weight")
+    pop = inter.groupby("item_id").size()
+    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(n_items)]})
+    items["category"] = np.where(np.arange(n_items) % 2 == 0, "even", "odd")
+    items["item_price"] = 10.0
+    items["in_stock"] = items["item_id"] != "i0"
+    for w in model.POP_WINDOWS:
+        items[f"pop_{w}d"] = items["item_id"].map(pop).fillna(0).astype(float)
+    items["pop_all"] = items["pop_90d"]
+    items["pop_trend"] = 1.0
+    items["item_age_days"] = 100.0
+    users = pd.DataFrame({"user_id": [f"u{u}" for u in range(n_users)]})
+    users = users.assign(
+        u_orders=3.0, u_items=8.0, u_days_since_active=1.0, u_events=10.0, u_median_price=10.0
+    )
+    affinity = pd.DataFrame(
+        {
+            "user_id": users["user_id"],
+            "category": np.where(np.arange(n_users) % 2 == 0, "even", "odd"),
+            "cat_affinity": 1.0,
+        }
+    )
+    return model.FeatureSet(pd.Timestamp("2026-11-29", tz="UTC"), inter, user_item, items, users, affinity)
+
+
+@pytest.fixture
+def fs() -> model.FeatureSet:
+    return _feature_set()
+
+
+def test_als_recommends_within_the_taste_cluster(fs: model.FeatureSet) -> None:
+    """ALS top items of an even shopper are mostly even items (the cluster it learned)."""
+    als = model.fit_als(fs.interactions, model.AlsParams(factors=8, iterations=10))
+    top = als.recommend(10)
+    even_user = top[top["user_id"] == "u0"]
+    share_even = even_user["item_id"].str[1:].astype(int).mod(2).eq(0).mean()
+    assert len(even_user) == 10 and share_even >= 0.8
+
+
+def test_candidates_keep_sources_and_only_in_stock_items(fs: model.FeatureSet) -> None:
+    """Candidates are unique per (user, item), flagged by source, and never out of stock."""
+    als = model.fit_als(fs.interactions, model.AlsParams(factors=8, iterations=5))
+    cands = model.build_candidates(fs, als, fs.users["user_id"].to_numpy(), als_k=10, popular_k=5)
+    assert not cands.duplicated(["user_id", "item_id"]).any()
+    assert "i0" not in set(cands["item_id"])
+    own = set(fs.interactions.loc[fs.interactions["user_id"] == "u1", "item_id"]) - {"i0"}
+    flagged = set(cands.loc[(cands["user_id"] == "u1") & (cands["src_history"] == 1), "item_id"])
+    assert flagged == own
+
+
+def test_ranker_learns_and_lists_are_complete(fs: model.FeatureSet) -> None:
+    """A ranker trained on labels = 'bought before' ranks history first; lists have n unique items."""
+    als = model.fit_als(fs.interactions, model.AlsParams(factors=8, iterations=5))
+    users = fs.users["user_id"].to_numpy()
+    featured = model.add_features(model.build_candidates(fs, als, users, als_k=10, popular_k=5), fs, als)
+    labelled = model.label_candidates(featured, fs.interactions[["user_id", "item_id"]])
+    booster = model.train_ranker(labelled, model.RankerParams(num_boost_round=30, min_data_in_leaf=5))
+    assert booster is not None
+    scores = model.score_candidates(labelled, booster)
+    lists = model.top_lists(labelled, scores, n=12, fill=fs.popular_items(30))
+    sizes = lists.groupby("user_id").size()
+    assert (sizes == 12).all() and len(sizes) == len(users)
+    assert not lists.duplicated(["user_id", "item_id"]).any()
+    assert lists.groupby("user_id")["rank"].apply(lambda r: list(r) == list(range(1, 13))).all()
+    first = lists[lists["rank"] <= 3].merge(fs.interactions, on=["user_id", "item_id"], how="left")
+    assert first["weight"].notna().mean() > 0.9
+    assert set(lists["reason_code"]) <= set(model.REASONS)
+
+
+def test_top_lists_refill_short_lists_from_popular(fs: model.FeatureSet) -> None:
+    """A shopper with two candidates still gets n items, the extra ones marked popular."""
+    featured = pd.DataFrame(
+        {
+            "user_id": ["x", "x"],
+            "item_id": ["i1", "i2"],
+            "ui_purchases": [1.0, 0.0],
+            "ui_views": [0.0, 0.0],
+            "ui_carts": [0.0, 0.0],
+            "src_als": [0.0, 1.0],
+        }
+    )
+    lists = model.top_lists(featured, np.array([2.0, 1.0]), n=5, fill=fs.popular_items(10))
+    assert lists["item_id"].tolist()[:2] == ["i1", "i2"]
+    assert len(lists) == 5 and lists["item_id"].is_unique
+    assert lists["reason_code"].tolist() == ["buy_again", "similar_shoppers", "popular", "popular", "popular"]
+
+
+def test_segment_lists_top_up_thin_countries_from_global() -> None:
+    """A country with one bought item gets the global list after it, without repeating it."""
+    pop = pd.DataFrame(
+        {
+            "segment": ["global"] * 4 + ["country:fr"],
+            "item_id": ["a", "b", "c", "d", "c"],
+            "buyers": [9, 7, 5, 3, 2],
+        }
+    )
+    lists = model.segment_lists(pop, n=3)
+    fr = lists[lists["segment"] == "country:fr"]
+    assert fr["item_id"].tolist() == ["c", "a", "b"]
+    assert fr["reason_code"].tolist() == ["popular_in_country", "bestseller", "bestseller"]
+    assert lists[lists["segment"] == "global"]["item_id"].tolist() == ["a", "b", "c"]
