@@ -46,9 +46,7 @@ def run_dag_once(
     airflow = str(Path(sys.executable).parent / "airflow")
     env = airflow_env(airflow_home)
     subprocess.run([airflow, "db", "migrate"], check=True, env=env, capture_output=True, timeout=300)
-    print(
-        f"running DAG {dag_id} through Airflow for the interval ending {interval_end.isoformat()}", flush=True
-    )
+    print(f"running DAG {dag_id} through Airflow (logical date {interval_end.isoformat()})", flush=True)
     done = subprocess.run(
         [airflow, "dags", "test", dag_id, interval_end.isoformat()],
         env=env,

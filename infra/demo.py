@@ -40,6 +40,25 @@ def demo_tokens() -> dict[str, str]:
     return tokens
 
 
+def _shopper_with_personal_list() -> str:
+    """A consenting treatment shopper who has a personal list in the live version (for the printed URL)."""
+    from carousel.redis_conn import sync_client
+    from configs.settings import get_settings
+    from jobs.publish import live_version
+    from serving import keyspace
+    from serving.variant import TREATMENT, assign_variant
+
+    settings = get_settings()
+    client = sync_client(settings)
+    version = live_version(client)
+    users = pd.read_parquet(STORE / "users.parquet", columns=["user_id", "consent_personalization"])
+    for user in users.loc[users["consent_personalization"], "user_id"]:
+        variant = assign_variant(user, salt=settings.holdout_salt, holdout_percent=settings.holdout_percent)
+        if variant == TREATMENT and version and client.exists(keyspace.user_key(version, user)):
+            return str(user)
+    raise RuntimeError("no shopper of the demo store has a personal list in the live version")
+
+
 def main() -> int:
     from infra.airflow_runner import run_dag_once
 
@@ -51,8 +70,7 @@ def main() -> int:
     tokens = demo_tokens()
     os.environ.setdefault("CAROUSEL_ADMIN_TOKEN", tokens["admin"])
     os.environ.setdefault("CAROUSEL_MARKETING_TOKEN", tokens["marketing"])
-    users = pd.read_parquet(STORE / "users.parquet", columns=["user_id", "consent_personalization"])
-    known = users.loc[users["consent_personalization"], "user_id"].iloc[0]
+    known = _shopper_with_personal_list()
     base = "http://127.0.0.1:8000"
     print(
         "\ncarousel demo is up:\n"

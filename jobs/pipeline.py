@@ -282,7 +282,10 @@ def publish_lists(settings: Settings, *, run_id: str, progress: Progress | None 
             },
             keep_versions=settings.keep_versions,
         )
-    history(settings).update(run_id, status="published", published_version=result.version)
+    status = "published" if result.switched else "already_live"
+    history(settings).update(run_id, status=status, published_version=result.version)
+    if progress and not result.switched:
+        progress(f"version {result.version} is already live: this interval was published before")
     return result
 
 
