@@ -147,3 +147,16 @@ def segment_popularity(
         F.countDistinct(buyer).alias("buyers")
     )
     return by_country.unionByName(overall).where(F.col("buyers") >= min_buyers).join(in_stock, "item_id")
+
+
+def session_baskets(events: DataFrame) -> DataFrame:
+    """(session_id, item_id): the distinct items a known shopper bought or carted together in a session;
+    sessions with a single item say nothing about items that go together and are dropped.
+    """
+    basket = (
+        events.where(F.col("event_type").isin("purchase", "add_to_cart"))
+        .select("session_id", "item_id")
+        .distinct()
+    )
+    sizes = basket.groupBy("session_id").agg(F.count(F.lit(1)).alias("n"))
+    return basket.join(sizes.where(F.col("n") > 1).select("session_id"), "session_id")

@@ -38,6 +38,9 @@ FEATURES: tuple[str, ...] = (
     "item_age_days",
     "price_ratio",
     "cat_affinity",
+    "cooc_score",
+    "cooc_rank",
+    "src_cooc",
     "u_orders",
     "u_items",
     "u_days_since_active",
@@ -48,6 +51,7 @@ POP_WINDOWS = (7, 30, 90)
 REASONS = {
     "buy_again": "You bought this before",
     "viewed": "You looked at this recently",
+    "goes_with_yours": "Often bought together with items you chose",
     "similar_shoppers": "Shoppers with similar taste bought this",
     "popular": "Popular right now",
     "popular_in_country": "Popular in your country",
@@ -65,6 +69,7 @@ class FeatureSet:
     items: pd.DataFrame  # item_id, category, item_price, in_stock, pop_*, pop_trend, item_age_days
     users: pd.DataFrame  # user_id, u_* columns
     affinity: pd.DataFrame  # user_id, category, cat_affinity
+    baskets: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["session_id", "item_id"]))
 
     def in_stock_items(self) -> np.ndarray:
         return self.items.loc[self.items["in_stock"], "item_id"].to_numpy()
@@ -185,6 +190,121 @@ def fit_als(interactions: pd.DataFrame, params: AlsParams) -> AlsModel:
     )
 
 
+@dataclass
+class CoVisitation:
+    """Item-to-item neighbours from shared sessions (bought or looked at together) and per-shopper scores.
+
+    `scores` is the (shoppers x items) sparse matrix of the shopper's recency-weighted items times the
+    pruned, cosine-normalised item-item matrix: high where an item goes with what the shopper has.
+    """
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    scores: sp.csr_matrix
+
+    def top(self, k: int) -> pd.DataFrame:
+        """Each shopper's k best co-visited items (user_id, item_id, cooc_score, cooc_rank)."""
+        users, items, values, ranks = _csr_top_k(self.scores, k)
+        return pd.DataFrame(
+            {
+                "user_id": self.user_ids[users],
+                "item_id": self.item_ids[items],
+                "cooc_score": values,
+                "cooc_rank": ranks.astype("float64"),
+            }
+        )
+
+    def lookup(self, user_ids: pd.Series, item_ids: pd.Series) -> np.ndarray:
+        """Scores for arbitrary pairs; 0 where the pair has none, NaN where either side is unknown."""
+        u = pd.Index(self.user_ids).get_indexer(pd.Index(user_ids))
+        i = pd.Index(self.item_ids).get_indexer(pd.Index(item_ids))
+        out = np.full(len(u), np.nan)
+        ok = (u >= 0) & (i >= 0)
+        if ok.any():
+            out[ok] = np.asarray(self.scores[u[ok], i[ok]]).ravel()
+        return out
+
+
+def _csr_top_k(matrix: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Row, column, value and 1-based rank of the k largest stored values of every row."""
+    rows, cols, vals, ranks = [], [], [], []
+    indptr, indices, data = matrix.indptr, matrix.indices, matrix.data
+    for row in range(matrix.shape[0]):
+        start, end = indptr[row], indptr[row + 1]
+        if start == end:
+            continue
+        row_vals = data[start:end]
+        take = min(k, end - start)
+        top = np.argpartition(-row_vals, take - 1)[:take] if take < end - start else np.arange(end - start)
+        top = top[np.argsort(-row_vals[top], kind="stable")]
+        rows.append(np.full(take, row))
+        cols.append(indices[start:end][top])
+        vals.append(row_vals[top])
+        ranks.append(np.arange(1, take + 1))
+    if not rows:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0), empty
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), np.concatenate(ranks)
+
+
+def _prune_rows(matrix: sp.csr_matrix, keep: int) -> sp.csr_matrix:
+    """Keep the `keep` largest values per row: bounds the shopper x item product on big catalogs."""
+    rows, cols, vals, _ = _csr_top_k(matrix, keep)
+    return sp.csr_matrix((vals, (rows, cols)), shape=matrix.shape)
+
+
+def co_visitation(
+    fs: FeatureSet, users: np.ndarray, *, neighbours: int = 50, half_life_days: float = 30.0
+) -> CoVisitation:
+    """Co-visitation scores of `users` from the sessions in `fs.baskets` and their own history."""
+    profile = fs.user_item[fs.user_item["user_id"].isin(pd.Index(users))]
+    item_codes = pd.Index(
+        pd.unique(pd.concat([fs.baskets["item_id"], profile["item_id"]], ignore_index=True))
+    )
+    user_index = pd.Index(pd.unique(profile["user_id"]))
+    if fs.baskets.empty or profile.empty:
+        return CoVisitation(
+            np.asarray(user_index, dtype=object),
+            np.asarray(item_codes, dtype=object),
+            sp.csr_matrix((len(user_index), len(item_codes))),
+        )
+    sessions = pd.Categorical(fs.baskets["session_id"])
+    basket = sp.csr_matrix(
+        (
+            np.ones(len(fs.baskets), dtype=np.float32),
+            (sessions.codes.astype(np.int64), item_codes.get_indexer(fs.baskets["item_id"])),
+        ),
+        shape=(len(sessions.categories), len(item_codes)),
+    )
+    basket.data[:] = 1.0  # duplicate (session, item) rows count once
+    together = (basket.T @ basket).tocsr()
+    counts = np.asarray(together.diagonal(), dtype=np.float64)
+    together.setdiag(0)
+    together.eliminate_zeros()
+    # Cosine with a small shrinkage: pairs seen in few sessions should not look certain.
+    norm = np.sqrt(np.maximum(counts, 1.0))
+    coo = together.tocoo()
+    coo.data = coo.data / (norm[coo.row] * norm[coo.col] + 2.0)
+    item_item = _prune_rows(coo.tocsr(), neighbours)
+    recency = np.exp(-np.log(2) * profile["ui_days_since_touch"].fillna(365).to_numpy() / half_life_days)
+    strength = (1.0 + profile["ui_purchases"].to_numpy()) * recency
+    shopper_items = sp.csr_matrix(
+        (
+            strength.astype(np.float32),
+            (
+                user_index.get_indexer(pd.Index(profile["user_id"])),
+                item_codes.get_indexer(pd.Index(profile["item_id"])),
+            ),
+        ),
+        shape=(len(user_index), len(item_codes)),
+    )
+    return CoVisitation(
+        np.asarray(user_index, dtype=object),
+        np.asarray(item_codes, dtype=object),
+        (shopper_items @ item_item).tocsr(),
+    )
+
+
 def build_candidates(
     fs: FeatureSet,
     als: AlsModel,
@@ -193,8 +313,11 @@ def build_candidates(
     als_k: int,
     history_k: int = 50,
     popular_k: int = 50,
+    cooc_k: int = 50,
+    covis: CoVisitation | None = None,
 ) -> pd.DataFrame:
-    """The union of ALS top-k, the shopper's own history and popular items, one row per (user, item).
+    """The union of ALS top-k, the shopper's own history, items co-visited with theirs and popular items,
+    one row per (user, item).
 
     Each row keeps its sources (`src_*` flags) and ranks; only in-stock catalog items are kept.
     """
@@ -209,6 +332,9 @@ def build_candidates(
     history = history.groupby("user_id", sort=False).head(history_k)[["user_id", "item_id"]]
     history = history.assign(src_history=1.0)
 
+    covis = covis or co_visitation(fs, users)
+    cooc = covis.top(cooc_k).assign(src_cooc=1.0)
+
     popular = fs.popular_items(popular_k)
     pop_pairs = pd.DataFrame(
         {
@@ -222,17 +348,24 @@ def build_candidates(
             [
                 als_top[["user_id", "item_id"]],
                 history[["user_id", "item_id"]],
+                cooc[["user_id", "item_id"]],
                 pop_pairs[["user_id", "item_id"]],
             ]
         )
         .drop_duplicates()
         .merge(als_top, on=["user_id", "item_id"], how="left")
         .merge(history, on=["user_id", "item_id"], how="left")
+        .merge(cooc, on=["user_id", "item_id"], how="left")
         .merge(pop_pairs, on=["user_id", "item_id"], how="left")
         .merge(popular, on="item_id", how="left")
     )
-    for col in ("src_als", "src_history", "src_pop"):
+    for col in ("src_als", "src_history", "src_pop", "src_cooc"):
         cands[col] = cands[col].fillna(0.0)
+    missing = cands["cooc_score"].isna()
+    if missing.any():
+        cands.loc[missing, "cooc_score"] = covis.lookup(
+            cands.loc[missing, "user_id"], cands.loc[missing, "item_id"]
+        )
     cands = cands[cands["item_id"].isin(fs.in_stock_items())]
     return cands.reset_index(drop=True)
 
@@ -329,9 +462,11 @@ def reason_codes(featured: pd.DataFrame) -> np.ndarray:
     conditions = [
         featured["ui_purchases"].to_numpy() > 0,
         (featured["ui_views"].to_numpy() + featured["ui_carts"].to_numpy()) > 0,
+        featured["src_cooc"].to_numpy() > 0,
         featured["src_als"].to_numpy() > 0,
     ]
-    return np.select(conditions, ["buy_again", "viewed", "similar_shoppers"], default="popular")
+    choices = ["buy_again", "viewed", "goes_with_yours", "similar_shoppers"]
+    return np.select(conditions, choices, default="popular")
 
 
 def top_lists(featured: pd.DataFrame, scores: np.ndarray, n: int, fill: pd.DataFrame) -> pd.DataFrame:

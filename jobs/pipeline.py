@@ -18,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import lightgbm as lgb
+import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -90,7 +92,94 @@ def _collect_feature_set(events: DataFrame, items: DataFrame, as_of: datetime) -
         items=features.item_stats(events, items, as_of, model.POP_WINDOWS).toPandas(),
         users=features.user_stats(events, as_of).toPandas(),
         affinity=features.user_category_affinity(events, items).toPandas(),
+        baskets=features.session_baskets(events).toPandas(),
     )
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """Everything that shapes the model, from settings (production) or the evaluation's tuning."""
+
+    als: model.AlsParams
+    ranker: model.RankerParams
+    label_days: int
+    candidates_per_user: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelParams:
+        return cls(
+            als=model.AlsParams(
+                factors=settings.als_factors,
+                iterations=settings.als_iterations,
+                regularization=settings.als_regularization,
+                alpha=settings.als_alpha,
+            ),
+            ranker=model.RankerParams(),
+            label_days=settings.label_days,
+            candidates_per_user=settings.candidates_per_user,
+        )
+
+
+@dataclass
+class RankedCandidates:
+    """Candidates of every scored shopper with their features and ranker scores, as of one moment."""
+
+    features: model.FeatureSet
+    featured: pd.DataFrame
+    scores: np.ndarray
+    booster: lgb.Booster | None
+    train_rows: int
+    train_cutoff: datetime
+
+
+def rank_candidates(
+    events: DataFrame,
+    items: DataFrame,
+    as_of: datetime,
+    params: ModelParams,
+    *,
+    users: np.ndarray | None = None,
+    progress: Progress | None = None,
+) -> RankedCandidates:
+    """Train the ranker on the window before `as_of` and score every shopper's candidates at `as_of`.
+
+    `events` are modelling events (known, consenting shoppers) strictly before `as_of`. The ranker learns
+    from features computed up to `as_of - label_days` with the purchases of the following `label_days`
+    as labels; it then scores candidates built from all events up to `as_of`. `users` limits scoring
+    to some shoppers (the evaluation's test users); default: every shopper with events.
+    """
+    train_cutoff = as_of - timedelta(days=params.label_days)
+    fs_train = _collect_feature_set(events.where(F.col("ts") < F.lit(train_cutoff)), items, train_cutoff)
+    future = (
+        events.where((F.col("ts") >= F.lit(train_cutoff)) & (F.col("event_type") == "purchase"))
+        .select("user_id", "item_id")
+        .distinct()
+        .toPandas()
+    )
+    fs_full = _collect_feature_set(events, items, as_of)
+
+    booster = None
+    train_rows = 0
+    train_users = fs_train.users["user_id"][fs_train.users["user_id"].isin(future["user_id"])].to_numpy()
+    if len(train_users) and not fs_train.interactions.empty:
+        if progress:
+            progress(
+                f"training the ranker on {len(train_users)} shoppers (labels after {train_cutoff:%Y-%m-%d})"
+            )
+        als_train = model.fit_als(fs_train.interactions, params.als)
+        cands = model.build_candidates(fs_train, als_train, train_users, als_k=params.candidates_per_user)
+        labelled = model.label_candidates(model.add_features(cands, fs_train, als_train), future)
+        train_rows = len(labelled)
+        booster = model.train_ranker(labelled, params.ranker)
+
+    score_users = fs_full.users["user_id"].to_numpy() if users is None else np.asarray(users, dtype=object)
+    if progress:
+        progress(f"scoring {len(score_users)} shoppers")
+    als_full = model.fit_als(fs_full.interactions, params.als)
+    cands = model.build_candidates(fs_full, als_full, score_users, als_k=params.candidates_per_user)
+    featured = model.add_features(cands, fs_full, als_full)
+    scores = model.score_candidates(featured, booster)
+    return RankedCandidates(fs_full, featured, scores, booster, train_rows, train_cutoff)
 
 
 def compute_lists(
@@ -124,50 +213,19 @@ def _compute(
         raise PipelineError(f"the lake holds no events before {interval_end.isoformat()}")
     # The model's "now" is just after the newest event: windows stay meaningful on historic data.
     as_of = min(newest[0].astimezone(UTC) + timedelta(seconds=1), interval_end)
-    train_cutoff = as_of - timedelta(days=settings.label_days)
 
     modelling = features.modelling_events(events, users, as_of).cache()
     if progress:
         progress(f"as of {as_of.isoformat()}: building features")
-    fs_train = _collect_feature_set(modelling.where(F.col("ts") < F.lit(train_cutoff)), items, train_cutoff)
-    future = (
-        modelling.where((F.col("ts") >= F.lit(train_cutoff)) & (F.col("event_type") == "purchase"))
-        .select("user_id", "item_id")
-        .distinct()
-        .toPandas()
-    )
-    fs_full = _collect_feature_set(modelling, items, as_of)
-    als_params = model.AlsParams(
-        factors=settings.als_factors,
-        iterations=settings.als_iterations,
-        regularization=settings.als_regularization,
-        alpha=settings.als_alpha,
-    )
-
-    booster = None
-    train_rows = 0
-    train_users = fs_train.users["user_id"][fs_train.users["user_id"].isin(future["user_id"])].to_numpy()
-    if len(train_users) and not fs_train.interactions.empty:
-        if progress:
-            progress(
-                f"training the ranker on {len(train_users)} shoppers (labels after {train_cutoff:%Y-%m-%d})"
-            )
-        als_train = model.fit_als(fs_train.interactions, als_params)
-        cands = model.build_candidates(fs_train, als_train, train_users, als_k=settings.candidates_per_user)
-        labelled = model.label_candidates(model.add_features(cands, fs_train, als_train), future)
-        train_rows = len(labelled)
-        booster = model.train_ranker(labelled, model.RankerParams())
-
-    if progress:
-        progress(f"scoring {len(fs_full.users)} shoppers")
-    als_full = model.fit_als(fs_full.interactions, als_params)
-    all_users = fs_full.users["user_id"].to_numpy()
-    cands = model.build_candidates(fs_full, als_full, all_users, als_k=settings.candidates_per_user)
-    featured = model.add_features(cands, fs_full, als_full)
-    scores = model.score_candidates(featured, booster)
+    params = ModelParams.from_settings(settings)
+    ranked = rank_candidates(modelling, items, as_of, params, progress=progress)
     user_lists = model.top_lists(
-        featured, scores, settings.list_length, fill=fs_full.popular_items(settings.list_length * 2)
+        ranked.featured,
+        ranked.scores,
+        settings.list_length,
+        fill=ranked.features.popular_items(settings.list_length * 2),
     )
+    fs_full = ranked.features
     # Segment lists are not personal, so anonymous sessions count; opted-out shoppers' events do not.
     segment_events = events.where(F.col("ts") < F.lit(as_of))
     if users is not None:
@@ -186,21 +244,23 @@ def _compute(
     out.mkdir(parents=True, exist_ok=True)
     user_lists.to_parquet(out / "user_lists.parquet", index=False)
     seg_lists.to_parquet(out / "segment_lists.parquet", index=False)
-    if booster is not None:
-        booster.save_model(str(out / "ranker.txt"))
+    if ranked.booster is not None:
+        ranked.booster.save_model(str(out / "ranker.txt"))
     manifest: dict[str, Any] = {
         "run_id": run_id,
         "version": version_for(interval_end),
         "interval_end": interval_end.isoformat(),
         "as_of": as_of.isoformat(),
-        "train_cutoff": train_cutoff.isoformat(),
+        "train_cutoff": ranked.train_cutoff.isoformat(),
         "model": {
-            "als": als_params.__dict__,
-            "ranker": "lightgbm-lambdarank" if booster is not None else "none: no purchases in label window",
-            "ranker_train_rows": train_rows,
+            "als": params.als.__dict__,
+            "ranker": "lightgbm-lambdarank"
+            if ranked.booster is not None
+            else "none: no purchases in label window",
+            "ranker_train_rows": ranked.train_rows,
         },
         "counts": {
-            "modelled_users": int(len(all_users)),
+            "modelled_users": int(len(fs_full.users)),
             "items": int(len(fs_full.items)),
             "in_stock_items": int(fs_full.items["in_stock"].sum()),
             "interactions": int(len(fs_full.interactions)),
@@ -299,3 +359,74 @@ def run_refresh(
     published = publish_lists(settings, run_id=run_id, progress=progress)
     record = history(settings).get(run_id) or {}
     return RefreshResult(run_id, published.version, published, record.get("stages", {}), manifest["counts"])
+
+
+# -- offline evaluation -------------------------------------------------------------------------------
+_EVAL_CACHE: dict[tuple[Any, ...], RankedCandidates] = {}
+
+
+def _catalog_from_events(history: pd.DataFrame) -> pd.DataFrame:
+    """A minimal catalog when only events are given: every item seen, in stock, one unknown category."""
+    grouped = history.groupby("item_id", observed=True)
+    return pd.DataFrame(
+        {
+            "item_id": grouped["ts"].min().index.astype(str),
+            "category": "unknown",
+            "price": grouped["price"].median().to_numpy(dtype="float64"),
+            "in_stock": True,
+            "first_seen": grouped["ts"].min().to_numpy(),
+        }
+    )
+
+
+def evaluation_ranker(ctx: Any, users: np.ndarray, k: int, exclude_bought: bool) -> pd.DataFrame:
+    """The production ranker as an offline-evaluation Recommender (see `jobs/evaluate.py`).
+
+    Runs exactly the pipeline's `rank_candidates` on the evaluation's history (events before the
+    cutoff) and returns (user_id, item_id, rank). With `exclude_bought`, items the shopper bought before
+    the cutoff are left out (the `new_items` task).
+    """
+    from configs.settings import get_settings
+
+    settings = get_settings()
+    cutoff = pd.Timestamp(ctx.cutoff).to_pydatetime()
+    key = (cutoff, len(ctx.history), hash(np.asarray(users, dtype=object).tobytes()))
+    if key not in _EVAL_CACHE:
+        _EVAL_CACHE.clear()
+        spark = spark_session(settings)
+        columns = ["user_id", "session_id", "item_id", "event_type", "ts", "quantity", "price", "country"]
+        history = ctx.history[columns].copy()
+        for col in ("user_id", "session_id", "item_id", "event_type", "country"):
+            history[col] = history[col].astype(object).where(history[col].notna(), None)
+        events = spark.createDataFrame(history)
+        catalog = ctx.items if ctx.items is not None else _catalog_from_events(ctx.history)
+        catalog = catalog[["item_id", "category", "price", "in_stock", "first_seen"]].copy()
+        catalog["item_id"] = catalog["item_id"].astype(str)
+        catalog["category"] = catalog["category"].astype(object).where(catalog["category"].notna(), "unknown")
+        items = spark.createDataFrame(catalog)
+        tuned = getattr(ctx, "tuned", {}) or {}
+        base = ModelParams.from_settings(settings)
+        params = ModelParams(
+            als=model.AlsParams(**tuned["als"]) if isinstance(tuned.get("als"), dict) else base.als,
+            ranker=base.ranker,
+            label_days=int(tuned.get("label_days", base.label_days)),
+            candidates_per_user=base.candidates_per_user,
+        )
+        modelling = features.modelling_events(events, None, cutoff).cache()
+        _EVAL_CACHE[key] = rank_candidates(modelling, items, cutoff, params, users=users)
+    ranked = _EVAL_CACHE[key]
+    featured, scores = ranked.featured, ranked.scores
+    if exclude_bought:
+        keep = featured["ui_purchases"].to_numpy() == 0
+        featured, scores = featured[keep], scores[keep]
+    fill = ranked.features.popular_items(k * 4 + 50)
+    lists = model.top_lists(featured, scores, k + 50, fill=fill)
+    if exclude_bought:
+        bought = ranked.features.user_item.loc[
+            ranked.features.user_item["ui_purchases"] > 0, ["user_id", "item_id"]
+        ]
+        lists = lists.merge(bought.assign(_bought=True), on=["user_id", "item_id"], how="left")
+        lists = lists[lists["_bought"].isna()].drop(columns="_bought")
+    lists = lists.sort_values(["user_id", "rank"]).groupby("user_id", sort=False).head(k)
+    lists["rank"] = lists.groupby("user_id").cumcount() + 1
+    return lists[["user_id", "item_id", "rank"]].reset_index(drop=True)

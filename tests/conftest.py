@@ -81,6 +81,17 @@ def spark() -> Iterator[object]:
     yield session
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _stop_spark_at_exit() -> Iterator[None]:
+    """Stop whatever Spark session the tests started, before py4j's finalizers log into closed streams."""
+    yield
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.stop()
+
+
 STORE_END_ISO = "2026-11-01T00:00:00Z"
 
 

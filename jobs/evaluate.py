@@ -1,0 +1,871 @@
+"""Offline evaluation: a temporal split, two tasks, ranking metrics, activity deciles and the report.
+
+The protocol (``carousel evaluate``):
+
+* **Split.** The last ``test_days`` of the data are the test period ``[test_start, test_end)``; every
+  model and every feature sees only events strictly before ``test_start`` (the cutoff). The
+  ``val_days`` before the cutoff are the validation window ``[val_start, test_start)``: hyper-parameters
+  are chosen there with models that see only events before ``val_start``, never the test period. The
+  tuning function is handed the events before ``test_start`` only, so it cannot peek even by mistake.
+* **Targets.** Purchases of known shoppers (``user_id`` not null) in the evaluation window, counted
+  once per (shopper, item). Only shoppers with at least one event (any type) before the cutoff are
+  scored: a shopper the store has never seen is a cold-start case, served by segment lists rather than
+  personal ones, and mixing them in would only blur the comparison of personal models (their number is
+  reported as ``targets.cold_buyers_excluded``). Task ``all`` counts every item bought; task
+  ``new_items`` only items the shopper never bought before the cutoff (shoppers without such an item
+  are not scored there), and asks models to leave out what the shopper already bought.
+* **Metrics** (means over scored shoppers, binary relevance): ``ndcg@10`` (ideal DCG over
+  ``min(|targets|, 10)``), ``recall@10`` (hits / ``|targets|``), ``map@12`` (average precision at 12
+  with denominator ``min(|targets|, 12)``), ``coverage@10`` (distinct items in all top-10 lists over the
+  catalog size: the items table as known at the cutoff, else every item seen before it) and ``users``.
+* **Deciles.** Scored shoppers are cut into ten equal groups by activity before the cutoff (distinct
+  purchase sessions, or all events when the data holds few purchases; ties broken by the other
+  measure and then by id), and NDCG@10 is reported per group for every model and task.
+
+A model is a `Recommender`: a plain callable that gets an `EvalContext` and returns ranked lists. The
+baselines live in `jobs.baselines`; the LightGBM ranker is plugged in the same way by the CLI.
+Everything is vectorized with pandas/numpy: there is no Python loop over shoppers or lists.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+import pandas as pd
+
+__all__ = [
+    "METRICS",
+    "TASKS",
+    "EvalContext",
+    "Recommender",
+    "Split",
+    "activity_deciles",
+    "build_targets",
+    "catalog_items",
+    "clean_lists",
+    "evaluate_lists",
+    "make_context",
+    "per_user_metrics",
+    "run_evaluation",
+    "temporal_split",
+    "write_report",
+]
+
+#: The two tasks and whether models must leave out what the shopper already bought.
+TASKS: dict[str, bool] = {"all": False, "new_items": True}
+METRICS: tuple[str, ...] = ("ndcg@10", "recall@10", "map@12", "coverage@10")
+
+_ID_COLUMNS = ("user_id", "session_id", "item_id", "event_type")
+
+
+# --------------------------------------------------------------------------------------------------
+# Split and context
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    """The boundaries of one temporal split; every window is half-open ``[start, end)``.
+
+    Attributes
+    ----------
+    train_end, test_start:
+        The cutoff (equal): models see only events strictly before it.
+    test_end:
+        Just after the last event (its second plus one), so the last event is in the test period.
+    val_start:
+        ``test_start - val_days``: the validation window is ``[val_start, test_start)``.
+    """
+
+    train_end: pd.Timestamp
+    test_start: pd.Timestamp
+    test_end: pd.Timestamp
+    val_start: pd.Timestamp
+
+    def to_json(self) -> dict[str, str]:
+        """The boundaries as ISO-8601 strings, keyed as in the report."""
+        return {
+            "train_end": self.train_end.isoformat(),
+            "test_start": self.test_start.isoformat(),
+            "test_end": self.test_end.isoformat(),
+            "val_start": self.val_start.isoformat(),
+        }
+
+
+def temporal_split(events: pd.DataFrame, test_days: int = 30, val_days: int = 30) -> Split:
+    """Split on time: the last ``test_days`` are the test period, the ``val_days`` before it validation.
+
+    Parameters
+    ----------
+    events:
+        Canonical events (at least a ``ts`` column of UTC timestamps).
+    test_days, val_days:
+        Lengths of the test and validation windows in days (both >= 1).
+
+    Returns
+    -------
+    Split
+        ``test_end`` is the last event's second plus one second (an exclusive bound just after it),
+        ``test_start = train_end = test_end - test_days`` and ``val_start = test_start - val_days``.
+
+    Raises
+    ------
+    ValueError
+        If there are no events, a window length is below 1, or the data does not span more than the
+        two windows (there would be nothing to train on).
+    """
+    if test_days < 1 or val_days < 1:
+        raise ValueError(f"test_days and val_days must be >= 1, got {test_days} and {val_days}")
+    if events.empty:
+        raise ValueError("no events to split")
+    ts = _utc(events["ts"])
+    first, last = ts.min(), ts.max()
+    test_end = last.floor("s") + pd.Timedelta(seconds=1)
+    test_start = test_end - pd.Timedelta(days=test_days)
+    val_start = test_start - pd.Timedelta(days=val_days)
+    if first >= val_start:
+        raise ValueError(
+            f"the data spans {first} .. {last}, not more than the {val_days}-day validation and "
+            f"{test_days}-day test windows; nothing would be left to train on"
+        )
+    return Split(train_end=test_start, test_start=test_start, test_end=test_end, val_start=val_start)
+
+
+@dataclass
+class EvalContext:
+    """What a recommender may know: the past before ``cutoff`` and nothing after it.
+
+    Attributes
+    ----------
+    history:
+        Canonical events strictly before ``cutoff``: every event type, anonymous rows included.
+    items:
+        The canonical items known at the cutoff (``first_seen`` before it), or None without an items
+        table. ``in_stock`` is the table's snapshot (the only stock information there is).
+    cutoff:
+        The moment the lists are made.
+    seed:
+        Seed for anything random (ALS initialisation, sampling).
+    tuned:
+        Hyper-parameters chosen on the validation window, ``{model: {task: {param: value}}}`` with
+        ``task`` in ``TASKS``; empty during tuning itself. Use `EvalContext.params` to read them.
+    cache:
+        Scratch space shared by the recommender calls on this context (a fitted model or an item
+        ranking is built once for both tasks). Keys should start with the model's name.
+    """
+
+    history: pd.DataFrame
+    items: pd.DataFrame | None
+    cutoff: pd.Timestamp
+    seed: int = 7
+    tuned: dict[str, Any] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def params(self, model: str, exclude_bought: bool) -> dict[str, Any]:
+        """The tuned parameters of ``model`` for the task that ``exclude_bought`` stands for ({} if none)."""
+        task = "new_items" if exclude_bought else "all"
+        chosen = self.tuned.get(model, {}).get(task, {})
+        return dict(chosen)
+
+
+class Recommender(Protocol):
+    """A model under evaluation: ranked lists of at most ``k`` items for each of ``users``.
+
+    Returns a frame with columns ``user_id``, ``item_id`` and ``rank`` (1 = best). With
+    ``exclude_bought`` the lists must not contain items the shopper purchased before ``ctx.cutoff``.
+    """
+
+    def __call__(self, ctx: EvalContext, users: np.ndarray, k: int, exclude_bought: bool) -> pd.DataFrame: ...
+
+
+TuneFn = Callable[[pd.DataFrame, "pd.DataFrame | None", Split], dict[str, Any]]
+Progress = Callable[[str], None]
+
+
+def _utc(ts: pd.Series) -> pd.Series:
+    if isinstance(ts.dtype, pd.DatetimeTZDtype):
+        return ts.dt.tz_convert("UTC")
+    return pd.to_datetime(ts, utc=True)
+
+
+def _normalise_events(events: pd.DataFrame) -> pd.DataFrame:
+    """Ids as plain Python strings (object dtype) and ``ts`` as UTC, whatever the source's dtypes were.
+
+    Online Retail arrives with object columns and the synthetic store with pyarrow strings; joining the
+    two kinds (targets against lists) is slow or fails, so the harness settles on one.
+    """
+    out = events.copy()
+    for name in _ID_COLUMNS:
+        if name in out.columns and out[name].dtype != object:
+            out[name] = out[name].astype(object).where(out[name].notna(), None)
+    out["ts"] = _utc(out["ts"])
+    return out
+
+
+def _normalise_items(items: pd.DataFrame | None) -> pd.DataFrame | None:
+    if items is None:
+        return None
+    out = items.copy()
+    if out["item_id"].dtype != object:
+        out["item_id"] = out["item_id"].astype(object)
+    if "first_seen" in out.columns:
+        out["first_seen"] = _utc(out["first_seen"])
+    return out
+
+
+def make_context(
+    events: pd.DataFrame,
+    items: pd.DataFrame | None,
+    cutoff: pd.Timestamp,
+    *,
+    seed: int = 7,
+    tuned: dict[str, Any] | None = None,
+) -> EvalContext:
+    """The context as of ``cutoff``: events strictly before it and the items that existed then.
+
+    Parameters
+    ----------
+    events, items:
+        Canonical events and (optionally) items, already normalised by the harness.
+    cutoff:
+        The moment the lists are made; nothing at or after it reaches the context.
+    seed, tuned:
+        See `EvalContext`.
+
+    Returns
+    -------
+    EvalContext
+    """
+    history = events.loc[events["ts"] < cutoff].reset_index(drop=True)
+    known_items = None
+    if items is not None:
+        known_items = items
+        if "first_seen" in items.columns:
+            # An item listed after the cutoff did not exist when the lists were made.
+            known_items = items.loc[~(items["first_seen"] >= cutoff)]
+        known_items = known_items.reset_index(drop=True)
+    return EvalContext(history=history, items=known_items, cutoff=cutoff, seed=seed, tuned=dict(tuned or {}))
+
+
+def catalog_items(ctx: EvalContext) -> np.ndarray:
+    """The catalog that coverage is measured against: the items table at the cutoff, else items seen."""
+    if ctx.items is not None:
+        return np.asarray(ctx.items["item_id"].unique(), dtype=object)
+    return np.asarray(ctx.history["item_id"].unique(), dtype=object)
+
+
+# --------------------------------------------------------------------------------------------------
+# Targets
+# --------------------------------------------------------------------------------------------------
+
+
+def build_targets(events: pd.DataFrame, cutoff: pd.Timestamp, end: pd.Timestamp) -> dict[str, Any]:
+    """The (shopper, item) pairs to find for each task, and counts of who was left out and why.
+
+    Parameters
+    ----------
+    events:
+        Normalised canonical events (all of them; only those before ``end`` are read).
+    cutoff, end:
+        The evaluation window ``[cutoff, end)``; history is everything before ``cutoff``.
+
+    Returns
+    -------
+    dict
+        ``{"all": pairs, "new_items": pairs, "stats": {...}}`` where ``pairs`` are frames of distinct
+        ``user_id, item_id`` and ``stats`` counts the window's purchases, the anonymous ones, the cold
+        buyers (no event before the cutoff) excluded, and the scored users and pairs per task.
+    """
+    window = events.loc[
+        (events["ts"] >= cutoff) & (events["ts"] < end) & (events["event_type"] == "purchase")
+    ]
+    known = window.loc[window["user_id"].notna()]
+    history = events.loc[events["ts"] < cutoff]
+    seen_users = pd.Index(history["user_id"].dropna().unique())
+    buyers = known["user_id"].unique()
+    warm = known.loc[known["user_id"].isin(seen_users)]
+    all_pairs = warm[["user_id", "item_id"]].drop_duplicates().reset_index(drop=True)
+
+    bought = history.loc[
+        (history["event_type"] == "purchase") & history["user_id"].notna(), ["user_id", "item_id"]
+    ].drop_duplicates()
+    new_pairs = _anti_join(all_pairs, bought)
+    stats = {
+        "window_purchases": len(window),
+        "anonymous_purchases_excluded": int(window["user_id"].isna().sum()),
+        "cold_buyers_excluded": int(len(buyers) - warm["user_id"].nunique()),
+        "all": {"users": int(all_pairs["user_id"].nunique()), "pairs": len(all_pairs)},
+        "new_items": {"users": int(new_pairs["user_id"].nunique()), "pairs": len(new_pairs)},
+    }
+    return {"all": all_pairs, "new_items": new_pairs, "stats": stats}
+
+
+def _anti_join(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``left`` whose (user_id, item_id) is not in ``right``."""
+    if right.empty or left.empty:
+        return left.reset_index(drop=True)
+    merged = left.merge(right[["user_id", "item_id"]].drop_duplicates(), how="left", indicator=True)
+    return merged.loc[merged["_merge"] == "left_only", list(left.columns)].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------------
+
+
+def clean_lists(recs: pd.DataFrame, users: np.ndarray, k: int, *, name: str = "model") -> pd.DataFrame:
+    """A recommender's output made safe to score: requested users only, no repeats, ranks 1..k.
+
+    Parameters
+    ----------
+    recs:
+        ``user_id, item_id, rank`` rows as returned by a recommender.
+    users:
+        The shoppers that were asked for.
+    k:
+        Longest list kept.
+    name:
+        The model's name, for the error message.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``user_id, item_id, rank`` with ranks renumbered 1, 2, ... per shopper in the model's order.
+
+    Raises
+    ------
+    ValueError
+        If a column is missing.
+    """
+    missing = [c for c in ("user_id", "item_id", "rank") if c not in recs.columns]
+    if missing:
+        raise ValueError(f"{name}: the recommender's lists lack column(s) {', '.join(missing)}")
+    out = recs.loc[recs["user_id"].isin(pd.Index(users)), ["user_id", "item_id", "rank"]]
+    out = out.astype({"user_id": object, "item_id": object})
+    out = out.sort_values(["user_id", "rank"], kind="stable").drop_duplicates(["user_id", "item_id"])
+    out = out.reset_index(drop=True)
+    out["rank"] = out.groupby("user_id", sort=False).cumcount() + 1
+    return out.loc[out["rank"] <= k].reset_index(drop=True)
+
+
+def _ideal_dcg(n: int) -> np.ndarray:
+    """``out[m]`` is the DCG of m relevant items at the top of a list (``out[0] == 0``)."""
+    return np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, n + 2)))])
+
+
+def per_user_metrics(lists: pd.DataFrame, targets: pd.DataFrame, users: np.ndarray) -> pd.DataFrame:
+    """NDCG@10, Recall@10 and MAP@12 of every shopper in ``users`` (0 where the list misses them all).
+
+    Parameters
+    ----------
+    lists:
+        Clean lists (`clean_lists`): ``user_id, item_id, rank`` with ranks 1..n and no repeats.
+    targets:
+        Relevant ``user_id, item_id`` pairs (distinct).
+    users:
+        The shoppers scored; a shopper with no list scores 0.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``user_id`` (in the order of ``users``) with columns ``ndcg@10``, ``recall@10``,
+        ``map@12`` and ``n_targets``.
+    """
+    index = pd.Index(users, name="user_id")
+    n_targets = targets.groupby("user_id").size().reindex(index, fill_value=0).astype("float64")
+    hits = lists.merge(targets[["user_id", "item_id"]], on=["user_id", "item_id"], how="inner")
+    hits = hits.sort_values(["user_id", "rank"], kind="stable")
+    rank = hits["rank"].to_numpy(dtype="float64")
+
+    at10 = rank <= 10
+    dcg = pd.Series(np.where(at10, 1.0 / np.log2(rank + 1.0), 0.0)).groupby(hits["user_id"].to_numpy()).sum()
+    ideal = _ideal_dcg(10)[np.minimum(n_targets.to_numpy(), 10).astype(np.int64)]
+    dcg = dcg.reindex(index, fill_value=0.0).to_numpy()
+    ndcg = np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal > 0)
+
+    hits10 = pd.Series(at10.astype("float64")).groupby(hits["user_id"].to_numpy()).sum()
+    hits10 = hits10.reindex(index, fill_value=0.0).to_numpy()
+    recall = np.divide(
+        hits10, n_targets.to_numpy(), out=np.zeros_like(hits10), where=n_targets.to_numpy() > 0
+    )
+
+    # Precision at the rank of each hit: the hit's position among the shopper's hits over its rank.
+    at12 = rank <= 12
+    nth_hit = hits.groupby("user_id", sort=False).cumcount().to_numpy() + 1.0
+    precision = np.where(at12, nth_hit / rank, 0.0)
+    ap_sum = pd.Series(precision).groupby(hits["user_id"].to_numpy()).sum()
+    ap_sum = ap_sum.reindex(index, fill_value=0.0).to_numpy()
+    denom = np.minimum(n_targets.to_numpy(), 12.0)
+    ap = np.divide(ap_sum, denom, out=np.zeros_like(ap_sum), where=denom > 0)
+    return pd.DataFrame(
+        {"ndcg@10": ndcg, "recall@10": recall, "map@12": ap, "n_targets": n_targets.to_numpy()}, index=index
+    )
+
+
+def evaluate_lists(
+    lists: pd.DataFrame, targets: pd.DataFrame, users: np.ndarray, catalog: np.ndarray
+) -> tuple[dict[str, float | int], pd.DataFrame]:
+    """The task-level metrics of clean lists, and the per-user table they average.
+
+    Parameters
+    ----------
+    lists:
+        Clean lists (`clean_lists`).
+    targets:
+        Relevant ``user_id, item_id`` pairs of the task.
+    users:
+        The shoppers scored in the task.
+    catalog:
+        Item ids of the catalog, for ``coverage@10``.
+
+    Returns
+    -------
+    (dict, pandas.DataFrame)
+        ``{"ndcg@10", "recall@10", "map@12", "coverage@10", "users"}`` and `per_user_metrics`.
+    """
+    per_user = per_user_metrics(lists, targets, users)
+    shown = pd.Index(lists.loc[lists["rank"] <= 10, "item_id"].unique())
+    coverage = float(shown.isin(pd.Index(catalog)).sum() / len(catalog)) if len(catalog) else 0.0
+    n = len(per_user)
+    summary: dict[str, float | int] = {
+        "ndcg@10": float(per_user["ndcg@10"].mean()) if n else 0.0,
+        "recall@10": float(per_user["recall@10"].mean()) if n else 0.0,
+        "map@12": float(per_user["map@12"].mean()) if n else 0.0,
+        "coverage@10": coverage,
+        "users": int(n),
+    }
+    return summary, per_user
+
+
+# --------------------------------------------------------------------------------------------------
+# Activity deciles
+# --------------------------------------------------------------------------------------------------
+
+
+def activity_deciles(
+    history: pd.DataFrame, users: np.ndarray, measure: str | None = None
+) -> tuple[pd.DataFrame, str]:
+    """Cut shoppers into ten equal groups by their activity before the cutoff (1 = least active).
+
+    The measure is the number of distinct purchase sessions, unless the data holds few purchases (the
+    median shopper has fewer than two purchase sessions), in which case it is the number of events.
+    Ranks break ties by the other measure and then by user id, so ``pd.qcut`` of the ranks gives ten
+    groups of (nearly) equal size even when many shoppers share a value.
+
+    Parameters
+    ----------
+    history:
+        Normalised canonical events before the cutoff.
+    users:
+        The shoppers to group.
+    measure:
+        ``"purchase_sessions"`` or ``"events"`` to force the measure (the harness uses the one chosen
+        for task ``all`` in ``new_items`` too, so both tasks are cut the same way); None chooses.
+
+    Returns
+    -------
+    (pandas.DataFrame, str)
+        One row per shopper (index ``user_id``) with ``decile`` (1..10, fewer groups when there are
+        fewer than ten shoppers), ``purchase_sessions``, ``events`` and ``activity`` (the measure), and
+        the measure's name (``"purchase_sessions"`` or ``"events"``).
+    """
+    index = pd.Index(users, name="user_id")
+    mine = history.loc[history["user_id"].isin(index)]
+    purchases = mine.loc[mine["event_type"] == "purchase"]
+    sessions = purchases.groupby("user_id")["session_id"].nunique().reindex(index, fill_value=0)
+    n_events = mine.groupby("user_id").size().reindex(index, fill_value=0)
+    out = pd.DataFrame({"purchase_sessions": sessions.astype("int64"), "events": n_events.astype("int64")})
+    if measure is None:
+        measure = "purchase_sessions" if len(out) and out["purchase_sessions"].median() >= 2 else "events"
+    if measure not in ("purchase_sessions", "events"):
+        raise ValueError(f"unknown activity measure {measure!r}")
+    other = "events" if measure == "purchase_sessions" else "purchase_sessions"
+    out["activity"] = out[measure]
+    if out.empty:
+        out["decile"] = pd.Series(dtype="int64")
+        return out, measure
+    order = out.reset_index().sort_values([measure, other, "user_id"], kind="stable")
+    ranks = pd.Series(np.arange(1, len(order) + 1), index=order["user_id"].to_numpy())
+    groups = pd.qcut(ranks, q=min(10, len(ranks)), labels=False, duplicates="drop")
+    out["decile"] = groups.reindex(index).to_numpy().astype("int64") + 1
+    return out, measure
+
+
+def _decile_rows(per_user: pd.DataFrame, deciles: pd.DataFrame) -> list[dict[str, Any]]:
+    joined = per_user[["ndcg@10"]].join(deciles[["decile", "activity"]])
+    grouped = joined.groupby("decile")
+    table = pd.DataFrame(
+        {
+            "users": grouped.size(),
+            "ndcg@10": grouped["ndcg@10"].mean(),
+            "activity_min": grouped["activity"].min(),
+            "activity_max": grouped["activity"].max(),
+        }
+    )
+    return [
+        {
+            "decile": int(decile),
+            "users": int(row["users"]),
+            "ndcg@10": float(row["ndcg@10"]),
+            "activity_min": int(row["activity_min"]),
+            "activity_max": int(row["activity_max"]),
+        }
+        for decile, row in table.iterrows()  # ten rows
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole run
+# --------------------------------------------------------------------------------------------------
+
+
+def score_models(
+    ctx: EvalContext,
+    targets: Mapping[str, Any],
+    models: Mapping[str, Recommender],
+    *,
+    k: int = 12,
+    progress: Progress | None = None,
+    timings: dict[str, float] | None = None,
+) -> dict[str, dict[str, tuple[dict[str, float | int], pd.DataFrame]]]:
+    """Ask every model for lists in both tasks and score them (used for validation and for the test).
+
+    Parameters
+    ----------
+    ctx:
+        The context the models see.
+    targets:
+        `build_targets` output for the window after ``ctx.cutoff``.
+    models:
+        Name -> recommender.
+    k:
+        List length asked for (at least 12 for ``map@12``).
+    progress:
+        Called with one line per model.
+    timings:
+        If given, receives the seconds each model took (both tasks, metrics excluded).
+
+    Returns
+    -------
+    dict
+        ``{task: {model: (summary, per_user)}}`` as in `evaluate_lists`.
+    """
+    catalog = catalog_items(ctx)
+    out: dict[str, dict[str, tuple[dict[str, float | int], pd.DataFrame]]] = {task: {} for task in TASKS}
+    for name, recommend in models.items():
+        spent = 0.0
+        for task, exclude in TASKS.items():
+            pairs: pd.DataFrame = targets[task]
+            users = np.asarray(pairs["user_id"].unique(), dtype=object)
+            started = time.perf_counter()
+            recs = recommend(ctx, users, k, exclude)
+            spent += time.perf_counter() - started
+            lists = clean_lists(recs, users, k, name=name)
+            out[task][name] = evaluate_lists(lists, pairs, users, catalog)
+        if timings is not None:
+            timings[name] = round(spent, 3)
+        if progress is not None:
+            figures = ", ".join(f"{task} ndcg@10 {out[task][name][0]['ndcg@10']:.4f}" for task in TASKS)
+            progress(f"{name}: {figures} ({spent:.1f}s)")
+    return out
+
+
+def run_evaluation(
+    events: pd.DataFrame,
+    items: pd.DataFrame | None,
+    models: Mapping[str, Recommender],
+    *,
+    dataset: str,
+    test_days: int = 30,
+    val_days: int = 30,
+    k: int = 12,
+    seed: int = 7,
+    tune: TuneFn | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run the whole protocol and return the report (the contract's JSON, plus extra keys).
+
+    Parameters
+    ----------
+    events:
+        Canonical events (any id dtypes; ``ts`` UTC).
+    items:
+        Canonical items, or None.
+    models:
+        Name -> `Recommender`, scored in this order.
+    dataset:
+        Name written into the report.
+    test_days, val_days:
+        Window lengths of `temporal_split`.
+    k:
+        List length asked of the models (>= 12).
+    seed:
+        Passed to the models through the context.
+    tune:
+        ``tune(events_before_test_start, items, split) -> {model: {task: params}}``, e.g.
+        `jobs.baselines.tune_baselines`; it gets no event at or after ``test_start``. Its result is
+        ``ctx.tuned`` in the test run and ``report["tuned"]``.
+    progress:
+        Called with one line per stage.
+
+    Returns
+    -------
+    dict
+        ``dataset``, ``split`` (``train_end``, ``test_start``, ``test_end``, ``val_start``), ``tasks``
+        (``{task: {model: {"ndcg@10", "recall@10", "map@12", "coverage@10", "users"}}}``), ``deciles``
+        (``{task: {model: [{"decile", "users", "ndcg@10", "activity_min", "activity_max"}]}}``),
+        ``deciles_by``, ``targets`` (counts), ``data`` (sizes), ``timings_s`` and ``tuned``.
+    """
+    if k < 12:
+        raise ValueError(f"k must be at least 12 (map@12), got {k}")
+    say = progress or (lambda _message: None)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    events = _normalise_events(events)
+    items_n = _normalise_items(items)
+    split = temporal_split(events, test_days=test_days, val_days=val_days)
+    say(
+        f"split: validation [{split.val_start:%Y-%m-%d %H:%M}, {split.test_start:%Y-%m-%d %H:%M}), "
+        f"test [{split.test_start:%Y-%m-%d %H:%M}, {split.test_end:%Y-%m-%d %H:%M})"
+    )
+
+    tuned: dict[str, Any] = {}
+    validation: Any = None
+    if tune is not None:
+        t0 = time.perf_counter()
+        # The tuner gets only the past of the test period, so no choice can depend on it.
+        before_test = events.loc[events["ts"] < split.test_start].reset_index(drop=True)
+        tuned = dict(tune(before_test, items_n, split))
+        # Validation scores are a record for the report, not parameters for the models.
+        validation = tuned.pop("validation", None)
+        timings["tune"] = round(time.perf_counter() - t0, 3)
+        say(f"tuned on validation in {timings['tune']:.1f}s: {_short(tuned)}")
+
+    t0 = time.perf_counter()
+    targets = build_targets(events, split.test_start, split.test_end)
+    ctx = make_context(events, items_n, split.test_start, seed=seed, tuned=tuned)
+    deciles: dict[str, tuple[pd.DataFrame, str]] = {}
+    measure: str | None = None
+    for task in TASKS:
+        task_users = np.asarray(targets[task]["user_id"].unique(), dtype=object)
+        deciles[task] = activity_deciles(ctx.history, task_users, measure)
+        measure = deciles[task][1]
+    timings["targets"] = round(time.perf_counter() - t0, 3)
+    stats = targets["stats"]
+    say(
+        f"targets: {stats['all']['users']:,} shoppers ({stats['all']['pairs']:,} pairs) in all, "
+        f"{stats['new_items']['users']:,} in new_items; {stats['cold_buyers_excluded']:,} cold buyers "
+        "left out"
+    )
+
+    scored = score_models(ctx, targets, models, k=k, progress=say, timings=timings)
+
+    t0 = time.perf_counter()
+    tasks_out: dict[str, dict[str, Any]] = {task: {} for task in TASKS}
+    deciles_out: dict[str, dict[str, Any]] = {task: {} for task in TASKS}
+    for task in TASKS:
+        for name in models:
+            summary, per_user = scored[task][name]
+            tasks_out[task][name] = summary
+            deciles_out[task][name] = _decile_rows(per_user, deciles[task][0])
+    timings["report"] = round(time.perf_counter() - t0, 3)
+    timings["total"] = round(time.perf_counter() - started, 3)
+    return {
+        "dataset": dataset,
+        "split": split.to_json(),
+        "tasks": tasks_out,
+        "deciles": deciles_out,
+        "deciles_by": measure,
+        "targets": stats,
+        "data": {
+            "events": len(events),
+            "history_events": len(ctx.history),
+            "catalog_items": len(catalog_items(ctx)),
+            "k": k,
+            "test_days": test_days,
+            "val_days": val_days,
+            "seed": seed,
+        },
+        "timings_s": timings,
+        "tuned": tuned,
+        "validation": validation,
+    }
+
+
+def _short(tuned: Mapping[str, Any]) -> str:
+    parts = []
+    for model, per_task in tuned.items():
+        if not isinstance(per_task, Mapping):
+            continue
+        values = {task: ",".join(f"{k}={v}" for k, v in p.items()) for task, p in per_task.items()}
+        if len(set(values.values())) == 1:
+            parts.append(f"{model}({next(iter(values.values()))})")
+        else:
+            parts.append(f"{model}(" + "; ".join(f"{t}: {v}" for t, v in values.items()) + ")")
+    return " ".join(parts) or "(nothing)"
+
+
+# --------------------------------------------------------------------------------------------------
+# Report files
+# --------------------------------------------------------------------------------------------------
+
+
+def write_report(report: Mapping[str, Any], out_path: Path | str) -> dict[str, Path]:
+    """Write the report as JSON, with a Markdown summary and a plot beside it.
+
+    Parameters
+    ----------
+    report:
+        `run_evaluation` output.
+    out_path:
+        The JSON file; ``<stem>.md`` and ``<stem>.png`` go next to it. Parent folders are created.
+
+    Returns
+    -------
+    dict
+        ``{"json": path, "md": path, "png": path}``.
+    """
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+    md = out.with_suffix(".md")
+    png = out.with_suffix(".png")
+    md.write_text(_markdown(report, png.name), encoding="utf-8")
+    _plot(report, png)
+    return {"json": out, "md": md, "png": png}
+
+
+def _best(per_model: Mapping[str, Mapping[str, Any]], exclude: str | None = None) -> tuple[str, float]:
+    candidates = {m: float(v["ndcg@10"]) for m, v in per_model.items() if m != exclude and v}
+    if not candidates:
+        return "-", 0.0
+    name = max(candidates, key=lambda m: candidates[m])
+    return name, candidates[name]
+
+
+def _margin(value: float, reference: float) -> str:
+    if reference <= 0:
+        return "n/a"
+    return f"{(value / reference - 1.0) * 100:+.1f}%"
+
+
+def _markdown(report: Mapping[str, Any], png_name: str) -> str:
+    split = report["split"]
+    lines = [
+        f"# Offline evaluation: {report['dataset']}",
+        "",
+        f"- training data: everything before **{split['train_end']}**",
+        f"- validation window (tuning): [{split.get('val_start', '?')}, {split['test_start']})",
+        f"- test window: [{split['test_start']}, {split['test_end']})",
+    ]
+    stats = report.get("targets", {})
+    if stats:
+        lines.append(
+            f"- scored shoppers: {stats['all']['users']:,} in `all`, {stats['new_items']['users']:,} in "
+            f"`new_items`; {stats['cold_buyers_excluded']:,} buyers without history before the cutoff and "
+            f"{stats['anonymous_purchases_excluded']:,} anonymous purchases are not scored (cold start is "
+            "served by segment lists)"
+        )
+    lines += [
+        "",
+        "Metrics are means over scored shoppers; relevance is binary (bought in the test window).",
+        "",
+    ]
+    for task, per_model in report["tasks"].items():
+        lines += [f"## Task `{task}`", "", "| model | NDCG@10 | Recall@10 | MAP@12 | coverage@10 | users |"]
+        lines.append("|---|---:|---:|---:|---:|---:|")
+        best_name, _ = _best(per_model)
+        for name, m in per_model.items():
+            label = f"**{name}**" if name == best_name else name
+            lines.append(
+                f"| {label} | {m['ndcg@10']:.4f} | {m['recall@10']:.4f} | {m['map@12']:.4f} | "
+                f"{m['coverage@10']:.3f} | {m['users']:,} |"
+            )
+        best_name, best_value = _best(per_model)
+        lines += ["", f"Best model: **{best_name}** (NDCG@10 {best_value:.4f})."]
+        if "ranker" in per_model and per_model["ranker"]:
+            other, other_value = _best(per_model, exclude="ranker")
+            ranker = float(per_model["ranker"]["ndcg@10"])
+            lines.append(
+                f"Ranker vs the best other model ({other}, {other_value:.4f}): "
+                f"**{_margin(ranker, other_value)}** on NDCG@10."
+            )
+        lines.append("")
+    deciles = report.get("deciles", {})
+    if deciles:
+        lines += [
+            f"## NDCG@10 by shopper activity decile (by {report.get('deciles_by', 'activity')}; 1 = least active)",
+            "",
+        ]
+        for task, per_model in deciles.items():
+            models = list(per_model)
+            if not models:
+                continue
+            rows = per_model[models[0]]
+            lines += [f"### `{task}`", "", "| decile | activity | users | " + " | ".join(models) + " |"]
+            lines.append("|---:|---:|---:|" + "---:|" * len(models))
+            for i, row in enumerate(rows):
+                values = " | ".join(f"{per_model[m][i]['ndcg@10']:.4f}" for m in models)
+                activity = f"{row.get('activity_min', '')}–{row.get('activity_max', '')}"
+                lines.append(f"| {row['decile']} | {activity} | {row['users']:,} | {values} |")
+            if "ranker" in per_model and "als" in per_model:
+                ratios = [
+                    _margin(r["ndcg@10"], a["ndcg@10"])
+                    for r, a in zip(per_model["ranker"], per_model["als"], strict=True)
+                ]
+                lines += ["", "Ranker vs ALS per decile: " + ", ".join(ratios)]
+            lines.append("")
+    tuned = report.get("tuned") or {}
+    if tuned:
+        lines += ["## Hyper-parameters chosen on the validation window", ""]
+        for model, per_task in tuned.items():
+            lines.append(f"- `{model}`: `{orjson.dumps(per_task).decode()}`")
+        lines.append("")
+    timings = report.get("timings_s") or {}
+    if timings:
+        lines += ["## Timings (seconds)", "", "| stage | s |", "|---|---:|"]
+        lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in timings.items()]
+        lines.append("")
+    lines += [f"![NDCG@10 per model and by activity decile]({png_name})", ""]
+    return "\n".join(lines)
+
+
+def _plot(report: Mapping[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a server
+    import matplotlib.pyplot as plt
+
+    tasks = list(report["tasks"])
+    models = list(dict.fromkeys(m for task in tasks for m in report["tasks"][task]))
+    fig, axes = plt.subplots(1, 1 + len(tasks), figsize=(5.5 * (1 + len(tasks)), 4.5))
+    ax = axes[0]
+    width = 0.8 / max(1, len(models))
+    x = np.arange(len(tasks))
+    for i, model in enumerate(models):
+        values = [float(report["tasks"][t].get(model, {}).get("ndcg@10", 0.0)) for t in tasks]
+        ax.bar(x + (i - (len(models) - 1) / 2) * width, values, width, label=model)
+    ax.set_xticks(x, tasks)
+    ax.set_ylabel("NDCG@10")
+    ax.set_title(f"{report['dataset']}: NDCG@10 per model")
+    ax.legend(fontsize="small")
+    for ax, task in zip(axes[1:], tasks, strict=True):
+        for model in models:
+            rows = report.get("deciles", {}).get(task, {}).get(model, [])
+            if rows:
+                ax.plot([r["decile"] for r in rows], [r["ndcg@10"] for r in rows], marker="o", label=model)
+        ax.set_xlabel(f"activity decile (by {report.get('deciles_by', 'activity')})")
+        ax.set_ylabel("NDCG@10")
+        ax.set_title(f"{task}: NDCG@10 by activity decile")
+        ax.set_xticks(range(1, 11))
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
