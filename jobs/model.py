@@ -41,6 +41,8 @@ FEATURES: tuple[str, ...] = (
     "cooc_score",
     "cooc_rank",
     "src_cooc",
+    "u_rebuy_rate",
+    "i_rebuy_rate",
     "u_orders",
     "u_items",
     "u_days_since_active",
@@ -370,9 +372,28 @@ def build_candidates(
     return cands.reset_index(drop=True)
 
 
+def rebuy_rates(user_item: pd.DataFrame, prior_weight: float = 5.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """How often shoppers buy an item again: per shopper (share of their items bought in 2+ sessions)
+    and per item (share of its buyers who came back), both shrunk toward the overall rate so a
+    shopper or item with one purchase does not look certain. This is what lets the ranker learn when
+    to show re-buys and when to show discovery.
+    """
+    bought = user_item[user_item["ui_purchases"] >= 1]
+    again = (bought["ui_purchases"] >= 2).astype("float64")
+    overall = float(again.mean()) if len(again) else 0.0
+    frames = []
+    for key, name in (("user_id", "u_rebuy_rate"), ("item_id", "i_rebuy_rate")):
+        grouped = again.groupby(bought[key], observed=True).agg(["sum", "count"])
+        rate = (grouped["sum"] + overall * prior_weight) / (grouped["count"] + prior_weight)
+        frames.append(rate.rename(name).reset_index())
+    return frames[0], frames[1]
+
+
 def add_features(cands: pd.DataFrame, fs: FeatureSet, als: AlsModel) -> pd.DataFrame:
     """Join every ranking feature onto the candidates; missing history stays NaN (LightGBM handles it)."""
     out = cands.merge(fs.user_item, on=["user_id", "item_id"], how="left")
+    user_rebuy, item_rebuy = rebuy_rates(fs.user_item)
+    out = out.merge(user_rebuy, on="user_id", how="left").merge(item_rebuy, on="item_id", how="left")
     item_cols = ["item_id", "category", "item_price", *[f"pop_{w}d" for w in POP_WINDOWS], "pop_all"]
     out = out.merge(fs.items[[*item_cols, "pop_trend", "item_age_days"]], on="item_id", how="left")
     out = out.merge(fs.users, on="user_id", how="left")
