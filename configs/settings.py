@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     als_alpha: float = Field(gt=0)
     label_days: int = Field(ge=1, le=365)
     popularity_days: int = Field(ge=1, le=3650)
+    new_item_days: int = Field(ge=0, le=365)
+    explore_every: int = Field(ge=0, le=100)
     min_user_coverage: float = Field(ge=0, le=1)
     holdout_percent: float = Field(ge=0, le=100)
     holdout_salt: str = Field(min_length=1)

@@ -125,28 +125,50 @@ def user_country(events: DataFrame, users: DataFrame | None) -> DataFrame:
     )
 
 
+SEGMENT_DIMENSIONS = ("country", "device", "referrer", "category")
+
+
 def segment_popularity(
     events: DataFrame, items: DataFrame, as_of: datetime, days: int, min_buyers: int = 1
 ) -> DataFrame:
-    """(segment, item_id, buyers): in-stock items by distinct buyers over the last `days`, per country
-    (`country:<name>`, lower case) and for everyone (`global`). Anonymous sessions count as buyers.
+    """(segment, item_id, buyers): in-stock items by distinct buyers over the last `days`, per segment.
+
+    Segments are `global` plus one per value of each context dimension: `country:<name>`,
+    `device:<name>`, `referrer:<name>` (from the event) and `category:<department>` (the top level of
+    the item's category path, for sessions whose browsing shows that affinity). Values are lower case.
+    Anonymous sessions count as buyers.
     """
+    in_stock = items.where(F.col("in_stock")).select(
+        "item_id", F.split(F.col("category"), "/").getItem(0).alias("department")
+    )
     recent = events.where(
         (F.col("event_type") == "purchase")
         & (F.col("ts") < F.lit(as_of))
         & (_days_before(as_of, F.col("ts")) <= days)
-    )
+    ).join(in_stock, "item_id")
     buyer = F.coalesce(F.col("user_id"), F.concat(F.lit("session:"), F.col("session_id")))
-    in_stock = items.where(F.col("in_stock")).select("item_id")
-    by_country = (
-        recent.where(F.col("country").isNotNull())
-        .groupBy(F.concat(F.lit("country:"), F.lower(F.trim(F.col("country")))).alias("segment"), "item_id")
-        .agg(F.countDistinct(buyer).alias("buyers"))
-    )
-    overall = recent.groupBy(F.lit("global").alias("segment"), "item_id").agg(
-        F.countDistinct(buyer).alias("buyers")
-    )
-    return by_country.unionByName(overall).where(F.col("buyers") >= min_buyers).join(in_stock, "item_id")
+    value_columns = {
+        "country": "country",
+        "device": "device",
+        "referrer": "referrer",
+        "category": "department",
+    }
+    parts = [
+        recent.groupBy(F.lit("global").alias("segment"), "item_id").agg(
+            F.countDistinct(buyer).alias("buyers")
+        )
+    ]
+    for dimension in SEGMENT_DIMENSIONS:
+        value = F.lower(F.trim(F.col(value_columns[dimension])))
+        parts.append(
+            recent.where(value.isNotNull() & (value != ""))
+            .groupBy(F.concat(F.lit(f"{dimension}:"), value).alias("segment"), "item_id")
+            .agg(F.countDistinct(buyer).alias("buyers"))
+        )
+    out = parts[0]
+    for part in parts[1:]:
+        out = out.unionByName(part)
+    return out.where(F.col("buyers") >= min_buyers)
 
 
 def session_baskets(events: DataFrame) -> DataFrame:

@@ -237,7 +237,12 @@ def _compute(
     if popularity.empty:
         # A quiet window: fall back to all-time popularity so segment lists are never empty.
         popularity = features.segment_popularity(segment_events, items, as_of, 36_500).toPandas()
-    seg_lists = model.segment_lists(popularity, settings.list_length)
+    seg_lists = model.segment_lists(
+        popularity,
+        settings.list_length,
+        fresh=model.new_arrivals(fs_full.items, settings.new_item_days),
+        explore_every=settings.explore_every,
+    )
     modelling.unpersist()
 
     out = run_dir(settings, run_id)

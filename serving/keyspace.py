@@ -41,8 +41,17 @@ def segment_key(version: str, segment: str) -> str:
     return f"{version_prefix(version)}s:{segment}"
 
 
+# The order in which an anonymous visitor's context picks a segment list (the first one stored wins).
+CONTEXT_DIMENSIONS = ("country", "device", "referrer")
+
+
+def context_segment(dimension: str, value: str) -> str:
+    """The segment name for one context value, e.g. ("country", "Germany") -> "country:germany"."""
+    return f"{dimension}:{value.strip().lower()}"
+
+
 def country_segment(country: str) -> str:
-    return f"country:{country.strip().lower()}"
+    return context_segment("country", country)
 
 
 def encode_items(items: list[dict[str, Any]]) -> bytes:

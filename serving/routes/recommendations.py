@@ -1,7 +1,8 @@
 """`GET /v1/recommendations`: the stored list for one shopper, with the segment and global fallbacks.
 
-Known shopper with a personal list -> `personal`; otherwise the segment list for the request's country
--> `segment`; otherwise the global list -> `global`. Holdout shoppers get the non-personal list.
+Known shopper with a personal list -> `personal`; otherwise the segment list for the request's context
+(country, then device, then referrer) -> `segment`; otherwise the global list -> `global`. Holdout
+shoppers get the non-personal list.
 """
 
 from __future__ import annotations
@@ -50,9 +51,14 @@ async def recommendations(
     if user_id is not None and variant != HOLDOUT:
         payload = await store.user_list(version, user_id)
         source = "personal"
-    if payload is None and country:
-        payload = await store.segment_list(version, keyspace.country_segment(country))
-        source = "segment"
+    context = {"country": country, "device": device, "referrer": referrer}
+    for dimension in keyspace.CONTEXT_DIMENSIONS:
+        value = context[dimension]
+        if payload is not None:
+            break
+        if value:
+            payload = await store.segment_list(version, keyspace.context_segment(dimension, value))
+            source = "segment"
     if payload is None:
         payload = await store.segment_list(version, keyspace.GLOBAL_SEGMENT)
         source = "global"

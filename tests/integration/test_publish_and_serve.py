@@ -37,7 +37,7 @@ def _lists(version_tag: str, users: list[str], n: int = 12) -> tuple[pd.DataFram
             "reason_code": "bestseller",
             "reason_text": "Bestseller right now",
         }
-        for seg in ("global", "country:france")
+        for seg in ("global", "country:france", "device:mobile")
         for r in range(1, n + 1)
     ]
     return pd.DataFrame(user_rows), pd.DataFrame(seg_rows)
@@ -110,11 +110,16 @@ def test_known_user_gets_personal_list(redis_client: object, api: TestClient) ->
 
 
 def test_anonymous_with_country_gets_segment_then_global(redis_client: object, api: TestClient) -> None:
-    """No user: the country's segment list when there is one, else the global list."""
+    """No user: the first context segment stored (country, then device), else the global list."""
     _publish(redis_client, "20261101T000000Z", "a")
     fr = api.get("/v1/recommendations", params={"session_id": "s-1", "country": "France"}).json()
     assert fr["source"] == "segment"
     assert fr["items"][0]["item_id"] == "a-country:france-1"
+    mobile = api.get(
+        "/v1/recommendations", params={"session_id": "s-1", "country": "Atlantis", "device": "Mobile"}
+    )
+    assert mobile.json()["source"] == "segment"
+    assert mobile.json()["items"][0]["item_id"] == "a-device:mobile-1"
     xx = api.get("/v1/recommendations", params={"session_id": "s-1", "country": "Atlantis"}).json()
     assert xx["source"] == "global"
     assert xx["items"][0]["item_id"] == "a-global-1"

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 from pyspark.sql import Row, SparkSession
+from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from jobs import features
@@ -65,12 +66,29 @@ def test_user_item_stats_count_purchase_sessions_and_recency(spark: SparkSession
     assert got.ui_days_since_purchase == pytest.approx(1.0)
 
 
-def test_segment_popularity_counts_anonymous_buyers_per_country(spark: SparkSession, events: object) -> None:
-    """Segment lists count distinct buyers (sessions for anonymous ones) in the window, in stock only."""
-    items = spark.createDataFrame([("a", True), ("b", True)], "item_id string, in_stock boolean")
-    got = features.segment_popularity(events, items, AS_OF, days=30)  # type: ignore[arg-type]
+def test_segment_popularity_counts_buyers_per_context_segment(spark: SparkSession, events: object) -> None:
+    """Segment lists count distinct buyers (sessions for anonymous ones) in the window, per country,
+    device, referrer and department, in stock only."""
+    items = spark.createDataFrame(
+        [("a", True, "home/lighting"), ("b", True, "kitchen/mugs")],
+        "item_id string, in_stock boolean, category string",
+    )
+    with_context = events.withColumn("device", F.lit("Mobile")).withColumn(  # type: ignore[attr-defined]
+        "referrer", F.when(F.col("item_id") == "b", F.lit("google"))
+    )
+    got = features.segment_popularity(with_context, items, AS_OF, days=30)
     expected = spark.createDataFrame(
-        [("country:france", "a", 1), ("country:spain", "b", 1), ("global", "a", 1), ("global", "b", 1)],
+        [
+            ("global", "a", 1),
+            ("global", "b", 1),
+            ("country:france", "a", 1),
+            ("country:spain", "b", 1),
+            ("device:mobile", "a", 1),
+            ("device:mobile", "b", 1),
+            ("referrer:google", "b", 1),
+            ("category:home", "a", 1),
+            ("category:kitchen", "b", 1),
+        ],
         "segment string, item_id string, buyers long",
     )
     assertDataFrameEqual(got.select("segment", "item_id", "buyers"), expected)

@@ -128,3 +128,36 @@ def test_segment_lists_top_up_thin_countries_from_global() -> None:
     assert fr["item_id"].tolist() == ["c", "a", "b"]
     assert fr["reason_code"].tolist() == ["popular_in_country", "bestseller", "bestseller"]
     assert lists[lists["segment"] == "global"]["item_id"].tolist() == ["a", "b", "c"]
+
+
+def test_exploration_slots_show_new_arrivals_every_fifth_position() -> None:
+    """Slots 5 and 10 of a 10-item segment list go to new arrivals the list did not hold, in order."""
+    pop = pd.DataFrame(
+        {
+            "segment": ["global"] * 12,
+            "item_id": [f"p{i}" for i in range(12)],
+            "buyers": list(range(50, 38, -1)),
+        }
+    )
+    fresh = pd.DataFrame({"item_id": ["p1", "n1", "n2", "n3"], "department": ["home"] * 4})
+    lists = model.segment_lists(pop, n=10, fresh=fresh, explore_every=5)
+    items = lists["item_id"].tolist()
+    assert items == ["p0", "p1", "p2", "p3", "n1", "p4", "p5", "p6", "p7", "n2"]
+    assert lists.loc[lists["item_id"].isin(["n1", "n2"]), "reason_code"].eq("new_arrival").all()
+    assert lists["rank"].tolist() == list(range(1, 11))
+
+
+def test_new_arrivals_are_recent_in_stock_best_sellers_first() -> None:
+    """Only in-stock items younger than the window qualify, ordered by early sales."""
+    items = pd.DataFrame(
+        {
+            "item_id": ["old", "new_slow", "new_fast", "new_gone"],
+            "category": ["home/a", "home/b", "Kitchen/c", "home/d"],
+            "in_stock": [True, True, True, False],
+            "item_age_days": [90.0, 3.0, 5.0, 1.0],
+            "pop_7d": [10.0, 1.0, 4.0, 9.0],
+        }
+    )
+    fresh = model.new_arrivals(items, max_age_days=14)
+    assert fresh["item_id"].tolist() == ["new_fast", "new_slow"]
+    assert fresh["department"].tolist() == ["kitchen", "home"]
