@@ -43,6 +43,7 @@ FEATURES: tuple[str, ...] = (
     "src_cooc",
     "u_rebuy_rate",
     "i_rebuy_rate",
+    "src_new",
     "u_orders",
     "u_items",
     "u_days_since_active",
@@ -59,6 +60,7 @@ REASONS = {
     "popular_in_country": "Popular in your country",
     "bestseller": "Bestseller right now",
     "new_arrival": "New in: just arrived",
+    "new_for_you": "New in a category you like",
 }
 
 
@@ -308,6 +310,25 @@ def co_visitation(
     )
 
 
+def new_in_favourite_categories(
+    fs: FeatureSet, users: pd.Index, max_age_days: float, per_user: int, top_categories: int = 3
+) -> pd.DataFrame:
+    """(user_id, item_id): new arrivals in each shopper's favourite categories, so items without a
+    history can reach personal lists (the ranker sees `src_new` and `item_age_days` and decides).
+    """
+    fresh = fs.items[fs.items["in_stock"] & (fs.items["item_age_days"] <= max_age_days)]
+    if fresh.empty or fs.affinity.empty:
+        return pd.DataFrame({"user_id": pd.Series(dtype=object), "item_id": pd.Series(dtype=object)})
+    fresh = fresh.sort_values(["pop_7d", "item_age_days"], ascending=[False, True])
+    fresh = fresh.groupby("category", sort=False).head(per_user)[["category", "item_id"]]
+    favourite = fs.affinity[fs.affinity["user_id"].isin(users)].sort_values(
+        ["user_id", "cat_affinity"], ascending=[True, False]
+    )
+    favourite = favourite.groupby("user_id", sort=False).head(top_categories)[["user_id", "category"]]
+    pairs = favourite.merge(fresh, on="category")[["user_id", "item_id"]]
+    return pairs.groupby("user_id", sort=False).head(per_user).reset_index(drop=True)
+
+
 def build_candidates(
     fs: FeatureSet,
     als: AlsModel,
@@ -318,6 +339,8 @@ def build_candidates(
     popular_k: int = 50,
     cooc_k: int = 50,
     covis: CoVisitation | None = None,
+    new_item_days: float = 14.0,
+    new_k: int = 20,
 ) -> pd.DataFrame:
     """The union of ALS top-k, the shopper's own history, items co-visited with theirs and popular items,
     one row per (user, item).
@@ -337,6 +360,7 @@ def build_candidates(
 
     covis = covis or co_visitation(fs, users)
     cooc = covis.top(cooc_k).assign(src_cooc=1.0)
+    fresh = new_in_favourite_categories(fs, wanted, new_item_days, new_k).assign(src_new=1.0)
 
     popular = fs.popular_items(popular_k)
     pop_pairs = pd.DataFrame(
@@ -352,6 +376,7 @@ def build_candidates(
                 als_top[["user_id", "item_id"]],
                 history[["user_id", "item_id"]],
                 cooc[["user_id", "item_id"]],
+                fresh[["user_id", "item_id"]],
                 pop_pairs[["user_id", "item_id"]],
             ]
         )
@@ -359,10 +384,11 @@ def build_candidates(
         .merge(als_top, on=["user_id", "item_id"], how="left")
         .merge(history, on=["user_id", "item_id"], how="left")
         .merge(cooc, on=["user_id", "item_id"], how="left")
+        .merge(fresh, on=["user_id", "item_id"], how="left")
         .merge(pop_pairs, on=["user_id", "item_id"], how="left")
         .merge(popular, on="item_id", how="left")
     )
-    for col in ("src_als", "src_history", "src_pop", "src_cooc"):
+    for col in ("src_als", "src_history", "src_pop", "src_cooc", "src_new"):
         cands[col] = cands[col].fillna(0.0)
     missing = cands["cooc_score"].isna()
     if missing.any():
@@ -485,9 +511,10 @@ def reason_codes(featured: pd.DataFrame) -> np.ndarray:
         featured["ui_purchases"].to_numpy() > 0,
         (featured["ui_views"].to_numpy() + featured["ui_carts"].to_numpy()) > 0,
         featured["src_cooc"].to_numpy() > 0,
+        featured["src_new"].to_numpy() > 0,
         featured["src_als"].to_numpy() > 0,
     ]
-    choices = ["buy_again", "viewed", "goes_with_yours", "similar_shoppers"]
+    choices = ["buy_again", "viewed", "goes_with_yours", "new_for_you", "similar_shoppers"]
     return np.select(conditions, choices, default="popular")
 
 

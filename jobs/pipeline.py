@@ -104,6 +104,7 @@ class ModelParams:
     ranker: model.RankerParams
     label_days: int
     candidates_per_user: int
+    new_item_days: int = 14
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelParams:
@@ -117,6 +118,7 @@ class ModelParams:
             ranker=model.RankerParams(),
             label_days=settings.label_days,
             candidates_per_user=settings.candidates_per_user,
+            new_item_days=settings.new_item_days,
         )
 
 
@@ -167,7 +169,13 @@ def rank_candidates(
                 f"training the ranker on {len(train_users)} shoppers (labels after {train_cutoff:%Y-%m-%d})"
             )
         als_train = model.fit_als(fs_train.interactions, params.als)
-        cands = model.build_candidates(fs_train, als_train, train_users, als_k=params.candidates_per_user)
+        cands = model.build_candidates(
+            fs_train,
+            als_train,
+            train_users,
+            als_k=params.candidates_per_user,
+            new_item_days=params.new_item_days,
+        )
         labelled = model.label_candidates(model.add_features(cands, fs_train, als_train), future)
         train_rows = len(labelled)
         booster = model.train_ranker(labelled, params.ranker)
@@ -176,7 +184,9 @@ def rank_candidates(
     if progress:
         progress(f"scoring {len(score_users)} shoppers")
     als_full = model.fit_als(fs_full.interactions, params.als)
-    cands = model.build_candidates(fs_full, als_full, score_users, als_k=params.candidates_per_user)
+    cands = model.build_candidates(
+        fs_full, als_full, score_users, als_k=params.candidates_per_user, new_item_days=params.new_item_days
+    )
     featured = model.add_features(cands, fs_full, als_full)
     scores = model.score_candidates(featured, booster)
     return RankedCandidates(fs_full, featured, scores, booster, train_rows, train_cutoff)
@@ -416,6 +426,7 @@ def evaluation_ranker(ctx: Any, users: np.ndarray, k: int, exclude_bought: bool)
             ranker=base.ranker,
             label_days=int(tuned.get("label_days", base.label_days)),
             candidates_per_user=base.candidates_per_user,
+            new_item_days=base.new_item_days,
         )
         modelling = features.modelling_events(events, None, cutoff).cache()
         _EVAL_CACHE[key] = rank_candidates(modelling, items, cutoff, params, users=users)

@@ -106,6 +106,7 @@ def test_top_lists_refill_short_lists_from_popular(fs: model.FeatureSet) -> None
             "ui_carts": [0.0, 0.0],
             "src_als": [0.0, 1.0],
             "src_cooc": [0.0, 0.0],
+            "src_new": [0.0, 0.0],
         }
     )
     lists = model.top_lists(featured, np.array([2.0, 1.0]), n=5, fill=fs.popular_items(10))
