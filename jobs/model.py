@@ -206,6 +206,27 @@ class CoVisitation:
     user_ids: np.ndarray
     item_ids: np.ndarray
     scores: sp.csr_matrix
+    shopper_items: sp.csr_matrix | None = None
+    item_item: sp.csc_matrix | None = None
+
+    def anchors(self, user_ids: pd.Series, item_ids: pd.Series) -> np.ndarray:
+        """For each (shopper, item) pair, the shopper's own item that contributes most to its score
+        (the "X" of "goes with X"); None where there is none."""
+        out = np.full(len(user_ids), None, dtype=object)
+        if self.shopper_items is None or self.item_item is None:
+            return out
+        u = pd.Index(self.user_ids).get_indexer(pd.Index(user_ids))
+        i = pd.Index(self.item_ids).get_indexer(pd.Index(item_ids))
+        for row, (uu, ii) in enumerate(zip(u, i, strict=True)):
+            if uu < 0 or ii < 0:
+                continue
+            own = self.shopper_items.getrow(uu)
+            column = self.item_item.getcol(ii)
+            contribution = own.multiply(column.T)
+            if contribution.nnz:
+                best = contribution.indices[int(np.argmax(contribution.data))]
+                out[row] = self.item_ids[best]
+        return out
 
     def top(self, k: int) -> pd.DataFrame:
         """Each shopper's k best co-visited items (user_id, item_id, cooc_score, cooc_rank)."""
@@ -307,6 +328,8 @@ def co_visitation(
         np.asarray(user_index, dtype=object),
         np.asarray(item_codes, dtype=object),
         (shopper_items @ item_item).tocsr(),
+        shopper_items,
+        item_item.tocsc(),
     )
 
 
@@ -503,6 +526,21 @@ def score_candidates(featured: pd.DataFrame, booster: lgb.Booster | None) -> np.
         + 1.0 / featured["pop_rank"].fillna(1e6).to_numpy()
     )
     return np.asarray(fallback, dtype="float64")
+
+
+def explain_goes_with(lists: pd.DataFrame, covis: CoVisitation, titles: pd.Series) -> pd.DataFrame:
+    """Name the shopper's own item behind every `goes_with_yours` reason: "Goes with <title>"."""
+    rows = lists["reason_code"] == "goes_with_yours"
+    if not rows.any():
+        return lists
+    anchors = pd.Series(
+        covis.anchors(lists.loc[rows, "user_id"], lists.loc[rows, "item_id"]), index=lists.index[rows]
+    )
+    named = anchors.map(titles).fillna(anchors)
+    lists = lists.copy()
+    has = named.notna()
+    lists.loc[named.index[has], "reason_text"] = "Goes with " + named[has].astype(str).str.strip().str.title()
+    return lists
 
 
 def reason_codes(featured: pd.DataFrame) -> np.ndarray:

@@ -129,6 +129,7 @@ class RankedCandidates:
     features: model.FeatureSet
     featured: pd.DataFrame
     scores: np.ndarray
+    covis: model.CoVisitation
     booster: lgb.Booster | None
     train_rows: int
     train_cutoff: datetime
@@ -184,12 +185,18 @@ def rank_candidates(
     if progress:
         progress(f"scoring {len(score_users)} shoppers")
     als_full = model.fit_als(fs_full.interactions, params.als)
+    covis = model.co_visitation(fs_full, score_users)
     cands = model.build_candidates(
-        fs_full, als_full, score_users, als_k=params.candidates_per_user, new_item_days=params.new_item_days
+        fs_full,
+        als_full,
+        score_users,
+        als_k=params.candidates_per_user,
+        new_item_days=params.new_item_days,
+        covis=covis,
     )
     featured = model.add_features(cands, fs_full, als_full)
     scores = model.score_candidates(featured, booster)
-    return RankedCandidates(fs_full, featured, scores, booster, train_rows, train_cutoff)
+    return RankedCandidates(fs_full, featured, scores, covis, booster, train_rows, train_cutoff)
 
 
 def compute_lists(
@@ -235,6 +242,8 @@ def _compute(
         settings.list_length,
         fill=ranked.features.popular_items(settings.list_length * 2),
     )
+    titles = items.select("item_id", "title").toPandas().set_index("item_id")["title"]
+    user_lists = model.explain_goes_with(user_lists, ranked.covis, titles)
     fs_full = ranked.features
     # Segment lists are not personal, so anonymous sessions count; opted-out shoppers' events do not.
     segment_events = events.where(F.col("ts") < F.lit(as_of))

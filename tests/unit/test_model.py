@@ -162,3 +162,34 @@ def test_new_arrivals_are_recent_in_stock_best_sellers_first() -> None:
     fresh = model.new_arrivals(items, max_age_days=14)
     assert fresh["item_id"].tolist() == ["new_fast", "new_slow"]
     assert fresh["department"].tolist() == ["kitchen", "home"]
+
+
+def test_goes_with_reason_names_the_shoppers_own_item() -> None:
+    """An item that co-occurs with a shopper's purchase is explained by naming that purchase."""
+    fs = _feature_set()
+    baskets = pd.DataFrame(
+        {"session_id": ["s1", "s1", "s2", "s2", "s3", "s3"], "item_id": ["i2", "i3", "i2", "i3", "i5", "i7"]}
+    )
+    fs.baskets = baskets
+    fs.user_item = pd.DataFrame(
+        {
+            "user_id": ["shopper", "shopper"],
+            "item_id": ["i2", "i5"],
+            "ui_purchases": [3.0, 1.0],
+            "ui_days_since_touch": [1.0, 200.0],
+        }
+    )
+    covis = model.co_visitation(fs, np.array(["shopper"], dtype=object))
+    top = covis.top(5)
+    assert top["item_id"].tolist()[:2] == ["i3", "i7"]  # i3 goes with the recent, often-bought i2
+    lists = pd.DataFrame(
+        {
+            "user_id": ["shopper", "shopper"],
+            "item_id": ["i3", "i7"],
+            "reason_code": ["goes_with_yours", "goes_with_yours"],
+            "reason_text": ["x", "x"],
+        }
+    )
+    titles = pd.Series({"i2": "BLUE MUG", "i5": "RED SAUCER"})
+    explained = model.explain_goes_with(lists, covis, titles)
+    assert explained["reason_text"].tolist() == ["Goes with Blue Mug", "Goes with Red Saucer"]
