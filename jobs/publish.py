@@ -95,6 +95,9 @@ def publish_version(
         return PublishResult(version, version, False, 0, 0, [])
     if live is not None and live > version:
         raise PublishError(f"version {version} is not newer than the live version {live}; nothing published")
+    sweep_abandoned(client, keep={version})
+    check_memory(client, estimate_bytes(user_lists, segment_lists, version))
+    client.sadd(keyspace.PENDING_KEY, version)
     keys: list[str] = []
     pipe = client.pipeline(transaction=False)
     pending = 0
@@ -127,8 +130,70 @@ def publish_version(
             f"a newer version {now_live} went live during this publish; {version} not switched"
         )
     client.lpush(keyspace.HISTORY_KEY, version)
+    client.srem(keyspace.PENDING_KEY, version)
     removed = apply_retention(client, keep_versions=keep_versions)
     return PublishResult(version, version, switched, n_users, n_segments, removed)
+
+
+# Redis's own cost of one small string key (dict entry, key and value objects, allocator rounding).
+KEY_OVERHEAD_BYTES = 90
+
+
+def estimate_bytes(
+    user_lists: pd.DataFrame, segment_lists: pd.DataFrame, version: str, sample: int = 2_000
+) -> int:
+    """Memory the version will take in Redis, from the encoded size of a sample of its lists."""
+    total = 0
+    for frame, column, key_of in (
+        (user_lists, "user_id", keyspace.user_key),
+        (segment_lists, "segment", keyspace.segment_key),
+    ):
+        if frame.empty:
+            continue
+        owners = frame[column].drop_duplicates()
+        picked = owners.sample(min(sample, len(owners)), random_state=0) if len(owners) > sample else owners
+        subset = frame[frame[column].isin(picked)]
+        sizes = [
+            len(payload) + len(key_of(version, owner)) for owner, payload in list_payloads(subset, column)
+        ]
+        total += int(np.mean(sizes) * len(owners)) + KEY_OVERHEAD_BYTES * len(owners)
+    return total
+
+
+def check_memory(client: Any, needed_bytes: int, headroom: float = 0.10) -> None:
+    """Refuse to load when Redis's maxmemory leaves no room for the new version.
+
+    Without this, a full Redis would evict (or refuse) keys half-way through, possibly live ones.
+    With no maxmemory set there is no limit to check against.
+    """
+    info = client.info("memory")
+    nodes = info.values() if isinstance(info, dict) and "used_memory" not in info else [info]
+    nodes = list(nodes)
+    share = needed_bytes / max(1, len(nodes))  # keys spread evenly over a cluster's primaries
+    for node in nodes:
+        limit = int(node.get("maxmemory", 0))
+        used = int(node.get("used_memory", 0))
+        if limit and used + share * (1 + headroom) > limit:
+            raise PublishError(
+                f"Redis has {max(0, limit - used) / 1e6:.1f} MB free under maxmemory "
+                f"({limit / 1e6:.1f} MB) but the new version needs about {share * (1 + headroom) / 1e6:.1f} MB: "
+                "nothing loaded (raise maxmemory or lower retention)"
+            )
+
+
+def sweep_abandoned(client: Any, keep: set[str]) -> list[str]:
+    """Delete versions a killed loader left half-written (pending, never live, not in history)."""
+    live = live_version(client)
+    history = set(published_versions(client))
+    swept = []
+    for raw in client.smembers(keyspace.PENDING_KEY):
+        version = _decode(raw) or ""
+        if version in keep or version == live or version in history:
+            continue
+        _unlink_prefix(client, keyspace.version_prefix(version))
+        client.srem(keyspace.PENDING_KEY, version)
+        swept.append(version)
+    return swept
 
 
 def published_versions(client: Any) -> list[str]:

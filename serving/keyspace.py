@@ -5,6 +5,7 @@ spread over hash slots by shopper, and the pointer is one key)::
 
     carousel:live                      -> the live version id (one atomic SET switches versions)
     carousel:history                   -> list of published version ids, newest first
+    carousel:pending                   -> set of versions being written (swept if their loader died)
     carousel:ver:<version>:meta        -> orjson manifest of the version (run id, counts, generated_at)
     carousel:ver:<version>:u:<user_id> -> orjson list payload for one shopper
     carousel:ver:<version>:s:<segment> -> orjson list payload for one segment ("global", "country:FR", ...)
@@ -22,6 +23,9 @@ import orjson
 PREFIX = "carousel"
 LIVE_KEY = f"{PREFIX}:live"
 HISTORY_KEY = f"{PREFIX}:history"
+# Versions being written and not yet live: a loader killed mid-way leaves its version here, and the next
+# publish sweeps it away.
+PENDING_KEY = f"{PREFIX}:pending"
 GLOBAL_SEGMENT = "global"
 
 
