@@ -123,6 +123,65 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- evaluate -----------------------------------------------------------------------------------------
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from carousel.schema import validate_events, validate_items
+    from jobs import adapters
+    from jobs.baselines import BASELINES, tune_baselines
+    from jobs.evaluate import EvaluationError, run_evaluation, write_report
+
+    # The ranker is part of every report; without it the comparison the report exists for is missing.
+    try:
+        from jobs.pipeline import evaluation_ranker
+    except ImportError as exc:
+        raise CommandError(f"the ranker is not available (jobs.pipeline.evaluation_ranker): {exc}") from None
+    path = Path(args.input)
+    if not path.is_file():
+        raise CommandError(f"no such file: {path}")
+    if args.items and args.dataset != "events":
+        raise CommandError("--items goes with --dataset events (Online Retail derives its own items)")
+    if args.items and not Path(args.items).is_file():
+        raise CommandError(f"no such file: {args.items}")
+    started = time.perf_counter()
+    say = _progress(started)
+    if args.dataset == "online-retail":
+        imported = adapters.read_online_retail(path)
+        events, items = imported.events, imported.items
+    else:
+        events = validate_events(adapters.read_table_file(path), now=_now(), source=str(path))
+        items = None
+        if args.items:
+            items = validate_items(adapters.read_table_file(Path(args.items)), source=str(args.items))
+    load_s = time.perf_counter() - started
+    n_items = "no items table" if items is None else f"{len(items):,} items"
+    say(f"read {path}: {len(events):,} events, {n_items} ({load_s:.1f}s)")
+    models = {**BASELINES, "ranker": evaluation_ranker}
+    try:
+        report = run_evaluation(
+            events,
+            items,
+            models,
+            dataset=args.dataset,
+            test_days=args.test_days,
+            val_days=args.val_days,
+            tune=lambda e, i, s: tune_baselines(e, i, s, progress=say),
+            progress=say,
+        )
+    except EvaluationError as exc:
+        raise CommandError(str(exc)) from None
+    report["input"] = str(path)
+    report["timings_s"] = {"load": round(load_s, 3), **report["timings_s"]}
+    report["timings_s"]["total"] = round(time.perf_counter() - started, 3)
+    paths = write_report(report, Path(args.out))
+    for task, per_model in report["tasks"].items():
+        best = max(per_model, key=lambda name: per_model[name]["ndcg@10"])
+        say(
+            f"{task}: best NDCG@10 {best} {per_model[best]['ndcg@10']:.4f} ({per_model[best]['users']:,} shoppers)"
+        )
+    say(f"wrote {paths['json']}, {paths['md'].name} and {paths['png'].name}")
+    return 0
+
+
 # -- serve --------------------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
@@ -210,6 +269,17 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--mode", choices=["full", "incremental"], default="full")
     ref.add_argument("--interval-end", help="data interval end (ISO timestamp); default: now")
     ref.set_defaults(func=cmd_refresh)
+
+    ev = sub.add_parser(
+        "evaluate", help="offline evaluation of the baselines and the ranker (temporal split)"
+    )
+    ev.add_argument("--dataset", required=True, choices=["online-retail", "events"])
+    ev.add_argument("--input", required=True, help="Online Retail CSV, or canonical events (CSV or Parquet)")
+    ev.add_argument("--items", help="canonical items (CSV or Parquet) for --dataset events")
+    ev.add_argument("--out", required=True, help="report JSON; a .md summary and a .png plot go beside it")
+    ev.add_argument("--test-days", type=int, default=30, help="length of the test period (the last days)")
+    ev.add_argument("--val-days", type=int, default=30, help="validation window before the test period")
+    ev.set_defaults(func=cmd_evaluate)
 
     srv = sub.add_parser("serve", help="the HTTP API")
     srv.add_argument("--host", default="127.0.0.1")

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     als_regularization: float = Field(ge=0)
     als_alpha: float = Field(gt=0)
     label_days: int = Field(ge=1, le=365)
+    ranker_train_windows: int = Field(ge=1, le=12)
     popularity_days: int = Field(ge=1, le=3650)
     new_item_days: int = Field(ge=0, le=365)
     explore_every: int = Field(ge=0, le=100)

@@ -43,6 +43,7 @@ __all__ = [
     "METRICS",
     "TASKS",
     "EvalContext",
+    "EvaluationError",
     "Recommender",
     "Split",
     "activity_deciles",
@@ -51,8 +52,11 @@ __all__ = [
     "clean_lists",
     "evaluate_lists",
     "make_context",
+    "normalise_events",
+    "normalise_items",
     "per_user_metrics",
     "run_evaluation",
+    "score_models",
     "temporal_split",
     "write_report",
 ]
@@ -62,6 +66,10 @@ TASKS: dict[str, bool] = {"all": False, "new_items": True}
 METRICS: tuple[str, ...] = ("ndcg@10", "recall@10", "map@12", "coverage@10")
 
 _ID_COLUMNS = ("user_id", "session_id", "item_id", "event_type")
+
+
+class EvaluationError(ValueError):
+    """The data or a model cannot be evaluated as asked (too short a history, malformed lists...)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -116,21 +124,21 @@ def temporal_split(events: pd.DataFrame, test_days: int = 30, val_days: int = 30
 
     Raises
     ------
-    ValueError
+    EvaluationError
         If there are no events, a window length is below 1, or the data does not span more than the
         two windows (there would be nothing to train on).
     """
     if test_days < 1 or val_days < 1:
-        raise ValueError(f"test_days and val_days must be >= 1, got {test_days} and {val_days}")
+        raise EvaluationError(f"test_days and val_days must be >= 1, got {test_days} and {val_days}")
     if events.empty:
-        raise ValueError("no events to split")
+        raise EvaluationError("no events to split")
     ts = _utc(events["ts"])
     first, last = ts.min(), ts.max()
     test_end = last.floor("s") + pd.Timedelta(seconds=1)
     test_start = test_end - pd.Timedelta(days=test_days)
     val_start = test_start - pd.Timedelta(days=val_days)
     if first >= val_start:
-        raise ValueError(
+        raise EvaluationError(
             f"the data spans {first} .. {last}, not more than the {val_days}-day validation and "
             f"{test_days}-day test windows; nothing would be left to train on"
         )
@@ -153,8 +161,11 @@ class EvalContext:
     seed:
         Seed for anything random (ALS initialisation, sampling).
     tuned:
-        Hyper-parameters chosen on the validation window, ``{model: {task: {param: value}}}`` with
-        ``task`` in ``TASKS``; empty during tuning itself. Use `EvalContext.params` to read them.
+        Hyper-parameters chosen on the validation window: ``{model: {param: value}}`` for task
+        ``all``, and under the key ``"new_items"`` the same shape for the models whose choice differs
+        in that task. ``tuned["als"]`` holds exactly `jobs.model.AlsParams` fields (without ``seed``),
+        so another model (the ranker) can build its ALS from it. Empty during tuning itself; read
+        per task with `EvalContext.params`.
     cache:
         Scratch space shared by the recommender calls on this context (a fitted model or an item
         ranking is built once for both tasks). Keys should start with the model's name.
@@ -169,8 +180,9 @@ class EvalContext:
 
     def params(self, model: str, exclude_bought: bool) -> dict[str, Any]:
         """The tuned parameters of ``model`` for the task that ``exclude_bought`` stands for ({} if none)."""
-        task = "new_items" if exclude_bought else "all"
-        chosen = self.tuned.get(model, {}).get(task, {})
+        chosen = self.tuned.get(model) or {}
+        if exclude_bought:
+            chosen = (self.tuned.get("new_items") or {}).get(model, chosen)
         return dict(chosen)
 
 
@@ -194,21 +206,33 @@ def _utc(ts: pd.Series) -> pd.Series:
     return pd.to_datetime(ts, utc=True)
 
 
-def _normalise_events(events: pd.DataFrame) -> pd.DataFrame:
-    """Ids as plain Python strings (object dtype) and ``ts`` as UTC, whatever the source's dtypes were.
+def normalise_events(events: pd.DataFrame) -> pd.DataFrame:
+    """A copy of canonical events with ids as Python strings (object dtype) and ``ts`` in UTC.
 
     Online Retail arrives with object columns and the synthetic store with pyarrow strings; joining the
     two kinds (targets against lists) is slow or fails, so the harness settles on one.
+
+    Parameters
+    ----------
+    events:
+        Canonical events with any string dtypes.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The same rows and columns; missing ids are None.
     """
     out = events.copy()
     for name in _ID_COLUMNS:
         if name in out.columns and out[name].dtype != object:
-            out[name] = out[name].astype(object).where(out[name].notna(), None)
+            values = out[name].astype(object)
+            out[name] = values.mask(values.isna(), None)
     out["ts"] = _utc(out["ts"])
     return out
 
 
-def _normalise_items(items: pd.DataFrame | None) -> pd.DataFrame | None:
+def normalise_items(items: pd.DataFrame | None) -> pd.DataFrame | None:
+    """A copy of canonical items with ``item_id`` as Python strings and ``first_seen`` in UTC (None stays None)."""
     if items is None:
         return None
     out = items.copy()
@@ -232,7 +256,8 @@ def make_context(
     Parameters
     ----------
     events, items:
-        Canonical events and (optionally) items, already normalised by the harness.
+        Canonical events and (optionally) items, as returned by `normalise_events` and
+        `normalise_items`.
     cutoff:
         The moment the lists are made; nothing at or after it reaches the context.
     seed, tuned:
@@ -340,12 +365,12 @@ def clean_lists(recs: pd.DataFrame, users: np.ndarray, k: int, *, name: str = "m
 
     Raises
     ------
-    ValueError
+    EvaluationError
         If a column is missing.
     """
     missing = [c for c in ("user_id", "item_id", "rank") if c not in recs.columns]
     if missing:
-        raise ValueError(f"{name}: the recommender's lists lack column(s) {', '.join(missing)}")
+        raise EvaluationError(f"{name}: the recommender's lists lack column(s) {', '.join(missing)}")
     out = recs.loc[recs["user_id"].isin(pd.Index(users)), ["user_id", "item_id", "rank"]]
     out = out.astype({"user_id": object, "item_id": object})
     out = out.sort_values(["user_id", "rank"], kind="stable").drop_duplicates(["user_id", "item_id"])
@@ -357,6 +382,12 @@ def clean_lists(recs: pd.DataFrame, users: np.ndarray, k: int, *, name: str = "m
 def _ideal_dcg(n: int) -> np.ndarray:
     """``out[m]`` is the DCG of m relevant items at the top of a list (``out[0] == 0``)."""
     return np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, n + 2)))])
+
+
+def _sum_by(values: np.ndarray, keys: np.ndarray, index: pd.Index) -> np.ndarray:
+    """Sums of ``values`` per key, in the order of ``index`` (0 for a key without values)."""
+    sums = pd.Series(values, dtype="float64").groupby(keys).sum()
+    return sums.reindex(index, fill_value=0.0).to_numpy(dtype="float64")
 
 
 def per_user_metrics(lists: pd.DataFrame, targets: pd.DataFrame, users: np.ndarray) -> pd.DataFrame:
@@ -378,33 +409,28 @@ def per_user_metrics(lists: pd.DataFrame, targets: pd.DataFrame, users: np.ndarr
         ``map@12`` and ``n_targets``.
     """
     index = pd.Index(users, name="user_id")
-    n_targets = targets.groupby("user_id").size().reindex(index, fill_value=0).astype("float64")
+    n_targets = targets.groupby("user_id").size().reindex(index, fill_value=0).to_numpy(dtype="float64")
     hits = lists.merge(targets[["user_id", "item_id"]], on=["user_id", "item_id"], how="inner")
     hits = hits.sort_values(["user_id", "rank"], kind="stable")
     rank = hits["rank"].to_numpy(dtype="float64")
+    owner = hits["user_id"].to_numpy()
 
     at10 = rank <= 10
-    dcg = pd.Series(np.where(at10, 1.0 / np.log2(rank + 1.0), 0.0)).groupby(hits["user_id"].to_numpy()).sum()
-    ideal = _ideal_dcg(10)[np.minimum(n_targets.to_numpy(), 10).astype(np.int64)]
-    dcg = dcg.reindex(index, fill_value=0.0).to_numpy()
+    dcg = _sum_by(np.where(at10, 1.0 / np.log2(rank + 1.0), 0.0), owner, index)
+    ideal = _ideal_dcg(10)[np.minimum(n_targets, 10).astype(np.int64)]
     ndcg = np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal > 0)
 
-    hits10 = pd.Series(at10.astype("float64")).groupby(hits["user_id"].to_numpy()).sum()
-    hits10 = hits10.reindex(index, fill_value=0.0).to_numpy()
-    recall = np.divide(
-        hits10, n_targets.to_numpy(), out=np.zeros_like(hits10), where=n_targets.to_numpy() > 0
-    )
+    hits10 = _sum_by(at10.astype("float64"), owner, index)
+    recall = np.divide(hits10, n_targets, out=np.zeros_like(hits10), where=n_targets > 0)
 
     # Precision at the rank of each hit: the hit's position among the shopper's hits over its rank.
     at12 = rank <= 12
     nth_hit = hits.groupby("user_id", sort=False).cumcount().to_numpy() + 1.0
-    precision = np.where(at12, nth_hit / rank, 0.0)
-    ap_sum = pd.Series(precision).groupby(hits["user_id"].to_numpy()).sum()
-    ap_sum = ap_sum.reindex(index, fill_value=0.0).to_numpy()
-    denom = np.minimum(n_targets.to_numpy(), 12.0)
+    ap_sum = _sum_by(np.where(at12, nth_hit / rank, 0.0), owner, index)
+    denom = np.minimum(n_targets, 12.0)
     ap = np.divide(ap_sum, denom, out=np.zeros_like(ap_sum), where=denom > 0)
     return pd.DataFrame(
-        {"ndcg@10": ndcg, "recall@10": recall, "map@12": ap, "n_targets": n_targets.to_numpy()}, index=index
+        {"ndcg@10": ndcg, "recall@10": recall, "map@12": ap, "n_targets": n_targets}, index=index
     )
 
 
@@ -484,7 +510,7 @@ def activity_deciles(
     if measure is None:
         measure = "purchase_sessions" if len(out) and out["purchase_sessions"].median() >= 2 else "events"
     if measure not in ("purchase_sessions", "events"):
-        raise ValueError(f"unknown activity measure {measure!r}")
+        raise EvaluationError(f"unknown activity measure {measure!r}")
     other = "events" if measure == "purchase_sessions" else "purchase_sessions"
     out["activity"] = out[measure]
     if out.empty:
@@ -510,7 +536,7 @@ def _decile_rows(per_user: pd.DataFrame, deciles: pd.DataFrame) -> list[dict[str
     )
     return [
         {
-            "decile": int(decile),
+            "decile": int(str(decile)),
             "users": int(row["users"]),
             "ndcg@10": float(row["ndcg@10"]),
             "activity_min": int(row["activity_min"]),
@@ -608,9 +634,10 @@ def run_evaluation(
     seed:
         Passed to the models through the context.
     tune:
-        ``tune(events_before_test_start, items, split) -> {model: {task: params}}``, e.g.
+        ``tune(events_before_test_start, items, split) -> tuned`` (see `EvalContext.tuned`), e.g.
         `jobs.baselines.tune_baselines`; it gets no event at or after ``test_start``. Its result is
-        ``ctx.tuned`` in the test run and ``report["tuned"]``.
+        ``ctx.tuned`` in the test run and ``report["tuned"]``, except an optional ``"validation"``
+        entry (the validation scores of the grid), which goes to ``report["validation"]``.
     progress:
         Called with one line per stage.
 
@@ -620,20 +647,37 @@ def run_evaluation(
         ``dataset``, ``split`` (``train_end``, ``test_start``, ``test_end``, ``val_start``), ``tasks``
         (``{task: {model: {"ndcg@10", "recall@10", "map@12", "coverage@10", "users"}}}``), ``deciles``
         (``{task: {model: [{"decile", "users", "ndcg@10", "activity_min", "activity_max"}]}}``),
-        ``deciles_by``, ``targets`` (counts), ``data`` (sizes), ``timings_s`` and ``tuned``.
+        ``deciles_by``, ``targets`` (counts), ``data`` (sizes), ``timings_s``, ``tuned`` and
+        ``validation``.
     """
     if k < 12:
-        raise ValueError(f"k must be at least 12 (map@12), got {k}")
+        raise EvaluationError(f"k must be at least 12 (map@12), got {k}")
     say = progress or (lambda _message: None)
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
-    events = _normalise_events(events)
-    items_n = _normalise_items(items)
+    events = normalise_events(events)
+    items_n = normalise_items(items)
     split = temporal_split(events, test_days=test_days, val_days=val_days)
     say(
         f"split: validation [{split.val_start:%Y-%m-%d %H:%M}, {split.test_start:%Y-%m-%d %H:%M}), "
         f"test [{split.test_start:%Y-%m-%d %H:%M}, {split.test_end:%Y-%m-%d %H:%M})"
+    )
+
+    # Targets first: when there is nothing to score, say so before any model is tuned or fitted.
+    t0 = time.perf_counter()
+    targets = build_targets(events, split.test_start, split.test_end)
+    stats = targets["stats"]
+    if not stats["all"]["users"]:
+        raise EvaluationError(
+            f"no shopper with history before {split.test_start:%Y-%m-%d %H:%M} bought anything in the "
+            f"{test_days}-day test period ({stats['window_purchases']} purchase events there); nothing to score"
+        )
+    timings["targets"] = round(time.perf_counter() - t0, 3)
+    say(
+        f"targets: {stats['all']['users']:,} shoppers ({stats['all']['pairs']:,} pairs) in all, "
+        f"{stats['new_items']['users']:,} in new_items; {stats['cold_buyers_excluded']:,} cold buyers "
+        "left out"
     )
 
     tuned: dict[str, Any] = {}
@@ -646,10 +690,10 @@ def run_evaluation(
         # Validation scores are a record for the report, not parameters for the models.
         validation = tuned.pop("validation", None)
         timings["tune"] = round(time.perf_counter() - t0, 3)
-        say(f"tuned on validation in {timings['tune']:.1f}s: {_short(tuned)}")
+        say(f"tuned on validation in {timings['tune']:.1f}s:")
+        for line in _tuned_lines(tuned):
+            say(line)
 
-    t0 = time.perf_counter()
-    targets = build_targets(events, split.test_start, split.test_end)
     ctx = make_context(events, items_n, split.test_start, seed=seed, tuned=tuned)
     deciles: dict[str, tuple[pd.DataFrame, str]] = {}
     measure: str | None = None
@@ -657,13 +701,6 @@ def run_evaluation(
         task_users = np.asarray(targets[task]["user_id"].unique(), dtype=object)
         deciles[task] = activity_deciles(ctx.history, task_users, measure)
         measure = deciles[task][1]
-    timings["targets"] = round(time.perf_counter() - t0, 3)
-    stats = targets["stats"]
-    say(
-        f"targets: {stats['all']['users']:,} shoppers ({stats['all']['pairs']:,} pairs) in all, "
-        f"{stats['new_items']['users']:,} in new_items; {stats['cold_buyers_excluded']:,} cold buyers "
-        "left out"
-    )
 
     scored = score_models(ctx, targets, models, k=k, progress=say, timings=timings)
 
@@ -699,17 +736,23 @@ def run_evaluation(
     }
 
 
-def _short(tuned: Mapping[str, Any]) -> str:
-    parts = []
-    for model, per_task in tuned.items():
-        if not isinstance(per_task, Mapping):
+def _tuned_lines(tuned: Mapping[str, Any]) -> list[str]:
+    """One short line per tuned model: its choice for `all`, and for `new_items` when that differs."""
+
+    def one(params: Mapping[str, Any]) -> str:
+        return " ".join(f"{k}={v}" for k, v in params.items())
+
+    overrides = tuned.get("new_items") or {}
+    lines = []
+    for model, params in tuned.items():
+        if model == "new_items":
             continue
-        values = {task: ",".join(f"{k}={v}" for k, v in p.items()) for task, p in per_task.items()}
-        if len(set(values.values())) == 1:
-            parts.append(f"{model}({next(iter(values.values()))})")
-        else:
-            parts.append(f"{model}(" + "; ".join(f"{t}: {v}" for t, v in values.items()) + ")")
-    return " ".join(parts) or "(nothing)"
+        line = f"  {model}: {one(params)}"
+        if model in overrides and overrides[model] != params:
+            line += f" | new_items: {one(overrides[model])}"
+        lines.append(line)
+    lines += [f"  {m}: new_items: {one(p)}" for m, p in overrides.items() if m not in tuned]
+    return lines
 
 
 # --------------------------------------------------------------------------------------------------
@@ -825,8 +868,11 @@ def _markdown(report: Mapping[str, Any], png_name: str) -> str:
     tuned = report.get("tuned") or {}
     if tuned:
         lines += ["## Hyper-parameters chosen on the validation window", ""]
-        for model, per_task in tuned.items():
-            lines.append(f"- `{model}`: `{orjson.dumps(per_task).decode()}`")
+        for model, params in tuned.items():
+            if model != "new_items":
+                lines.append(f"- `{model}`: `{orjson.dumps(params).decode()}`")
+        for model, params in (tuned.get("new_items") or {}).items():
+            lines.append(f"- `{model}` in `new_items`: `{orjson.dumps(params).decode()}`")
         lines.append("")
     timings = report.get("timings_s") or {}
     if timings:

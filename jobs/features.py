@@ -171,14 +171,48 @@ def segment_popularity(
     return out.where(F.col("buyers") >= min_buyers)
 
 
-def session_baskets(events: DataFrame) -> DataFrame:
-    """(session_id, item_id): the distinct items a known shopper bought or carted together in a session;
-    sessions with a single item say nothing about items that go together and are dropped.
+def session_baskets(events: DataFrame, as_of: datetime, half_life_days: float | None) -> DataFrame:
+    """(session_id, item_id, weight): the items bought or carted together in a session.
+
+    Each basket weighs 1 / log2(1 + size), so one wholesale order of hundreds of lines does not outweigh
+    many ordinary ones, times 0.5 ** (age / half_life_days) of its last line: what goes together changes
+    with the season. Single-item baskets say nothing about pairs and are dropped.
     """
-    basket = (
+    lines = (
         events.where(F.col("event_type").isin("purchase", "add_to_cart"))
-        .select("session_id", "item_id")
-        .distinct()
+        .groupBy("session_id", "item_id")
+        .agg(F.max("ts").alias("ts"))
     )
-    sizes = basket.groupBy("session_id").agg(F.count(F.lit(1)).alias("n"))
-    return basket.join(sizes.where(F.col("n") > 1).select("session_id"), "session_id")
+    per_session = lines.groupBy("session_id").agg(
+        F.count(F.lit(1)).alias("size"), _days_before(as_of, F.max("ts")).alias("age")
+    )
+    weight = F.lit(1.0) / F.log2(F.lit(1.0) + F.col("size"))
+    if half_life_days:
+        weight = weight * F.pow(F.lit(0.5), F.col("age") / F.lit(float(half_life_days)))
+    return lines.join(per_session.where(F.col("size") > 1), "session_id").select(
+        "session_id", "item_id", weight.cast("double").alias("weight")
+    )
+
+
+def shopper_interest(
+    events: DataFrame, as_of: datetime, half_life_days: float | None, cart_weight: float, view_weight: float
+) -> DataFrame:
+    """(user_id, item_id, interest): each (session, item, event type) once, a purchase counting 1, a cart
+    `cart_weight`, a view `view_weight`, times 0.5 ** (age / half_life_days): recent interests weigh more.
+    """
+    type_weight = (
+        F.when(F.col("event_type") == "purchase", F.lit(1.0))
+        .when(F.col("event_type") == "add_to_cart", F.lit(float(cart_weight)))
+        .when(F.col("event_type") == "view", F.lit(float(view_weight)))
+        .otherwise(F.lit(0.0))
+    )
+    touches = events.groupBy("user_id", "session_id", "item_id", "event_type").agg(F.max("ts").alias("ts"))
+    weight = type_weight
+    if half_life_days:
+        weight = weight * F.pow(F.lit(0.5), _days_before(as_of, F.col("ts")) / F.lit(float(half_life_days)))
+    return (
+        touches.select("user_id", "item_id", weight.alias("w"))
+        .groupBy("user_id", "item_id")
+        .agg(F.sum("w").cast("double").alias("interest"))
+        .where(F.col("interest") > 0)
+    )

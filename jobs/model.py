@@ -74,7 +74,12 @@ class FeatureSet:
     items: pd.DataFrame  # item_id, category, item_price, in_stock, pop_*, pop_trend, item_age_days
     users: pd.DataFrame  # user_id, u_* columns
     affinity: pd.DataFrame  # user_id, category, cat_affinity
-    baskets: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["session_id", "item_id"]))
+    baskets: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=["session_id", "item_id", "weight"])
+    )  # weighted session baskets (features.session_baskets)
+    interest: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=["user_id", "item_id", "interest"])
+    )  # decayed shopper interest (features.shopper_interest)
 
     def in_stock_items(self) -> np.ndarray:
         return self.items.loc[self.items["in_stock"], "item_id"].to_numpy()
@@ -87,6 +92,18 @@ class FeatureSet:
         top = ranked.head(n)[["item_id"]].copy()
         top["pop_rank"] = np.arange(1, len(top) + 1, dtype="float64")
         return top
+
+
+@dataclass
+class CoocParams:
+    """Co-visitation settings (the evaluation tunes them on its validation window)."""
+
+    shrink: float = 3.0
+    neighbours: int = 200
+    basket_half_life: float | None = 30.0
+    half_life_days: float | None = 14.0
+    cart_weight: float = 0.5
+    view_weight: float = 0.1
 
 
 @dataclass
@@ -279,54 +296,55 @@ def _prune_rows(matrix: sp.csr_matrix, keep: int) -> sp.csr_matrix:
     return sp.csr_matrix((vals, (rows, cols)), shape=matrix.shape)
 
 
-def co_visitation(
-    fs: FeatureSet, users: np.ndarray, *, neighbours: int = 50, half_life_days: float = 30.0
-) -> CoVisitation:
-    """Co-visitation scores of `users` from the sessions in `fs.baskets` and their own history."""
-    profile = fs.user_item[fs.user_item["user_id"].isin(pd.Index(users))]
-    item_codes = pd.Index(
-        pd.unique(pd.concat([fs.baskets["item_id"], profile["item_id"]], ignore_index=True))
+def basket_similarity(
+    baskets: pd.DataFrame, shrink: float, neighbours: int
+) -> tuple[sp.csr_matrix, pd.Index]:
+    """Item-item cosine over weighted baskets with shrinkage, each row pruned to its best neighbours.
+
+    ``S_ij = C_ij / (sqrt(C_ii C_jj) + shrink)`` with ``C = B^T B`` for the session x item matrix of
+    basket weights: one sparse product, no loop over pairs; the shrinkage damps pairs seen in few
+    baskets, and pruning bounds the cost of scoring shoppers.
+    """
+    sessions, _ = pd.factorize(baskets["session_id"])
+    items, item_ids = pd.factorize(baskets["item_id"])
+    matrix = sp.csr_matrix(
+        (baskets["weight"].to_numpy(dtype=np.float64), (sessions, items)),
+        shape=(int(sessions.max(initial=-1)) + 1, len(item_ids)),
     )
-    user_index = pd.Index(pd.unique(profile["user_id"]))
-    if fs.baskets.empty or profile.empty:
+    together = (matrix.T @ matrix).tocsr()
+    diag = together.diagonal()
+    together.setdiag(0.0)
+    together.eliminate_zeros()
+    coo = together.tocoo()
+    coo.data = coo.data / (np.sqrt(diag[coo.row] * diag[coo.col]) + shrink)
+    return _prune_rows(coo.tocsr(), neighbours), pd.Index(item_ids)
+
+
+def co_visitation(fs: FeatureSet, users: np.ndarray, *, params: CoocParams | None = None) -> CoVisitation:
+    """Co-visitation scores of `users`: their decayed interests (`fs.interest`) times the basket
+    similarity of `fs.baskets`."""
+    params = params or CoocParams()
+    interest = fs.interest[fs.interest["user_id"].isin(pd.Index(users))]
+    user_index = pd.Index(pd.unique(interest["user_id"]))
+    if fs.baskets.empty or interest.empty:
         return CoVisitation(
             np.asarray(user_index, dtype=object),
-            np.asarray(item_codes, dtype=object),
-            sp.csr_matrix((len(user_index), len(item_codes))),
+            np.zeros(0, dtype=object),
+            sp.csr_matrix((len(user_index), 0)),
         )
-    sessions = pd.Categorical(fs.baskets["session_id"])
-    basket = sp.csr_matrix(
-        (
-            np.ones(len(fs.baskets), dtype=np.float32),
-            (sessions.codes.astype(np.int64), item_codes.get_indexer(fs.baskets["item_id"])),
-        ),
-        shape=(len(sessions.categories), len(item_codes)),
-    )
-    basket.data[:] = 1.0  # duplicate (session, item) rows count once
-    together = (basket.T @ basket).tocsr()
-    counts = np.asarray(together.diagonal(), dtype=np.float64)
-    together.setdiag(0)
-    together.eliminate_zeros()
-    # Cosine with a small shrinkage: pairs seen in few sessions should not look certain.
-    norm = np.sqrt(np.maximum(counts, 1.0))
-    coo = together.tocoo()
-    coo.data = coo.data / (norm[coo.row] * norm[coo.col] + 2.0)
-    item_item = _prune_rows(coo.tocsr(), neighbours)
-    recency = np.exp(-np.log(2) * profile["ui_days_since_touch"].fillna(365).to_numpy() / half_life_days)
-    strength = (1.0 + profile["ui_purchases"].to_numpy()) * recency
+    item_item, item_index = basket_similarity(fs.baskets, params.shrink, params.neighbours)
+    cols = item_index.get_indexer(pd.Index(interest["item_id"]))
+    known = cols >= 0
     shopper_items = sp.csr_matrix(
         (
-            strength.astype(np.float32),
-            (
-                user_index.get_indexer(pd.Index(profile["user_id"])),
-                item_codes.get_indexer(pd.Index(profile["item_id"])),
-            ),
+            interest["interest"].to_numpy(dtype=np.float64)[known],
+            (user_index.get_indexer(pd.Index(interest["user_id"]))[known], cols[known]),
         ),
-        shape=(len(user_index), len(item_codes)),
+        shape=(len(user_index), len(item_index)),
     )
     return CoVisitation(
         np.asarray(user_index, dtype=object),
-        np.asarray(item_codes, dtype=object),
+        np.asarray(item_index, dtype=object),
         (shopper_items @ item_item).tocsr(),
         shopper_items,
         item_item.tocsc(),
@@ -360,7 +378,7 @@ def build_candidates(
     als_k: int,
     history_k: int = 50,
     popular_k: int = 50,
-    cooc_k: int = 50,
+    cooc_k: int = 100,
     covis: CoVisitation | None = None,
     new_item_days: float = 14.0,
     new_k: int = 20,

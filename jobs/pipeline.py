@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -83,7 +83,10 @@ def _stage(settings: Settings, run_id: str, name: str, progress: Progress | None
 
 
 # -- stage 1: compute ---------------------------------------------------------------------------------
-def _collect_feature_set(events: DataFrame, items: DataFrame, as_of: datetime) -> model.FeatureSet:
+def _collect_feature_set(
+    events: DataFrame, items: DataFrame, as_of: datetime, cooc: model.CoocParams | None = None
+) -> model.FeatureSet:
+    cooc = cooc or model.CoocParams()
     interactions = features.interaction_weights(events)
     return model.FeatureSet(
         as_of=pd.Timestamp(as_of),
@@ -92,7 +95,10 @@ def _collect_feature_set(events: DataFrame, items: DataFrame, as_of: datetime) -
         items=features.item_stats(events, items, as_of, model.POP_WINDOWS).toPandas(),
         users=features.user_stats(events, as_of).toPandas(),
         affinity=features.user_category_affinity(events, items).toPandas(),
-        baskets=features.session_baskets(events).toPandas(),
+        baskets=features.session_baskets(events, as_of, cooc.basket_half_life).toPandas(),
+        interest=features.shopper_interest(
+            events, as_of, cooc.half_life_days, cooc.cart_weight, cooc.view_weight
+        ).toPandas(),
     )
 
 
@@ -105,6 +111,8 @@ class ModelParams:
     label_days: int
     candidates_per_user: int
     new_item_days: int = 14
+    train_windows: int = 2
+    cooc: model.CoocParams = field(default_factory=model.CoocParams)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelParams:
@@ -119,6 +127,7 @@ class ModelParams:
             label_days=settings.label_days,
             candidates_per_user=settings.candidates_per_user,
             new_item_days=settings.new_item_days,
+            train_windows=settings.ranker_train_windows,
         )
 
 
@@ -135,6 +144,36 @@ class RankedCandidates:
     train_cutoff: datetime
 
 
+def _training_window(
+    events: DataFrame, items: DataFrame, cutoff: datetime, label_end: datetime, params: ModelParams
+) -> pd.DataFrame | None:
+    """Candidates with features as of `cutoff`, labelled by the purchases in [cutoff, label_end)."""
+    future = (
+        events.where(
+            (F.col("ts") >= F.lit(cutoff))
+            & (F.col("ts") < F.lit(label_end))
+            & (F.col("event_type") == "purchase")
+        )
+        .select("user_id", "item_id")
+        .distinct()
+        .toPandas()
+    )
+    fs = _collect_feature_set(events.where(F.col("ts") < F.lit(cutoff)), items, cutoff, params.cooc)
+    train_users = fs.users["user_id"][fs.users["user_id"].isin(future["user_id"])].to_numpy()
+    if not len(train_users) or fs.interactions.empty:
+        return None
+    als = model.fit_als(fs.interactions, params.als)
+    cands = model.build_candidates(
+        fs,
+        als,
+        train_users,
+        als_k=params.candidates_per_user,
+        new_item_days=params.new_item_days,
+        covis=model.co_visitation(fs, train_users, params=params.cooc),
+    )
+    return model.label_candidates(model.add_features(cands, fs, als), future)
+
+
 def rank_candidates(
     events: DataFrame,
     items: DataFrame,
@@ -144,48 +183,36 @@ def rank_candidates(
     users: np.ndarray | None = None,
     progress: Progress | None = None,
 ) -> RankedCandidates:
-    """Train the ranker on the window before `as_of` and score every shopper's candidates at `as_of`.
+    """Train the ranker on earlier windows and score every shopper's candidates at `as_of`.
 
     `events` are modelling events (known, consenting shoppers) strictly before `as_of`. The ranker learns
-    from features computed up to `as_of - label_days` with the purchases of the following `label_days`
-    as labels; it then scores candidates built from all events up to `as_of`. `users` limits scoring
+    from `train_windows` windows: features computed up to `as_of - w * label_days` with the purchases of
+    the following `label_days` as labels (more windows, more examples of sparse shoppers); it then
+    scores candidates built from all events up to `as_of`. `users` limits scoring
     to some shoppers (the evaluation's test users); default: every shopper with events.
     """
     train_cutoff = as_of - timedelta(days=params.label_days)
-    fs_train = _collect_feature_set(events.where(F.col("ts") < F.lit(train_cutoff)), items, train_cutoff)
-    future = (
-        events.where((F.col("ts") >= F.lit(train_cutoff)) & (F.col("event_type") == "purchase"))
-        .select("user_id", "item_id")
-        .distinct()
-        .toPandas()
-    )
-    fs_full = _collect_feature_set(events, items, as_of)
-
-    booster = None
-    train_rows = 0
-    train_users = fs_train.users["user_id"][fs_train.users["user_id"].isin(future["user_id"])].to_numpy()
-    if len(train_users) and not fs_train.interactions.empty:
-        if progress:
-            progress(
-                f"training the ranker on {len(train_users)} shoppers (labels after {train_cutoff:%Y-%m-%d})"
-            )
-        als_train = model.fit_als(fs_train.interactions, params.als)
-        cands = model.build_candidates(
-            fs_train,
-            als_train,
-            train_users,
-            als_k=params.candidates_per_user,
-            new_item_days=params.new_item_days,
-        )
-        labelled = model.label_candidates(model.add_features(cands, fs_train, als_train), future)
-        train_rows = len(labelled)
-        booster = model.train_ranker(labelled, params.ranker)
+    fs_full = _collect_feature_set(events, items, as_of, params.cooc)
+    frames = []
+    for window in range(1, params.train_windows + 1):
+        # Window w: features up to as_of - w*label_days, labels = purchases in the label_days after.
+        cutoff = as_of - timedelta(days=params.label_days * window)
+        labelled = _training_window(events, items, cutoff, cutoff + timedelta(days=params.label_days), params)
+        if labelled is not None:
+            frames.append(labelled.assign(user_id=f"w{window}:" + labelled["user_id"].astype(str)))
+            if progress:
+                progress(
+                    f"training window {window}: {labelled['user_id'].nunique()} shoppers from {cutoff:%Y-%m-%d}"
+                )
+    train = pd.concat(frames, ignore_index=True) if frames else None
+    train_rows = 0 if train is None else len(train)
+    booster = model.train_ranker(train, params.ranker) if train is not None else None
 
     score_users = fs_full.users["user_id"].to_numpy() if users is None else np.asarray(users, dtype=object)
     if progress:
         progress(f"scoring {len(score_users)} shoppers")
     als_full = model.fit_als(fs_full.interactions, params.als)
-    covis = model.co_visitation(fs_full, score_users)
+    covis = model.co_visitation(fs_full, score_users, params=params.cooc)
     cands = model.build_candidates(
         fs_full,
         als_full,
@@ -403,6 +430,14 @@ def _catalog_from_events(history: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _cooc_params(tuned: Any) -> model.CoocParams:
+    """Co-visitation settings from the evaluation's tuning (unknown keys ignored), else the defaults."""
+    if not isinstance(tuned, dict):
+        return model.CoocParams()
+    known = set(model.CoocParams.__dataclass_fields__)
+    return model.CoocParams(**{k: v for k, v in tuned.items() if k in known})
+
+
 def evaluation_ranker(ctx: Any, users: np.ndarray, k: int, exclude_bought: bool) -> pd.DataFrame:
     """The production ranker as an offline-evaluation Recommender (see `jobs/evaluate.py`).
 
@@ -414,7 +449,8 @@ def evaluation_ranker(ctx: Any, users: np.ndarray, k: int, exclude_bought: bool)
 
     settings = get_settings()
     cutoff = pd.Timestamp(ctx.cutoff).to_pydatetime()
-    key = (cutoff, len(ctx.history), hash(np.asarray(users, dtype=object).tobytes()))
+    # One training and scoring of every known shopper serves both tasks (they ask for different users).
+    key = (cutoff, len(ctx.history))
     if key not in _EVAL_CACHE:
         _EVAL_CACHE.clear()
         spark = spark_session(settings)
@@ -436,14 +472,20 @@ def evaluation_ranker(ctx: Any, users: np.ndarray, k: int, exclude_bought: bool)
             label_days=int(tuned.get("label_days", base.label_days)),
             candidates_per_user=base.candidates_per_user,
             new_item_days=base.new_item_days,
+            train_windows=base.train_windows,
+            cooc=_cooc_params(tuned.get("cooccurrence")),
         )
         modelling = features.modelling_events(events, None, cutoff).cache()
-        _EVAL_CACHE[key] = rank_candidates(modelling, items, cutoff, params, users=users)
+        _EVAL_CACHE[key] = rank_candidates(modelling, items, cutoff, params)
     ranked = _EVAL_CACHE[key]
+    wanted = pd.Index(np.asarray(users, dtype=object))
     featured, scores = ranked.featured, ranked.scores
+    keep = featured["user_id"].isin(wanted).to_numpy()
     if exclude_bought:
-        keep = featured["ui_purchases"].to_numpy() == 0
-        featured, scores = featured[keep], scores[keep]
+        # The same ranker orders the items the shopper never bought (a ranker trained on first purchases
+        # alone did worse on validation: re-buy examples teach it what a shopper's taste is).
+        keep &= featured["ui_purchases"].to_numpy() == 0
+    featured, scores = featured[keep], scores[keep]
     fill = ranked.features.popular_items(k * 4 + 50)
     lists = model.top_lists(featured, scores, k + 50, fill=fill)
     if exclude_bought:

@@ -48,7 +48,10 @@ def _feature_set(n_users: int = 60, n_items: int = 40, seed: int = 3) -> model.F
             "cat_affinity": 1.0,
         }
     )
-    return model.FeatureSet(pd.Timestamp("2026-11-29", tz="UTC"), inter, user_item, items, users, affinity)
+    interest = inter.rename(columns={"weight": "interest"})
+    return model.FeatureSet(
+        pd.Timestamp("2026-11-29", tz="UTC"), inter, user_item, items, users, affinity, interest=interest
+    )
 
 
 @pytest.fixture
@@ -167,17 +170,15 @@ def test_new_arrivals_are_recent_in_stock_best_sellers_first() -> None:
 def test_goes_with_reason_names_the_shoppers_own_item() -> None:
     """An item that co-occurs with a shopper's purchase is explained by naming that purchase."""
     fs = _feature_set()
-    baskets = pd.DataFrame(
-        {"session_id": ["s1", "s1", "s2", "s2", "s3", "s3"], "item_id": ["i2", "i3", "i2", "i3", "i5", "i7"]}
-    )
-    fs.baskets = baskets
-    fs.user_item = pd.DataFrame(
+    fs.baskets = pd.DataFrame(
         {
-            "user_id": ["shopper", "shopper"],
-            "item_id": ["i2", "i5"],
-            "ui_purchases": [3.0, 1.0],
-            "ui_days_since_touch": [1.0, 200.0],
+            "session_id": ["s1", "s1", "s2", "s2", "s3", "s3"],
+            "item_id": ["i2", "i3", "i2", "i3", "i5", "i7"],
+            "weight": 1.0,
         }
+    )
+    fs.interest = pd.DataFrame(
+        {"user_id": ["shopper", "shopper"], "item_id": ["i2", "i5"], "interest": [3.0, 0.1]}
     )
     covis = model.co_visitation(fs, np.array(["shopper"], dtype=object))
     top = covis.top(5)

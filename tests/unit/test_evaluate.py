@@ -1,0 +1,367 @@
+"""The offline evaluation harness: split, targets, metrics on hand-computed examples, deciles, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+
+from jobs import evaluate as ev
+
+T0 = pd.Timestamp("2026-01-01", tz="UTC")
+
+
+def _events(rows: list[tuple[str | None, str, str, str, float]]) -> pd.DataFrame:
+    """Canonical events from (user_id, session_id, item_id, event_type, day offset from T0)."""
+    frame = pd.DataFrame(rows, columns=["user_id", "session_id", "item_id", "event_type", "day"])
+    frame["ts"] = T0 + pd.to_timedelta(frame.pop("day"), unit="D")
+    frame["quantity"] = 1
+    frame["price"] = 1.0
+    for name in ("country", "device", "referrer"):
+        frame[name] = None
+    return frame
+
+
+def _lists(rows: dict[str, list[str]]) -> pd.DataFrame:
+    out = [(u, item, r + 1) for u, items in rows.items() for r, item in enumerate(items)]
+    return pd.DataFrame(out, columns=["user_id", "item_id", "rank"])
+
+
+def _targets(rows: dict[str, list[str]]) -> pd.DataFrame:
+    return pd.DataFrame([(u, i) for u, items in rows.items() for i in items], columns=["user_id", "item_id"])
+
+
+# -- metrics -------------------------------------------------------------------------------------------
+
+
+def test_metrics_match_hand_computed_values() -> None:
+    """NDCG@10, Recall@10 and MAP@12 equal their textbook values for hits at ranks 2 and 4 of 3 targets."""
+    lists = _lists({"u1": ["a", "b", "c", "d", "e"], "u2": ["a", "b"]})
+    targets = _targets({"u1": ["b", "d", "z"], "u2": ["q"]})
+    m = ev.per_user_metrics(lists, targets, np.array(["u1", "u2"], dtype=object))
+
+    dcg = 1 / np.log2(3) + 1 / np.log2(5)
+    idcg = 1 + 1 / np.log2(3) + 1 / np.log2(4)
+    assert m.loc["u1", "ndcg@10"] == pytest.approx(dcg / idcg)
+    assert m.loc["u1", "recall@10"] == pytest.approx(2 / 3)
+    assert m.loc["u1", "map@12"] == pytest.approx((1 / 2 + 2 / 4) / 3)
+    assert m.loc["u2", ["ndcg@10", "recall@10", "map@12"]].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_ideal_dcg_and_map_denominators_are_capped_at_the_cutoffs() -> None:
+    """A perfect top-10 is NDCG 1 even with 15 targets, and a perfect top-12 is AP 1 even with 20 targets."""
+    items = [f"i{n}" for n in range(20)]
+    lists = _lists({"u": items[:12]})
+    m15 = ev.per_user_metrics(lists, _targets({"u": items[:15]}), np.array(["u"], dtype=object))
+    m20 = ev.per_user_metrics(lists, _targets({"u": items}), np.array(["u"], dtype=object))
+    assert m15.loc["u", "ndcg@10"] == pytest.approx(1.0)
+    assert m15.loc["u", "recall@10"] == pytest.approx(10 / 15)
+    assert m20.loc["u", "map@12"] == pytest.approx(1.0)
+
+
+def test_hits_beyond_the_cutoffs_do_not_count() -> None:
+    """A hit at rank 11 adds nothing to NDCG@10 or Recall@10 but counts for MAP@12; rank 13 counts nowhere."""
+    items = [f"i{n}" for n in range(13)]
+    lists = _lists({"u": items})
+    m = ev.per_user_metrics(lists, _targets({"u": ["i10", "i12"]}), np.array(["u"], dtype=object))
+    assert m.loc["u", "ndcg@10"] == 0.0
+    assert m.loc["u", "recall@10"] == 0.0
+    assert m.loc["u", "map@12"] == pytest.approx((1 / 11) / 2)
+
+
+def test_coverage_counts_distinct_top10_items_over_the_catalog() -> None:
+    """coverage@10 is the number of distinct items in all top-10 lists divided by the catalog size."""
+    lists = _lists({"u1": ["a", "b"] + [f"x{n}" for n in range(10)], "u2": ["a", "c"]})
+    summary, _ = ev.evaluate_lists(
+        lists,
+        _targets({"u1": ["a"], "u2": ["a"]}),
+        np.array(["u1", "u2"], dtype=object),
+        np.array(["a", "b", "c", "d"] + [f"x{n}" for n in range(16)], dtype=object),
+    )
+    # Top-10 of u1 is a, b, x0..x7 (x8, x9 are ranks 11-12); u2 adds c: 11 distinct items of 20.
+    assert summary["coverage@10"] == pytest.approx(11 / 20)
+    assert summary["users"] == 2
+    assert summary["ndcg@10"] == pytest.approx(1.0)
+
+
+def test_clean_lists_renumbers_drops_repeats_and_strangers() -> None:
+    """Lists keep only requested shoppers, the first occurrence of each item and ranks 1..k in model order."""
+    recs = pd.DataFrame(
+        {
+            "user_id": ["u", "u", "u", "u", "stranger"],
+            "item_id": ["a", "b", "a", "c", "a"],
+            "rank": [5, 7, 9, 11, 1],
+        }
+    )
+    out = ev.clean_lists(recs, np.array(["u"], dtype=object), k=2)
+    assert out[["user_id", "item_id", "rank"]].values.tolist() == [["u", "a", 1], ["u", "b", 2]]
+    with pytest.raises(ev.EvaluationError, match="rank"):
+        ev.clean_lists(recs.drop(columns="rank"), np.array(["u"], dtype=object), k=2, name="bad")
+
+
+# -- split and targets ---------------------------------------------------------------------------------
+
+
+def test_split_boundaries() -> None:
+    """test_end is just after the last event, the test and validation windows are back to back before it."""
+    events = _events([("u", "s1", "a", "view", 0.0), ("u", "s2", "a", "purchase", 100.25)])
+    split = ev.temporal_split(events, test_days=30, val_days=20)
+    last = events["ts"].max()
+    assert split.test_end == last.floor("s") + pd.Timedelta(seconds=1) and split.test_end > last
+    assert split.train_end == split.test_start == split.test_end - pd.Timedelta(days=30)
+    assert split.val_start == split.test_start - pd.Timedelta(days=20)
+    assert set(split.to_json()) == {"train_end", "test_start", "test_end", "val_start"}
+    with pytest.raises(ev.EvaluationError, match="nothing would be left to train on"):
+        ev.temporal_split(events, test_days=60, val_days=60)
+
+
+def test_targets_keep_known_warm_buyers_and_new_items_drop_rebuys() -> None:
+    """Targets are test purchases of shoppers seen before the cutoff; new_items drops what they bought before."""
+    events = _events(
+        [
+            ("u1", "s1", "a", "purchase", 1),
+            ("u1", "s2", "b", "view", 2),
+            ("u2", "s3", "a", "view", 3),
+            ("u3", "s4", "a", "purchase", 4),
+            ("u1", "t1", "a", "purchase", 11),  # a re-buy: `all` only
+            ("u1", "t1", "b", "purchase", 11),  # new for u1
+            ("u2", "t2", "a", "purchase", 12),  # u2 only viewed a before: new
+            ("u3", "t3", "a", "purchase", 12),  # u3's only target is a re-buy: not in new_items
+            ("cold", "t4", "a", "purchase", 12),  # no history: cold, left out
+            (None, "t5", "a", "purchase", 12),  # anonymous: left out
+        ]
+    )
+    targets = ev.build_targets(
+        ev.normalise_events(events), T0 + pd.Timedelta(days=10), T0 + pd.Timedelta(days=20)
+    )
+    pairs = {task: sorted(map(tuple, targets[task].values.tolist())) for task in ("all", "new_items")}
+    assert pairs["all"] == [("u1", "a"), ("u1", "b"), ("u2", "a"), ("u3", "a")]
+    assert pairs["new_items"] == [("u1", "b"), ("u2", "a")]
+    assert targets["stats"]["cold_buyers_excluded"] == 1
+    assert targets["stats"]["anonymous_purchases_excluded"] == 1
+
+
+# -- deciles -------------------------------------------------------------------------------------------
+
+
+def test_deciles_partition_users_into_ten_ordered_groups() -> None:
+    """Every shopper lands in exactly one of ten near-equal deciles, and activity never decreases with decile."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(95):
+        for s in range(int(rng.integers(1, 6)) if u % 3 else 1):  # many ties at one session
+            rows.append((f"u{u}", f"s{u}-{s}", f"i{s}", "purchase", float(s)))
+    history = ev.normalise_events(_events(rows))
+    users = np.array([f"u{u}" for u in range(95)], dtype=object)
+    table, measure = ev.activity_deciles(history, users, measure="purchase_sessions")
+    assert measure == "purchase_sessions"
+    assert sorted(table.index) == sorted(users)
+    sizes = table["decile"].value_counts()
+    assert sorted(sizes.index) == list(range(1, 11))
+    assert sizes.max() - sizes.min() <= 1
+    bounds = table.groupby("decile")["activity"].agg(["min", "max"])
+    assert (bounds["max"].to_numpy()[:-1] <= bounds["min"].to_numpy()[1:]).all()
+
+
+def test_deciles_fall_back_to_events_when_purchases_are_few() -> None:
+    """With fewer than two purchase sessions for the median shopper, deciles are cut by event counts."""
+    rows = [(f"u{u}", f"s{u}-{e}", "a", "view", float(e)) for u in range(20) for e in range(u + 1)]
+    history = ev.normalise_events(_events(rows))
+    table, measure = ev.activity_deciles(history, np.array([f"u{u}" for u in range(20)], dtype=object))
+    assert measure == "events"
+    assert table.loc["u0", "decile"] == 1 and table.loc["u19", "decile"] == 10
+
+
+# -- the whole run -------------------------------------------------------------------------------------
+
+
+def _store() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Forty days of purchases by 30 shoppers over 12 items, plus items (one listed only late)."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for day in range(40):
+        for u in rng.choice(30, size=6, replace=False):
+            for item in rng.choice(12, size=2, replace=False):
+                rows.append((f"u{u}", f"s{day}-{u}", f"i{item}", "purchase", day + 0.5))
+        rows.append((None, f"anon{day}", "i0", "view", day + 0.25))
+    events = _events(rows)
+    items = pd.DataFrame(
+        {
+            "item_id": [f"i{n}" for n in range(13)],
+            "in_stock": True,
+            "first_seen": [T0] * 12 + [T0 + pd.Timedelta(days=39)],
+        }
+    )
+    return events, items
+
+
+def test_no_model_sees_the_test_period() -> None:
+    """Recommenders and the tuner only ever get events (and items) strictly before their cutoff."""
+    events, items = _store()
+    seen: list[pd.Timestamp] = []
+    tuner_saw: list[pd.Timestamp] = []
+
+    def spy(ctx: ev.EvalContext, users: np.ndarray, k: int, exclude_bought: bool) -> pd.DataFrame:
+        assert ctx.history["ts"].max() < ctx.cutoff
+        assert ctx.items is not None and (ctx.items["first_seen"] < ctx.cutoff).all()
+        seen.append(ctx.cutoff)
+        return pd.DataFrame({"user_id": users, "item_id": "i1", "rank": 1})
+
+    def tune(before: pd.DataFrame, _items: pd.DataFrame | None, split: ev.Split) -> dict[str, object]:
+        tuner_saw.append(before["ts"].max())
+        assert before["ts"].max() < split.test_start
+        return {"spy": {"x": 1}, "validation": {"spy": []}}
+
+    report = ev.run_evaluation(events, items, {"spy": spy}, dataset="t", test_days=10, val_days=10, tune=tune)
+    test_start = pd.Timestamp(report["split"]["test_start"])
+    assert seen == [test_start, test_start]  # once per task
+    assert tuner_saw and tuner_saw[0] < test_start
+    assert report["tuned"] == {"spy": {"x": 1}} and report["validation"] == {"spy": []}
+    assert events["ts"].max() >= test_start  # the test period is not empty: the guard above meant something
+
+
+def test_report_has_the_contract_shape_and_an_oracle_scores_one() -> None:
+    """The report has the contract keys for every model and task, and lists equal to the targets score 1."""
+    events, items = _store()
+    split = ev.temporal_split(events, test_days=10, val_days=10)
+    truth = ev.build_targets(ev.normalise_events(events), split.test_start, split.test_end)
+
+    def oracle(ctx: ev.EvalContext, users: np.ndarray, k: int, exclude_bought: bool) -> pd.DataFrame:
+        pairs = truth["new_items" if exclude_bought else "all"]
+        pairs = pairs.loc[pairs["user_id"].isin(users)]
+        return pairs.assign(rank=pairs.groupby("user_id").cumcount() + 1)
+
+    def nothing(ctx: ev.EvalContext, users: np.ndarray, k: int, exclude_bought: bool) -> pd.DataFrame:
+        return pd.DataFrame(columns=["user_id", "item_id", "rank"])
+
+    report = ev.run_evaluation(
+        events, items, {"oracle": oracle, "nothing": nothing}, dataset="t", test_days=10, val_days=10
+    )
+    assert {"dataset", "split", "tasks"} <= set(report)
+    assert set(report["split"]) >= {"train_end", "test_start", "test_end"}
+    for task in ("all", "new_items"):
+        for model in ("oracle", "nothing"):
+            assert set(report["tasks"][task][model]) == {
+                "ndcg@10",
+                "recall@10",
+                "map@12",
+                "coverage@10",
+                "users",
+            }
+            assert len(report["deciles"][task][model]) == 10
+        assert report["tasks"][task]["oracle"]["map@12"] == pytest.approx(1.0)
+        assert report["tasks"][task]["nothing"]["ndcg@10"] == 0.0
+        assert (
+            sum(row["users"] for row in report["deciles"][task]["oracle"])
+            == report["tasks"][task]["oracle"]["users"]
+        )
+    # The catalog is the 12 items listed before the cutoff (i12 arrives on day 39).
+    assert report["data"]["catalog_items"] == 12
+
+
+def test_write_report_writes_json_markdown_and_png(tmp_path: Path) -> None:
+    """write_report leaves the JSON, a Markdown summary naming the best model, and a PNG plot side by side."""
+    deciles = [
+        {"decile": d, "users": 3, "ndcg@10": 0.1 * d, "activity_min": d, "activity_max": d}
+        for d in range(1, 11)
+    ]
+    metrics = {"ndcg@10": 0.2, "recall@10": 0.1, "map@12": 0.1, "coverage@10": 0.5, "users": 30}
+    report = {
+        "dataset": "demo",
+        "split": {"train_end": "a", "test_start": "a", "test_end": "b", "val_start": "c"},
+        "tasks": {
+            task: {"als": metrics, "ranker": {**metrics, "ndcg@10": 0.25}} for task in ("all", "new_items")
+        },
+        "deciles": {task: {"als": deciles, "ranker": deciles} for task in ("all", "new_items")},
+        "deciles_by": "events",
+        "timings_s": {"total": 1.0},
+        "tuned": {"als": {"factors": 8}},
+    }
+    paths = ev.write_report(report, tmp_path / "out" / "r.json")
+    assert orjson.loads(paths["json"].read_bytes()) == report
+    md = paths["md"].read_text()
+    assert "Best model: **ranker**" in md and "+25.0%" in md
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert paths["md"].parent == paths["png"].parent == paths["json"].parent
+
+
+def test_an_empty_test_period_is_an_error_before_any_tuning() -> None:
+    """With no purchase of a known shopper in the test period the run stops with a reason, before tuning."""
+    rows = [(f"u{n % 5}", f"s{n}", "a", "purchase", float(n)) for n in range(60)]
+    rows.append(("u1", "late", "a", "view", 75.0))  # the test period holds only a view
+
+    def tune(*_args: object) -> dict[str, object]:
+        raise AssertionError("tuning must not start")
+
+    with pytest.raises(ev.EvaluationError, match="nothing to score"):
+        ev.run_evaluation(_events(rows), None, {}, dataset="t", test_days=10, val_days=10, tune=tune)
+
+
+# -- the command ---------------------------------------------------------------------------------------
+
+
+def _store_files(tmp_path: Path) -> tuple[Path, Path]:
+    from jobs.generate import StoreSpec, generate_store
+
+    store = generate_store(StoreSpec(users=300, items=100, days=50, seed=4))
+    events, items = tmp_path / "events.parquet", tmp_path / "items.csv"
+    store.events.to_parquet(events)
+    store.items.to_csv(items, index=False)
+    return events, items
+
+
+def test_cli_evaluate_writes_the_report_with_the_ranker_plugged_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`carousel evaluate --dataset events` scores the four baselines and the plugged-in ranker, and writes all three files."""
+    import jobs.pipeline
+    from carousel import cli
+    from jobs.baselines import popularity
+
+    calls: list[bool] = []
+
+    def fake_ranker(ctx: ev.EvalContext, users: np.ndarray, k: int, exclude_bought: bool) -> pd.DataFrame:
+        calls.append(exclude_bought)
+        return popularity(ctx, users, k, exclude_bought)
+
+    monkeypatch.setattr(jobs.pipeline, "evaluation_ranker", fake_ranker)
+    events, items = _store_files(tmp_path)
+    out = tmp_path / "report" / "r.json"
+    args = [
+        "evaluate",
+        "--dataset",
+        "events",
+        "--input",
+        str(events),
+        "--items",
+        str(items),
+        "--out",
+        str(out),
+    ]
+    assert cli.main([*args, "--test-days", "10", "--val-days", "10"]) == 0
+    report = orjson.loads(out.read_bytes())
+    for task in ("all", "new_items"):
+        assert list(report["tasks"][task]) == ["popularity", "repurchase", "cooccurrence", "als", "ranker"]
+    assert calls == [False, True]
+    assert out.with_suffix(".md").is_file() and out.with_suffix(".png").is_file()
+    assert report["timings_s"]["load"] >= 0 and report["tuned"]["als"]
+
+
+def test_cli_evaluate_refuses_to_run_without_the_ranker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without jobs.pipeline.evaluation_ranker the command fails with a one-line reason instead of a partial report."""
+    import jobs.pipeline
+    from carousel import cli
+
+    monkeypatch.delattr(jobs.pipeline, "evaluation_ranker", raising=False)
+    out = tmp_path / "r.json"
+    code = cli.main(
+        ["evaluate", "--dataset", "online-retail", "--input", str(tmp_path / "x.csv"), "--out", str(out)]
+    )
+    assert code == 1
+    assert "ranker is not available" in capsys.readouterr().err
+    assert not out.exists()
