@@ -10,12 +10,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from carousel.redis_conn import async_client
 from configs.settings import Settings, get_settings
 from serving.responses import error_response
-from serving.routes import health, recommendations
+from serving.routes import health, ops, recommendations
 from serving.store import RedisListStore
 
 
@@ -35,6 +36,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.include_router(health.router)
     app.include_router(recommendations.router)
+    app.include_router(ops.router)
+    # Each run's Great Expectations Data Docs, as written by the output gate.
+    docs_root = settings.quality_dir / "runs"
+    docs_root.mkdir(parents=True, exist_ok=True)
+    app.mount("/ops/quality", StaticFiles(directory=docs_root, html=True), name="data-docs")
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# py4j logs at INFO from finalizers after pytest closed its streams ("--- Logging error ---" at exit).
+logging.getLogger("py4j").setLevel(logging.WARNING)
 SHARED_DATA = ROOT.parent / "shared" / "data"
 TEST_REDIS_DB = 15
 

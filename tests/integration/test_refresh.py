@@ -70,6 +70,11 @@ def test_refresh_publishes_personal_and_segment_lists(
     assert record is not None and record["status"] == "published"
     assert set(record["stages"]) == {"compute", "validate", "publish"}
 
+    ops = api.get("/ops")
+    assert ops.status_code == 200 and "test-run" in ops.text and result.version in ops.text
+    docs = api.get("/ops/quality/test-run/data_docs/index.html")
+    assert docs.status_code == 200 and "<html" in docs.text.lower()
+
 
 def test_failed_validation_exits_non_zero_and_keeps_live_version(
     settings: Settings,
@@ -111,6 +116,12 @@ def test_failed_validation_exits_non_zero_and_keeps_live_version(
     with pytest.raises(pipeline.PipelineError, match="has not passed validation"):
         pipeline.publish_lists(settings, run_id="manual__20261101T001500Z")
     assert publish.live_version(redis_client) == first.version
+
+    with TestClient(create_app(settings)) as api:
+        ops = api.get("/ops").text
+        assert "manual__20261101T001500Z" in ops and "failed" in ops
+        docs = api.get("/ops/quality/manual__20261101T001500Z/data_docs/index.html").text
+        assert "Failed" in docs or "failed" in docs
 
 
 def test_online_retail_refresh_serves_customer_12347(
