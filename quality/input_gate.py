@@ -1,0 +1,428 @@
+"""Great Expectations gate on the events one pipeline run reads (its inputs).
+
+The gate has two halves so that it scales to tens of millions of events:
+
+:func:`input_metrics`
+    A pure Spark transform (DataFrame in, DataFrame out, no I/O, no wall clock: the run's
+    ``interval_end`` is passed in) that reduces the events to ONE row of counts. Raw events never
+    reach pandas or GX.
+:func:`validate_run_inputs`
+    Takes that row as pandas (``input_metrics(...).toPandas()``), derives two ratios (``duplicate_rate``
+    and ``volume_ratio`` against recent successful runs) and validates the one-row table with one GX
+    Expectation Suite, ``carousel_inputs``.
+
+What GX validates (one row, so ``expect_column_max/min_to_be_between`` report the value itself)
+--------------------------------------------------------------------------------------------------
+* ``rows >= 1`` (the run has input at all);
+* ``null_<column> == 0`` for the required event columns (session_id, item_id, event_type, ts,
+  quantity, price);
+* ``unknown_event_types == 0`` (event types outside :data:`carousel.schema.EVENT_TYPES`);
+* ``future_rows == 0`` (timestamps after the run's interval end);
+* ``negative_or_bad_price_rows == 0`` (price < 0, NaN or infinite) and ``bad_quantity_rows == 0``;
+* ``duplicate_rate <= max_duplicate_rate`` (identical rows over all canonical columns);
+* ``volume_ratio >= min_volume_ratio``: rows divided by the median row count of recent successful
+  runs (1.0 without history), i.e. a sudden drop in input volume.
+
+The two bounds are GX suite parameters filled in at ``Checkpoint.run`` time, so the suite is constant and
+every run's results record the resolved values. Failure lines read ``"inputs: <problem>:
+<expectation>(<kwargs>); observed value <v>"``.
+
+Storage layout under ``quality_dir`` (shared with :mod:`quality.output_gate`)
+------------------------------------------------------------------------------
+``gx/``
+    The same File Data Context as the output gate; this gate adds its own data source
+    (``carousel_run_inputs``), suite, validation definition and checkpoint (all ``carousel_inputs``).
+``runs/<run_id>/inputs/results.json``
+    Verdict, failure lines, the metrics row, derived ratios, parameters and the GX validation result.
+``runs/<run_id>/inputs/data_docs/index.html``
+    Data Docs of this run's input validation only; the output gate's ``runs/<run_id>/data_docs`` is
+    never touched. A re-run of the same ``run_id`` replaces this folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics as stats
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+import great_expectations as gx
+import great_expectations.expectations as gxe
+import pandas as pd
+from great_expectations.core.run_identifier import RunIdentifier
+from great_expectations.exceptions import DataContextError
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from carousel.schema import EVENT_TYPES, EVENTS_SCHEMA
+from quality.output_gate import (
+    _RUN_ID_PATTERN,
+    _RUN_SITE,
+    GateResult,
+    _failure_lines,
+    _json_equal,
+    _locked,
+    _open_context,
+    _point_run_site_at,
+    _signature,
+    _write_json,
+)
+
+__all__ = ["REQUIRED_COLUMNS", "input_metrics", "validate_run_inputs"]
+
+# Event columns that must be filled on every row (carousel.schema's non-nullable events columns).
+REQUIRED_COLUMNS: Final = ("session_id", "item_id", "event_type", "ts", "quantity", "price")
+_CANONICAL_COLUMNS: Final = tuple(EVENTS_SCHEMA.names)
+
+_DATASOURCE: Final = "carousel_run_inputs"
+_ASSET: Final = "input_metrics"
+_BATCH_DEFINITION: Final = "whole_frame"
+_NAME: Final = "carousel_inputs"
+_TABLE_LABEL: Final = "inputs"
+
+# Count columns of the metrics row, in output order (max_ts and the distinct counts come after).
+_COUNT_COLUMNS: Final = (
+    "rows",
+    "rows_in_last_day",
+    *(f"null_{c}" for c in REQUIRED_COLUMNS),
+    "unknown_event_types",
+    "future_rows",
+    "negative_or_bad_price_rows",
+    "bad_quantity_rows",
+    "duplicate_rows",
+)
+METRIC_COLUMNS: Final = (*_COUNT_COLUMNS, "max_ts", "distinct_users", "distinct_items")
+
+
+# --------------------------------------------------------------------------------------------------
+# Spark: events -> one row of metrics
+# --------------------------------------------------------------------------------------------------
+
+
+def input_metrics(events: DataFrame, interval_end: datetime) -> DataFrame:
+    """Reduce a run's events to one row of data-quality counts.
+
+    Parameters
+    ----------
+    events
+        Events in the canonical shape of :data:`carousel.schema.EVENTS_SCHEMA` (all ten columns).
+    interval_end
+        End of the run's data interval; later timestamps count as ``future_rows`` and
+        ``rows_in_last_day`` counts ``ts >= interval_end - 1 day``. A naive datetime is read in the
+        Spark session time zone (UTC in :func:`jobs.spark.spark_session`).
+
+    Returns
+    -------
+    pyspark.sql.DataFrame
+        Exactly one row with the columns of ``METRIC_COLUMNS``: ``rows``, ``rows_in_last_day``,
+        ``null_<column>`` for each of ``REQUIRED_COLUMNS``, ``unknown_event_types``, ``future_rows``,
+        ``negative_or_bad_price_rows``, ``bad_quantity_rows``, ``duplicate_rows`` (rows minus
+        distinct rows over all canonical columns), ``max_ts`` (null without rows),
+        ``distinct_users`` (null user ids not counted) and ``distinct_items``. Counts are 0, not
+        null, on empty input.
+    """
+    end = F.lit(interval_end).cast("timestamp")
+    # One pass: collapse identical rows first (a map-side-combined aggregate), so the duplicate count
+    # comes out of the same shuffle as every other count; row-level counts are weighted by `n`.
+    grouped = events.groupBy(*_CANONICAL_COLUMNS).agg(F.count(F.lit(1)).alias("n"))
+    n = F.col("n")
+
+    def rows_where(condition: Column) -> Column:
+        # sum over no rows is null; coalesce so an empty input gives 0 (and fails only the rows check).
+        return F.coalesce(F.sum(F.when(condition, n)), F.lit(0)).cast("long")
+
+    price = F.col("price")
+    # Spark orders NaN above every number, so `price < 0` misses it: test NaN and infinity explicitly.
+    bad_price = (price < 0) | F.isnan(price) | (price == F.lit(float("inf")))
+    aggregates = [
+        rows_where(F.lit(True)).alias("rows"),
+        rows_where(F.col("ts") >= end - F.expr("INTERVAL 1 DAY")).alias("rows_in_last_day"),
+        *(rows_where(F.col(c).isNull()).alias(f"null_{c}") for c in REQUIRED_COLUMNS),
+        # A null event type is reported by null_event_type only (isin gives null, when() skips it).
+        rows_where(~F.col("event_type").isin(*EVENT_TYPES)).alias("unknown_event_types"),
+        rows_where(F.col("ts") > end).alias("future_rows"),
+        rows_where(bad_price).alias("negative_or_bad_price_rows"),
+        rows_where(F.col("quantity") < 1).alias("bad_quantity_rows"),
+        # Each group of k identical rows contributes k - 1 duplicates.
+        rows_where(n > 1).alias("_rows_in_repeated_groups"),
+        F.count(F.when(n > 1, F.lit(1))).alias("_repeated_groups"),
+        F.max("ts").alias("max_ts"),
+        F.countDistinct("user_id").alias("distinct_users"),
+        F.countDistinct("item_id").alias("distinct_items"),
+    ]
+    return grouped.agg(*aggregates).select(
+        *_COUNT_COLUMNS[:-1],
+        (F.col("_rows_in_repeated_groups") - F.col("_repeated_groups")).alias("duplicate_rows"),
+        "max_ts",
+        "distinct_users",
+        "distinct_items",
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# GX: the one-row metrics table
+# --------------------------------------------------------------------------------------------------
+
+
+def validate_run_inputs(
+    *,
+    run_id: str,
+    metrics: pd.DataFrame,
+    recent_volumes: Sequence[int],
+    quality_dir: Path,
+    max_duplicate_rate: float = 0.05,
+    min_volume_ratio: float = 0.5,
+) -> GateResult:
+    """Validate a run's input metrics with Great Expectations and keep the evidence.
+
+    Parameters
+    ----------
+    run_id
+        Identifier of the pipeline run; a folder name and the GX run name. Letters, digits and
+        ``._:+=-``, starting with a letter or digit.
+    metrics
+        The single row returned by :func:`input_metrics`, as pandas (``.toPandas()``).
+    recent_volumes
+        ``rows`` of the inputs of recent successful runs (may be empty). Their median is the baseline
+        of the volume check; without history (or a zero median) the ratio is 1.0.
+    quality_dir
+        Root of the GX File Data Context (``gx/``) and per-run output (``runs/<run_id>/inputs/``).
+    max_duplicate_rate
+        Largest accepted share (0..1) of duplicate rows.
+    min_volume_ratio
+        Smallest accepted ``rows / median(recent_volumes)``.
+
+    Returns
+    -------
+    GateResult
+        Verdict, failure lines, ``runs/<run_id>/inputs/results.json``, the run's input Data Docs index
+        and statistics (the metrics, derived ratios and gate timing).
+
+    Raises
+    ------
+    ValueError
+        If ``run_id`` is not a safe folder name, ``metrics`` is not one row with the metric columns, or
+        a bound is out of range. These are caller errors, not data-quality failures.
+    """
+    started = time.perf_counter()
+    _check_run_id(run_id)
+    if not 0.0 <= max_duplicate_rate <= 1.0:
+        raise ValueError(f"max_duplicate_rate must be within [0, 1], got {max_duplicate_rate}")
+    if min_volume_ratio < 0.0:
+        raise ValueError(f"min_volume_ratio must be >= 0, got {min_volume_ratio}")
+    if any(v < 0 for v in recent_volumes):
+        raise ValueError(f"recent_volumes must be >= 0, got {list(recent_volumes)}")
+    missing = [c for c in _COUNT_COLUMNS if c not in metrics.columns]
+    if missing or len(metrics) != 1:
+        raise ValueError(
+            f"metrics must be the one row of input_metrics; rows={len(metrics)}, lacks {missing}"
+        )
+
+    counts = {c: int(metrics[c].iloc[0]) for c in _COUNT_COLUMNS}
+    rows = counts["rows"]
+    baseline = float(stats.median(recent_volumes)) if recent_volumes else 0.0
+    # No (usable) history: the volume check has nothing to compare with, so it passes.
+    volume_ratio = rows / baseline if baseline > 0 else 1.0
+    duplicate_rate = counts["duplicate_rows"] / rows if rows else 0.0
+    table = pd.DataFrame(
+        {
+            **{c: [v] for c, v in counts.items()},
+            "duplicate_rate": [duplicate_rate],
+            "volume_ratio": [volume_ratio],
+        }
+    )
+    parameters: dict[str, Any] = {
+        "max_duplicate_rate": float(max_duplicate_rate),
+        "min_volume_ratio": float(min_volume_ratio),
+    }
+
+    quality_dir = Path(quality_dir)
+    run_dir = quality_dir / "runs" / run_id / "inputs"
+    docs_dir = run_dir / "data_docs"
+    # A re-run of the same run id replaces its input docs; the output gate's folder is a sibling.
+    shutil.rmtree(docs_dir, ignore_errors=True)
+    docs_dir.mkdir(parents=True, exist_ok=True)
+
+    context = _open_inputs_context(quality_dir)
+    _point_run_site_at(context, docs_dir)
+    checkpoint_result = context.checkpoints.get(_NAME).run(
+        batch_parameters={"dataframe": table},
+        expectation_parameters=parameters,
+        run_id=RunIdentifier(run_name=run_id),
+    )
+    ((result_id, validation),) = checkpoint_result.run_results.items()
+    context.build_data_docs(site_names=[_RUN_SITE], resource_identifiers=[result_id])
+
+    validation_json = validation.to_json_dict()
+    failures = _failure_lines(_TABLE_LABEL, validation_json)
+    success = bool(validation.success)
+    statistics: dict[str, float] = {
+        **{c: float(v) for c, v in counts.items()},
+        "duplicate_rate": duplicate_rate,
+        "volume_ratio": volume_ratio,
+        "volume_baseline": baseline,
+        "recent_runs": float(len(recent_volumes)),
+        "evaluated_expectations": float(validation.statistics["evaluated_expectations"]),
+        "unsuccessful_expectations": float(validation.statistics["unsuccessful_expectations"]),
+    }
+    statistics["elapsed_seconds"] = time.perf_counter() - started
+
+    extra = {c: metrics[c].iloc[0] for c in ("max_ts", "distinct_users", "distinct_items") if c in metrics}
+    results_path = run_dir / "results.json"
+    _write_json(
+        results_path,
+        {
+            "run_id": run_id,
+            "success": success,
+            "failures": failures,
+            "statistics": statistics,
+            "metrics": {k: (None if pd.isna(v) else v) for k, v in extra.items()},
+            "recent_volumes": [int(v) for v in recent_volumes],
+            "expectation_parameters": parameters,
+            "data_docs": str(docs_dir / "index.html"),
+            "validation": validation_json,
+        },
+    )
+    return GateResult(
+        success=success,
+        failures=failures,
+        results_path=results_path,
+        docs_index=docs_dir / "index.html",
+        statistics=statistics,
+    )
+
+
+def _check_run_id(run_id: str) -> None:
+    # Thin wrapper: output_gate._check_arguments bundles the run-id check with output-only arguments.
+    if not _RUN_ID_PATTERN.fullmatch(run_id) or ".." in run_id:
+        raise ValueError(f"run_id {run_id!r} is not a safe folder name")
+
+
+def _expectations() -> list[gxe.Expectation]:
+    """The suite: on a one-row table, min/max of a column is its value, so results show it directly."""
+
+    def zero(column: str, problem: str, description: str) -> gxe.Expectation:
+        return _labelled(
+            gxe.ExpectColumnMaxToBeBetween(column=column, min_value=0, max_value=0, description=description),
+            problem,
+        )
+
+    expectations = [
+        _labelled(
+            gxe.ExpectColumnMinToBeBetween(
+                column="rows", min_value=1, description="The run has input events (rows >= 1)"
+            ),
+            "no input events",
+        ),
+        *(
+            zero(f"null_{c}", f"null {c}", f"Required column {c} is never null (null_{c} == 0)")
+            for c in REQUIRED_COLUMNS
+        ),
+        zero(
+            "unknown_event_types",
+            "unknown event type",
+            f"Every event type is one of {', '.join(EVENT_TYPES)} (unknown_event_types == 0)",
+        ),
+        zero("future_rows", "future timestamps", "No event after the run's interval end (future_rows == 0)"),
+        zero(
+            "negative_or_bad_price_rows",
+            "negative or non-finite price",
+            "Prices are finite and >= 0 (negative_or_bad_price_rows == 0)",
+        ),
+        zero("bad_quantity_rows", "quantity below 1", "Quantities are >= 1 (bad_quantity_rows == 0)"),
+        # The two parametrised checks keep GX's sentence: it is where Data Docs show the resolved bound.
+        _labelled(
+            gxe.ExpectColumnMaxToBeBetween(
+                column="duplicate_rate",
+                max_value={"$PARAMETER": "max_duplicate_rate"},
+                notes="Share of rows identical to another row over all canonical columns.",
+            ),
+            "duplicate rate too high",
+        ),
+        _labelled(
+            gxe.ExpectColumnMinToBeBetween(
+                column="volume_ratio",
+                min_value={"$PARAMETER": "min_volume_ratio"},
+                notes="rows / median(rows of recent successful runs); 1.0 without history.",
+            ),
+            "input volume dropped vs recent runs",
+        ),
+    ]
+    return expectations
+
+
+def _labelled(expectation: gxe.Expectation, problem: str) -> gxe.Expectation:
+    # The label travels in meta so output_gate._failure_lines can name the problem from stored results.
+    expectation.meta = {"problem": problem}
+    return expectation
+
+
+def _open_inputs_context(quality_dir: Path) -> Any:
+    """The shared File Data Context with this gate's objects present (created or updated if needed).
+
+    Thin wrapper around :func:`quality.output_gate._open_context`, which sets analytics and progress bars
+    off and sets up the output gate's objects but knows no other gate.
+    """
+    context = _open_context(quality_dir)
+    # Same lock as the output gate: concurrent first runs of either gate must not race on gx/ files.
+    with _locked(quality_dir / ".gx.lock"):
+        _ensure_objects(context)
+    return context
+
+
+def _ensure_objects(context: Any) -> None:
+    """Data source, asset, suite, validation definition and checkpoint; written only when missing/changed."""
+    try:
+        datasource = context.data_sources.get(_DATASOURCE)
+    except KeyError:
+        datasource = context.data_sources.add_pandas(name=_DATASOURCE)
+    try:
+        asset = datasource.get_asset(_ASSET)
+    except LookupError:
+        asset = datasource.add_dataframe_asset(name=_ASSET)
+    try:
+        batch_definition = asset.get_batch_definition(_BATCH_DEFINITION)
+    except KeyError:
+        batch_definition = asset.add_batch_definition_whole_dataframe(_BATCH_DEFINITION)
+
+    desired = _expectations()
+    # Constructor-built suite (see output_gate._ensure_suite for why not add_expectation on a new suite).
+    try:
+        stored = context.suites.get(_NAME)
+        if _signature(stored.expectations) != _signature(desired):
+            context.suites.add_or_update(gx.ExpectationSuite(name=_NAME, expectations=desired))
+    except DataContextError:
+        context.suites.add(gx.ExpectationSuite(name=_NAME, expectations=desired))
+
+    try:
+        definition = context.validation_definitions.get(_NAME)
+        current = definition.suite.name == _NAME and definition.data.id == batch_definition.id
+    except DataContextError:
+        current = False
+    if not current:
+        context.validation_definitions.add_or_update(
+            gx.ValidationDefinition(name=_NAME, data=batch_definition, suite=context.suites.get(_NAME))
+        )
+
+    result_format = {"result_format": "SUMMARY"}
+    try:
+        checkpoint = context.checkpoints.get(_NAME)
+        current = (
+            [vd.name for vd in checkpoint.validation_definitions] == [_NAME]
+            and not checkpoint.actions
+            and _json_equal(checkpoint.result_format, result_format)
+        )
+    except DataContextError:
+        current = False
+    if not current:
+        context.checkpoints.add_or_update(
+            gx.Checkpoint(
+                name=_NAME,
+                validation_definitions=[context.validation_definitions.get(_NAME)],
+                actions=[],
+                result_format=result_format,
+            )
+        )
