@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     new_item_days: int = Field(ge=0, le=365)
     explore_every: int = Field(ge=0, le=100)
     min_user_coverage: float = Field(ge=0, le=1)
+    max_duplicate_rate: float = Field(ge=0, le=1)
+    min_volume_ratio: float = Field(ge=0, le=1)
     holdout_percent: float = Field(ge=0, le=100)
     holdout_salt: str = Field(min_length=1)
     cart_abandon_after_s: int = Field(ge=1)

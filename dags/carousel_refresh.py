@@ -1,4 +1,4 @@
-"""DAG `carousel_refresh`: every 15 minutes, compute -> validate -> publish the recommendation lists.
+"""DAG `carousel_refresh`: every 15 minutes, check inputs -> compute -> validate -> publish the lists.
 
 This file only wires tasks: each task imports its job function from `jobs/` when it runs and passes the
 run's id and data interval end; no I/O or heavy import happens when the scheduler parses this file.
@@ -35,7 +35,17 @@ DEFAULT_ARGS: dict[str, Any] = {
 )
 def carousel_refresh() -> None:
     @task
-    def compute(run_id: str | None = None, data_interval_end: Any = None) -> dict[str, Any]:
+    def check_inputs(run_id: str | None = None, data_interval_end: Any = None) -> dict[str, Any]:
+        from configs.settings import get_settings
+        from jobs.input_check import check_inputs as run_input_gate
+
+        verdict = run_input_gate(get_settings(), run_id=str(run_id), interval_end=data_interval_end)
+        return {"rows": verdict["rows"]}
+
+    @task
+    def compute(
+        checked: dict[str, Any], run_id: str | None = None, data_interval_end: Any = None
+    ) -> dict[str, Any]:
         from configs.settings import get_settings
         from jobs.pipeline import compute_lists
 
@@ -59,7 +69,7 @@ def carousel_refresh() -> None:
         return {"version": result.version, "user_lists": result.user_lists}
 
     # TaskFlow passes XComArgs at parse time; each task receives the plain dict when it runs.
-    publish(validate(compute()))  # type: ignore[arg-type]
+    publish(validate(compute(check_inputs())))  # type: ignore[arg-type]
 
 
 carousel_refresh()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from configs.settings import Settings
-from infra.airflow_runner import ROOT, run_dag_once
+from infra.airflow_runner import ROOT, DagRunFailed, run_dag_once
 from jobs import publish
+from jobs.run_history import RunHistory
 
 pytestmark = pytest.mark.integration
 
-DAGS = {"carousel_refresh": {"compute", "validate", "publish"}}
+DAGS = {"carousel_refresh": {"check_inputs", "compute", "validate", "publish"}}
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +79,36 @@ def test_dag_run_publishes_through_airflow(
     assert publish.live_version(redis_client) == "20261101T000000Z"
     meta = publish.read_meta(redis_client, "20261101T000000Z")
     assert meta is not None and meta["user_lists"] > 0 and meta["run_id"].startswith("manual__")
+    record = RunHistory(settings.runs_dir / "history.sqlite").get(meta["run_id"])
+    assert record is not None and record["inputs"]["success"] and record["inputs"]["rows"] > 0
+    assert set(record["stages"]) == {"compute", "validate", "publish"}
+
+
+def test_dag_run_with_bad_inputs_fails_and_keeps_live_version(
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_client: object,
+    small_store: Callable[..., object],
+) -> None:
+    """Events duplicated wholesale into the lake fail the input checkpoint: the Airflow run fails,
+    nothing is computed or published, and the input Data Docs show the failure."""
+    small_store(settings, users=200, seed=4)
+    for key, value in {
+        "CAROUSEL_REDIS_URL": settings.redis_url,
+        "CAROUSEL_VAR_DIR": str(settings.var_dir),
+        "CAROUSEL_LAKE_DIR": str(settings.lake_dir),
+        "CAROUSEL_SPARK_MASTER": settings.spark_master,
+    }.items():
+        monkeypatch.setenv(key, value)
+    # A second copy of the same events (a replayed export) under another part name.
+    part = next((settings.lake_dir / "events").glob("part-*.parquet"))
+    shutil.copy(part, part.with_name("part-replayed-copy.parquet"))
+    with pytest.raises(DagRunFailed):
+        run_dag_once("carousel_refresh", datetime(2026, 11, 1, tzinfo=UTC), airflow_home=tmp_path / "airflow")
+    assert publish.live_version(redis_client) is None
+    runs = RunHistory(settings.runs_dir / "history.sqlite").recent(5)
+    assert runs and runs[0]["status"] == "failed" and runs[0]["failed_stage"] == "inputs"
+    assert "duplicate" in " ".join(runs[0]["inputs"]["failures"])
+    docs = Path(runs[0]["inputs"]["docs_index"]).read_text()
+    assert "Failed" in docs
