@@ -228,6 +228,38 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- submit -------------------------------------------------------------------------------------------
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Run one pipeline stage as a Spark application on CAROUSEL_SPARK_MASTER (what the DAG calls)."""
+    import os
+    import subprocess
+
+    import jobs.entry
+
+    settings = _settings()
+    spark_submit = Path(sys.executable).parent / "spark-submit"
+    command = [
+        str(spark_submit) if spark_submit.exists() else "spark-submit",
+        "--master",
+        settings.spark_master,
+        "--driver-memory",
+        settings.spark_driver_memory,
+        # Driver and executors run this project's Python (its venv has every dependency).
+        "--conf",
+        f"spark.pyspark.python={sys.executable}",
+        "--conf",
+        f"spark.pyspark.driver.python={sys.executable}",
+        jobs.entry.__file__,
+        args.stage,
+        "--run-id",
+        args.run_id,
+        "--interval-end",
+        args.interval_end,
+    ]
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    return subprocess.run(command, env=env, check=False).returncode
+
+
 # -- infra --------------------------------------------------------------------------------------------
 def cmd_infra(args: argparse.Namespace) -> int:
     from infra import prereqs, redis_server
@@ -291,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("action", choices=["status", "rollback"])
     pub.add_argument("--json", action="store_true")
     pub.set_defaults(func=cmd_publish)
+
+    sbm = sub.add_parser("submit", help="run one pipeline stage with spark-submit (used by the DAG)")
+    sbm.add_argument("stage", choices=["check_inputs", "compute", "validate", "publish"])
+    sbm.add_argument("--run-id", required=True)
+    sbm.add_argument("--interval-end", required=True, help="the run's data interval end (ISO timestamp)")
+    sbm.set_defaults(func=cmd_submit)
 
     inf = sub.add_parser("infra", help="check Java and make sure Redis is reachable (starting it if needed)")
     inf.add_argument("action", choices=["up", "down"])

@@ -1,17 +1,25 @@
 """DAG `carousel_refresh`: every 15 minutes, check inputs -> compute -> validate -> publish the lists.
 
-This file only wires tasks: each task imports its job function from `jobs/` when it runs and passes the
-run's id and data interval end; no I/O or heavy import happens when the scheduler parses this file.
+This file only wires tasks. Each task is one `spark-submit` of a pipeline stage on
+`CAROUSEL_SPARK_MASTER` (through `carousel submit`, which reads the settings), with the run's id and
+data interval end; the stages hand over through the run's folder, so a retried task redoes only its own
+stage and the same DAG runs on `local[*]` or on a cluster.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, dag, task
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import DAG, CronDataIntervalTimetable
+
+# The scheduler runs from the project's environment, so the CLI sits next to its interpreter.
+CAROUSEL = str(Path(sys.executable).parent / "carousel")
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "carousel",
@@ -21,8 +29,10 @@ DEFAULT_ARGS: dict[str, Any] = {
     "execution_timeout": timedelta(minutes=12),
 }
 
+STAGES = ("check_inputs", "compute", "validate", "publish")
 
-@dag(
+
+with DAG(
     dag_id="carousel_refresh",
     schedule=CronDataIntervalTimetable("*/15 * * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
@@ -32,44 +42,17 @@ DEFAULT_ARGS: dict[str, Any] = {
     default_args=DEFAULT_ARGS,
     tags=["carousel"],
     doc_md=__doc__,
-)
-def carousel_refresh() -> None:
-    @task
-    def check_inputs(run_id: str | None = None, data_interval_end: Any = None) -> dict[str, Any]:
-        from configs.settings import get_settings
-        from jobs.input_check import check_inputs as run_input_gate
-
-        verdict = run_input_gate(get_settings(), run_id=str(run_id), interval_end=data_interval_end)
-        return {"rows": verdict["rows"]}
-
-    @task
-    def compute(
-        checked: dict[str, Any], run_id: str | None = None, data_interval_end: Any = None
-    ) -> dict[str, Any]:
-        from configs.settings import get_settings
-        from jobs.pipeline import compute_lists
-
-        manifest = compute_lists(get_settings(), run_id=str(run_id), interval_end=data_interval_end)
-        return {"run_id": manifest["run_id"], "version": manifest["version"], "counts": manifest["counts"]}
-
-    @task
-    def validate(computed: dict[str, Any]) -> dict[str, Any]:
-        from configs.settings import get_settings
-        from jobs.pipeline import validate_lists
-
-        verdict = validate_lists(get_settings(), run_id=computed["run_id"])
-        return {**computed, "docs": verdict["docs_index"]}
-
-    @task
-    def publish(validated: dict[str, Any]) -> dict[str, Any]:
-        from configs.settings import get_settings
-        from jobs.pipeline import publish_lists
-
-        result = publish_lists(get_settings(), run_id=validated["run_id"])
-        return {"version": result.version, "user_lists": result.user_lists}
-
-    # TaskFlow passes XComArgs at parse time; each task receives the plain dict when it runs.
-    publish(validate(compute(check_inputs())))  # type: ignore[arg-type]
-
-
-carousel_refresh()
+) as dag:
+    previous = None
+    for stage in STAGES:
+        submit = BashOperator(
+            task_id=stage,
+            bash_command=(
+                f"{CAROUSEL} submit {stage} --run-id '{{{{ run_id }}}}' "
+                "--interval-end '{{ data_interval_end.isoformat() }}'"
+            ),
+            append_env=True,
+        )
+        if previous is not None:
+            previous >> submit
+        previous = submit

@@ -1,0 +1,55 @@
+"""The Spark application entry point: one pipeline stage per `spark-submit`.
+
+    spark-submit --master <CAROUSEL_SPARK_MASTER> jobs/entry.py STAGE --run-id ID --interval-end ISO
+
+`carousel submit STAGE ...` builds that command from the settings; the Airflow DAG runs it, so the same
+DAG works on `local[*]` and on a cluster. Stages hand over through the run's folder (see
+`jobs/pipeline.py`), so each submit is independent and can be retried alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+
+STAGES = ("check_inputs", "compute", "validate", "publish")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jobs/entry.py")
+    parser.add_argument("stage", choices=STAGES)
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--interval-end", required=True, type=datetime.fromisoformat)
+    args = parser.parse_args(argv)
+
+    from configs.settings import get_settings
+    from jobs import pipeline
+    from jobs.input_check import check_inputs
+
+    settings = get_settings()
+    started = time.perf_counter()
+
+    def say(message: str) -> None:
+        print(f"{time.perf_counter() - started:7.1f}s  {args.stage}: {message}", flush=True)
+
+    if args.stage == "check_inputs":
+        verdict = check_inputs(settings, run_id=args.run_id, interval_end=args.interval_end)
+        say(f"inputs passed ({verdict['rows']:,} events)")
+    elif args.stage == "compute":
+        manifest = pipeline.compute_lists(
+            settings, run_id=args.run_id, interval_end=args.interval_end, progress=say
+        )
+        say(f"computed {manifest['counts']['user_lists']:,} personal lists")
+    elif args.stage == "validate":
+        pipeline.validate_lists(settings, run_id=args.run_id, progress=say)
+    else:
+        result = pipeline.publish_lists(settings, run_id=args.run_id, progress=say)
+        say(f"version {result.version} {'is live' if result.switched else 'was already live'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
