@@ -38,6 +38,7 @@ from jobs.evaluate import (
     normalise_items,
     score_models,
 )
+from jobs.features import ALS_CART_WEIGHT, ALS_VIEW_WEIGHT
 from jobs.model import AlsModel, AlsParams, fit_als
 
 __all__ = [
@@ -72,10 +73,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "als": {"factors": 64, "regularization": 0.1, "alpha": 2.0, "iterations": 15},
 }
 
-#: ALS interaction weights of a cart and a view relative to a purchase session (not tuned: Online
-#: Retail has neither, and the grid is kept to eight fits).
-ALS_CART_WEIGHT = 0.5
-ALS_VIEW_WEIGHT = 0.1
+# ALS interaction weights of a cart and a view relative to a purchase session: shared with the ranker's
+# ALS (jobs.features.als_interactions) so tuned ALS settings fit both. Not tuned: Online Retail has
+# neither, and the grid is kept to eight fits.
 
 #: Co-occurrence candidates: how fast the shopper's past fades (``half_life_days``), how fast old
 #: baskets fade (``basket_half_life``, None = never) and how much rare pairs are damped (``shrink``).

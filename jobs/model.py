@@ -491,8 +491,11 @@ def label_candidates(cands: pd.DataFrame, future_purchases: pd.DataFrame) -> pd.
 class RankerParams:
     num_boost_round: int = 200
     learning_rate: float = 0.05
-    num_leaves: int = 31
-    min_data_in_leaf: int = 20
+    # Small, well-populated trees: positives are few (a few hundred buying shoppers per label window on
+    # a small store) and 31-leaf / 20-row trees overfit them. On the validation protocol (test month
+    # dropped) 7 / 100 beat 31 / 20 on the synthetic store and on Online Retail (and 15 / 50 on synthetic).
+    num_leaves: int = 7
+    min_data_in_leaf: int = 100
     seed: int = 7
     max_train_users: int = 50_000
 

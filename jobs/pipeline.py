@@ -28,6 +28,7 @@ from carousel.lake import Lake
 from carousel.redis_conn import sync_client
 from configs.settings import Settings
 from jobs import features, model
+from jobs.input_check import InputValidationFailed, check_inputs
 from jobs.publish import PublishResult, publish_version
 from jobs.run_history import RunHistory
 from jobs.spark import spark_session
@@ -87,7 +88,7 @@ def _collect_feature_set(
     events: DataFrame, items: DataFrame, as_of: datetime, cooc: model.CoocParams | None = None
 ) -> model.FeatureSet:
     cooc = cooc or model.CoocParams()
-    interactions = features.interaction_weights(events)
+    interactions = features.als_interactions(events)
     return model.FeatureSet(
         as_of=pd.Timestamp(as_of),
         interactions=interactions.toPandas(),
@@ -403,8 +404,13 @@ def publish_lists(settings: Settings, *, run_id: str, progress: Progress | None 
 def run_refresh(
     settings: Settings, *, interval_end: datetime, run_id: str | None = None, progress: Progress | None = None
 ) -> RefreshResult:
-    """All three stages in a row: what `carousel refresh` runs."""
+    """Every stage in a row (input gate, compute, output gate, publish): what `carousel refresh` runs."""
     run_id = run_id or f"manual__{version_for(interval_end)}"
+    with _stage(settings, run_id, "inputs", progress):
+        try:
+            check_inputs(settings, run_id=run_id, interval_end=interval_end)
+        except InputValidationFailed as exc:
+            raise ValidationFailed(str(exc)) from None
     manifest = compute_lists(settings, run_id=run_id, interval_end=interval_end, progress=progress)
     validate_lists(settings, run_id=run_id, progress=progress)
     published = publish_lists(settings, run_id=run_id, progress=progress)

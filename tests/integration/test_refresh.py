@@ -68,7 +68,7 @@ def test_refresh_publishes_personal_and_segment_lists(
 
     record = pipeline.history(settings).get("test-run")
     assert record is not None and record["status"] == "published"
-    assert set(record["stages"]) == {"compute", "validate", "publish"}
+    assert set(record["stages"]) == {"inputs", "compute", "validate", "publish"}
 
     ops = api.get("/ops")
     assert ops.status_code == 200 and "test-run" in ops.text and result.version in ops.text
