@@ -18,8 +18,10 @@ import pendulum
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import DAG, CronDataIntervalTimetable
 
-# The scheduler runs from the project's environment, so the CLI sits next to its interpreter.
+# The scheduler runs from the project's environment, so the CLI sits next to its interpreter; stages run
+# from the project folder, where relative settings such as var/lake point.
 CAROUSEL = str(Path(sys.executable).parent / "carousel")
+PROJECT_DIR = str(Path(__file__).resolve().parents[1])
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "carousel",
@@ -52,6 +54,7 @@ with DAG(
                 "--interval-end '{{ data_interval_end.isoformat() }}'"
             ),
             append_env=True,
+            cwd=PROJECT_DIR,
         )
         if previous is not None:
             previous >> submit

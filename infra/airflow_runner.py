@@ -56,5 +56,5 @@ def run_dag_once(
     )
     output = done.stdout + done.stderr
     if done.returncode != 0:
-        raise DagRunFailed(f"DAG {dag_id} failed (exit {done.returncode}):\n{output[-4000:]}")
+        raise DagRunFailed(f"DAG {dag_id} failed (exit {done.returncode}):\n{output[-12000:]}")
     return output
