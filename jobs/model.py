@@ -374,12 +374,12 @@ def build_candidates(
     fs: FeatureSet,
     als: AlsModel,
     users: np.ndarray,
+    covis: CoVisitation,
     *,
     als_k: int,
     history_k: int = 50,
     popular_k: int = 50,
     cooc_k: int = 100,
-    covis: CoVisitation | None = None,
     new_item_days: float = 14.0,
     new_k: int = 20,
 ) -> pd.DataFrame:
@@ -399,7 +399,6 @@ def build_candidates(
     history = history.groupby("user_id", sort=False).head(history_k)[["user_id", "item_id"]]
     history = history.assign(src_history=1.0)
 
-    covis = covis or co_visitation(fs, users)
     cooc = covis.top(cooc_k).assign(src_cooc=1.0)
     fresh = new_in_favourite_categories(fs, wanted, new_item_days, new_k).assign(src_new=1.0)
 

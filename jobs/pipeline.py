@@ -163,16 +163,26 @@ def _training_window(
     train_users = fs.users["user_id"][fs.users["user_id"].isin(future["user_id"])].to_numpy()
     if not len(train_users) or fs.interactions.empty:
         return None
+    featured, _ = _featured_candidates(fs, train_users, params)
+    return model.label_candidates(featured, future)
+
+
+def _featured_candidates(
+    fs: model.FeatureSet, users: np.ndarray, params: ModelParams
+) -> tuple[pd.DataFrame, model.CoVisitation]:
+    """ALS and co-visitation fitted on `fs`, then every candidate of `users` with its features: the one
+    path shared by training windows and scoring, so both see exactly the same features."""
     als = model.fit_als(fs.interactions, params.als)
+    covis = model.co_visitation(fs, users, params=params.cooc)
     cands = model.build_candidates(
         fs,
         als,
-        train_users,
+        users,
+        covis,
         als_k=params.candidates_per_user,
         new_item_days=params.new_item_days,
-        covis=model.co_visitation(fs, train_users, params=params.cooc),
     )
-    return model.label_candidates(model.add_features(cands, fs, als), future)
+    return model.add_features(cands, fs, als), covis
 
 
 def rank_candidates(
@@ -212,17 +222,7 @@ def rank_candidates(
     score_users = fs_full.users["user_id"].to_numpy() if users is None else np.asarray(users, dtype=object)
     if progress:
         progress(f"scoring {len(score_users)} shoppers")
-    als_full = model.fit_als(fs_full.interactions, params.als)
-    covis = model.co_visitation(fs_full, score_users, params=params.cooc)
-    cands = model.build_candidates(
-        fs_full,
-        als_full,
-        score_users,
-        als_k=params.candidates_per_user,
-        new_item_days=params.new_item_days,
-        covis=covis,
-    )
-    featured = model.add_features(cands, fs_full, als_full)
+    featured, covis = _featured_candidates(fs_full, score_users, params)
     scores = model.score_candidates(featured, booster)
     return RankedCandidates(fs_full, featured, scores, covis, booster, train_rows, train_cutoff)
 

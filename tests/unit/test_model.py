@@ -71,7 +71,8 @@ def test_als_recommends_within_the_taste_cluster(fs: model.FeatureSet) -> None:
 def test_candidates_keep_sources_and_only_in_stock_items(fs: model.FeatureSet) -> None:
     """Candidates are unique per (user, item), flagged by source, and never out of stock."""
     als = model.fit_als(fs.interactions, model.AlsParams(factors=8, iterations=5))
-    cands = model.build_candidates(fs, als, fs.users["user_id"].to_numpy(), als_k=10, popular_k=5)
+    users = fs.users["user_id"].to_numpy()
+    cands = model.build_candidates(fs, als, users, model.co_visitation(fs, users), als_k=10, popular_k=5)
     assert not cands.duplicated(["user_id", "item_id"]).any()
     assert "i0" not in set(cands["item_id"])
     own = set(fs.interactions.loc[fs.interactions["user_id"] == "u1", "item_id"]) - {"i0"}
@@ -83,7 +84,8 @@ def test_ranker_learns_and_lists_are_complete(fs: model.FeatureSet) -> None:
     """A ranker trained on labels = 'bought before' ranks history first; lists have n unique items."""
     als = model.fit_als(fs.interactions, model.AlsParams(factors=8, iterations=5))
     users = fs.users["user_id"].to_numpy()
-    featured = model.add_features(model.build_candidates(fs, als, users, als_k=10, popular_k=5), fs, als)
+    cands = model.build_candidates(fs, als, users, model.co_visitation(fs, users), als_k=10, popular_k=5)
+    featured = model.add_features(cands, fs, als)
     labelled = model.label_candidates(featured, fs.interactions[["user_id", "item_id"]])
     booster = model.train_ranker(labelled, model.RankerParams(num_boost_round=30, min_data_in_leaf=5))
     assert booster is not None
