@@ -44,8 +44,7 @@ def _shopper_with_personal_list() -> str:
     """A consenting treatment shopper who has a personal list in the live version (for the printed URL)."""
     from carousel.redis_conn import sync_client
     from configs.settings import get_settings
-    from jobs.publish import live_version
-    from serving import keyspace
+    from jobs.publish import live_version, read_user_list
     from serving.variant import TREATMENT, assign_variant
 
     settings = get_settings()
@@ -54,7 +53,7 @@ def _shopper_with_personal_list() -> str:
     users = pd.read_parquet(STORE / "users.parquet", columns=["user_id", "consent_personalization"])
     for user in users.loc[users["consent_personalization"], "user_id"]:
         variant = assign_variant(user, salt=settings.holdout_salt, holdout_percent=settings.holdout_percent)
-        if variant == TREATMENT and version and client.exists(keyspace.user_key(version, user)):
+        if variant == TREATMENT and version and read_user_list(client, version, user):
             return str(user)
     raise RuntimeError("no shopper of the demo store has a personal list in the live version")
 

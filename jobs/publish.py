@@ -1,20 +1,25 @@
 """Load a run's lists into Redis as a new version and switch the live pointer atomically.
 
-Steps: write every list under the version's own key prefix with pipelined SETs (the live version is never
-touched), check that every key is there, write the version's manifest, then move `carousel:live` with one
-atomic compare-and-set (a script on that single key: the pointer only moves forward), and finally drop
-versions beyond the retention with UNLINK. A failure at any step before the switch leaves the live
-version serving; a half-written version is never pointed at.
+Steps: write the version's lists (shoppers as fields of their hash, segments under the version's own
+prefix; nothing the live version resolves to is touched), check that every one is there, write the
+version's manifest, then move `carousel:live` with one atomic compare-and-set (a script on that single
+key: the pointer only moves forward), and finally drop versions beyond the retention. A failure at any
+step before the switch leaves the live version serving; a half-written version is never pointed at.
 
-Run from `jobs.pipeline` (CLI `carousel refresh` and the Airflow DAG); `carousel publish rollback` uses
+Two kinds of version (see `serving/keyspace.py`): *full* (every shopper; its own base) and *delta* (only
+the shoppers whose inputs changed, on top of the live version's base), so the 15-minute run writes a
+few thousand fields instead of every shopper's key and stays atomic and reversible.
+
+Run from `jobs.pipeline` (CLI `carousel refresh` and the Airflow DAGs); `carousel publish rollback` uses
 `rollback`.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -22,6 +27,7 @@ import pandas as pd
 from serving import keyspace
 
 BATCH = 2_000
+Kind = Literal["full", "delta"]
 
 # Move the pointer only forward (version ids sort by the data interval they cover), so a late retry
 # of an older interval cannot replace a newer version. Single key: safe on a Redis Cluster.
@@ -30,6 +36,33 @@ local live = redis.call('GET', KEYS[1])
 if live and live >= ARGV[1] then return live end
 redis.call('SET', KEYS[1], ARGV[1])
 return ARGV[1]
+"""
+
+# One shopper's hash. ARGV[1]: the version written now ('' to only prune), ARGV[2]: its payload,
+# ARGV[3]: the ceiling (fields above it belong to versions still being written and are left alone),
+# ARGV[4..]: (version, base) pairs that must stay resolvable. Keeps the written field and the field
+# each of those versions resolves to; drops the rest, and the key once it is empty.
+_WRITE_AND_PRUNE = """
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+local fields = redis.call('HKEYS', KEYS[1])
+local keep = {}
+if ARGV[1] ~= '' then keep[ARGV[1]] = true end
+for i = 4, #ARGV, 2 do
+  local best = nil
+  for _, f in ipairs(fields) do
+    if f <= ARGV[i] and f >= ARGV[i + 1] and (best == nil or f > best) then best = f end
+  end
+  if best then keep[best] = true end
+end
+local removed = 0
+for _, f in ipairs(fields) do
+  if not keep[f] and f <= ARGV[3] then
+    redis.call('HDEL', KEYS[1], f)
+    removed = removed + 1
+  end
+end
+if removed > 0 and redis.call('HLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[1]) end
+return removed
 """
 
 
@@ -45,6 +78,22 @@ class PublishResult:
     user_lists: int
     segment_lists: int
     removed_versions: list[str]
+    kind: str = "full"
+    base: str = ""
+    digest: str = ""
+    # On a rerun of the live interval: whether the recomputed lists equal the published ones.
+    identical: bool | None = None
+
+
+def content_digest(user_lists: pd.DataFrame, segment_lists: pd.DataFrame) -> str:
+    """SHA-256 over every (owner, payload) of a version in a fixed order: equal digests, equal content."""
+    digest = hashlib.sha256()
+    for kind, frame, column in (("u", user_lists, "user_id"), ("s", segment_lists, "segment")):
+        for owner, payload in list_payloads(frame, column):
+            digest.update(f"{kind}:{owner}\n".encode())
+            digest.update(payload)
+            digest.update(b"\n")
+    return digest.hexdigest()
 
 
 def list_payloads(lists: pd.DataFrame, key_column: str) -> Iterator[tuple[str, bytes]]:
@@ -76,6 +125,7 @@ def publish_version(
     segment_lists: pd.DataFrame,
     manifest: dict[str, Any],
     keep_versions: int = 2,
+    kind: Kind = "full",
 ) -> PublishResult:
     """Write a version, verify it, switch the pointer forward, and apply retention.
 
@@ -86,42 +136,75 @@ def publish_version(
         Sortable version id (the data interval end), e.g. ``20261129T004500Z``.
     user_lists, segment_lists : pandas.DataFrame
         The run's validated output (`user_id`/`segment`, `rank`, `item_id`, `score`, reason columns).
+        For a delta, `user_lists` holds only the shoppers whose inputs changed.
     manifest : dict
         Stored as the version's meta key and read by the API (`generated_at`, run id, counts).
+    kind : "full" or "delta"
+        A delta is published on top of the live version's base; it needs a live version.
     """
+    digest = content_digest(user_lists, segment_lists)
     live = _decode(client.get(keyspace.LIVE_KEY))
     if live == version:
-        # A rerun of the interval that is already live: nothing to switch, and nothing to rewrite.
-        return PublishResult(version, version, False, 0, 0, [])
+        # A rerun of the interval that is already live: nothing to switch and nothing to rewrite; say
+        # whether the recomputed content is the published one.
+        stored = (read_meta(client, version) or {}).get("digest")
+        return PublishResult(version, version, False, 0, 0, [], kind, "", digest, stored == digest)
     if live is not None and live > version:
         raise PublishError(f"version {version} is not newer than the live version {live}; nothing published")
-    sweep_abandoned(client, keep={version})
+    if kind == "delta":
+        live_meta = read_meta(client, live) if live else None
+        if live_meta is None:
+            raise PublishError(
+                f"incremental version {version} needs a live version to build on and there is none: "
+                "run a full refresh first"
+            )
+        base = str(live_meta.get("base") or live)
+    else:
+        base = version
+    # A version this loader (or a killed one) left half-written is cleared before writing anew.
+    sweep_abandoned(client, keep=set())
     check_memory(client, estimate_bytes(user_lists, segment_lists, version))
     client.sadd(keyspace.PENDING_KEY, version)
-    keys: list[str] = []
+    retained = _retained_pairs(client, version, base, keep_versions)
+    write_user = client.register_script(_WRITE_AND_PRUNE)
+    user_keys: list[str] = []
+    segment_keys: list[str] = []
     pipe = client.pipeline(transaction=False)
     pending = 0
-    for owner_kind, frame, column in (("u", user_lists, "user_id"), ("s", segment_lists, "segment")):
-        for owner, payload in list_payloads(frame, column):
-            key = (
-                keyspace.user_key(version, owner)
-                if owner_kind == "u"
-                else keyspace.segment_key(version, owner)
-            )
-            pipe.set(key, payload)
-            keys.append(key)
-            pending += 1
-            if pending >= BATCH:
-                _execute(pipe)
-                pending = 0
+    for owner, payload in list_payloads(user_lists, "user_id"):
+        key = keyspace.user_key(owner)
+        write_user(keys=[key], args=[version, payload, version, *retained], client=pipe)
+        user_keys.append(key)
+        pending += 1
+        if pending >= BATCH:
+            _execute(pipe)
+            pending = 0
+    for owner, payload in list_payloads(segment_lists, "segment"):
+        key = keyspace.segment_key(version, owner)
+        pipe.set(key, payload)
+        segment_keys.append(key)
+        pending += 1
+        if pending >= BATCH:
+            _execute(pipe)
+            pending = 0
     if pending:
         _execute(pipe)
-    missing = _missing_keys(client, keys)
+    missing = _missing_fields(client, user_keys, version) + _missing_keys(client, segment_keys)
     if missing:
-        raise PublishError(f"version {version} is incomplete: {len(missing)} keys missing, e.g. {missing[0]}")
-    n_users = int(user_lists["user_id"].nunique()) if not user_lists.empty else 0
-    n_segments = int(segment_lists["segment"].nunique()) if not segment_lists.empty else 0
-    meta = {**manifest, "version": version, "user_lists": n_users, "segment_lists": n_segments}
+        raise PublishError(
+            f"version {version} is incomplete: {len(missing)} lists missing, e.g. {missing[0]}"
+        )
+    n_users = len(user_keys)
+    n_segments = len(segment_keys)
+    meta = {
+        **manifest,
+        "version": version,
+        "kind": kind,
+        "base": base,
+        "digest": digest,
+        "user_lists": n_users,
+        "segment_lists": n_segments,
+    }
     client.set(keyspace.meta_key(version), keyspace.encode_meta(meta))
     now_live = _decode(client.eval(_SWITCH_FORWARD, 1, keyspace.LIVE_KEY, version))
     switched = now_live == version
@@ -132,7 +215,49 @@ def publish_version(
     client.lpush(keyspace.HISTORY_KEY, version)
     client.srem(keyspace.PENDING_KEY, version)
     removed = apply_retention(client, keep_versions=keep_versions)
-    return PublishResult(version, version, switched, n_users, n_segments, removed)
+    if kind == "full":
+        # Shoppers absent from a full version keep old fields no retained version resolves to: drop them.
+        prune_users(client, _retained_pairs(client, version, base, keep_versions))
+    return PublishResult(version, version, switched, n_users, n_segments, removed, kind, base, digest)
+
+
+def _retained_pairs(client: Any, version: str, base: str, keep_versions: int) -> list[str]:
+    """Flattened (version, base) pairs of the versions that stay resolvable once `version` is live: it
+    and the newest `keep_versions - 1` published ones (the live one among them)."""
+    pairs = [version, base]
+    older = [v for v in published_versions(client) if v != version][: max(0, keep_versions - 1)]
+    live = live_version(client)
+    if live and live != version and live not in older:
+        older.append(live)
+    for old in older:
+        meta = read_meta(client, old)
+        if meta is not None:
+            pairs += [old, str(meta.get("base") or old)]
+    return pairs
+
+
+def prune_users(client: Any, retained: list[str]) -> int:
+    """Apply the retention to every shopper's hash (a SCAN): fields no retained version resolves to
+    are removed, and hashes left empty are deleted. Returns the number of fields removed."""
+    prune = client.register_script(_WRITE_AND_PRUNE)
+    ceiling = max(retained[0::2]) if retained else ""
+    removed = 0
+    batch: list[Any] = []
+    for key in client.scan_iter(match=keyspace.USER_PREFIX + "*", count=5_000):
+        batch.append(key)
+        if len(batch) >= BATCH:
+            removed += _prune_batch(client, prune, batch, ceiling, retained)
+            batch = []
+    if batch:
+        removed += _prune_batch(client, prune, batch, ceiling, retained)
+    return removed
+
+
+def _prune_batch(client: Any, prune: Any, keys: list[Any], ceiling: str, retained: list[str]) -> int:
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        prune(keys=[key], args=["", "", ceiling, *retained], client=pipe)
+    return int(sum(pipe.execute()))
 
 
 # Redis's own cost of one small string key (dict entry, key and value objects, allocator rounding).
@@ -145,7 +270,8 @@ def estimate_bytes(
     """Memory the version will take in Redis, from the encoded size of a sample of its lists."""
     total = 0
     for frame, column, key_of in (
-        (user_lists, "user_id", keyspace.user_key),
+        # A shopper's list is a field (named by the version) of their hash.
+        (user_lists, "user_id", lambda v, owner: keyspace.user_key(owner) + v),
         (segment_lists, "segment", keyspace.segment_key),
     ):
         if frame.empty:
@@ -182,18 +308,38 @@ def check_memory(client: Any, needed_bytes: int, headroom: float = 0.10) -> None
 
 
 def sweep_abandoned(client: Any, keep: set[str]) -> list[str]:
-    """Delete versions a killed loader left half-written (pending, never live, not in history)."""
+    """Delete what versions left behind that are pending but neither live nor published: half-written by
+    a killed loader, or rolled back. Their shopper fields go too, or a later version would resolve to
+    them."""
     live = live_version(client)
     history = set(published_versions(client))
-    swept = []
+    doomed = []
     for raw in client.smembers(keyspace.PENDING_KEY):
         version = _decode(raw) or ""
         if version in keep or version == live or version in history:
             continue
+        doomed.append(version)
+    if not doomed:
+        return []
+    batch: list[Any] = []
+    for key in client.scan_iter(match=keyspace.USER_PREFIX + "*", count=5_000):
+        batch.append(key)
+        if len(batch) >= BATCH:
+            _hdel_each(client, batch, doomed)
+            batch = []
+    if batch:
+        _hdel_each(client, batch, doomed)
+    for version in doomed:
         _unlink_prefix(client, keyspace.version_prefix(version))
         client.srem(keyspace.PENDING_KEY, version)
-        swept.append(version)
-    return swept
+    return doomed
+
+
+def _hdel_each(client: Any, keys: list[Any], fields: list[str]) -> None:
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hdel(key, *fields)
+    pipe.execute()
 
 
 def published_versions(client: Any) -> list[str]:
@@ -210,11 +356,48 @@ def read_meta(client: Any, version: str) -> dict[str, Any] | None:
     return keyspace.decode_meta(raw) if raw else None
 
 
+def read_user_list(client: Any, version: str, user_id: str) -> bytes | None:
+    """The shopper's stored list as `version` resolves it (what the API serves), or None."""
+    meta = read_meta(client, version)
+    if meta is None:
+        return None
+    base = str(meta.get("base") or version)
+    value: bytes | None = client.eval(
+        keyspace.RESOLVE_USER_LIST, 1, keyspace.user_key(user_id), version, base
+    )
+    return value
+
+
+def read_user_lists(client: Any, version: str, user_ids: list[str]) -> pd.DataFrame:
+    """Many shoppers' lists as `version` resolves them (pipelined), as rows user_id, rank, item_id, score;
+    shoppers without a list in that version have no rows."""
+    meta = read_meta(client, version)
+    columns = ["user_id", "rank", "item_id", "score"]
+    if meta is None or not user_ids:
+        return pd.DataFrame(columns=columns)
+    base = str(meta.get("base") or version)
+    resolve = client.register_script(keyspace.RESOLVE_USER_LIST)
+    rows: list[tuple[str, int, str, float]] = []
+    for start in range(0, len(user_ids), BATCH):
+        chunk = user_ids[start : start + BATCH]
+        pipe = client.pipeline(transaction=False)
+        for user in chunk:
+            resolve(keys=[keyspace.user_key(user)], args=[version, base], client=pipe)
+        for user, payload in zip(chunk, pipe.execute(), strict=True):
+            if payload:
+                rows.extend(
+                    (user, rank, str(item["item_id"]), float(item["score"]))
+                    for rank, item in enumerate(keyspace.decode_items(payload), start=1)
+                )
+    return pd.DataFrame(rows, columns=columns)
+
+
 def rollback(client: Any) -> tuple[str, str]:
     """Point `live` at the newest version older than the live one that is still complete in Redis.
 
-    Returns (from_version, to_version). The rolled-back version stays in Redis (for inspection) until
-    retention removes it.
+    Returns (from_version, to_version). The rolled-back version's lists are then removed (it is marked
+    pending in the same transaction, so an interrupted clean-up is finished by the next publish): its
+    shopper fields must not resurface under a later delta.
     """
     live = live_version(client)
     if live is None:
@@ -230,8 +413,10 @@ def rollback(client: Any) -> tuple[str, str]:
                 pipe.multi()
                 pipe.set(keyspace.LIVE_KEY, candidate)
                 pipe.lrem(keyspace.HISTORY_KEY, 0, live)
+                pipe.sadd(keyspace.PENDING_KEY, live)
                 pipe.execute()
             client.unlink(keyspace.meta_key(live))
+            sweep_abandoned(client, keep=set())
             return live, candidate
     raise PublishError(f"no earlier complete version to roll back to from {live}")
 
@@ -283,9 +468,21 @@ def _missing_keys(client: Any, keys: list[str]) -> list[str]:
     return missing
 
 
+def _missing_fields(client: Any, keys: list[str], field: str) -> list[str]:
+    missing: list[str] = []
+    for start in range(0, len(keys), BATCH):
+        chunk = keys[start : start + BATCH]
+        pipe = client.pipeline(transaction=False)
+        for key in chunk:
+            pipe.hexists(key, field)
+        missing.extend(k for k, found in zip(chunk, pipe.execute(), strict=True) if not found)
+    return missing
+
+
 def _execute(pipe: Any) -> None:
+    # SET answers True and the write script the number of fields it pruned; None or False is a refusal.
     results = pipe.execute(raise_on_error=True)
-    if not all(results):
+    if any(r is None or r is False for r in results):
         raise PublishError("Redis refused part of the version's writes")
 
 

@@ -1,14 +1,23 @@
 """The Redis key layout and payload format, shared by the loader (`jobs/publish.py`) and the API.
 
-Keys (all single-key operations on the serving path, so a Redis Cluster works unchanged: list keys are
-spread over hash slots by shopper, and the pointer is one key)::
+Keys (every serving read is a single-key command, so a Redis Cluster works unchanged: shoppers' keys
+are spread over hash slots, and the pointer is one key)::
 
     carousel:live                      -> the live version id (one atomic SET switches versions)
     carousel:history                   -> list of published version ids, newest first
-    carousel:pending                   -> set of versions being written (swept if their loader died)
-    carousel:ver:<version>:meta        -> orjson manifest of the version (run id, counts, generated_at)
-    carousel:ver:<version>:u:<user_id> -> orjson list payload for one shopper
-    carousel:ver:<version>:s:<segment> -> orjson list payload for one segment ("global", "country:FR", ...)
+    carousel:pending                   -> set of versions written but not (or no longer) published,
+                                          whose leftovers the next publish sweeps away
+    carousel:ver:<version>:meta        -> orjson manifest of the version (run id, kind, base, counts)
+    carousel:ver:<version>:s:<segment> -> orjson list payload for one segment ("global", "country:fr", ...)
+    carousel:u:<user_id>               -> hash: field <version> -> orjson list payload for one shopper
+
+Versions are ids that sort by the data interval they cover. A *full* version writes every shopper; an
+*incremental* (delta) version writes only the shoppers whose inputs changed, on top of the newest full
+version, its *base*. A shopper's list in version V is the field of their hash with the highest version
+in [base(V), V]: one script on one key (`RESOLVE_USER_LIST`). So a delta is published by writing a few
+hash fields and moving the pointer; rolling back moves the pointer back and the older fields are seen
+again; fields of versions above the pointer are invisible until it moves. Each write also prunes the
+hash to the fields some retained version still resolves to.
 
 A list payload is the JSON array of served items, already in the response's shape, so the API only
 slices it: ``[{"item_id": "...", "score": 0.93, "reason": {"code": "...", "text": "..."}}, ...]``.
@@ -37,8 +46,22 @@ def meta_key(version: str) -> str:
     return f"{version_prefix(version)}meta"
 
 
-def user_key(version: str, user_id: str) -> str:
-    return f"{version_prefix(version)}u:{user_id}"
+USER_PREFIX = f"{PREFIX}:u:"
+
+
+def user_key(user_id: str) -> str:
+    return f"{USER_PREFIX}{user_id}"
+
+
+# The shopper's list in version ARGV[1] whose base is ARGV[2]: the newest field in [base, version].
+RESOLVE_USER_LIST = """
+local best = nil
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if f <= ARGV[1] and f >= ARGV[2] and (best == nil or f > best) then best = f end
+end
+if best == nil then return nil end
+return redis.call('HGET', KEYS[1], best)
+"""
 
 
 def segment_key(version: str, segment: str) -> str:

@@ -2,7 +2,8 @@
 
 `ListStore` is the small interface the routes use; `RedisListStore` implements it on the shared key
 layout (`serving/keyspace.py`). The live pointer is cached for a second per process so a list read is a
-single GET; a publish is seen by every worker within that second.
+single round trip (one script on the shopper's key); a publish is seen by every worker within that
+second.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from serving import keyspace
 class ListStore(Protocol):
     async def live_version(self) -> str | None: ...
     async def version_meta(self, version: str) -> dict[str, Any] | None: ...
-    async def user_list(self, version: str, user_id: str) -> bytes | None: ...
+    async def user_list(self, version: str, base: str, user_id: str) -> bytes | None: ...
     async def segment_list(self, version: str, segment: str) -> bytes | None: ...
     async def ping(self) -> bool: ...
 
@@ -29,6 +30,7 @@ class RedisListStore:
         self._pointer_ttl_s = pointer_ttl_s
         self._pointer: tuple[float, str | None] = (-1e9, None)
         self._meta: dict[str, dict[str, Any]] = {}
+        self._resolve = client.register_script(keyspace.RESOLVE_USER_LIST)
 
     async def live_version(self) -> str | None:
         fetched_at, version = self._pointer
@@ -50,8 +52,9 @@ class RedisListStore:
         self._meta = {version: meta}  # only the live version's meta is worth keeping
         return meta
 
-    async def user_list(self, version: str, user_id: str) -> bytes | None:
-        value: bytes | None = await self._client.get(keyspace.user_key(version, user_id))
+    async def user_list(self, version: str, base: str, user_id: str) -> bytes | None:
+        """The shopper's list in `version` (a full version is its own base; a delta builds on one)."""
+        value: bytes | None = await self._resolve(keys=[keyspace.user_key(user_id)], args=[version, base])
         return value
 
     async def segment_list(self, version: str, segment: str) -> bytes | None:

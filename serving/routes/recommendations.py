@@ -47,9 +47,10 @@ async def recommendations(
     version = await store.live_version()
     if version is None:
         return error_response(503, "no recommendation version has been published yet")
+    meta = await store.version_meta(version) or {}
     payload, source = None, "global"
     if user_id is not None and variant != HOLDOUT:
-        payload = await store.user_list(version, user_id)
+        payload = await store.user_list(version, str(meta.get("base") or version), user_id)
         source = "personal"
     context = {"country": country, "device": device, "referrer": referrer}
     for dimension in keyspace.CONTEXT_DIMENSIONS:
@@ -63,7 +64,6 @@ async def recommendations(
         payload = await store.segment_list(version, keyspace.GLOBAL_SEGMENT)
         source = "global"
     items: list[dict[str, Any]] = keyspace.decode_items(payload)[:n] if payload else []
-    meta = await store.version_meta(version) or {}
     generated_at = meta.get("generated_at")
     return json_response(
         {

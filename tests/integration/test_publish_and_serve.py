@@ -67,7 +67,8 @@ def test_publish_switches_pointer_and_keeps_previous(redis_client: object) -> No
     _publish(redis_client, "20261102T000000Z", "b")
     assert publish.live_version(redis_client) == "20261102T000000Z"
     assert publish.published_versions(redis_client) == ["20261102T000000Z", "20261101T000000Z"]
-    assert redis_client.exists(keyspace.user_key("20261101T000000Z", "u1"))  # type: ignore[attr-defined]
+    previous = publish.read_user_list(redis_client, "20261101T000000Z", "u1")
+    assert previous is not None and keyspace.decode_items(previous)[0]["item_id"].startswith("a-")
 
 
 def test_retention_unlinks_versions_beyond_two(redis_client: object) -> None:
@@ -77,6 +78,10 @@ def test_retention_unlinks_versions_beyond_two(redis_client: object) -> None:
     leftovers = list(redis_client.scan_iter(match=keyspace.version_prefix("20261101T000000Z") + "*"))  # type: ignore[attr-defined]
     assert leftovers == []
     assert publish.published_versions(redis_client) == ["20261103T000000Z", "20261102T000000Z"]
+    # Shoppers' hashes keep only the fields of the retained versions.
+    for user in ("u1", "u2", "u3"):
+        fields = sorted(f.decode() for f in redis_client.hkeys(keyspace.user_key(user)))  # type: ignore[attr-defined]
+        assert fields == ["20261102T000000Z", "20261103T000000Z"]
 
 
 def test_older_version_cannot_replace_newer(redis_client: object) -> None:

@@ -60,9 +60,20 @@ def _publish_old(client: redis.Redis) -> None:
 def _served_version_is_whole(client: redis.Redis, version: str, users: int) -> None:
     assert publish.live_version(client) == version
     for u in range(users):
-        payload = client.get(keyspace.user_key(version, f"u{u}"))
+        payload = publish.read_user_list(client, version, f"u{u}")
         assert payload is not None, f"u{u} lost its list"
         assert {i["item_id"].split("-")[0] for i in keyspace.decode_items(payload)} == {"old"}
+    # Shoppers only the half-written version knows have no list in the served one: never a mix.
+    for u in (users, users + 1, 39_999):
+        assert publish.read_user_list(client, version, f"u{u}") is None
+
+
+def _fields_of(client: redis.Redis, version: str) -> int:
+    return sum(
+        1
+        for key in client.scan_iter(match=keyspace.USER_PREFIX + "*", count=10_000)
+        if client.hexists(key, version)
+    )
 
 
 @pytest.mark.parametrize("kill_after_keys", [200, 5_000, 25_000])
@@ -72,12 +83,13 @@ def test_sigkill_mid_publish_leaves_previous_version_served(
     """A loader killed with SIGKILL at any point leaves the old version live and whole; the next
     publish sweeps the half-written version away and goes live."""
     _publish_old(redis_client)
+    baseline = redis_client.dbsize()
     worker = subprocess.Popen([sys.executable, "-c", WORKER, redis_url, "40000", NEW])
-    prefix = keyspace.version_prefix(NEW)
     deadline = time.monotonic() + 120
     written = 0
     while time.monotonic() < deadline and worker.poll() is None:
-        written = sum(1 for _ in redis_client.scan_iter(match=prefix + "*", count=10_000))
+        # Every shopper beyond the old version's 200 is a new key: the key count tracks the load.
+        written = redis_client.dbsize() - baseline
         if written >= kill_after_keys:
             break
         time.sleep(0.05)
@@ -93,7 +105,8 @@ def test_sigkill_mid_publish_leaves_previous_version_served(
         redis_client, version="20261103T000000Z", user_lists=users, segment_lists=segments, manifest={}
     )
     assert result.switched and publish.live_version(redis_client) == "20261103T000000Z"
-    assert list(redis_client.scan_iter(match=prefix + "*", count=10_000)) == []
+    assert list(redis_client.scan_iter(match=keyspace.version_prefix(NEW) + "*", count=10_000)) == []
+    assert _fields_of(redis_client, NEW) == 0
 
 
 def test_memory_check_refuses_a_version_that_does_not_fit(redis_client: redis.Redis) -> None:
@@ -112,3 +125,4 @@ def test_memory_check_refuses_a_version_that_does_not_fit(redis_client: redis.Re
         redis_client.config_set("maxmemory", before)
     _served_version_is_whole(redis_client, OLD, 200)
     assert list(redis_client.scan_iter(match=keyspace.version_prefix(NEW) + "*")) == []
+    assert _fields_of(redis_client, NEW) == 0
