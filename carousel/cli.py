@@ -7,6 +7,7 @@ long-running commands print per-stage lines with timings.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +36,17 @@ def _settings() -> Any:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
         raise CommandError(f"invalid configuration CAROUSEL_{field.upper()}: {first['msg']}") from None
+
+
+def _timestamp(text: str, option: str) -> datetime:
+    """An ISO timestamp from the command line; one without a zone is taken as UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise CommandError(
+            f"{option}: {text!r} is not an ISO timestamp (e.g. 2026-11-29T10:15:00+00:00)"
+        ) from None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _progress(started: float) -> Callable[[str], None]:
@@ -108,17 +120,42 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     from jobs.pipeline import run_refresh
 
     settings = _settings()
-    if args.mode != "full":
-        raise CommandError("only --mode full is available in this version")
-    interval_end = (
-        datetime.fromisoformat(args.interval_end).astimezone(UTC) if args.interval_end else datetime.now(UTC)
-    )
+    interval_end = _timestamp(args.interval_end, "--interval-end") if args.interval_end else datetime.now(UTC)
+    interval_start = _timestamp(args.interval_start, "--interval-start") if args.interval_start else None
     started = time.perf_counter()
-    result = run_refresh(settings, interval_end=interval_end, progress=_progress(started))
+    result = run_refresh(
+        settings,
+        interval_end=interval_end,
+        interval_start=interval_start,
+        mode=args.mode,
+        progress=_progress(started),
+    )
+    kind = "incremental" if result.published.kind == "delta" else "full"
     console.print(
-        f"published version {result.version} (run {result.run_id}): "
+        f"published {kind} version {result.version} (run {result.run_id}): "
         f"{result.published.user_lists:,} personal lists, {result.published.segment_lists} segment lists "
         f"in {time.perf_counter() - started:.1f}s"
+    )
+    return 0
+
+
+# -- retrain ------------------------------------------------------------------------------------------
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from jobs.input_check import check_inputs
+    from jobs.pipeline import compute_lists, version_for
+
+    settings = _settings()
+    interval_end = _timestamp(args.interval_end, "--interval-end") if args.interval_end else datetime.now(UTC)
+    run_id = f"retrain__{version_for(interval_end)}"
+    started = time.perf_counter()
+    say = _progress(started)
+    check_inputs(settings, run_id=run_id, interval_end=interval_end)
+    say("inputs passed")
+    manifest = compute_lists(settings, run_id=run_id, interval_end=interval_end, mode="train", progress=say)
+    model = manifest["model"]
+    console.print(
+        f"trained model {model['number']} (run {run_id}) in {time.perf_counter() - started:.1f}s; "
+        f"out-of-sample figures: {json.dumps(model['evaluation'])}"
     )
     return 0
 
@@ -230,13 +267,30 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 # -- submit -------------------------------------------------------------------------------------------
 def cmd_submit(args: argparse.Namespace) -> int:
-    """Run one pipeline stage as a Spark application on CAROUSEL_SPARK_MASTER (what the DAG calls)."""
+    """Run one pipeline stage (what the DAG calls): the Spark stages (check_inputs, compute) as a Spark
+    application on CAROUSEL_SPARK_MASTER through spark-submit; validate and publish use no Spark and run
+    in this process (a JVM start saved per stage)."""
     import os
     import subprocess
 
     import jobs.entry
 
     settings = _settings()
+    _timestamp(args.interval_end, "--interval-end")
+    stage_args = [
+        args.stage,
+        "--run-id",
+        args.run_id,
+        "--interval-end",
+        args.interval_end,
+        "--mode",
+        args.mode,
+    ]
+    if args.interval_start:
+        _timestamp(args.interval_start, "--interval-start")
+        stage_args += ["--interval-start", args.interval_start]
+    if args.stage not in jobs.entry.SPARK_STAGES:
+        return jobs.entry.main(stage_args)
     spark_submit = Path(sys.executable).parent / "spark-submit"
     command = [
         str(spark_submit) if spark_submit.exists() else "spark-submit",
@@ -250,11 +304,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         "--conf",
         f"spark.pyspark.driver.python={sys.executable}",
         jobs.entry.__file__,
-        args.stage,
-        "--run-id",
-        args.run_id,
-        "--interval-end",
-        args.interval_end,
+        *stage_args,
     ]
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     return subprocess.run(command, env=env, check=False).returncode
@@ -298,9 +348,25 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(func=cmd_import)
 
     ref = sub.add_parser("refresh", help="one pipeline run: compute, validate, publish")
-    ref.add_argument("--mode", choices=["full", "incremental"], default="full")
+    ref.add_argument(
+        "--mode",
+        choices=["full", "incremental", "auto"],
+        default="full",
+        help="full: retrain the models and score every shopper; incremental: score the shoppers active in "
+        "the interval with the newest model and publish them on top of the live version; auto: "
+        "incremental when a model and a live version exist",
+    )
     ref.add_argument("--interval-end", help="data interval end (ISO timestamp); default: now")
+    ref.add_argument(
+        "--interval-start", help="data interval start (ISO timestamp); default: 15 minutes before the end"
+    )
     ref.set_defaults(func=cmd_refresh)
+
+    ret = sub.add_parser(
+        "retrain", help="the nightly retrain: a new numbered model (ALS, co-visitation, ranker), no lists"
+    )
+    ret.add_argument("--interval-end", help="data interval end (ISO timestamp); default: now")
+    ret.set_defaults(func=cmd_retrain)
 
     ev = sub.add_parser(
         "evaluate", help="offline evaluation of the baselines and the ranker (temporal split)"
@@ -325,9 +391,16 @@ def build_parser() -> argparse.ArgumentParser:
     pub.set_defaults(func=cmd_publish)
 
     sbm = sub.add_parser("submit", help="run one pipeline stage with spark-submit (used by the DAG)")
-    sbm.add_argument("stage", choices=["check_inputs", "compute", "validate", "publish"])
+    sbm.add_argument("stage", choices=["check_inputs", "compute", "train", "validate", "publish"])
     sbm.add_argument("--run-id", required=True)
     sbm.add_argument("--interval-end", required=True, help="the run's data interval end (ISO timestamp)")
+    sbm.add_argument("--interval-start", help="the run's data interval start (ISO timestamp)")
+    sbm.add_argument(
+        "--mode",
+        choices=["auto", "full", "rescore", "incremental", "train"],
+        default="full",
+        help="compute mode",
+    )
     sbm.set_defaults(func=cmd_submit)
 
     inf = sub.add_parser("infra", help="check Java and make sure Redis is reachable (starting it if needed)")
@@ -340,13 +413,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from carousel.schema import SchemaError
+    from jobs.input_check import InputValidationFailed
+    from jobs.model_store import ModelStoreError
     from jobs.pipeline import PipelineError
     from jobs.publish import PublishError
 
     try:
         code: int = args.func(args)
         return code
-    except (CommandError, SchemaError, PipelineError, PublishError) as exc:
+    except (
+        CommandError,
+        SchemaError,
+        PipelineError,
+        PublishError,
+        InputValidationFailed,
+        ModelStoreError,
+    ) as exc:
         console.print(f"[bold red]error:[/bold red] {exc}")
         return 1
 

@@ -1,6 +1,7 @@
 """The Spark application entry point: one pipeline stage per `spark-submit`.
 
-    spark-submit --master <CAROUSEL_SPARK_MASTER> jobs/entry.py STAGE --run-id ID --interval-end ISO
+    spark-submit --master <CAROUSEL_SPARK_MASTER> jobs/entry.py STAGE --run-id ID --interval-end ISO \
+        [--interval-start ISO] [--mode auto|full|incremental]
 
 `carousel submit STAGE ...` builds that command from the settings; the Airflow DAG runs it, so the same
 DAG works on `local[*]` and on a cluster. Stages hand over through the run's folder (see
@@ -15,7 +16,10 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 
-STAGES = ("check_inputs", "compute", "validate", "publish")
+# `train` is the compute stage in train mode (the nightly retrain): a new numbered model, no lists.
+STAGES = ("check_inputs", "compute", "train", "validate", "publish")
+# The stages that run Spark jobs; the others run without a Spark session.
+SPARK_STAGES = ("check_inputs", "compute", "train")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,6 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("stage", choices=STAGES)
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--interval-end", required=True, type=datetime.fromisoformat)
+    parser.add_argument("--interval-start", type=datetime.fromisoformat)
+    parser.add_argument("--mode", choices=("auto", "full", "rescore", "incremental", "train"), default="full")
     args = parser.parse_args(argv)
 
     from configs.settings import get_settings
@@ -38,11 +44,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.stage == "check_inputs":
         verdict = check_inputs(settings, run_id=args.run_id, interval_end=args.interval_end)
         say(f"inputs passed ({verdict['rows']:,} events)")
-    elif args.stage == "compute":
+    elif args.stage in ("compute", "train"):
         manifest = pipeline.compute_lists(
-            settings, run_id=args.run_id, interval_end=args.interval_end, progress=say
+            settings,
+            run_id=args.run_id,
+            interval_end=args.interval_end,
+            interval_start=args.interval_start,
+            mode="train" if args.stage == "train" else args.mode,
+            progress=say,
         )
-        say(f"computed {manifest['counts']['user_lists']:,} personal lists")
+        lists = manifest["counts"].get("user_lists")
+        say(
+            f"{manifest['mode']} run with model {manifest['model']['number']}"
+            + (f": {lists:,} personal lists" if lists is not None else "")
+        )
     elif args.stage == "validate":
         pipeline.validate_lists(settings, run_id=args.run_id, progress=say)
     else:

@@ -80,6 +80,9 @@ class FeatureSet:
     interest: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=["user_id", "item_id", "interest"])
     )  # decayed shopper interest (features.shopper_interest)
+    # Item re-buy rates and the overall rate, when they come from a stored model rather than from
+    # `user_item` (an incremental run only holds the active shoppers' history).
+    item_rebuy: tuple[pd.DataFrame, float] | None = None
 
     def in_stock_items(self) -> np.ndarray:
         return self.items.loc[self.items["in_stock"], "item_id"].to_numpy()
@@ -172,6 +175,45 @@ class AlsModel:
             uu, ii = u[ok].astype(np.int64), i[ok].astype(np.int64)
             out[ok] = np.einsum("ij,ij->i", self.user_factors[uu], self.item_factors[ii])
         return out
+
+
+def fold_in(
+    interactions: pd.DataFrame, item_ids: np.ndarray, item_factors: np.ndarray, params: AlsParams
+) -> AlsModel:
+    """Factors for the shoppers in `interactions` with the item factors held fixed (one least-squares
+    solve per shopper, as ALS's own user step): how the 15-minute refresh brings active and brand-new
+    shoppers up to date without refitting the model. Items unknown to the model are ignored."""
+    item_index = pd.Index(item_ids)
+    cols = item_index.get_indexer(pd.Index(interactions["item_id"]))
+    known = interactions[cols >= 0]
+    users = pd.Categorical(known["user_id"])
+    matrix = sp.csr_matrix(
+        (
+            known["weight"].to_numpy(dtype=np.float32),
+            (users.codes.astype(np.int64), cols[cols >= 0].astype(np.int64)),
+        ),
+        shape=(len(users.categories), len(item_index)),
+    )
+    with threadpool_limits(1, "blas"):
+        solver = implicit.cpu.als.AlternatingLeastSquares(
+            factors=item_factors.shape[1],
+            regularization=params.regularization,
+            alpha=params.alpha,
+            random_state=params.seed,
+        )
+        solver.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
+        user_factors = (
+            np.asarray(solver.recalculate_user(np.arange(matrix.shape[0]), matrix))
+            if matrix.shape[0]
+            else np.zeros((0, item_factors.shape[1]), dtype=np.float32)
+        )
+    return AlsModel(
+        user_ids=np.asarray(users.categories, dtype=object),
+        item_ids=np.asarray(item_ids, dtype=object),
+        user_factors=user_factors.reshape(matrix.shape[0], item_factors.shape[1]),
+        item_factors=np.asarray(item_factors),
+        matrix=matrix,
+    )
 
 
 def fit_als(interactions: pd.DataFrame, params: AlsParams) -> AlsModel:
@@ -320,19 +362,27 @@ def basket_similarity(
     return _prune_rows(coo.tocsr(), neighbours), pd.Index(item_ids)
 
 
-def co_visitation(fs: FeatureSet, users: np.ndarray, *, params: CoocParams | None = None) -> CoVisitation:
+def co_visitation(
+    fs: FeatureSet,
+    users: np.ndarray,
+    *,
+    params: CoocParams | None = None,
+    similarity: tuple[sp.csr_matrix, pd.Index] | None = None,
+) -> CoVisitation:
     """Co-visitation scores of `users`: their decayed interests (`fs.interest`) times the basket
-    similarity of `fs.baskets`."""
+    similarity of `fs.baskets` (or a stored `similarity`: item-item matrix and its item ids)."""
     params = params or CoocParams()
     interest = fs.interest[fs.interest["user_id"].isin(pd.Index(users))]
     user_index = pd.Index(pd.unique(interest["user_id"]))
-    if fs.baskets.empty or interest.empty:
+    if similarity is None and not fs.baskets.empty:
+        similarity = basket_similarity(fs.baskets, params.shrink, params.neighbours)
+    if similarity is None or interest.empty or not len(similarity[1]):
         return CoVisitation(
             np.asarray(user_index, dtype=object),
             np.zeros(0, dtype=object),
             sp.csr_matrix((len(user_index), 0)),
         )
-    item_item, item_index = basket_similarity(fs.baskets, params.shrink, params.neighbours)
+    item_item, item_index = similarity
     cols = item_index.get_indexer(pd.Index(interest["item_id"]))
     known = cols >= 0
     shopper_items = sp.csr_matrix(
@@ -439,27 +489,45 @@ def build_candidates(
     return cands.reset_index(drop=True)
 
 
-def rebuy_rates(user_item: pd.DataFrame, prior_weight: float = 5.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def rebuy_rates(
+    user_item: pd.DataFrame,
+    prior_weight: float = 5.0,
+    *,
+    stored: tuple[pd.DataFrame, float] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """How often shoppers buy an item again: per shopper (share of their items bought in 2+ sessions)
     and per item (share of its buyers who came back), both shrunk toward the overall rate so a
     shopper or item with one purchase does not look certain. This is what lets the ranker learn when
     to show re-buys and when to show discovery.
+
+    With `stored` (item rates and the overall rate of a stored model), the item side and the prior come
+    from it and only the shoppers' own rates are computed: an incremental run's `user_item` holds the
+    active shoppers alone, too few to say how often an item is bought again.
     """
     bought = user_item[user_item["ui_purchases"] >= 1]
     again = (bought["ui_purchases"] >= 2).astype("float64")
-    overall = float(again.mean()) if len(again) else 0.0
+    overall = stored[1] if stored is not None else (float(again.mean()) if len(again) else 0.0)
     frames = []
     for key, name in (("user_id", "u_rebuy_rate"), ("item_id", "i_rebuy_rate")):
+        if stored is not None and key == "item_id":
+            frames.append(stored[0][["item_id", "i_rebuy_rate"]])
+            continue
         grouped = again.groupby(bought[key], observed=True).agg(["sum", "count"])
         rate = (grouped["sum"] + overall * prior_weight) / (grouped["count"] + prior_weight)
         frames.append(rate.rename(name).reset_index())
     return frames[0], frames[1]
 
 
+def overall_rebuy_rate(user_item: pd.DataFrame) -> float:
+    """The share of bought (shopper, item) pairs bought in two or more sessions: the rates' prior."""
+    bought = user_item.loc[user_item["ui_purchases"] >= 1, "ui_purchases"]
+    return float((bought >= 2).mean()) if len(bought) else 0.0
+
+
 def add_features(cands: pd.DataFrame, fs: FeatureSet, als: AlsModel) -> pd.DataFrame:
     """Join every ranking feature onto the candidates; missing history stays NaN (LightGBM handles it)."""
     out = cands.merge(fs.user_item, on=["user_id", "item_id"], how="left")
-    user_rebuy, item_rebuy = rebuy_rates(fs.user_item)
+    user_rebuy, item_rebuy = rebuy_rates(fs.user_item, stored=fs.item_rebuy)
     out = out.merge(user_rebuy, on="user_id", how="left").merge(item_rebuy, on="item_id", how="left")
     item_cols = ["item_id", "category", "item_price", *[f"pop_{w}d" for w in POP_WINDOWS], "pop_all"]
     out = out.merge(fs.items[[*item_cols, "pop_trend", "item_age_days"]], on="item_id", how="left")

@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -29,6 +30,7 @@ from carousel.redis_conn import sync_client
 from configs.settings import Settings
 from jobs import features, model
 from jobs.input_check import InputValidationFailed, check_inputs
+from jobs.model_store import ModelStore, StoredModel
 from jobs.publish import PublishResult, publish_version
 from jobs.run_history import RunHistory
 from jobs.spark import spark_session
@@ -85,22 +87,45 @@ def _stage(settings: Settings, run_id: str, name: str, progress: Progress | None
 
 # -- stage 1: compute ---------------------------------------------------------------------------------
 def _collect_feature_set(
-    events: DataFrame, items: DataFrame, as_of: datetime, cooc: model.CoocParams | None = None
+    events: DataFrame,
+    items: DataFrame,
+    as_of: datetime,
+    cooc: model.CoocParams | None = None,
+    *,
+    shoppers: DataFrame | None = None,
+    baskets: bool = True,
 ) -> model.FeatureSet:
+    """Every feature frame as of `as_of`. With `shoppers` (a frame of user_id), the shopper-level frames
+    cover only them; item-level frames always cover every event. Without `baskets` the session baskets
+    are skipped (a run scoring with a stored model takes the item-item similarity from it)."""
     cooc = cooc or model.CoocParams()
-    interactions = features.als_interactions(events)
+    own = events if shoppers is None else events.join(F.broadcast(shoppers), "user_id")
+    basket_frame = (
+        features.session_baskets(events, as_of, cooc.basket_half_life).toPandas()
+        if baskets
+        else pd.DataFrame(columns=["session_id", "item_id", "weight"])
+    )
     return model.FeatureSet(
         as_of=pd.Timestamp(as_of),
-        interactions=interactions.toPandas(),
-        user_item=features.user_item_stats(events, as_of).toPandas(),
-        items=features.item_stats(events, items, as_of, model.POP_WINDOWS).toPandas(),
-        users=features.user_stats(events, as_of).toPandas(),
-        affinity=features.user_category_affinity(events, items).toPandas(),
-        baskets=features.session_baskets(events, as_of, cooc.basket_half_life).toPandas(),
-        interest=features.shopper_interest(
-            events, as_of, cooc.half_life_days, cooc.cart_weight, cooc.view_weight
-        ).toPandas(),
+        interactions=_sorted(features.als_interactions(own).toPandas(), ["user_id", "item_id"]),
+        user_item=_sorted(features.user_item_stats(own, as_of).toPandas(), ["user_id", "item_id"]),
+        items=_sorted(features.item_stats(events, items, as_of, model.POP_WINDOWS).toPandas(), ["item_id"]),
+        users=_sorted(features.user_stats(own, as_of).toPandas(), ["user_id"]),
+        affinity=_sorted(features.user_category_affinity(own, items).toPandas(), ["user_id", "category"]),
+        baskets=_sorted(basket_frame, ["session_id", "item_id"]),
+        interest=_sorted(
+            features.shopper_interest(
+                own, as_of, cooc.half_life_days, cooc.cart_weight, cooc.view_weight
+            ).toPandas(),
+            ["user_id", "item_id"],
+        ),
     )
+
+
+def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Spark returns rows in no fixed order; sorting makes every downstream step (and so a rerun of the
+    same interval) reproducible to the byte."""
+    return frame.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -133,6 +158,78 @@ class ModelParams:
 
 
 @dataclass
+class TrainedModel:
+    """What scoring needs besides the features: ALS item factors, item-item similarity, item re-buy
+    rates and the ranker. Fitted on a feature set (a training window, or everything up to `as_of`), kept
+    in memory by the full run and stored as a numbered model (`jobs/model_store.py`) for the 15-minute
+    incremental runs."""
+
+    als_params: model.AlsParams
+    item_ids: np.ndarray
+    item_factors: np.ndarray
+    similarity: tuple[sp.csr_matrix, pd.Index] | None
+    item_rebuy: tuple[pd.DataFrame, float]
+    booster: lgb.Booster | None = None
+    train_rows: int = 0
+    train_cutoff: datetime | None = None
+    windows: list[dict[str, Any]] = field(default_factory=list)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_stored(cls, stored: StoredModel, params: ModelParams) -> TrainedModel:
+        return cls(
+            als_params=params.als,
+            item_ids=stored.item_ids,
+            item_factors=stored.item_factors,
+            similarity=(stored.covis, pd.Index(stored.covis_item_ids))
+            if len(stored.covis_item_ids)
+            else None,
+            item_rebuy=(stored.item_rebuy, stored.overall_rebuy),
+            booster=stored.booster,
+            train_rows=int(stored.meta.get("train_rows", 0)),
+            train_cutoff=datetime.fromisoformat(stored.meta["train_cutoff"]),
+            windows=list(stored.meta.get("windows", [])),
+            evaluation=dict(stored.meta.get("evaluation", {})),
+        )
+
+
+def _fit_parts(fs: model.FeatureSet, params: ModelParams) -> TrainedModel:
+    """ALS item factors, basket similarity and re-buy rates of one feature set (no ranker yet)."""
+    als = model.fit_als(fs.interactions, params.als)
+    similarity = (
+        model.basket_similarity(fs.baskets, params.cooc.shrink, params.cooc.neighbours)
+        if not fs.baskets.empty
+        else None
+    )
+    _, item_rebuy = model.rebuy_rates(fs.user_item)
+    return TrainedModel(
+        als_params=params.als,
+        item_ids=als.item_ids,
+        item_factors=als.item_factors,
+        similarity=similarity,
+        item_rebuy=(item_rebuy, model.overall_rebuy_rate(fs.user_item)),
+    )
+
+
+def score_shoppers(
+    fs: model.FeatureSet, trained: TrainedModel, users: np.ndarray, params: ModelParams
+) -> tuple[pd.DataFrame, np.ndarray, model.CoVisitation]:
+    """Every candidate of `users` with its features and ranker score: the one path shared by training
+    windows, the full run and the incremental run. Shoppers' ALS factors are always folded in against
+    the fixed item factors, so a shopper scored in a 15-minute run is scored exactly as in a full one."""
+    fs = replace(fs, item_rebuy=trained.item_rebuy)
+    wanted = pd.Index(users)
+    own = fs.interactions[fs.interactions["user_id"].isin(wanted)]
+    als = model.fold_in(own, trained.item_ids, trained.item_factors, params.als)
+    covis = model.co_visitation(fs, users, params=params.cooc, similarity=trained.similarity)
+    cands = model.build_candidates(
+        fs, als, users, covis, als_k=params.candidates_per_user, new_item_days=params.new_item_days
+    )
+    featured = model.add_features(cands, fs, als)
+    return featured, model.score_candidates(featured, trained.booster), covis
+
+
+@dataclass
 class RankedCandidates:
     """Candidates of every scored shopper with their features and ranker scores, as of one moment."""
 
@@ -140,9 +237,11 @@ class RankedCandidates:
     featured: pd.DataFrame
     scores: np.ndarray
     covis: model.CoVisitation
-    booster: lgb.Booster | None
-    train_rows: int
-    train_cutoff: datetime
+    trained: TrainedModel
+
+    @property
+    def booster(self) -> lgb.Booster | None:
+        return self.trained.booster
 
 
 def _training_window(
@@ -163,26 +262,91 @@ def _training_window(
     train_users = fs.users["user_id"][fs.users["user_id"].isin(future["user_id"])].to_numpy()
     if not len(train_users) or fs.interactions.empty:
         return None
-    featured, _ = _featured_candidates(fs, train_users, params)
+    featured, _, _ = score_shoppers(fs, _fit_parts(fs, params), train_users, params)
     return model.label_candidates(featured, future)
 
 
-def _featured_candidates(
-    fs: model.FeatureSet, users: np.ndarray, params: ModelParams
-) -> tuple[pd.DataFrame, model.CoVisitation]:
-    """ALS and co-visitation fitted on `fs`, then every candidate of `users` with its features: the one
-    path shared by training windows and scoring, so both see exactly the same features."""
-    als = model.fit_als(fs.interactions, params.als)
-    covis = model.co_visitation(fs, users, params=params.cooc)
-    cands = model.build_candidates(
-        fs,
-        als,
-        users,
-        covis,
-        als_k=params.candidates_per_user,
-        new_item_days=params.new_item_days,
+def train_model(
+    events: DataFrame,
+    items: DataFrame,
+    as_of: datetime,
+    params: ModelParams,
+    progress: Progress | None = None,
+) -> tuple[TrainedModel, model.FeatureSet]:
+    """Fit ALS, the co-visitation similarity and the LightGBM ranker as of `as_of`.
+
+    `events` are modelling events (known, consenting shoppers) strictly before `as_of`. The ranker learns
+    from `train_windows` windows: features computed up to `as_of - w * label_days` with the purchases of
+    the following `label_days` as labels (more windows, more examples of sparse shoppers). Its figures
+    (`evaluation`) come from a ranker trained on the older windows alone and measured on the newest one,
+    so they are out of sample. Returns the model and the feature set as of `as_of`.
+    """
+    fs_full = _collect_feature_set(events, items, as_of, params.cooc)
+    frames: list[pd.DataFrame] = []
+    windows: list[dict[str, Any]] = []
+    for window in range(1, params.train_windows + 1):
+        cutoff = as_of - timedelta(days=params.label_days * window)
+        label_end = cutoff + timedelta(days=params.label_days)
+        labelled = _training_window(events, items, cutoff, label_end, params)
+        if labelled is None:
+            continue
+        frames.append(labelled.assign(user_id=f"w{window}:" + labelled["user_id"].astype(str)))
+        shoppers = int(labelled["user_id"].nunique())
+        windows.append(
+            {
+                "features_until": cutoff.isoformat(),
+                "labels_until": label_end.isoformat(),
+                "shoppers": shoppers,
+            }
+        )
+        if progress:
+            progress(f"training window {window}: {shoppers} shoppers from {cutoff:%Y-%m-%d}")
+    train = pd.concat(frames, ignore_index=True) if frames else None
+    trained = _fit_parts(fs_full, params)
+    trained.booster = model.train_ranker(train, params.ranker) if train is not None else None
+    trained.train_rows = 0 if train is None else len(train)
+    trained.train_cutoff = as_of - timedelta(days=params.label_days)
+    trained.windows = windows
+    trained.evaluation = _window_evaluation(frames, params)
+    return trained, fs_full
+
+
+def _window_evaluation(frames: list[pd.DataFrame], params: ModelParams, k: int = 10) -> dict[str, Any]:
+    """NDCG@k on the newest label window of a ranker trained on the older windows only, against the
+    candidates ordered by ALS score: out-of-sample figures kept with every model."""
+    if len(frames) < 2:
+        return {"note": "fewer than two label windows with purchases: no out-of-sample figures"}
+    newest, older = frames[0], pd.concat(frames[1:], ignore_index=True)
+    booster = model.train_ranker(older, params.ranker)
+    buyers = newest[newest.groupby("user_id")["label"].transform("max") > 0]
+    if booster is None or buyers.empty:
+        return {"note": "no buyers to measure on"}
+    ranker_scores = model.score_candidates(buyers, booster)
+    als_scores = np.nan_to_num(buyers["als_score"].to_numpy(dtype="float64"), nan=-1e9)
+    return {
+        "window": "newest label window; ranker trained on the older windows",
+        "shoppers": int(buyers["user_id"].nunique()),
+        f"ndcg@{k}": {
+            "ranker": round(_ndcg_at(buyers, ranker_scores, k), 4),
+            "als": round(_ndcg_at(buyers, als_scores, k), 4),
+        },
+    }
+
+
+def _ndcg_at(labelled: pd.DataFrame, scores: np.ndarray, k: int) -> float:
+    """Mean NDCG@k over shoppers of their candidates ordered by `scores` (binary labels)."""
+    frame = labelled[["user_id", "label"]].assign(score=scores)
+    frame = frame.sort_values(["user_id", "score"], ascending=[True, False], kind="stable")
+    frame["pos"] = frame.groupby("user_id").cumcount()
+    gains = frame["label"].to_numpy() / np.log2(frame["pos"].to_numpy() + 2.0)
+    dcg = (
+        pd.Series(np.where(frame["pos"].to_numpy() < k, gains, 0.0))
+        .groupby(frame["user_id"].to_numpy())
+        .sum()
     )
-    return model.add_features(cands, fs, als), covis
+    positives = frame.groupby("user_id")["label"].sum().clip(upper=k)
+    ideal = positives.map(lambda n: float(np.sum(1.0 / np.log2(np.arange(n) + 2.0))))
+    return float((dcg / ideal.reindex(dcg.index)).mean())
 
 
 def rank_candidates(
@@ -194,55 +358,99 @@ def rank_candidates(
     users: np.ndarray | None = None,
     progress: Progress | None = None,
 ) -> RankedCandidates:
-    """Train the ranker on earlier windows and score every shopper's candidates at `as_of`.
-
-    `events` are modelling events (known, consenting shoppers) strictly before `as_of`. The ranker learns
-    from `train_windows` windows: features computed up to `as_of - w * label_days` with the purchases of
-    the following `label_days` as labels (more windows, more examples of sparse shoppers); it then
-    scores candidates built from all events up to `as_of`. `users` limits scoring
-    to some shoppers (the evaluation's test users); default: every shopper with events.
-    """
-    train_cutoff = as_of - timedelta(days=params.label_days)
-    fs_full = _collect_feature_set(events, items, as_of, params.cooc)
-    frames = []
-    for window in range(1, params.train_windows + 1):
-        # Window w: features up to as_of - w*label_days, labels = purchases in the label_days after.
-        cutoff = as_of - timedelta(days=params.label_days * window)
-        labelled = _training_window(events, items, cutoff, cutoff + timedelta(days=params.label_days), params)
-        if labelled is not None:
-            frames.append(labelled.assign(user_id=f"w{window}:" + labelled["user_id"].astype(str)))
-            if progress:
-                progress(
-                    f"training window {window}: {labelled['user_id'].nunique()} shoppers from {cutoff:%Y-%m-%d}"
-                )
-    train = pd.concat(frames, ignore_index=True) if frames else None
-    train_rows = 0 if train is None else len(train)
-    booster = model.train_ranker(train, params.ranker) if train is not None else None
-
+    """Train (`train_model`) and score every shopper's candidates at `as_of`: the full run and the
+    offline evaluation. `users` limits scoring to some shoppers (the evaluation's test users); default:
+    every shopper with events."""
+    trained, fs_full = train_model(events, items, as_of, params, progress)
     score_users = fs_full.users["user_id"].to_numpy() if users is None else np.asarray(users, dtype=object)
     if progress:
         progress(f"scoring {len(score_users)} shoppers")
-    featured, covis = _featured_candidates(fs_full, score_users, params)
-    scores = model.score_candidates(featured, booster)
-    return RankedCandidates(fs_full, featured, scores, covis, booster, train_rows, train_cutoff)
+    featured, scores, covis = score_shoppers(fs_full, trained, score_users, params)
+    return RankedCandidates(fs_full, featured, scores, covis, trained)
+
+
+Mode = str
+# train: fit and store a numbered model, no lists (the nightly retrain DAG). full: train, then score
+# every shopper. rescore: every shopper with the newest stored model. incremental: the shoppers active in
+# the interval with the newest stored model, published on top of the live version. auto: what the
+# 15-minute DAG runs (see `_resolve_mode`).
+MODES = ("auto", "full", "rescore", "incremental", "train")
 
 
 def compute_lists(
-    settings: Settings, *, run_id: str, interval_end: datetime, progress: Progress | None = None
+    settings: Settings,
+    *,
+    run_id: str,
+    interval_end: datetime,
+    interval_start: datetime | None = None,
+    mode: Mode = "full",
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Extract the lake, build features, train the ranker on the earlier window, write the run's lists."""
+    """Build the run's lists into its folder.
+
+    Modes: `train` fits a new numbered model (ALS, co-visitation, ranker) and writes no lists; `full`
+    trains and scores every shopper; `rescore` scores every shopper with the newest stored model;
+    `incremental` loads the newest model and scores only the shoppers with events in the data interval
+    [interval_start, interval_end), folding them into ALS with the item factors fixed. Segment lists are
+    rebuilt by every mode that writes lists.
+    """
+    if mode not in MODES:
+        raise PipelineError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
     interval_end = interval_end.astimezone(UTC)
+    interval_start = (interval_start or interval_end - timedelta(minutes=15)).astimezone(UTC)
+    if interval_start >= interval_end:
+        raise PipelineError(
+            f"the data interval is empty: start {interval_start.isoformat()} is not before end {interval_end.isoformat()}"
+        )
     history(settings).update(
-        run_id, status="running", interval_end=interval_end.isoformat(), version=version_for(interval_end)
+        run_id,
+        status="running",
+        interval_start=interval_start.isoformat(),
+        interval_end=interval_end.isoformat(),
+        version=version_for(interval_end),
     )
     with _stage(settings, run_id, "compute", progress):
-        manifest = _compute(settings, run_id=run_id, interval_end=interval_end, progress=progress)
-    history(settings).update(run_id, counts=manifest["counts"], model=manifest["model"])
+        manifest = _compute(
+            settings,
+            run_id=run_id,
+            interval_start=interval_start,
+            interval_end=interval_end,
+            mode=_resolve_mode(settings, mode),
+            progress=progress,
+        )
+    history(settings).update(
+        run_id, mode=manifest["mode"], counts=manifest["counts"], model=manifest["model"]
+    )
     return manifest
 
 
+def _resolve_mode(settings: Settings, mode: Mode) -> str:
+    """`auto`: train when there is no model yet; score everyone when nothing is live or a newer model
+    than the live version's has been trained (the nightly retrain); else incremental."""
+    if mode != "auto":
+        return mode
+    latest = ModelStore(settings.models_dir).latest()
+    if latest is None:
+        return "full"
+    from jobs.publish import live_version, read_meta
+
+    client = sync_client(settings)
+    live = live_version(client)
+    meta = read_meta(client, live) if live else None
+    if meta is None:
+        return "rescore"
+    live_model = (meta.get("model") or {}).get("number")
+    return "incremental" if live_model == latest else "rescore"
+
+
 def _compute(
-    settings: Settings, *, run_id: str, interval_end: datetime, progress: Progress | None
+    settings: Settings,
+    *,
+    run_id: str,
+    interval_start: datetime,
+    interval_end: datetime,
+    mode: str,
+    progress: Progress | None,
 ) -> dict[str, Any]:
     lake = Lake(settings.lake_dir)
     if not lake.has_data():
@@ -260,19 +468,142 @@ def _compute(
     as_of = min(newest[0].astimezone(UTC) + timedelta(seconds=1), interval_end)
 
     modelling = features.modelling_events(events, users, as_of).cache()
-    if progress:
-        progress(f"as of {as_of.isoformat()}: building features")
     params = ModelParams.from_settings(settings)
-    ranked = rank_candidates(modelling, items, as_of, params, progress=progress)
+    store = ModelStore(settings.models_dir)
+    out = run_dir(settings, run_id)
+    out.mkdir(parents=True, exist_ok=True)
+    recorded = out / "manifest.json"
+    if mode in ("full", "train"):
+        if progress:
+            progress(f"{mode} run as of {as_of.isoformat()}: training")
+        trained, fs = train_model(modelling, items, as_of, params, progress)
+        model_number = _save_model(
+            store, trained, run_id=run_id, interval_end=interval_end, as_of=as_of, fs=fs
+        )
+        if progress:
+            progress(f"model {model_number} saved under {store.path(model_number)}: {trained.evaluation}")
+        if mode == "train":
+            modelling.unpersist()
+            manifest = _manifest(
+                run_id, mode, interval_start, interval_end, as_of, params, trained, model_number, fs
+            )
+            return _write_manifest(recorded, manifest)
+    else:
+        # A rerun of this run reuses the model it used first, so the interval's lists come out the same.
+        number = json.loads(recorded.read_text())["model"]["number"] if recorded.exists() else None
+        stored = store.load(number)
+        model_number = stored.number
+        trained = TrainedModel.from_stored(stored, params)
+        shoppers = None
+        if mode == "incremental":
+            shoppers = modelling.where(F.col("ts") >= F.lit(interval_start)).select("user_id").distinct()
+        fs = _collect_feature_set(modelling, items, as_of, params.cooc, shoppers=shoppers, baskets=False)
+        if progress:
+            progress(f"{mode} run with model {model_number}: {len(fs.users)} shoppers to score")
+    featured, scores, covis = score_shoppers(fs, trained, fs.users["user_id"].to_numpy(), params)
     user_lists = model.top_lists(
-        ranked.featured,
-        ranked.scores,
-        settings.list_length,
-        fill=ranked.features.popular_items(settings.list_length * 2),
+        featured, scores, settings.list_length, fill=fs.popular_items(settings.list_length * 2)
     )
     titles = items.select("item_id", "title").toPandas().set_index("item_id")["title"]
-    user_lists = model.explain_goes_with(user_lists, ranked.covis, titles)
-    fs_full = ranked.features
+    user_lists = model.explain_goes_with(user_lists, covis, titles)
+    seg_lists = _segment_lists(settings, events, items, users, as_of, fs)
+    modelling.unpersist()
+
+    user_lists.to_parquet(out / "user_lists.parquet", index=False)
+    seg_lists.to_parquet(out / "segment_lists.parquet", index=False)
+    manifest = _manifest(run_id, mode, interval_start, interval_end, as_of, params, trained, model_number, fs)
+    manifest["model"]["path"] = str(store.path(model_number))
+    manifest["counts"].update(
+        user_lists=int(user_lists["user_id"].nunique()), segment_lists=int(seg_lists["segment"].nunique())
+    )
+    return _write_manifest(recorded, manifest)
+
+
+def _manifest(
+    run_id: str,
+    mode: str,
+    interval_start: datetime,
+    interval_end: datetime,
+    as_of: datetime,
+    params: ModelParams,
+    trained: TrainedModel,
+    model_number: int,
+    fs: model.FeatureSet,
+) -> dict[str, Any]:
+    ranker = "lightgbm-lambdarank" if trained.booster is not None else "none: no purchases in label window"
+    return {
+        "run_id": run_id,
+        "mode": mode,
+        "version": version_for(interval_end),
+        "interval_start": interval_start.isoformat(),
+        "interval_end": interval_end.isoformat(),
+        "as_of": as_of.isoformat(),
+        "model": {
+            "number": model_number,
+            "als": params.als.__dict__,
+            "ranker": ranker,
+            "train_cutoff": trained.train_cutoff.isoformat() if trained.train_cutoff else None,
+            "ranker_train_rows": trained.train_rows,
+            "evaluation": trained.evaluation,
+        },
+        "counts": {
+            "modelled_users": int(len(fs.users)),
+            "items": int(len(fs.items)),
+            "in_stock_items": int(fs.items["in_stock"].sum()),
+            "interactions": int(len(fs.interactions)),
+        },
+    }
+
+
+def _write_manifest(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    path.write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def _save_model(
+    store: ModelStore,
+    trained: TrainedModel,
+    *,
+    run_id: str,
+    interval_end: datetime,
+    as_of: datetime,
+    fs: model.FeatureSet,
+) -> int:
+    similarity, ids = (
+        trained.similarity if trained.similarity is not None else (sp.csr_matrix((0, 0)), pd.Index([]))
+    )
+    return store.save(
+        meta={
+            "run_id": run_id,
+            "interval_end": interval_end.isoformat(),
+            "as_of": as_of.isoformat(),
+            "train_cutoff": trained.train_cutoff.isoformat() if trained.train_cutoff else as_of.isoformat(),
+            "windows": trained.windows,
+            "train_rows": trained.train_rows,
+            "als": trained.als_params.__dict__,
+            "evaluation": trained.evaluation,
+            "shoppers": int(len(fs.users)),
+            "items": int(len(fs.items)),
+        },
+        item_ids=trained.item_ids,
+        item_factors=trained.item_factors,
+        covis_item_ids=np.asarray(ids, dtype=object),
+        covis=similarity,
+        item_rebuy=trained.item_rebuy[0],
+        overall_rebuy=trained.item_rebuy[1],
+        booster=trained.booster,
+    )
+
+
+def _segment_lists(
+    settings: Settings,
+    events: DataFrame,
+    items: DataFrame,
+    users: DataFrame | None,
+    as_of: datetime,
+    fs: model.FeatureSet,
+) -> pd.DataFrame:
+    """Segment lists (global, country, device, referrer, category) from every event before `as_of`."""
     # Segment lists are not personal, so anonymous sessions count; opted-out shoppers' events do not.
     segment_events = events.where(F.col("ts") < F.lit(as_of))
     if users is not None:
@@ -284,44 +615,13 @@ def _compute(
     if popularity.empty:
         # A quiet window: fall back to all-time popularity so segment lists are never empty.
         popularity = features.segment_popularity(segment_events, items, as_of, 36_500).toPandas()
-    seg_lists = model.segment_lists(
+    popularity = _sorted(popularity, list(popularity.columns))
+    return model.segment_lists(
         popularity,
         settings.list_length,
-        fresh=model.new_arrivals(fs_full.items, settings.new_item_days),
+        fresh=model.new_arrivals(fs.items, settings.new_item_days),
         explore_every=settings.explore_every,
     )
-    modelling.unpersist()
-
-    out = run_dir(settings, run_id)
-    out.mkdir(parents=True, exist_ok=True)
-    user_lists.to_parquet(out / "user_lists.parquet", index=False)
-    seg_lists.to_parquet(out / "segment_lists.parquet", index=False)
-    if ranked.booster is not None:
-        ranked.booster.save_model(str(out / "ranker.txt"))
-    manifest: dict[str, Any] = {
-        "run_id": run_id,
-        "version": version_for(interval_end),
-        "interval_end": interval_end.isoformat(),
-        "as_of": as_of.isoformat(),
-        "train_cutoff": ranked.train_cutoff.isoformat(),
-        "model": {
-            "als": params.als.__dict__,
-            "ranker": "lightgbm-lambdarank"
-            if ranked.booster is not None
-            else "none: no purchases in label window",
-            "ranker_train_rows": ranked.train_rows,
-        },
-        "counts": {
-            "modelled_users": int(len(fs_full.users)),
-            "items": int(len(fs_full.items)),
-            "in_stock_items": int(fs_full.items["in_stock"].sum()),
-            "interactions": int(len(fs_full.interactions)),
-            "user_lists": int(user_lists["user_id"].nunique()),
-            "segment_lists": int(seg_lists["segment"].nunique()),
-        },
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return manifest
 
 
 def _read_manifest(settings: Settings, run_id: str) -> dict[str, Any]:
@@ -331,6 +631,8 @@ def _read_manifest(settings: Settings, run_id: str) -> dict[str, Any]:
             f"run {run_id} has no computed lists ({path} missing): run the compute stage first"
         )
     manifest: dict[str, Any] = json.loads(path.read_text())
+    if manifest.get("mode") == "train":
+        raise PipelineError(f"run {run_id} trained model {manifest['model']['number']} and wrote no lists")
     return manifest
 
 
@@ -344,15 +646,17 @@ def validate_lists(settings: Settings, *, run_id: str, progress: Progress | None
     with _stage(settings, run_id, "validate", progress):
         catalog = Lake(settings.lake_dir).read_items()
         assert catalog is not None  # compute already required it
+        user_lists = pd.read_parquet(out / "user_lists.parquet")
         result = validate_run_output(
             run_id=run_id,
-            user_lists=pd.read_parquet(out / "user_lists.parquet"),
+            user_lists=user_lists,
             segment_lists=pd.read_parquet(out / "segment_lists.parquet"),
             catalog=catalog[["item_id", "in_stock"]],
             active_users=manifest["counts"]["modelled_users"],
             list_length=settings.list_length,
             min_user_coverage=settings.min_user_coverage,
             quality_dir=settings.quality_dir,
+            drift=_drift_baseline(settings, user_lists, manifest["version"]),
         )
         verdict = {
             "success": result.success,
@@ -369,6 +673,27 @@ def validate_lists(settings: Settings, *, run_id: str, progress: Progress | None
                 + f". Data Docs: {result.docs_index}"
             )
     return verdict
+
+
+def _drift_baseline(settings: Settings, user_lists: pd.DataFrame, version: str) -> Any:
+    """The live version's lists of a fixed sample of this run's shoppers (None when nothing older is
+    live: a first run, or a rerun of the live interval, has nothing to drift from)."""
+    from jobs.publish import live_version, read_user_lists
+    from quality.output_gate import DriftBaseline
+
+    client = sync_client(settings)
+    live = live_version(client)
+    if live is None or live >= version:
+        return None
+    shoppers = pd.Series(user_lists["user_id"].unique())
+    sample = shoppers.sample(min(settings.drift_sample, len(shoppers)), random_state=0).sort_values()
+    return DriftBaseline(
+        version=live,
+        live_lists=read_user_lists(client, live, sample.astype(str).tolist()),
+        min_list_overlap=settings.min_list_overlap,
+        score_tolerance=settings.drift_score_tolerance,
+        min_item_coverage_ratio=settings.min_item_coverage_ratio,
+    )
 
 
 # -- stage 3: publish ---------------------------------------------------------------------------------
@@ -390,19 +715,35 @@ def publish_lists(settings: Settings, *, run_id: str, progress: Progress | None 
                 "run_id": run_id,
                 "generated_at": manifest["interval_end"],
                 "as_of": manifest["as_of"],
-                "model": manifest["model"],
+                "model": {k: v for k, v in manifest["model"].items() if k != "path"},
             },
             keep_versions=settings.keep_versions,
+            kind="delta" if manifest.get("mode") == "incremental" else "full",
         )
     status = "published" if result.switched else "already_live"
-    history(settings).update(run_id, status=status, published_version=result.version)
+    history(settings).update(
+        run_id,
+        status=status,
+        published_version=result.version,
+        publish_kind=result.kind,
+        digest=result.digest,
+    )
     if progress and not result.switched:
-        progress(f"version {result.version} is already live: this interval was published before")
+        same = "identical to" if result.identical else "DIFFERENT from"
+        progress(
+            f"version {result.version} is already live (this interval was published before); recomputed lists are {same} it"
+        )
     return result
 
 
 def run_refresh(
-    settings: Settings, *, interval_end: datetime, run_id: str | None = None, progress: Progress | None = None
+    settings: Settings,
+    *,
+    interval_end: datetime,
+    interval_start: datetime | None = None,
+    mode: Mode = "full",
+    run_id: str | None = None,
+    progress: Progress | None = None,
 ) -> RefreshResult:
     """Every stage in a row (input gate, compute, output gate, publish): what `carousel refresh` runs."""
     run_id = run_id or f"manual__{version_for(interval_end)}"
@@ -411,7 +752,14 @@ def run_refresh(
             check_inputs(settings, run_id=run_id, interval_end=interval_end)
         except InputValidationFailed as exc:
             raise ValidationFailed(str(exc)) from None
-    manifest = compute_lists(settings, run_id=run_id, interval_end=interval_end, progress=progress)
+    manifest = compute_lists(
+        settings,
+        run_id=run_id,
+        interval_end=interval_end,
+        interval_start=interval_start,
+        mode=mode,
+        progress=progress,
+    )
     validate_lists(settings, run_id=run_id, progress=progress)
     published = publish_lists(settings, run_id=run_id, progress=progress)
     record = history(settings).get(run_id) or {}

@@ -89,7 +89,7 @@ from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.exceptions import DataContextError
 
-__all__ = ["GateResult", "validate_run_output"]
+__all__ = ["DriftBaseline", "GateResult", "validate_run_output"]
 
 _DATASOURCE: Final = "carousel_run_output"
 _BATCH_DEFINITION: Final = "whole_frame"
@@ -102,6 +102,9 @@ _USER_SIZES: Final = "user_list_sizes"
 _SEGMENT_ROWS: Final = "segment_lists"
 _SEGMENT_SIZES: Final = "segment_list_sizes"
 _TABLES: Final = (_USER_ROWS, _USER_SIZES, _SEGMENT_ROWS, _SEGMENT_SIZES)
+# One row of drift figures against the live version; validated only when there is a live version.
+_DRIFT: Final = "list_drift"
+_ALL_TABLES: Final = (*_TABLES, _DRIFT)
 
 _LIST_COLUMNS: Final = ("rank", "item_id", "score", "reason_code", "reason_text")
 _FLOAT_MAX: Final = sys.float_info.max
@@ -137,6 +140,24 @@ class GateResult:
 
 
 @dataclass(frozen=True)
+class DriftBaseline:
+    """What the run's lists are compared with: the live version's lists of a sample of the run's shoppers.
+
+    The drift table holds one row: the mean share of a shopper's live items still in their new list
+    (`mean_overlap`), the new scores' 1st and 99th percentiles, and how many distinct items the new lists
+    of those shoppers show against their live lists (`item_coverage_ratio`). Each has a bound: overlap and
+    coverage ratio a floor, the scores the live p01..p99 range widened by `score_tolerance` times its
+    width on each side (a retrained ranker may shift scores a little, not by orders of magnitude).
+    """
+
+    version: str
+    live_lists: pd.DataFrame  # user_id, rank, item_id, score
+    min_list_overlap: float = 0.1
+    score_tolerance: float = 1.0
+    min_item_coverage_ratio: float = 0.5
+
+
+@dataclass(frozen=True)
 class _Check:
     """One expectation plus the short problem label used in failure lines."""
 
@@ -154,6 +175,7 @@ def validate_run_output(
     list_length: int,
     min_user_coverage: float,
     quality_dir: Path,
+    drift: DriftBaseline | None = None,
 ) -> GateResult:
     """Validate a run's recommendation lists with Great Expectations and keep the evidence.
 
@@ -178,6 +200,9 @@ def validate_run_output(
         Minimum share (0..1) of ``active_users`` that must have a non-empty list.
     quality_dir
         Root for the GX File Data Context (``gx/``) and per-run output (``runs/<run_id>/``).
+    drift
+        The live version's lists of some of the run's shoppers; when given (and not empty), the drift
+        table is validated too (see `DriftBaseline`).
 
     Returns
     -------
@@ -216,6 +241,14 @@ def validate_run_output(
         _SEGMENT_ROWS: segment_rows,
         _SEGMENT_SIZES: segment_sizes,
     }
+    tables: tuple[str, ...] = _TABLES
+    drift_row: dict[str, float] = {}
+    if drift is not None and not drift.live_lists.empty:
+        drift_row, drift_parameters = _drift_figures(user_lists, drift)
+        if drift_row["compared_users"] > 0:
+            frames[_DRIFT] = pd.DataFrame([drift_row])
+            parameters.update(drift_parameters)
+            tables = _ALL_TABLES
 
     quality_dir = Path(quality_dir)
     run_dir = quality_dir / "runs" / run_id
@@ -229,7 +262,7 @@ def validate_run_output(
     gx_run_id = RunIdentifier(run_name=run_id)
     validations: dict[str, Any] = {}
     result_ids: list[Any] = []
-    for table in _TABLES:
+    for table in tables:
         checkpoint = context.checkpoints.get(_NAME_PREFIX + table)
         # Batch parameters go to every validation definition of a checkpoint, so each table (each its
         # own dataframe) has its own checkpoint.
@@ -245,9 +278,7 @@ def validate_run_output(
     # same work four times (each rebuilds the site index), about 0.5-1 s per call for nothing.
     context.build_data_docs(site_names=[_RUN_SITE], resource_identifiers=result_ids)
 
-    failures = [
-        line for table in _TABLES for line in _failure_lines(table, validations[table].to_json_dict())
-    ]
+    failures = [line for table in tables for line in _failure_lines(table, validations[table].to_json_dict())]
     evaluated = sum(int(v.statistics["evaluated_expectations"]) for v in validations.values())
     unsuccessful = sum(int(v.statistics["unsuccessful_expectations"]) for v in validations.values())
     covered_users = int(user_sizes["covered_user_id"].nunique())
@@ -265,6 +296,7 @@ def validate_run_output(
         "in_stock_items": float(in_stock_items),
         "evaluated_expectations": float(evaluated),
         "unsuccessful_expectations": float(unsuccessful),
+        **{f"drift_{k}": v for k, v in drift_row.items()},
     }
     success = all(v.success for v in validations.values())
     statistics["elapsed_seconds"] = time.perf_counter() - started
@@ -366,8 +398,80 @@ def _derive_tables(lists: pd.DataFrame, key: str, stock: pd.Series) -> tuple[pd.
 # --------------------------------------------------------------------------------------------------
 
 
+def _drift_figures(
+    user_lists: pd.DataFrame, drift: DriftBaseline
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The drift row (new lists of the sampled shoppers against their live lists) and its bounds."""
+    live = drift.live_lists.dropna(subset=["item_id"])
+    new = user_lists.dropna(subset=["item_id"])
+    new = new[new["user_id"].isin(pd.Index(live["user_id"].unique()))]
+    compared = new["user_id"].nunique()
+    pairs_live = live[["user_id", "item_id"]].drop_duplicates()
+    kept = pairs_live.merge(new[["user_id", "item_id"]].drop_duplicates(), on=["user_id", "item_id"])
+    per_user = kept.groupby("user_id").size() / pairs_live.groupby("user_id").size()
+    per_user = per_user.reindex(new["user_id"].unique()).fillna(0.0)
+    scores = user_lists["score"].to_numpy(dtype="float64")
+    scores = scores[np.isfinite(scores)]
+    live_scores = live["score"].to_numpy(dtype="float64")
+    low, high = np.percentile(live_scores, [1, 99]) if len(live_scores) else (0.0, 0.0)
+    width = max(float(high - low), 1e-6)
+    row = {
+        "compared_users": float(compared),
+        "mean_overlap": float(per_user.mean()) if len(per_user) else 0.0,
+        "score_p01": float(np.percentile(scores, 1)) if len(scores) else 0.0,
+        "score_p99": float(np.percentile(scores, 99)) if len(scores) else 0.0,
+        "item_coverage_ratio": float(new["item_id"].nunique() / max(1, live["item_id"].nunique())),
+    }
+    parameters = {
+        "min_list_overlap": float(drift.min_list_overlap),
+        "live_score_low": float(low) - drift.score_tolerance * width,
+        "live_score_high": float(high) + drift.score_tolerance * width,
+        "min_item_coverage_ratio": float(drift.min_item_coverage_ratio),
+    }
+    return row, parameters
+
+
+def _drift_checks() -> list[_Check]:
+    return [
+        _Check(
+            "lists changed too much against the live version",
+            gxe.ExpectColumnValuesToBeBetween(
+                column="mean_overlap",
+                min_value={"$PARAMETER": "min_list_overlap"},
+                notes="Mean share of a shopper's live items still in their new list >= min_list_overlap.",
+            ),
+        ),
+        _Check(
+            "scores drifted below the live version's range",
+            gxe.ExpectColumnValuesToBeBetween(
+                column="score_p01",
+                min_value={"$PARAMETER": "live_score_low"},
+                notes="1st percentile of the new scores >= live p01 - tolerance * (live p99 - p01).",
+            ),
+        ),
+        _Check(
+            "scores drifted above the live version's range",
+            gxe.ExpectColumnValuesToBeBetween(
+                column="score_p99",
+                max_value={"$PARAMETER": "live_score_high"},
+                notes="99th percentile of the new scores <= live p99 + tolerance * (live p99 - p01).",
+            ),
+        ),
+        _Check(
+            "item coverage collapsed against the live version",
+            gxe.ExpectColumnValuesToBeBetween(
+                column="item_coverage_ratio",
+                min_value={"$PARAMETER": "min_item_coverage_ratio"},
+                notes="Distinct items in the new lists of the compared shoppers / in their live lists.",
+            ),
+        ),
+    ]
+
+
 def _checks(table: str) -> list[_Check]:
     """The expectations of one table's suite, each with its problem label."""
+    if table == _DRIFT:
+        return _drift_checks()
     if table in (_USER_ROWS, _SEGMENT_ROWS):
         return _row_checks("user_id" if table == _USER_ROWS else "segment")
     key = "user_id" if table == _USER_SIZES else "segment"
@@ -505,6 +609,8 @@ def _expectations(table: str) -> list[gxe.Expectation]:
 
 
 def _index_columns(table: str) -> list[str]:
+    if table == _DRIFT:
+        return ["compared_users"]
     key = "user_id" if table in (_USER_ROWS, _USER_SIZES) else "segment"
     return [key, "item_id"] if table in (_USER_ROWS, _SEGMENT_ROWS) else [key]
 
@@ -533,7 +639,7 @@ def _open_context(quality_dir: Path) -> Any:
         context = gx.get_context(mode="file", project_root_dir=str(quality_dir))
         _ensure_context_settings(context)
         _ensure_datasource(context)
-        for table in _TABLES:
+        for table in _ALL_TABLES:
             _ensure_suite(context, table)
             _ensure_validation_definition(context, table)
             _ensure_checkpoint(context, table)
@@ -558,7 +664,7 @@ def _ensure_datasource(context: Any) -> None:
         datasource = context.data_sources.get(_DATASOURCE)
     except KeyError:
         datasource = context.data_sources.add_pandas(name=_DATASOURCE)
-    for table in _TABLES:
+    for table in _ALL_TABLES:
         try:
             asset = datasource.get_asset(table)
         except LookupError:

@@ -37,10 +37,14 @@ def _margin(per_model: dict[str, dict[str, float]]) -> float:
 
 
 def test_evaluate_events_file_writes_contract_report(tmp_path: Path) -> None:
-    """A canonical events + items store gets the contract JSON, a Markdown summary and a plot; the split
-    puts the last 30 days in the test period, and the ranker beats popularity."""
+    """Another store's canonical events + items (the synthetic store: 20,000 shoppers, 2,000 items, 90
+    days; about 2,500 scored shoppers per task, 250 per decile) get the contract JSON, a Markdown summary
+    and a plot; the split puts the last 30 days in the test period; and the issue's bar holds as on
+    Online Retail: the ranker beats the best other model by 10% in both tasks and is not more than 2%
+    below ALS in any new_items decile. (On a 5,000-shopper store, 57 shoppers per decile, one decile
+    came out 4% below ALS: within that sample's noise, which is why the store is this big.)"""
     store = generate_store(
-        StoreSpec(users=2500, items=400, days=90, seed=21, end=pd.Timestamp("2026-10-01T00:00:00Z"))
+        StoreSpec(users=20_000, items=2_000, days=90, seed=11, end=pd.Timestamp("2026-11-01T00:00:00Z"))
     )
     write_store(store, tmp_path / "store")
     out = tmp_path / "report.json"
@@ -65,8 +69,7 @@ def test_evaluate_events_file_writes_contract_report(tmp_path: Path) -> None:
     assert span == pd.Timedelta(days=30)
     assert pd.Timestamp(split["train_end"]) == pd.Timestamp(split["test_start"])
     assert out.with_suffix(".md").exists() and out.with_suffix(".png").stat().st_size > 1000
-    tasks = report["tasks"]
-    assert tasks["all"]["ranker"]["ndcg@10"] > tasks["all"]["popularity"]["ndcg@10"]
+    _check_issue_bar(report)
 
 
 def test_online_retail_ranker_beats_every_baseline_by_ten_percent(
@@ -79,8 +82,13 @@ def test_online_retail_ranker_beats_every_baseline_by_ten_percent(
     assert cli.main(["evaluate", "--dataset", "online-retail", "--input", str(path), "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     _check_contract(report)
-    assert _margin(report["tasks"]["all"]) >= 0.10
-    assert _margin(report["tasks"]["new_items"]) >= 0.10
-    deciles = report["deciles"]["new_items"]
+    _check_issue_bar(report)
+
+
+def _check_issue_bar(report: dict[str, object]) -> None:
+    tasks = report["tasks"]
+    assert _margin(tasks["all"]) >= 0.10  # type: ignore[index]
+    assert _margin(tasks["new_items"]) >= 0.10  # type: ignore[index]
+    deciles = report["deciles"]["new_items"]  # type: ignore[index]
     for ranker, als in zip(deciles["ranker"], deciles["als"], strict=True):
         assert ranker["ndcg@10"] >= 0.98 * als["ndcg@10"], f"decile {ranker['decile']}"

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from quality.output_gate import GateResult, validate_run_output
+from quality.output_gate import DriftBaseline, GateResult, validate_run_output
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +72,7 @@ def _run(
     catalog: pd.DataFrame | None = None,
     active_users: int = ACTIVE_USERS,
     list_length: int = LIST_LENGTH,
+    drift: DriftBaseline | None = None,
 ) -> GateResult:
     return validate_run_output(
         run_id=run_id,
@@ -82,6 +83,7 @@ def _run(
         list_length=list_length,
         min_user_coverage=MIN_USER_COVERAGE,
         quality_dir=quality_dir,
+        drift=drift,
     )
 
 
@@ -324,3 +326,43 @@ def test_unsafe_run_id_is_rejected(tmp_path: Path, run_id: str) -> None:
     with pytest.raises(ValueError, match="run_id"):
         _run(tmp_path, run_id=run_id)
     assert not (tmp_path / "gx").exists()
+
+
+def _live(lists: dict[str, list[str | None]]) -> DriftBaseline:
+    return DriftBaseline(version="20261101T000000Z", live_lists=_lists("user_id", lists))
+
+
+def test_drift_within_bounds_passes_and_is_reported(tmp_path: Path) -> None:
+    """Against a live version sharing most items, the drift table passes and its figures are kept."""
+    live = {"u1": ["i1", "i2", "i4"], "u2": ["i4", "i5", "i6"], "u3": ["i2", "i4", "i5"]}
+    result = _run(tmp_path, drift=_live(live))
+    assert result.success, result.failures
+    assert result.statistics["drift_compared_users"] == 3
+    assert result.statistics["drift_mean_overlap"] == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
+    stored = json.loads(result.results_path.read_text())
+    assert "list_drift" in stored["validations"]
+
+
+def test_lists_unrelated_to_the_live_version_fail_the_drift_check(tmp_path: Path) -> None:
+    """New lists sharing nothing with the live ones (a bug that scrambles items) fail, and Data Docs say so."""
+    live = {"u1": ["i4", "i5", "i6"], "u2": ["i1", "i2", "i3"], "u3": ["i1", "i3", "i5"]}
+    result = _run(tmp_path, drift=_live(live))
+    assert not result.success
+    (line,) = _lines_with(result, "lists changed too much against the live version")
+    assert "mean_overlap" in line
+    assert "mean_overlap" in _docs_text(result)
+
+
+def test_scores_far_outside_the_live_range_fail_the_drift_check(tmp_path: Path) -> None:
+    """Scores a thousand times the live ones (a model or scaling bug) fail the score-range check."""
+    lists = _lists("user_id", GOOD_USER_LISTS)
+    lists["score"] = lists["score"] * 1000
+    result = _run(tmp_path, user_lists=lists, drift=_live(GOOD_USER_LISTS))
+    assert not result.success
+    assert _lines_with(result, "scores drifted above the live version's range")
+
+
+def test_without_a_live_version_no_drift_is_checked(tmp_path: Path) -> None:
+    result = _run(tmp_path, drift=None)
+    assert result.success and not any(k.startswith("drift_") for k in result.statistics)
+    assert "list_drift" not in json.loads(result.results_path.read_text())["validations"]
