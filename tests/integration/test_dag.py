@@ -4,20 +4,32 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from carousel.lake import Lake
 from configs.settings import Settings
 from infra.airflow_runner import ROOT, DagRunFailed, run_dag_once
 from jobs import publish
+from jobs.model_store import ModelStore
 from jobs.run_history import RunHistory
 
 pytestmark = pytest.mark.integration
 
-DAGS = {"carousel_refresh": {"check_inputs", "compute", "validate", "publish"}}
+# dag id -> (cron schedule, longest run allowed, tasks)
+DAGS = {
+    "carousel_refresh": (
+        "*/15 * * * *",
+        timedelta(minutes=15),
+        {"check_inputs", "compute", "validate", "publish"},
+    ),
+    "carousel_retrain": ("0 2 * * *", timedelta(hours=4), {"check_inputs", "train"}),
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,30 +54,25 @@ def test_dags_import_without_errors(dagbag: object) -> None:
 
 @pytest.mark.parametrize("dag_id", sorted(DAGS))
 def test_dag_scheduling_invariants(dagbag: object, dag_id: str) -> None:
-    """Every 15 minutes on data intervals, no catch-up, one run at a time, retries and timeouts set."""
+    """On data intervals (refresh every 15 minutes, retrain nightly), no catch-up, one run at a time, a
+    run shorter than its period, retries and per-task timeouts within the run's."""
     from airflow.sdk import CronDataIntervalTimetable
 
+    schedule, longest, tasks = DAGS[dag_id]
     dag = dagbag.dags[dag_id]  # type: ignore[attr-defined]
     assert isinstance(dag.timetable, CronDataIntervalTimetable)
-    assert dag.timetable.expression == "*/15 * * * *"
+    assert dag.timetable.expression == schedule
     assert dag.catchup is False
     assert dag.max_active_runs == 1
-    assert dag.dagrun_timeout is not None and dag.dagrun_timeout <= timedelta(minutes=15)
-    assert set(dag.task_ids) == DAGS[dag_id]
+    assert dag.dagrun_timeout is not None and dag.dagrun_timeout <= longest
+    assert set(dag.task_ids) == tasks
     for task in dag.tasks:
+        assert "data_interval_end" in task.bash_command and "data_interval_start" in task.bash_command
         assert task.retries >= 1, task.task_id
         assert task.execution_timeout is not None and task.execution_timeout < dag.dagrun_timeout
 
 
-def test_dag_run_publishes_through_airflow(
-    settings: Settings,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    redis_client: object,
-    small_store: Callable[..., object],
-) -> None:
-    """`airflow dags test carousel_refresh` computes, validates and publishes the interval's version."""
-    small_store(settings, users=300, seed=3)
+def _point_at(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in {
         "CAROUSEL_REDIS_URL": settings.redis_url,
         "CAROUSEL_VAR_DIR": str(settings.var_dir),
@@ -74,14 +81,63 @@ def test_dag_run_publishes_through_airflow(
         "CAROUSEL_SPARK_DRIVER_MEMORY": settings.spark_driver_memory,
     }.items():
         monkeypatch.setenv(key, value)
-    # The logical date is the interval end: this run covers [23:45, 00:00) of 2026-10-31.
-    run_dag_once("carousel_refresh", datetime(2026, 11, 1, tzinfo=UTC), airflow_home=tmp_path / "airflow")
-    assert publish.live_version(redis_client) == "20261101T000000Z"
-    meta = publish.read_meta(redis_client, "20261101T000000Z")
-    assert meta is not None and meta["user_lists"] > 0 and meta["run_id"].startswith("manual__")
-    record = RunHistory(settings.runs_dir / "history.sqlite").get(meta["run_id"])
+
+
+def test_retrain_then_refresh_runs_through_airflow(
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_client: object,
+    small_store: Callable[..., object],
+) -> None:
+    """`airflow dags test`: the retrain stores model 1 and publishes nothing; the next refresh rescores
+    every shopper with it (a full version); the one after, with new events, publishes a delta of the
+    active shoppers only."""
+    small_store(settings, users=300, seed=3)
+    _point_at(settings, monkeypatch)
+    home = tmp_path / "airflow"
+    run_dag_once("carousel_retrain", datetime(2026, 11, 1, 2, tzinfo=UTC), airflow_home=home)
+    model = ModelStore(settings.models_dir).describe(1)
+    assert model["windows"] and model["train_rows"] > 0 and "ndcg@10" in model["evaluation"]
+    assert publish.live_version(redis_client) is None
+
+    # The logical date is the interval end: this run covers [2026-11-01 01:45, 02:00).
+    run_dag_once("carousel_refresh", datetime(2026, 11, 1, 2, tzinfo=UTC), airflow_home=home)
+    full = publish.read_meta(redis_client, "20261101T020000Z")
+    assert full is not None and full["kind"] == "full" and full["model"]["number"] == 1
+    assert full["user_lists"] > 0 and full["run_id"].startswith("manual__")
+    record = RunHistory(settings.runs_dir / "history.sqlite").get(full["run_id"])
     assert record is not None and record["inputs"]["success"] and record["inputs"]["rows"] > 0
-    assert set(record["stages"]) == {"compute", "validate", "publish"}
+    assert record["mode"] == "rescore" and set(record["stages"]) >= {"compute", "validate", "publish"}
+
+    lake = Lake(settings.lake_dir)
+    shopper = str(lake.read_users()["user_id"].iloc[0])  # type: ignore[index]
+    item = str(lake.read_items()["item_id"].iloc[0])  # type: ignore[index]
+    late = pd.DataFrame(
+        [
+            {
+                "user_id": shopper,
+                "session_id": "late",
+                "item_id": item,
+                "event_type": kind,
+                "quantity": 1,
+                "price": 3.0,
+                "country": "France",
+                "device": "desktop",
+                "referrer": "email",
+                "ts": pd.Timestamp("2026-11-01T02:05:00Z") + pd.Timedelta(minutes=k),
+            }
+            for k, kind in enumerate(["view", "add_to_cart", "purchase"])
+        ]
+    )
+    lake.append_events(late, now=pd.Timestamp("2026-11-01T02:15:00Z"), source="late events")
+    started = time.perf_counter()
+    run_dag_once("carousel_refresh", datetime(2026, 11, 1, 2, 15, tzinfo=UTC), airflow_home=home)
+    print(f"incremental carousel_refresh through Airflow: {time.perf_counter() - started:.1f}s")
+    delta = publish.read_meta(redis_client, "20261101T021500Z")
+    assert delta is not None and (delta["kind"], delta["base"]) == ("delta", "20261101T020000Z")
+    assert delta["user_lists"] == 1
+    assert publish.read_user_list(redis_client, "20261101T021500Z", shopper) is not None
 
 
 def test_dag_run_with_bad_inputs_fails_and_keeps_live_version(
@@ -94,13 +150,7 @@ def test_dag_run_with_bad_inputs_fails_and_keeps_live_version(
     """Events duplicated wholesale into the lake fail the input checkpoint: the Airflow run fails,
     nothing is computed or published, and the input Data Docs show the failure."""
     small_store(settings, users=200, seed=4)
-    for key, value in {
-        "CAROUSEL_REDIS_URL": settings.redis_url,
-        "CAROUSEL_VAR_DIR": str(settings.var_dir),
-        "CAROUSEL_LAKE_DIR": str(settings.lake_dir),
-        "CAROUSEL_SPARK_MASTER": settings.spark_master,
-    }.items():
-        monkeypatch.setenv(key, value)
+    _point_at(settings, monkeypatch)
     # A second copy of the same events (a replayed export) under another part name.
     part = next((settings.lake_dir / "events").glob("part-*.parquet"))
     shutil.copy(part, part.with_name("part-replayed-copy.parquet"))

@@ -1,0 +1,1 @@
+"""The Airflow DAGs (wiring only) and the task helpers they share."""
