@@ -251,16 +251,24 @@ def cmd_publish(args: argparse.Namespace) -> int:
     versions = publish.published_versions(client)
     runs = history(settings).recent(20)
     previous = [v for v in versions if v != live]
-    status = {"live": live, "previous": previous, "runs": runs}
+    status: dict[str, Any] = {"live": live, "previous": previous, "runs": runs}
+    meta = (publish.read_meta(client, live) or {}) if live else {}
+    status["live_meta"] = meta
     if args.json:
         sys.stdout.write(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
-    console.print(f"live: {live or '(none)'}")
+    model = (meta.get("model") or {}).get("number", "-")
+    console.print(
+        f"live: {live or '(none)'}"
+        + (f" ({meta.get('kind')} on base {meta.get('base')}, model {model})" if meta else "")
+    )
     console.print(f"previous: {', '.join(previous) or '(none)'}")
     for run in runs:
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in run.get("stages", {}).items())
         console.print(
-            f"  {run['run_id']}: {run.get('status')} version={run.get('published_version') or '-'} {stages}"
+            f"  {run['run_id']}: {run.get('status')} mode={run.get('mode', '-')} "
+            f"model={(run.get('model') or {}).get('number', '-')} "
+            f"version={run.get('published_version') or '-'} {stages}"
         )
     return 0
 

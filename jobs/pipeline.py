@@ -418,8 +418,10 @@ def compute_lists(
             mode=_resolve_mode(settings, mode),
             progress=progress,
         )
+    # A train run ends here; a run that writes lists goes on to validate and publish.
+    done = {"status": "trained"} if manifest["mode"] == "train" else {}
     history(settings).update(
-        run_id, mode=manifest["mode"], counts=manifest["counts"], model=manifest["model"]
+        run_id, mode=manifest["mode"], counts=manifest["counts"], model=manifest["model"], **done
     )
     return manifest
 

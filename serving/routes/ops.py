@@ -74,11 +74,13 @@ async def ops_page(settings: SettingsDep, store: StoreDep) -> Response:
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>carousel ops</title>
 <style>{_STYLE}</style></head><body>
 <h1>carousel ops</h1>
-<p>Live version: <code>{_cell(live or "(none)")}</code> &middot; generated at {_cell(meta.get("generated_at"))}
-&middot; personal lists {_cell(meta.get("user_lists"))} &middot; segment lists {_cell(meta.get("segment_lists"))}</p>
+<p>Live version: <code>{_cell(live or "(none)")}</code> ({_cell(meta.get("kind"))} on base
+<code>{_cell(meta.get("base"))}</code>, model {_cell((meta.get("model") or {}).get("number"))})
+&middot; generated at {_cell(meta.get("generated_at"))}
+&middot; personal lists written {_cell(meta.get("user_lists"))} &middot; segment lists {_cell(meta.get("segment_lists"))}</p>
 <h2>Pipeline runs</h2>
-<table><tr><th>run</th><th>data interval end</th><th>status</th><th>stages</th>
+<table><tr><th>run</th><th>data interval</th><th>mode</th><th>model</th><th>status</th><th>stages</th>
 <th>personal / segment lists</th><th>data quality</th><th>published</th><th>error</th></tr>
-{"".join(rows) or '<tr><td colspan="8">no runs yet</td></tr>'}
+{"".join(rows) or '<tr><td colspan="10">no runs yet</td></tr>'}
 </table></body></html>"""
     return HTMLResponse(body)
