@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -64,8 +65,14 @@ def start_managed(var_dir: Path) -> str:
     """Start the project-managed server on 127.0.0.1:6399 (idempotent) and return its URL."""
     if is_reachable(MANAGED_URL):
         return MANAGED_URL
+    return start_server((var_dir / "redis").resolve(), MANAGED_PORT)
+
+
+def start_server(data_dir: Path, port: int) -> str:
+    """Start a `redis-server` on 127.0.0.1:`port` with its files in `data_dir`; returns its URL once it
+    answers. Used for the managed server and for each test session's private one."""
     binary = redis_server_binary() or install_redis_server()
-    data_dir = (var_dir / "redis").resolve()
+    url = f"redis://{MANAGED_HOST}:{port}/0"
     data_dir.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
@@ -73,7 +80,7 @@ def start_managed(var_dir: Path) -> str:
             "--bind",
             MANAGED_HOST,
             "--port",
-            str(MANAGED_PORT),
+            str(port),
             "--dir",
             str(data_dir),
             "--daemonize",
@@ -94,10 +101,28 @@ def start_managed(var_dir: Path) -> str:
     )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        if is_reachable(MANAGED_URL, timeout_s=0.5):
-            return MANAGED_URL
+        if is_reachable(url, timeout_s=0.5):
+            return url
         time.sleep(0.1)
-    raise RedisUnavailable(f"redis-server did not answer on {MANAGED_URL}; see {data_dir / 'redis.log'}")
+    raise RedisUnavailable(f"redis-server did not answer on {url}; see {data_dir / 'redis.log'}")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((MANAGED_HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def stop_server(url: str) -> bool:
+    """Shut a server down; False when it was not running."""
+    if not is_reachable(url):
+        return False
+    try:
+        redis.Redis.from_url(url).shutdown(nosave=True)
+    except redis.ConnectionError:
+        pass  # the server closes the connection as it exits
+    return True
 
 
 def ensure_redis(var_dir: Path) -> str:
@@ -110,10 +135,4 @@ def ensure_redis(var_dir: Path) -> str:
 
 def stop_managed(var_dir: Path) -> bool:
     """Shut the managed server down; False when it was not running."""
-    if not is_reachable(MANAGED_URL):
-        return False
-    try:
-        redis.Redis.from_url(MANAGED_URL).shutdown(nosave=True)
-    except redis.ConnectionError:
-        pass  # the server closes the connection as it exits
-    return True
+    return stop_server(MANAGED_URL)

@@ -33,10 +33,14 @@ def shared_data() -> object:
 
 
 @pytest.fixture(scope="session")
-def redis_base_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from infra.redis_server import ensure_redis
+def redis_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server of this test session's own (a free port, files under the session's tmp): test
+    sessions running side by side, or beside a demo, never flush each other's data."""
+    from infra.redis_server import free_port, start_server, stop_server
 
-    return ensure_redis(ROOT / "var").rsplit("/", 1)[0]
+    url = start_server(tmp_path_factory.mktemp("redis"), free_port())
+    yield url.rsplit("/", 1)[0]
+    stop_server(url)
 
 
 @pytest.fixture
