@@ -160,6 +160,28 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- drain-events -------------------------------------------------------------------------------------
+def cmd_drain_events(args: argparse.Namespace) -> int:
+    from jobs.drain import DrainError, drain_events
+
+    settings = _settings()
+    interval_end = _timestamp(args.interval_end, "--interval-end") if args.interval_end else datetime.now(UTC)
+    started = time.perf_counter()
+    try:
+        result = drain_events(settings, interval_end=interval_end, progress=_progress(started))
+    except DrainError as exc:
+        raise CommandError(str(exc)) from None
+    backlog = result.backlog
+    console.print(
+        f"drained {result.written:,} events into {len(result.parts)} lake part(s) through stream id "
+        f"{result.drained_through or '-'} in {time.perf_counter() - started:.1f}s; left in the stream: "
+        f"{backlog.length:,} ({backlog.pending:,} held back for a later interval); "
+        f"rejected {result.rejected}, deleted {result.deleted}"
+        + (" [the stream's length cap dropped undrained events]" if backlog.lost else "")
+    )
+    return 0
+
+
 # -- evaluate -----------------------------------------------------------------------------------------
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from carousel.schema import validate_events, validate_items
@@ -223,7 +245,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    _settings()  # refuse to start on a bad configuration before binding the port
+    from serving.auth import MissingTokens, check_tokens_configured
+
+    try:
+        # Refuse to start on a bad configuration, or with the protected routes open, before binding.
+        check_tokens_configured(_settings())
+    except MissingTokens as exc:
+        raise CommandError(str(exc)) from None
     uvicorn.run(
         "serving.main:app",
         host=args.host,
@@ -376,6 +404,14 @@ def build_parser() -> argparse.ArgumentParser:
     ret.add_argument("--interval-end", help="data interval end (ISO timestamp); default: now")
     ret.set_defaults(func=cmd_retrain)
 
+    drn = sub.add_parser(
+        "drain-events", help="move the events the API accepted from Redis into the lake (exactly once)"
+    )
+    drn.add_argument(
+        "--interval-end", help="move events up to this time (ISO timestamp); later ones wait; default: now"
+    )
+    drn.set_defaults(func=cmd_drain_events)
+
     ev = sub.add_parser(
         "evaluate", help="offline evaluation of the baselines and the ranker (temporal split)"
     )
@@ -399,7 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     pub.set_defaults(func=cmd_publish)
 
     sbm = sub.add_parser("submit", help="run one pipeline stage with spark-submit (used by the DAG)")
-    sbm.add_argument("stage", choices=["check_inputs", "compute", "train", "validate", "publish"])
+    sbm.add_argument(
+        "stage", choices=["drain_events", "check_inputs", "compute", "train", "validate", "publish"]
+    )
     sbm.add_argument("--run-id", required=True)
     sbm.add_argument("--interval-end", required=True, help="the run's data interval end (ISO timestamp)")
     sbm.add_argument("--interval-start", help="the run's data interval start (ISO timestamp)")

@@ -3,12 +3,16 @@
 Layout::
 
     <lake>/events/part-<imported_at>-<digest>.parquet   append-only, one file per import
+    <lake>/events/part-stream-<first>-<last>.parquet    events drained from the Redis stream, named by
+                                                        the stream ids of their first and last entry
     <lake>/items/items.parquet                          one row per item, replaced atomically on upsert
     <lake>/users/users.parquet                          one row per user, replaced atomically on upsert
     <lake>/_imports.json                                digests of imported inputs (re-imports are no-ops)
 
 Every write validates first and only then writes to a temporary file that is renamed into place, so a
-refused or interrupted import leaves what the lake already held untouched.
+refused or interrupted import leaves what the lake already held untouched. A stream part's name is its
+identity: the newest one tells the drain (`jobs/drain.py`) how far the stream is in the lake, and a
+retried write of the same entries replaces the file with the same rows.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,11 +78,30 @@ class Lake:
     def has_data(self) -> bool:
         return bool(self.event_files()) and self.items_path.exists()
 
+    def drained_through(self) -> str | None:
+        """The newest Redis stream id whose event is in the lake (from the stream parts' names)."""
+        newest: tuple[int, int] | None = None
+        for path in self.events_dir.glob("part-stream-*.parquet") if self.events_dir.exists() else []:
+            match = _STREAM_PART.match(path.name)
+            if match:
+                last = _stream_id(match.group(2))
+                newest = last if newest is None or last > newest else newest
+        return None if newest is None else f"{newest[0]}-{newest[1]}"
+
     # -- writes --------------------------------------------------------------------------------------
     def append_events(
-        self, events: pd.DataFrame, *, now: pd.Timestamp, source: str, digest: str | None = None
+        self,
+        events: pd.DataFrame,
+        *,
+        now: pd.Timestamp,
+        source: str,
+        digest: str | None = None,
+        part: str | None = None,
     ) -> WriteResult:
-        """Validate `events` and add them as one new part file; a digest seen before is skipped."""
+        """Validate `events` and add them as one new part file; a digest seen before is skipped.
+
+        `part` names the file (see `stream_part`) instead of the import time and digest.
+        """
         clean = validate_events(events, now=now, source=source)
         digest = digest or _frame_digest(clean)
         if digest in self._imported_digests():
@@ -86,7 +110,7 @@ class Lake:
             return WriteResult("events", 0, None, f"{source} holds no events")
         clean = clean.sort_values("ts", kind="stable")
         stamp = now.strftime("%Y%m%dT%H%M%S")
-        path = self.events_dir / f"part-{stamp}-{digest[:16]}.parquet"
+        path = self.events_dir / (part or f"part-{stamp}-{digest[:16]}.parquet")
         _atomic_write(to_arrow(clean, EVENTS), path)
         self._remember(digest, source, "events", len(clean))
         return WriteResult("events", len(clean), path)
@@ -124,6 +148,21 @@ class Lake:
         tmp = self._imports_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(seen, indent=1, sort_keys=True))
         os.replace(tmp, self._imports_path)
+
+
+_STREAM_PART = re.compile(r"^part-stream-(\d+-\d+)-(\d+-\d+)\.parquet$")
+
+
+def stream_part(first_id: str, last_id: str) -> str:
+    """The part name of the stream entries `first_id`..`last_id` (Redis stream ids "<ms>-<seq>")."""
+    if not _STREAM_PART.match(f"part-stream-{first_id}-{last_id}.parquet"):
+        raise ValueError(f"not a stream id range: {first_id!r}..{last_id!r}")
+    return f"part-stream-{first_id}-{last_id}.parquet"
+
+
+def _stream_id(text: str) -> tuple[int, int]:
+    ms, seq = text.split("-")
+    return int(ms), int(seq)
 
 
 def file_digest(path: Path) -> str:

@@ -23,10 +23,11 @@ def sync_client(settings: Settings, *, socket_timeout_s: float = 30.0) -> Any:
     return redis.Redis.from_url(settings.redis_url, **kwargs)
 
 
-def async_client(settings: Settings) -> Any:
-    """The API's client: short timeouts so a slow Redis turns into a fallback, not a hung request."""
+def async_client(settings: Settings, *, socket_timeout_s: float | None = None) -> Any:
+    """The API's client: short timeouts so a slow Redis turns into a fallback, not a hung request
+    (`socket_timeout_s` overrides the setting for writes that must not be abandoned half-way)."""
     kwargs: dict[str, Any] = {
-        "socket_timeout": settings.redis_socket_timeout_s,
+        "socket_timeout": socket_timeout_s or settings.redis_socket_timeout_s,
         "socket_connect_timeout": settings.redis_connect_timeout_s,
     }
     if settings.redis_cluster:

@@ -1,11 +1,12 @@
-"""DAG `carousel_refresh`: every 15 minutes, check inputs -> compute -> validate -> publish the lists.
+"""DAG `carousel_refresh`: every 15 minutes, drain events -> check inputs -> compute -> validate -> publish.
 
-This file only wires tasks (see `pipeline_tasks.py`). The compute stage runs in `auto` mode: with the
-newest model from `carousel_retrain` it rescores only the shoppers active in the run's data interval
-(folding them into ALS with the item factors fixed) and publishes them as a delta on top of the live
-version; after a retrain (a newer model than the live version's) it rescores every shopper once; with
-no model yet it trains one. Stages hand over through the run's folder, so a retried task redoes only its
-own stage, and a rerun of an interval publishes identical content.
+This file only wires tasks (see `pipeline_tasks.py`). `drain_events` first moves the events the API
+accepted up to the interval end from Redis into the lake (exactly once, `jobs/drain.py`). The compute
+stage runs in `auto` mode: with the newest model from `carousel_retrain` it rescores only the shoppers
+active in the run's data interval (folding them into ALS with the item factors fixed) and publishes them
+as a delta on top of the live version; after a retrain (a newer model than the live version's) it
+rescores every shopper once; with no model yet it trains one. Stages hand over through the run's folder,
+so a retried task redoes only its own stage, and a rerun of an interval publishes identical content.
 """
 
 from __future__ import annotations
@@ -28,4 +29,4 @@ with DAG(
     tags=["carousel"],
     doc_md=__doc__,
 ) as dag:
-    stage_tasks(("check_inputs", "compute", "validate", "publish"), mode="auto")
+    stage_tasks(("drain_events", "check_inputs", "compute", "validate", "publish"), mode="auto")

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from datetime import datetime
 
 # `train` is the compute stage in train mode (the nightly retrain): a new numbered model, no lists.
-STAGES = ("check_inputs", "compute", "train", "validate", "publish")
+# `drain_events` moves the events the API accepted from Redis into the lake (jobs/drain.py).
+STAGES = ("drain_events", "check_inputs", "compute", "train", "validate", "publish")
 # The stages that run Spark jobs; the others run without a Spark session.
 SPARK_STAGES = ("check_inputs", "compute", "train")
 
@@ -41,7 +42,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     def say(message: str) -> None:
         print(f"{time.perf_counter() - started:7.1f}s  {args.stage}: {message}", flush=True)
 
-    if args.stage == "check_inputs":
+    if args.stage == "drain_events":
+        from jobs.drain import drain_events
+
+        drained = drain_events(settings, interval_end=args.interval_end, progress=say)
+        say(
+            f"{drained.written:,} events into the lake, through stream id {drained.drained_through or '-'}; "
+            f"{drained.backlog.length:,} left in the stream, {drained.rejected} rejected, {drained.deleted} deleted"
+            + (" (the stream's length cap dropped undrained events)" if drained.backlog.lost else "")
+        )
+    elif args.stage == "check_inputs":
         verdict = check_inputs(settings, run_id=args.run_id, interval_end=args.interval_end)
         say(f"inputs passed ({verdict['rows']:,} events)")
     elif args.stage in ("compute", "train"):

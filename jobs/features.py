@@ -33,6 +33,21 @@ def modelling_events(events: DataFrame, users: DataFrame | None, as_of: datetime
     return known.join(opted_out, "user_id", "left_anti")
 
 
+def without_shoppers(
+    events: DataFrame, opted_out: DataFrame, erased_digests: DataFrame, digest_prefix: str
+) -> DataFrame:
+    """Events minus those of shoppers who withdrew consent since the users table was written
+    (`opted_out`: user_id) and of erased shoppers, known only by the SHA-256 of prefix + id
+    (`erased_digests`: digest)."""
+    digest = F.sha2(F.concat(F.lit(digest_prefix), F.col("user_id")), 256)
+    kept = events.join(F.broadcast(opted_out), "user_id", "left_anti")
+    return (
+        kept.withColumn("_digest", digest)
+        .join(F.broadcast(erased_digests.withColumnRenamed("digest", "_digest")), "_digest", "left_anti")
+        .drop("_digest")
+    )
+
+
 def interaction_weights(events: DataFrame) -> DataFrame:
     """(user_id, item_id, weight): summed event strengths, log-damped so one binge does not dominate."""
     weight = F.lit(0.0)

@@ -61,6 +61,11 @@ REASONS = {
     "bestseller": "Bestseller right now",
     "new_arrival": "New in: just arrived",
     "new_for_you": "New in a category you like",
+    # Set by the API's real-time overlay and the similar-items lists.
+    "cart_reminder": "Still in your cart",
+    "completes_cart": "Goes with what is in your cart",
+    "bought_with": "Goes with what you just bought",
+    "bought_together": "Often bought or viewed together",
 }
 
 
@@ -674,6 +679,36 @@ def top_lists(featured: pd.DataFrame, scores: np.ndarray, n: int, fill: pd.DataF
     ranked["rank"] = ranked.groupby("user_id").cumcount() + 1
     ranked["reason_text"] = ranked["reason_code"].map(REASONS)
     return ranked[["user_id", "rank", "item_id", "score", "reason_code", "reason_text"]]
+
+
+def similar_item_lists(
+    similarity: tuple[sp.csr_matrix, pd.Index] | None, items: pd.DataFrame, n: int
+) -> pd.DataFrame:
+    """Per item, the `n` in-stock items most often bought or viewed in the same sessions (the basket
+    cosine of `basket_similarity`): what `GET /v1/items/{id}/similar` serves and the source of the
+    overlay's complements. Returns anchor_id, rank, item_id, score, reason_code, reason_text."""
+    columns = ["anchor_id", "rank", "item_id", "score", "reason_code", "reason_text"]
+    if similarity is None or not len(similarity[1]):
+        return pd.DataFrame(columns=columns)
+    matrix, index = similarity
+    in_stock = pd.Index(items.loc[items["in_stock"], "item_id"])
+    keep = np.asarray(index.isin(in_stock), dtype=np.float64)
+    # Zero the columns of items that cannot be bought before taking each row's best.
+    matrix = (sp.csr_matrix(matrix) @ sp.diags(keep)).tocsr()
+    matrix.eliminate_zeros()
+    rows, cols, values, ranks = _csr_top_k(matrix, n)
+    code = "bought_together"
+    frame = pd.DataFrame(
+        {
+            "anchor_id": np.asarray(index, dtype=object)[rows],
+            "rank": ranks.astype("int64"),
+            "item_id": np.asarray(index, dtype=object)[cols],
+            "score": values.astype("float64"),
+            "reason_code": code,
+            "reason_text": REASONS[code],
+        }
+    )
+    return frame.sort_values(["anchor_id", "rank"], kind="stable").reset_index(drop=True)[columns]
 
 
 SEGMENT_REASONS = {

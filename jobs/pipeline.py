@@ -469,6 +469,8 @@ def _compute(
     # The model's "now" is just after the newest event: windows stay meaningful on historic data.
     as_of = min(newest[0].astimezone(UTC) + timedelta(seconds=1), interval_end)
 
+    # Consent withdrawn and erasures made through the API since the lake's users table was written.
+    events = _without_withdrawn_shoppers(settings, spark, events)
     modelling = features.modelling_events(events, users, as_of).cache()
     params = ModelParams.from_settings(settings)
     store = ModelStore(settings.models_dir)
@@ -503,9 +505,8 @@ def _compute(
         if progress:
             progress(f"{mode} run with model {model_number}: {len(fs.users)} shoppers to score")
     featured, scores, covis = score_shoppers(fs, trained, fs.users["user_id"].to_numpy(), params)
-    user_lists = model.top_lists(
-        featured, scores, settings.list_length, fill=fs.popular_items(settings.list_length * 2)
-    )
+    stored_length = stored_list_length(settings)
+    user_lists = model.top_lists(featured, scores, stored_length, fill=fs.popular_items(stored_length * 2))
     titles = items.select("item_id", "title").toPandas().set_index("item_id")["title"]
     user_lists = model.explain_goes_with(user_lists, covis, titles)
     seg_lists = _segment_lists(settings, events, items, users, as_of, fs)
@@ -513,6 +514,15 @@ def _compute(
 
     user_lists.to_parquet(out / "user_lists.parquet", index=False)
     seg_lists.to_parquet(out / "segment_lists.parquet", index=False)
+    departments = fs.items[["item_id", "category"]].assign(
+        department=lambda f: f["category"].astype(str).str.split("/").str[0].str.strip().str.lower()
+    )
+    departments[["item_id", "department"]].to_parquet(out / "departments.parquet", index=False)
+    if mode != "incremental":
+        # Similar items change with the model only: full versions carry them, deltas inherit the base's.
+        model.similar_item_lists(trained.similarity, fs.items, stored_length).to_parquet(
+            out / "item_lists.parquet", index=False
+        )
     manifest = _manifest(run_id, mode, interval_start, interval_end, as_of, params, trained, model_number, fs)
     manifest["model"]["path"] = str(store.path(model_number))
     manifest["counts"].update(
@@ -562,6 +572,30 @@ def _write_manifest(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
+def _without_withdrawn_shoppers(settings: Settings, spark: Any, events: DataFrame) -> DataFrame:
+    """`events` without the shoppers the API recorded as opted out of personalization or erased."""
+    from serving.consent import PREFIX as CONSENT_PREFIX
+    from serving.consent import parse_consent
+    from serving.erasure import DIGEST_PREFIX, ERASURES_KEY
+
+    client = sync_client(settings)
+    opted_out = []
+    for key in client.scan_iter(match=CONSENT_PREFIX + "*", count=5_000):
+        if parse_consent(client.hgetall(key)).personalization is False:
+            opted_out.append(key.decode()[len(CONSENT_PREFIX) :])
+    digests = sorted(d.decode() for d in client.smembers(ERASURES_KEY))
+    if not opted_out and not digests:
+        return events
+    return features.without_shoppers(
+        events,
+        spark.createDataFrame(
+            pd.DataFrame({"user_id": pd.Series(opted_out, dtype=object)}), "user_id string"
+        ),
+        spark.createDataFrame(pd.DataFrame({"digest": pd.Series(digests, dtype=object)}), "digest string"),
+        DIGEST_PREFIX,
+    )
+
+
 def _save_model(
     store: ModelStore,
     trained: TrainedModel,
@@ -597,6 +631,12 @@ def _save_model(
     )
 
 
+def stored_list_length(settings: Settings) -> int:
+    """Items stored per list: the served length plus an overflow that refills a list at read time when
+    some of its items became unavailable."""
+    return settings.list_length + settings.list_overflow
+
+
 def _segment_lists(
     settings: Settings,
     events: DataFrame,
@@ -620,7 +660,7 @@ def _segment_lists(
     popularity = _sorted(popularity, list(popularity.columns))
     return model.segment_lists(
         popularity,
-        settings.list_length,
+        stored_list_length(settings),
         fresh=model.new_arrivals(fs.items, settings.new_item_days),
         explore_every=settings.explore_every,
     )
@@ -655,7 +695,7 @@ def validate_lists(settings: Settings, *, run_id: str, progress: Progress | None
             segment_lists=pd.read_parquet(out / "segment_lists.parquet"),
             catalog=catalog[["item_id", "in_stock"]],
             active_users=manifest["counts"]["modelled_users"],
-            list_length=settings.list_length,
+            list_length=stored_list_length(settings),
             min_user_coverage=settings.min_user_coverage,
             quality_dir=settings.quality_dir,
             drift=_drift_baseline(settings, user_lists, manifest["version"]),
@@ -721,6 +761,9 @@ def publish_lists(settings: Settings, *, run_id: str, progress: Progress | None 
             },
             keep_versions=settings.keep_versions,
             kind="delta" if manifest.get("mode") == "incremental" else "full",
+            item_lists=pd.read_parquet(out / "item_lists.parquet")
+            if (out / "item_lists.parquet").exists()
+            else None,
         )
     status = "published" if result.switched else "already_live"
     history(settings).update(
@@ -736,6 +779,14 @@ def publish_lists(settings: Settings, *, run_id: str, progress: Progress | None 
             f"version {result.version} is already live (this interval was published before); recomputed lists are {same} it"
         )
     return result
+
+
+def _departments(out: Path) -> dict[str, str] | None:
+    path = out / "departments.parquet"
+    if not path.exists():
+        return None
+    frame = pd.read_parquet(path)
+    return dict(zip(frame["item_id"].astype(str), frame["department"].astype(str), strict=True))
 
 
 def run_refresh(

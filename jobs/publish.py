@@ -17,11 +17,12 @@ Run from `jobs.pipeline` (CLI `carousel refresh` and the Airflow DAGs); `carouse
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from serving import keyspace
@@ -85,10 +86,15 @@ class PublishResult:
     identical: bool | None = None
 
 
-def content_digest(user_lists: pd.DataFrame, segment_lists: pd.DataFrame) -> str:
+def content_digest(
+    user_lists: pd.DataFrame, segment_lists: pd.DataFrame, item_lists: pd.DataFrame | None = None
+) -> str:
     """SHA-256 over every (owner, payload) of a version in a fixed order: equal digests, equal content."""
     digest = hashlib.sha256()
-    for kind, frame, column in (("u", user_lists, "user_id"), ("s", segment_lists, "segment")):
+    frames = [("u", user_lists, "user_id"), ("s", segment_lists, "segment")]
+    if item_lists is not None:
+        frames.append(("i", item_lists, "anchor_id"))
+    for kind, frame, column in frames:
         for owner, payload in list_payloads(frame, column):
             digest.update(f"{kind}:{owner}\n".encode())
             digest.update(payload)
@@ -126,6 +132,8 @@ def publish_version(
     manifest: dict[str, Any],
     keep_versions: int = 2,
     kind: Kind = "full",
+    item_lists: pd.DataFrame | None = None,
+    departments: dict[str, str] | None = None,
 ) -> PublishResult:
     """Write a version, verify it, switch the pointer forward, and apply retention.
 
@@ -141,8 +149,16 @@ def publish_version(
         Stored as the version's meta key and read by the API (`generated_at`, run id, counts).
     kind : "full" or "delta"
         A delta is published on top of the live version's base; it needs a live version.
+    item_lists : pandas.DataFrame, optional
+        Similar items per `anchor_id` (full versions; a delta's items resolve to its base's).
+    departments : dict, optional
+        item_id -> department of the catalog, stored with the version for the API.
     """
-    digest = content_digest(user_lists, segment_lists)
+    if kind == "delta" and item_lists is not None:
+        raise PublishError("similar-item lists belong to full versions; a delta inherits its base's")
+    # A run computed before a shopper was erased must not bring their list back.
+    user_lists = _without_erased(client, user_lists)
+    digest = content_digest(user_lists, segment_lists, item_lists)
     live = _decode(client.get(keyspace.LIVE_KEY))
     if live == version:
         # A rerun of the interval that is already live: nothing to switch and nothing to rewrite; say
@@ -166,19 +182,26 @@ def publish_version(
     check_memory(client, estimate_bytes(user_lists, segment_lists, version))
     client.sadd(keyspace.PENDING_KEY, version)
     retained = _retained_pairs(client, version, base, keep_versions)
-    write_user = client.register_script(_WRITE_AND_PRUNE)
+    write_field = client.register_script(_WRITE_AND_PRUNE)
     user_keys: list[str] = []
+    item_keys: list[str] = []
     segment_keys: list[str] = []
     pipe = client.pipeline(transaction=False)
     pending = 0
-    for owner, payload in list_payloads(user_lists, "user_id"):
-        key = keyspace.user_key(owner)
-        write_user(keys=[key], args=[version, payload, version, *retained], client=pipe)
-        user_keys.append(key)
-        pending += 1
-        if pending >= BATCH:
-            _execute(pipe)
-            pending = 0
+    hashed: list[tuple[pd.DataFrame, str, Callable[[str], str], list[str]]] = [
+        (user_lists, "user_id", keyspace.user_key, user_keys)
+    ]
+    if item_lists is not None:
+        hashed.append((item_lists, "anchor_id", keyspace.item_key, item_keys))
+    for frame, column, key_of, written in hashed:
+        for owner, payload in list_payloads(frame, column):
+            key = key_of(owner)
+            write_field(keys=[key], args=[version, payload, version, *retained], client=pipe)
+            written.append(key)
+            pending += 1
+            if pending >= BATCH:
+                _execute(pipe)
+                pending = 0
     for owner, payload in list_payloads(segment_lists, "segment"):
         key = keyspace.segment_key(version, owner)
         pipe.set(key, payload)
@@ -187,9 +210,12 @@ def publish_version(
         if pending >= BATCH:
             _execute(pipe)
             pending = 0
-    if pending:
-        _execute(pipe)
-    missing = _missing_fields(client, user_keys, version) + _missing_keys(client, segment_keys)
+    if departments is not None:
+        key = keyspace.departments_key(version)
+        pipe.set(key, orjson.dumps(departments))
+        segment_keys.append(key)
+    _execute(pipe)
+    missing = _missing_fields(client, user_keys + item_keys, version) + _missing_keys(client, segment_keys)
     if missing:
         raise PublishError(
             f"version {version} is incomplete: {len(missing)} lists missing, e.g. {missing[0]}"
@@ -204,6 +230,7 @@ def publish_version(
         "digest": digest,
         "user_lists": n_users,
         "segment_lists": n_segments,
+        "item_lists": len(item_keys),
     }
     client.set(keyspace.meta_key(version), keyspace.encode_meta(meta))
     now_live = _decode(client.eval(_SWITCH_FORWARD, 1, keyspace.LIVE_KEY, version))
@@ -219,6 +246,17 @@ def publish_version(
         # Shoppers absent from a full version keep old fields no retained version resolves to: drop them.
         prune_users(client, _retained_pairs(client, version, base, keep_versions))
     return PublishResult(version, version, switched, n_users, n_segments, removed, kind, base, digest)
+
+
+def _without_erased(client: Any, user_lists: pd.DataFrame) -> pd.DataFrame:
+    from serving.erasure import ERASURES_KEY, erasure_digest
+
+    digests = {d.decode() if isinstance(d, bytes) else str(d) for d in client.smembers(ERASURES_KEY)}
+    if not digests or user_lists.empty:
+        return user_lists
+    users = pd.Series(user_lists["user_id"].unique())
+    erased = users[users.map(lambda u: erasure_digest(str(u)) in digests)]
+    return user_lists[~user_lists["user_id"].isin(erased)] if len(erased) else user_lists
 
 
 def _retained_pairs(client: Any, version: str, base: str, keep_versions: int) -> list[str]:
@@ -237,13 +275,13 @@ def _retained_pairs(client: Any, version: str, base: str, keep_versions: int) ->
 
 
 def prune_users(client: Any, retained: list[str]) -> int:
-    """Apply the retention to every shopper's hash (a SCAN): fields no retained version resolves to
-    are removed, and hashes left empty are deleted. Returns the number of fields removed."""
+    """Apply the retention to every shopper's and item's hash (a SCAN): fields no retained version
+    resolves to are removed, and hashes left empty are deleted. Returns the number of fields removed."""
     prune = client.register_script(_WRITE_AND_PRUNE)
     ceiling = max(retained[0::2]) if retained else ""
     removed = 0
     batch: list[Any] = []
-    for key in client.scan_iter(match=keyspace.USER_PREFIX + "*", count=5_000):
+    for key in _versioned_hash_keys(client):
         batch.append(key)
         if len(batch) >= BATCH:
             removed += _prune_batch(client, prune, batch, ceiling, retained)
@@ -322,7 +360,7 @@ def sweep_abandoned(client: Any, keep: set[str]) -> list[str]:
     if not doomed:
         return []
     batch: list[Any] = []
-    for key in client.scan_iter(match=keyspace.USER_PREFIX + "*", count=5_000):
+    for key in _versioned_hash_keys(client):
         batch.append(key)
         if len(batch) >= BATCH:
             _hdel_each(client, batch, doomed)
@@ -333,6 +371,11 @@ def sweep_abandoned(client: Any, keep: set[str]) -> list[str]:
         _unlink_prefix(client, keyspace.version_prefix(version))
         client.srem(keyspace.PENDING_KEY, version)
     return doomed
+
+
+def _versioned_hash_keys(client: Any) -> Iterator[Any]:
+    for prefix in keyspace.VERSIONED_HASH_PREFIXES:
+        yield from client.scan_iter(match=prefix + "*", count=5_000)
 
 
 def _hdel_each(client: Any, keys: list[Any], fields: list[str]) -> None:

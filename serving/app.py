@@ -11,32 +11,62 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from carousel.redis_conn import async_client
 from configs.settings import Settings, get_settings
+from serving import metrics
+from serving.auth import check_tokens_configured
+from serving.catalog import DepartmentCache
+from serving.fallback import FallbackLists
 from serving.responses import error_response
-from serving.routes import health, ops, recommendations
-from serving.store import RedisListStore
+from serving.routes import events, health, items, ops, recommendations, users
+from serving.stock import AvailabilityCache
+from serving.store import CircuitBreaker, RedisListStore
+
+# Admin writes (consent, erasure, stock) may take longer than a list read but must not hang either.
+ADMIN_TIMEOUT_S = 5.0
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    check_tokens_configured(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = RedisListStore(async_client(settings))
+        client = async_client(settings)
+        # The deadline covers a whole operation (a read may need a reconnect): twice the socket timeout.
+        store = RedisListStore(
+            client,
+            deadline_s=2 * settings.redis_socket_timeout_s + settings.redis_connect_timeout_s,
+            breaker=CircuitBreaker(failures=3, reset_after_s=2.0),
+        )
         app.state.store = store
+        app.state.availability = AvailabilityCache(client)
+        app.state.admin_redis = async_client(settings, socket_timeout_s=ADMIN_TIMEOUT_S)
         try:
             yield
         finally:
             await store.close()
+            await app.state.admin_redis.aclose()
 
     app = FastAPI(title="carousel", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    app.state.fallbacks = FallbackLists(settings.var_dir)
+    app.state.departments = DepartmentCache()
     app.include_router(health.router)
     app.include_router(recommendations.router)
+    app.include_router(items.router)
+    app.include_router(items.admin_router)
+    app.include_router(users.router)
+    app.include_router(events.router)
     app.include_router(ops.router)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
     # Each run's Great Expectations Data Docs, as written by the output gate.
     docs_root = settings.quality_dir / "runs"
     docs_root.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,9 @@ are spread over hash slots, and the pointer is one key)::
                                           whose leftovers the next publish sweeps away
     carousel:ver:<version>:meta        -> orjson manifest of the version (run id, kind, base, counts)
     carousel:ver:<version>:s:<segment> -> orjson list payload for one segment ("global", "country:fr", ...)
+    carousel:ver:<version>:departments -> orjson map item_id -> department, for visitors' category interest
     carousel:u:<user_id>               -> hash: field <version> -> orjson list payload for one shopper
+    carousel:i:<item_id>               -> hash: field <version> -> the item's similar items (full versions)
 
 Versions are ids that sort by the data interval they cover. A *full* version writes every shopper; an
 *incremental* (delta) version writes only the shoppers whose inputs changed, on top of the newest full
@@ -47,13 +49,22 @@ def meta_key(version: str) -> str:
 
 
 USER_PREFIX = f"{PREFIX}:u:"
+ITEM_PREFIX = f"{PREFIX}:i:"
+# Keys whose fields are versions (see the module docstring); swept and pruned together.
+VERSIONED_HASH_PREFIXES = (USER_PREFIX, ITEM_PREFIX)
 
 
 def user_key(user_id: str) -> str:
     return f"{USER_PREFIX}{user_id}"
 
 
-# The shopper's list in version ARGV[1] whose base is ARGV[2]: the newest field in [base, version].
+def item_key(item_id: str) -> str:
+    """The hash of an item's similar-items lists (field = version; written by full versions only)."""
+    return f"{ITEM_PREFIX}{item_id}"
+
+
+# The shopper's (or item's) list in version ARGV[1] whose base is ARGV[2]: the newest field in
+# [base, version].
 RESOLVE_USER_LIST = """
 local best = nil
 for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
@@ -62,6 +73,12 @@ end
 if best == nil then return nil end
 return redis.call('HGET', KEYS[1], best)
 """
+
+
+def departments_key(version: str) -> str:
+    """orjson map item_id -> department (top level of its category): lets the API turn a visitor's
+    views into category interest and pick the matching `category:<department>` segment list."""
+    return f"{version_prefix(version)}departments"
 
 
 def segment_key(version: str, segment: str) -> str:

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from jobs.run_history import RunHistory
 from serving.deps import SettingsDep, StoreDep
+from serving.store import StoreUnavailable
 
 router = APIRouter(tags=["ops"])
 
@@ -50,7 +51,7 @@ async def ops_page(settings: SettingsDep, store: StoreDep) -> Response:
     try:
         live = await store.live_version()
         meta = (await store.version_meta(live) or {}) if live else {}
-    except (RedisError, OSError) as exc:
+    except (RedisError, OSError, StoreUnavailable) as exc:
         live, meta = f"Redis unavailable ({type(exc).__name__})", {}
     runs = RunHistory(settings.runs_dir / "history.sqlite").recent(30)
     rows = []

@@ -1,20 +1,32 @@
-"""`GET /v1/recommendations`: the stored list for one shopper, with the segment and global fallbacks.
+"""`GET /v1/recommendations`: the stored list for one shopper with the real-time overlay, and the
+chain of fallbacks that keeps it answering.
 
-Known shopper with a personal list -> `personal`; otherwise the segment list for the request's context
-(country, then device, then referrer) -> `segment`; otherwise the global list -> `global`. Holdout
-shoppers get the non-personal list.
+Known, consenting shopper with a personal list -> `personal`, with the overlay (recent purchases
+removed, an abandoned cart brought forward with its complements, complements of a recent purchase);
+otherwise the segment list for the request's context (country, then device, then referrer) ->
+`segment`; otherwise the global list -> `global`. Holdout shoppers get the non-personal list without
+overlay. When Redis cannot be read (stopped, or not answering in time, or the breaker is open) the last
+global list this process saw is served (`fallback`), then the one bundled with the package. Items
+marked unavailable are skipped at read time; the stored overflow refills the list.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
-from serving import keyspace
+from serving import keyspace, metrics, realtime
+from serving.consent import consent_key, parse_consent
 from serving.deps import SettingsDep, StoreDep
+from serving.fallback import FallbackLists
+from serving.overlay import apply_overlay, triggers
 from serving.responses import error_response, json_response
+from serving.stock import Availability
+from serving.store import StoreUnavailable
 from serving.variant import HOLDOUT, assign_variant
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
@@ -28,9 +40,12 @@ Placement = Annotated[str, Query(pattern=r"^[a-z0-9_\-]{1,32}$")]
 Count = Annotated[int, Query(ge=1, le=100)]
 Context = Annotated[str | None, Query(pattern=CONTEXT_PATTERN)]
 
+ROUTE = "/v1/recommendations"
+
 
 @router.get("/recommendations")
 async def recommendations(
+    request: Request,
     settings: SettingsDep,
     store: StoreDep,
     user_id: UserId = None,
@@ -42,17 +57,89 @@ async def recommendations(
     referrer: Context = None,
 ) -> Response:
     """The ranked list for one shopper or anonymous visitor, every item with a reason."""
+    started = time.perf_counter()
     subject = user_id or session_id or "anonymous"
     variant = assign_variant(subject, salt=settings.holdout_salt, holdout_percent=settings.holdout_percent)
+    context = {"country": country, "device": device, "referrer": referrer}
+    fallbacks: FallbackLists = request.app.state.fallbacks
+    try:
+        answer = await _from_redis(
+            request,
+            store,
+            user_id=user_id,
+            session_id=session_id,
+            holdout=variant == HOLDOUT,
+            context=context,
+            n=n,
+        )
+    except StoreUnavailable:
+        metrics.FALLBACKS.labels(kind="last_global").inc()
+        answer = _Answer(keyspace.decode_items(fallbacks.payload())[:n], "fallback", None, None)
+    _observe_breaker(store)
+    if answer is None:
+        return error_response(503, "no recommendation version has been published yet")
+    metrics.LATENCY.labels(route=ROUTE, source=answer.source).observe(time.perf_counter() - started)
+    return json_response(
+        {
+            "items": answer.items,
+            "source": answer.source,
+            "variant": variant,
+            "placement": placement,
+            "version": answer.version,
+            "generated_at": answer.generated_at,
+            "stale": _is_stale(answer.generated_at, settings.stale_after_s),
+        }
+    )
+
+
+class _Answer:
+    __slots__ = ("generated_at", "items", "source", "version")
+
+    def __init__(
+        self, items: list[dict[str, Any]], source: str, version: str | None, generated_at: str | None
+    ) -> None:
+        self.items, self.source, self.version, self.generated_at = items, source, version, generated_at
+
+
+async def _from_redis(
+    request: Request,
+    store: Any,
+    *,
+    user_id: str | None,
+    session_id: str | None,
+    holdout: bool,
+    context: dict[str, str | None],
+    n: int,
+) -> _Answer | None:
+    settings = request.app.state.settings
     version = await store.live_version()
     if version is None:
-        return error_response(503, "no recommendation version has been published yet")
+        return None
     meta = await store.version_meta(version) or {}
+    base = str(meta.get("base") or version)
+    availability: Availability = await store.call(request.app.state.availability.get)
     payload, source = None, "global"
-    if user_id is not None and variant != HOLDOUT:
-        payload = await store.user_list(version, str(meta.get("base") or version), user_id)
+    state = realtime.EMPTY_STATE
+    client = store.client
+    if user_id is not None and not holdout:
+        # Three independent reads in flight at once: about one round trip of latency.
+        results: tuple[Any, Any, Any] = await asyncio.gather(
+            store.user_list(version, base, user_id),
+            store.call(lambda: client.hgetall(consent_key(user_id))),
+            store.call(lambda: realtime.read_state(client, user_id=user_id, session_id=session_id)),
+        )
+        payload, raw_consent, state = results
+        if parse_consent(raw_consent).personalization is False:
+            # No personalization consent: neither the personal list nor the real-time overlay.
+            payload, state, holdout = None, realtime.EMPTY_STATE, True
         source = "personal"
-    context = {"country": country, "device": device, "referrer": referrer}
+    elif session_id is not None and not holdout:
+        state = await store.call(lambda: realtime.read_state(client, user_id=None, session_id=session_id))
+    if payload is None and not holdout and state.interest:
+        # A visitor (or a shopper without a personal list yet) browsing one department: its list first.
+        department = max(sorted(state.interest), key=lambda d: state.interest[d])
+        payload = await store.segment_list(version, keyspace.context_segment("category", department))
+        source = "segment"
     for dimension in keyspace.CONTEXT_DIMENSIONS:
         value = context[dimension]
         if payload is not None:
@@ -63,19 +150,43 @@ async def recommendations(
     if payload is None:
         payload = await store.segment_list(version, keyspace.GLOBAL_SEGMENT)
         source = "global"
-    items: list[dict[str, Any]] = keyspace.decode_items(payload)[:n] if payload else []
-    generated_at = meta.get("generated_at")
-    return json_response(
-        {
-            "items": items,
-            "source": source,
-            "variant": variant,
-            "placement": placement,
-            "version": version,
-            "generated_at": generated_at,
-            "stale": _is_stale(generated_at, settings.stale_after_s),
-        }
+        if payload:
+            request.app.state.fallbacks.remember(version, payload)
+    stored = keyspace.decode_items(payload) if payload else []
+    now = time.time()
+    fired = triggers(state.cart, state.purchases, now=now, cart_abandon_after_s=settings.cart_abandon_after_s)
+    complements: dict[str, list[dict[str, Any]]] = {}
+    if fired.anchors:
+        lists = await asyncio.gather(*(store.item_list(version, base, item) for item in fired.anchors))
+        complements = {a: keyspace.decode_items(p) for a, p in zip(fired.anchors, lists, strict=True) if p}
+    items = apply_overlay(
+        stored,
+        fired=fired,
+        purchased=state.purchases,
+        complements=complements,
+        unavailable=availability.unavailable,
+        n=n,
     )
+    if not items and source != "global":
+        # Everything filtered away (a tiny segment, all bought): the global list still answers.
+        glob = await store.segment_list(version, keyspace.GLOBAL_SEGMENT)
+        items = [
+            i
+            for i in (keyspace.decode_items(glob) if glob else [])
+            if i["item_id"] not in availability.unavailable
+        ][:n]
+        source = "global"
+    return _Answer(items, source, version, meta.get("generated_at"))
+
+
+def _observe_breaker(store: Any) -> None:
+    breaker = getattr(store, "breaker", None)
+    if breaker is None:
+        return
+    metrics.BREAKER_OPEN.set(1.0 if breaker.state == "open" else 0.0)
+    opened = breaker.take_new_openings()
+    if opened:
+        metrics.BREAKER_OPENED.inc(opened)
 
 
 def _is_stale(generated_at: str | None, stale_after_s: int) -> bool:

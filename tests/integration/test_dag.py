@@ -26,7 +26,7 @@ DAGS = {
     "carousel_refresh": (
         "*/15 * * * *",
         timedelta(minutes=15),
-        {"check_inputs", "compute", "validate", "publish"},
+        {"drain_events", "check_inputs", "compute", "validate", "publish"},
     ),
     "carousel_retrain": ("0 2 * * *", timedelta(hours=4), {"check_inputs", "train"}),
 }

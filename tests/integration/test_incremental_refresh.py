@@ -82,7 +82,9 @@ def test_incremental_run_rescores_only_active_shoppers(
     assert {u: redis_client.hgetall(keyspace.user_key(u)) for u in untouched} == before  # type: ignore[attr-defined]
     for user in active:
         payload = publish.read_user_list(redis_client, delta.version, user)
-        assert payload is not None and len(keyspace.decode_items(payload)) == settings.list_length
+        assert payload is not None and len(keyspace.decode_items(payload)) == pipeline.stored_list_length(
+            settings
+        )
     assert publish.read_user_list(redis_client, delta.version, untouched[0]) == publish.read_user_list(
         redis_client, full.version, untouched[0]
     )
@@ -124,3 +126,24 @@ def test_full_compute_rerun_is_byte_identical(
     store = model_store.ModelStore(settings.models_dir)
     assert store.numbers() == [1, 2]
     assert store.describe(1)["windows"] == store.describe(2)["windows"]
+
+
+def test_batch_leaves_out_shoppers_erased_or_opted_out_through_the_api(
+    settings: Settings, redis_client: object, small_store: Callable[..., pd.DataFrame]
+) -> None:
+    """Consent withdrawn and erasures recorded by the API (Redis) are honoured by the next run, even
+    though the lake's users table still lists those shoppers as consenting."""
+    from serving.consent import consent_key
+    from serving.erasure import ERASURES_KEY, erasure_digest
+
+    users = small_store(settings, users=250, seed=8)
+    consenting = users.loc[users["consent_personalization"], "user_id"].tolist()
+    withdrawn, erased = consenting[0], consenting[1]
+    redis_client.hset(consent_key(withdrawn), mapping={"personalization": "0", "marketing": "0"})  # type: ignore[attr-defined]
+    redis_client.sadd(ERASURES_KEY, erasure_digest(erased))  # type: ignore[attr-defined]
+    result = pipeline.run_refresh(settings, interval_end=FULL_END, run_id="respect-1", mode="full")
+    lists = pd.read_parquet(pipeline.run_dir(settings, "respect-1") / "user_lists.parquet")
+    assert not lists["user_id"].isin([withdrawn, erased]).any()
+    assert lists["user_id"].isin(consenting[2:]).any()
+    for user in (withdrawn, erased):
+        assert publish.read_user_list(redis_client, result.version, user) is None

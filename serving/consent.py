@@ -1,0 +1,41 @@
+"""Shoppers' consent as the store's consent platform last reported it (`PUT /v1/users/{id}/consent`).
+
+Key: `carousel:consent:<user_id>` -> hash {personalization: "0"|"1", marketing: "0"|"1"}. A shopper
+without a key is governed by the batch's users table (the lake), which the drain keeps in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+PREFIX = "carousel:consent:"
+
+
+def consent_key(user_id: str) -> str:
+    return f"{PREFIX}{user_id}"
+
+
+@dataclass(frozen=True)
+class Consent:
+    personalization: bool | None
+    marketing: bool | None
+
+
+def parse_consent(raw: dict[Any, Any] | None) -> Consent:
+    values = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in (raw or {}).items()}
+
+    def flag(name: str) -> bool | None:
+        value = values.get(name)
+        if value is None:
+            return None
+        return (value.decode() if isinstance(value, bytes) else str(value)) == "1"
+
+    return Consent(flag("personalization"), flag("marketing"))
+
+
+async def set_consent(client: Any, user_id: str, *, personalization: bool, marketing: bool) -> None:
+    await client.hset(
+        consent_key(user_id),
+        mapping={"personalization": "1" if personalization else "0", "marketing": "1" if marketing else "0"},
+    )

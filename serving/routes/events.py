@@ -1,0 +1,190 @@
+"""`POST /v1/events`: storefront events in; the shopper's real-time state and the events stream updated.
+
+The body is `{"events": [canonical events]}` (see the contract). A request is accepted whole or refused
+whole: an unknown field, an identifier outside the API's pattern, an unknown event type, a quantity
+below 1, a negative price, a timestamp more than `events_max_clock_skew_s` ahead of the server's clock
+(or before 2000) or more than `events_max_per_request` events get 422 naming every bad field; a body over
+`events_max_body_bytes` gets 413 before it is read further. Accepted events update the real-time state
+(`serving/realtime.py`) and are appended to the `carousel:events` stream with the shopper's variant; the
+`drain_events` stage of the refresh moves them into the lake. The answer is 202 `{"accepted": N}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from redis.exceptions import RedisError
+
+from carousel.redis_conn import async_client
+from serving import realtime
+from serving.deps import SettingsDep
+from serving.responses import error_response, json_response
+from serving.routes.recommendations import CONTEXT_PATTERN, ID_PATTERN
+from serving.store import StoreUnavailable
+from serving.variant import assign_variant
+
+# Writes get a longer timeout than the API's reads: a write abandoned after Redis applied it turns into
+# a 503, and the client's retry would append the same events to the stream a second time.
+WRITE_TIMEOUT_S = 2.0
+# An int32 in the lake; far above any real basket line.
+MAX_QUANTITY = 1_000_000
+# No storefront event is older; the real-time state also relies on times being positive epoch seconds.
+EARLIEST_TS = datetime(2000, 1, 1, tzinfo=UTC)
+
+Identifier = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+# Country, device and referrer take the values the recommendations route accepts as request context.
+ContextValue = Annotated[str, StringConstraints(pattern=CONTEXT_PATTERN)]
+EventType = Literal["view", "add_to_cart", "remove_from_cart", "purchase"]
+
+
+class CanonicalEvent(BaseModel):
+    """One storefront event in the canonical format; `user_id` is absent or null for anonymous visitors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user_id: Identifier | None = None
+    session_id: Identifier
+    item_id: Identifier
+    event_type: EventType
+    ts: datetime = Field(description="UTC timestamp (ISO 8601; one without a zone is taken as UTC)")
+    quantity: int = Field(ge=1, le=MAX_QUANTITY, strict=True)
+    price: float = Field(ge=0, allow_inf_nan=False, description="unit price")
+    country: ContextValue | None = None
+    device: ContextValue | None = None
+    referrer: ContextValue | None = None
+
+    @field_validator("ts")
+    @classmethod
+    def _in_utc(cls, ts: datetime) -> datetime:
+        # As the lake does: a timestamp without a zone is UTC.
+        ts = (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).astimezone(UTC)
+        if ts < EARLIEST_TS:
+            raise ValueError(f"is before {EARLIEST_TS.date().isoformat()}: not a storefront event time")
+        return ts
+
+
+class EventBatch(BaseModel):
+    """The request body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[CanonicalEvent]
+
+
+class _CappedBodyRequest(Request):
+    """A request whose body is refused with 413 once it exceeds `events_max_body_bytes`, whether the size
+    is declared (Content-Length) or not (chunked), so an oversized body is never held in memory."""
+
+    async def body(self) -> bytes:
+        if not hasattr(self, "_body"):
+            limit: int = self.app.state.settings.events_max_body_bytes
+            declared = self.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise HTTPException(413, f"request body is {declared} bytes; the limit is {limit}")
+            chunks, size = [], 0
+            async for chunk in self.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPException(413, f"request body exceeds the limit of {limit} bytes")
+                chunks.append(chunk)
+            self._body = b"".join(chunks)
+        return self._body
+
+
+class _CappedBodyRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def capped(request: Request) -> Response:
+            return await handler(_CappedBodyRequest(request.scope, request.receive))
+
+        return capped
+
+
+@asynccontextmanager
+async def _events_client(app: FastAPI) -> AsyncIterator[None]:
+    client = async_client(app.state.settings, socket_timeout_s=WRITE_TIMEOUT_S)
+    app.state.events_client = client
+    try:
+        yield
+    finally:
+        await client.aclose()
+
+
+def _get_events_client(request: Request) -> Any:
+    return request.app.state.events_client
+
+
+EventsClientDep = Annotated[Any, Depends(_get_events_client)]
+
+router = APIRouter(prefix="/v1", tags=["events"], route_class=_CappedBodyRoute, lifespan=_events_client)
+
+
+def _refuse(problems: list[tuple[tuple[str | int, ...], str]]) -> RequestValidationError:
+    """A validation error in the shape pydantic gives, so the app's 422 handler names the fields."""
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("body", *loc), "msg": msg, "input": None} for loc, msg in problems]
+    )
+
+
+@router.post("/events", status_code=202)
+async def post_events(
+    request: Request, batch: EventBatch, settings: SettingsDep, client: EventsClientDep
+) -> Response:
+    """Accept storefront events: real-time state and the events stream are updated before answering."""
+    events = batch.events
+    if len(events) > settings.events_max_per_request:
+        raise _refuse(
+            [
+                (
+                    ("events",),
+                    f"holds {len(events)} events; at most {settings.events_max_per_request} per request",
+                )
+            ]
+        )
+    skew = settings.events_max_clock_skew_s
+    latest = datetime.now(UTC) + timedelta(seconds=skew)
+    future = [i for i, event in enumerate(events) if event.ts > latest]
+    if future:
+        raise _refuse(
+            [
+                (
+                    ("events", i, "ts"),
+                    f"{events[i].ts.isoformat()} is in the future (clock skew allowed: {skew}s)",
+                )
+                for i in future[:20]
+            ]
+        )
+
+    def variant_of(subject: str) -> str:
+        return assign_variant(subject, salt=settings.holdout_salt, holdout_percent=settings.holdout_percent)
+
+    departments = request.app.state.departments
+    try:
+        # The live version's item -> department map turns views into category interest; without it
+        # (nothing published, Redis slow) the events are still recorded, just without interest.
+        version = await request.app.state.store.live_version()
+        if version is not None:
+            await departments.load(request.app.state.store, version)
+    except StoreUnavailable:
+        pass
+    try:
+        accepted = await realtime.record_events(
+            client,
+            events,
+            variant_of=variant_of,
+            config=realtime.RealtimeConfig.from_settings(settings),
+            category_of=departments.department,
+        )
+    except (RedisError, OSError) as exc:
+        response = error_response(503, f"events could not be stored ({type(exc).__name__}); retry later")
+        response.headers["Retry-After"] = "1"
+        return response
+    return json_response({"accepted": accepted}, status_code=202)

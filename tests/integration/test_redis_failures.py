@@ -1,0 +1,106 @@
+"""With Redis stopped, or accepting connections but not answering, the API keeps answering non-empty
+200s quickly from its fallbacks, and readiness stays green while it can."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from configs.settings import Settings
+from infra.redis_server import free_port, start_server, stop_server
+from jobs import publish
+from serving.app import create_app
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A redis-server this test may stop or freeze without disturbing the others."""
+    data = tmp_path / "redis"
+    url = start_server(data, free_port())
+    yield url, data
+    try:
+        os.kill(int((data / "redis.pid").read_text()), signal.SIGCONT)
+    except (FileNotFoundError, ProcessLookupError):
+        return  # already stopped
+    stop_server(url)
+
+
+def _publish(url: str) -> None:
+    client = redis.Redis.from_url(url)
+    n = 30
+    lists = pd.DataFrame(
+        {
+            "user_id": np.repeat(["u1", "u2"], n),
+            "rank": np.tile(np.arange(1, n + 1), 2),
+            "item_id": [f"i{k}" for k in range(2 * n)],
+            "score": 1.0,
+            "reason_code": "viewed",
+            "reason_text": "viewed",
+        }
+    )
+    segments = lists[lists["user_id"] == "u1"].drop(columns="user_id").assign(segment="global")
+    publish.publish_version(
+        client,
+        version="20261101T000000Z",
+        user_lists=lists,
+        segment_lists=segments,
+        manifest={"generated_at": datetime.now(UTC).isoformat()},
+    )
+
+
+def _hammer(client: TestClient, requests: int) -> tuple[list[float], set[str]]:
+    latencies, sources = [], set()
+    for k in range(requests):
+        started = time.perf_counter()
+        response = client.get("/v1/recommendations", params={"user_id": f"u{k % 3}", "n": 10})
+        latencies.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert len(body["items"]) == 10
+        sources.add(body["source"])
+    return latencies, sources
+
+
+@pytest.mark.parametrize("failure", ["stopped", "not answering"])
+def test_api_keeps_answering_from_fallbacks(
+    settings: Settings, own_redis: tuple[str, Path], failure: str
+) -> None:
+    url, data = own_redis
+    _publish(url)
+    served = settings.model_copy(update={"redis_url": url})
+    with TestClient(create_app(served)) as client:
+        warm, _ = _hammer(client, 20)  # the process has now seen the live global list
+        if failure == "stopped":
+            stop_server(url)
+        else:
+            # Frozen: the kernel still accepts connections, the server answers nothing.
+            os.kill(int((data / "redis.pid").read_text()), signal.SIGSTOP)
+        latencies, sources = _hammer(client, 300)
+        assert sources == {"fallback"}
+        p99 = float(np.percentile(latencies, 99))
+        print(
+            f"Redis {failure}: p50 {np.percentile(latencies, 50):.2f} ms, p99 {p99:.2f} ms over 300 requests"
+        )
+        assert p99 < 100.0, f"p99 {p99:.1f} ms with Redis {failure}"
+        ready = client.get("/health/ready")
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+        metrics = client.get("/metrics").text
+        assert 'carousel_fallbacks_total{kind="last_global"}' in metrics
+        opened = [line for line in metrics.splitlines() if line.startswith("carousel_breaker_opened_total ")]
+        assert opened and float(opened[0].split()[1]) >= 1
+        served_items = client.get("/v1/recommendations", params={"user_id": "u1"}).json()["items"]
+        assert [i["item_id"] for i in served_items] == [
+            f"i{k}" for k in range(10)
+        ]  # the store's own global list

@@ -1,0 +1,300 @@
+"""The storefront API through HTTP with a real Redis: the real-time overlay, consent, holdout, the stock
+guard, erasure, protected routes and similar items."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from configs.settings import Settings
+from jobs import publish
+from serving.app import create_app
+from serving.variant import HOLDOUT, TREATMENT, assign_variant
+
+pytestmark = pytest.mark.integration
+
+VERSION = "20261101T000000Z"
+STORED = 30  # list_length 20 + overflow 10
+ITEMS = [f"i{k:03d}" for k in range(120)]
+
+
+def _rows(owner_column: str, owner: str, items: list[str], code: str) -> list[dict[str, Any]]:
+    return [
+        {
+            owner_column: owner,
+            "rank": r,
+            "item_id": it,
+            "score": 1.0 - r / 100,
+            "reason_code": code,
+            "reason_text": code,
+        }
+        for r, it in enumerate(items, start=1)
+    ]
+
+
+def _publish_store(client: redis.Redis, shoppers: list[str]) -> None:
+    """A version where shopper k's list is items k..k+29, the global list the last 30 items, and each
+    item's similar items are the next three items."""
+    users = pd.DataFrame(
+        [
+            row
+            for k, u in enumerate(shoppers)
+            for row in _rows("user_id", u, ITEMS[k % 50 : k % 50 + STORED], "viewed")
+        ]
+    )
+    segments = pd.DataFrame(
+        _rows("segment", "global", ITEMS[-STORED:], "bestseller")
+        + _rows("segment", "country:germany", ITEMS[60:90], "popular_in_country")
+        + _rows("segment", "category:garden", ITEMS[20:50], "popular_in_category")
+    )
+    similar = pd.DataFrame(
+        [
+            row
+            for k, it in enumerate(ITEMS[:-3])
+            for row in _rows("anchor_id", it, ITEMS[k + 1 : k + 4], "bought_together")
+        ]
+    )
+    publish.publish_version(
+        client,
+        version=VERSION,
+        user_lists=users,
+        segment_lists=segments,
+        item_lists=similar,
+        manifest={"run_id": "t", "generated_at": datetime.now(UTC).isoformat()},
+        departments={item: "garden" if k < 60 else "kitchen" for k, item in enumerate(ITEMS)},
+    )
+
+
+def _treatment(settings: Settings, prefix: str, count: int = 1) -> list[str]:
+    found = []
+    for k in range(10_000):
+        user = f"{prefix}{k}"
+        if (
+            assign_variant(user, salt=settings.holdout_salt, holdout_percent=settings.holdout_percent)
+            == TREATMENT
+        ):
+            found.append(user)
+            if len(found) == count:
+                return found
+    raise AssertionError("no treatment shopper found")
+
+
+ADMIN = {"Authorization": "Bearer test-admin-token-0123456789"}
+
+
+@pytest.fixture
+def quick_cart(settings: Settings) -> Settings:
+    return settings.model_copy(update={"cart_abandon_after_s": 2})
+
+
+@pytest.fixture
+def api(quick_cart: Settings, redis_client: redis.Redis) -> Iterator[tuple[TestClient, list[str]]]:
+    shoppers = _treatment(quick_cart, "shopper-", 20)
+    _publish_store(redis_client, shoppers)
+    with TestClient(create_app(quick_cart)) as client:
+        yield client, shoppers
+
+
+def _event(user: str, item: str, kind: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "user_id": user,
+        "session_id": f"sess-{user}",
+        "item_id": item,
+        "event_type": kind,
+        "ts": datetime.now(UTC).isoformat(),
+        "quantity": 1,
+        "price": 4.5,
+        **extra,
+    }
+
+
+def _ids(body: dict[str, Any]) -> list[str]:
+    return [i["item_id"] for i in body["items"]]
+
+
+def _get(client: TestClient, **params: Any) -> dict[str, Any]:
+    response = client.get("/v1/recommendations", params=params)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_a_purchase_removes_the_item_from_the_very_next_response(api: tuple[TestClient, list[str]]) -> None:
+    client, shoppers = api
+    user = shoppers[0]
+    before = _get(client, user_id=user, n=10)
+    assert before["source"] == "personal" and len(before["items"]) == 10
+    bought = _ids(before)[0]
+    assert client.post("/v1/events", json={"events": [_event(user, bought, "purchase")]}).status_code == 202
+    after = _get(client, user_id=user, n=10)
+    assert bought not in _ids(after)
+    assert len(after["items"]) == 10
+    # ... and the purchase brings what goes with it to the front, with its reason.
+    reasons = {i["item_id"]: i["reason"]["code"] for i in after["items"]}
+    complements = [it for it, code in reasons.items() if code == "bought_with"]
+    assert complements and set(complements) <= {ITEMS[ITEMS.index(bought) + k] for k in (1, 2, 3)}
+
+
+def test_a_cart_left_past_the_window_comes_back_with_reasons(api: tuple[TestClient, list[str]]) -> None:
+    client, shoppers = api
+    user = shoppers[1]
+    carted = ITEMS[100]  # not in the shopper's stored list
+    assert (
+        client.post("/v1/events", json={"events": [_event(user, carted, "add_to_cart")]}).status_code == 202
+    )
+    fresh = _get(client, user_id=user, n=10)
+    assert carted not in _ids(fresh)  # a cart a second old is not abandoned
+    time.sleep(2.3)
+    later = _get(client, user_id=user, n=10)
+    assert later["items"][0]["item_id"] == carted
+    assert later["items"][0]["reason"]["code"] == "cart_reminder"
+    completing = [i for i in later["items"] if i["reason"]["code"] == "completes_cart"]
+    assert completing and {i["item_id"] for i in completing} <= {ITEMS[101], ITEMS[102], ITEMS[103]}
+
+
+def test_without_personalization_consent_the_list_is_not_personal(api: tuple[TestClient, list[str]]) -> None:
+    client, shoppers = api
+    user = shoppers[2]
+    assert _get(client, user_id=user)["source"] == "personal"
+    consent = {"personalization": False, "marketing": True}
+    assert client.put(f"/v1/users/{user}/consent", json=consent, headers=ADMIN).status_code == 200
+    body = _get(client, user_id=user, country="Germany")
+    assert body["source"] == "segment" and len(body["items"]) == 10
+
+
+def test_holdout_share_is_within_one_point_of_the_setting(
+    api: tuple[TestClient, list[str]], quick_cart: Settings
+) -> None:
+    client, _ = api
+    variants = [_get(client, user_id=f"visitor-{k}", n=1)["variant"] for k in range(4_000)]
+    share = variants.count(HOLDOUT) / len(variants) * 100
+    assert abs(share - quick_cart.holdout_percent) <= 1.0, share
+
+
+def test_an_unavailable_item_disappears_and_the_list_keeps_its_length(
+    api: tuple[TestClient, list[str]],
+) -> None:
+    client, shoppers = api
+    user = shoppers[3]
+    first = _ids(_get(client, user_id=user, n=20))
+    gone = first[4]
+    response = client.put(f"/v1/items/{gone}", json={"in_stock": False}, headers=ADMIN)
+    assert response.status_code == 200
+    after = _ids(_get(client, user_id=user, n=20))
+    assert gone not in after and len(after) == 20
+    assert after[:4] == first[:4] and after[4:19] == first[5:20]  # refilled from the overflow
+    assert gone not in _ids(_get(client, session_id="anon-1", country="Germany", n=30))
+
+
+def test_after_erasure_no_key_or_member_names_the_shopper(
+    api: tuple[TestClient, list[str]], redis_client: redis.Redis
+) -> None:
+    client, shoppers = api
+    user = shoppers[4]
+    events = [
+        _event(user, ITEMS[1], "view"),
+        _event(user, ITEMS[2], "add_to_cart"),
+        _event(user, ITEMS[3], "purchase"),
+    ]
+    assert client.post("/v1/events", json={"events": events}).status_code == 202
+    consent = {"personalization": True, "marketing": True}
+    assert client.put(f"/v1/users/{user}/consent", json=consent, headers=ADMIN).status_code == 200
+    assert _names(redis_client, user), "the setup should have stored something about the shopper"
+    response = client.delete(f"/v1/users/{user}", headers=ADMIN)
+    assert response.status_code == 200 and response.json()["erased"]
+    assert _names(redis_client, user) == []
+    assert _get(client, user_id=user)["source"] == "global"
+
+
+def _names(client: redis.Redis, user: str) -> list[str]:
+    """Every key whose name, field, member or value mentions the shopper (a full SCAN of the db)."""
+    token = user.encode()
+    hits = []
+    for key in client.scan_iter(count=1_000):
+        kind = client.type(key).decode()
+        if kind == "string":
+            blobs = [client.get(key) or b""]
+        elif kind == "hash":
+            blobs = [b for pair in client.hgetall(key).items() for b in pair]
+        elif kind == "zset":
+            blobs = [m for m, _ in client.zrange(key, 0, -1, withscores=True)]
+        elif kind == "set":
+            blobs = list(client.smembers(key))
+        elif kind == "list":
+            blobs = client.lrange(key, 0, -1)
+        elif kind == "stream":
+            blobs = [v for _, fields in client.xrange(key) for pair in fields.items() for v in pair]
+        else:
+            blobs = []
+        if token in key or any(token in blob for blob in blobs):
+            hits.append(key.decode())
+    return hits
+
+
+def test_every_protected_route_answers_401_without_a_valid_token(api: tuple[TestClient, list[str]]) -> None:
+    client, shoppers = api
+    calls = [
+        ("PUT", f"/v1/users/{shoppers[0]}/consent", {"personalization": True, "marketing": True}),
+        ("DELETE", f"/v1/users/{shoppers[0]}", None),
+        ("PUT", f"/v1/items/{ITEMS[0]}", {"in_stock": False}),
+    ]
+    for method, path, body in calls:
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong-token-0123456789"},
+            {"Authorization": "Basic abc"},
+        ):
+            response = client.request(method, path, json=body, headers=headers)
+            assert response.status_code == 401, (method, path, headers)
+    assert _get(client, user_id=shoppers[0])["source"] == "personal"  # nothing was erased
+
+
+def test_similar_items_are_the_published_neighbours(api: tuple[TestClient, list[str]]) -> None:
+    client, _ = api
+    body = client.get(f"/v1/items/{ITEMS[10]}/similar", params={"n": 3}).json()
+    assert body["source"] == "similar" and _ids(body) == ITEMS[11:14]
+    assert all(i["reason"]["code"] == "bought_together" for i in body["items"])
+    unknown = client.get("/v1/items/never-seen/similar").json()
+    assert unknown["source"] == "global" and len(unknown["items"]) == 10
+
+
+def test_bad_bodies_and_parameters_get_4xx_naming_the_field(api: tuple[TestClient, list[str]]) -> None:
+    client, shoppers = api
+    bad_item = client.put(f"/v1/items/{ITEMS[0]}", json={"in_stock": "maybe"}, headers=ADMIN)
+    assert bad_item.status_code == 422 and "in_stock" in bad_item.text
+    extra = client.put(
+        f"/v1/users/{shoppers[0]}/consent",
+        json={"personalization": True, "marketing": True, "sms": True},
+        headers=ADMIN,
+    )
+    assert extra.status_code == 422 and "sms" in extra.text
+    bad_id = client.get("/v1/items/bad id!/similar")
+    assert bad_id.status_code == 422 and "item_id" in bad_id.text
+
+
+def test_the_api_refuses_to_start_without_tokens_outside_the_demo(settings: Settings) -> None:
+    from serving.auth import MissingTokens
+
+    open_doors = settings.model_copy(update={"admin_token": None, "marketing_token": None})
+    with pytest.raises(MissingTokens, match="CAROUSEL_ADMIN_TOKEN and CAROUSEL_MARKETING_TOKEN"):
+        create_app(open_doors)
+    create_app(open_doors.model_copy(update={"demo": True}))  # the demo generates its own
+
+
+def test_an_anonymous_session_gets_the_list_of_the_department_it_browses(
+    api: tuple[TestClient, list[str]],
+) -> None:
+    client, _ = api
+    session = "anon-browser-7"
+    assert _get(client, session_id=session, country="Germany")["source"] == "segment"  # the country list
+    views = [{**_event("x", ITEMS[k], "view"), "user_id": None, "session_id": session} for k in (3, 5, 7)]
+    assert client.post("/v1/events", json={"events": views}).status_code == 202
+    body = _get(client, session_id=session, country="Germany", n=10)
+    assert body["source"] == "segment" and _ids(body) == ITEMS[20:30]  # category:garden first
