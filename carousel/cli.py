@@ -182,6 +182,37 @@ def cmd_drain_events(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- bench --------------------------------------------------------------------------------------------
+def cmd_bench(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    say = _progress(started)
+    if args.what == "serve":
+        from carousel.bench.serve import bench_serve
+
+        if args.concurrency < 1 or args.duration < 1 or args.users < 10 or args.workers < 1:
+            raise CommandError("--concurrency, --duration and --workers must be >= 1 and --users >= 10")
+        report = bench_serve(
+            concurrency=args.concurrency,
+            duration=args.duration,
+            users=args.users,
+            workers=args.workers,
+            progress=say,
+        )
+    else:
+        from carousel.bench.batch import bench_batch
+
+        if args.users < 100 or args.items < 10 or args.events < 1_000:
+            raise CommandError("--users >= 100, --items >= 10 and --events >= 1000, please")
+        report = bench_batch(
+            users=args.users, items=args.items, events=args.events, settings=_settings(), progress=say
+        )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    say(f"wrote {out}")
+    return 0
+
+
 # -- evaluate -----------------------------------------------------------------------------------------
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from carousel.schema import validate_events, validate_items
@@ -232,6 +263,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report["timings_s"] = {"load": round(load_s, 3), **report["timings_s"]}
     report["timings_s"]["total"] = round(time.perf_counter() - started, 3)
     paths = write_report(report, Path(args.out))
+    # The ops page shows the last evaluation: keep a copy where it looks.
+    settings = _settings()
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    copy = settings.reports_dir / "evaluation.json.tmp"
+    copy.write_text(paths["json"].read_text())
+    copy.replace(settings.reports_dir / "evaluation.json")
     for task, per_model in report["tasks"].items():
         best = max(per_model, key=lambda name: per_model[name]["ndcg@10"])
         say(
@@ -298,6 +335,71 @@ def cmd_publish(args: argparse.Namespace) -> int:
             f"model={(run.get('model') or {}).get('number', '-')} "
             f"version={run.get('published_version') or '-'} {stages}"
         )
+    return 0
+
+
+# -- report -------------------------------------------------------------------------------------------
+def cmd_report(args: argparse.Namespace) -> int:
+    """`report lift`: treatment vs holdout conversion and revenue (jobs/lift.py) as JSON and a summary."""
+    from carousel.lake import Lake
+    from jobs.lift import (
+        LiftError,
+        last_event_time,
+        lift_report,
+        read_audiences,
+        read_events,
+        summary_tables,
+        write_report,
+    )
+
+    settings = _settings()
+    start = pd.Timestamp(_timestamp(args.start, "--start")) if args.start else None
+    end = pd.Timestamp(_timestamp(args.end, "--end")) if args.end else None
+    if args.email_window_days < 1:
+        raise CommandError(f"--email-window-days must be at least 1, not {args.email_window_days}")
+    event_files = Lake(settings.lake_dir).event_files()
+    newest = last_event_time(event_files)
+    if newest is None:
+        raise CommandError(f"the lake at {settings.lake_dir} holds no events: import some first")
+    # Default window: the 30 whole days that end at the midnight after the newest event.
+    end = end if end is not None else newest.floor("D") + pd.Timedelta(days=1)
+    start = start if start is not None else end - pd.Timedelta(days=30)
+    if start >= end:
+        raise CommandError(f"start {start:%Y-%m-%dT%H:%M:%SZ} must be before end {end:%Y-%m-%dT%H:%M:%SZ}")
+    # Email conversions of triggers near the end happen up to the email window after it.
+    events = read_events(event_files, start=start, end=end + pd.Timedelta(days=args.email_window_days))
+    audience_files = sorted(Path(settings.var_dir).glob("audiences/*/*.parquet"))
+    try:
+        report = lift_report(
+            events,
+            read_audiences(audience_files),
+            salt=settings.holdout_salt,
+            holdout_percent=settings.holdout_percent,
+            start=start,
+            end=end,
+            email_window_days=args.email_window_days,
+        )
+    except LiftError as exc:
+        raise CommandError(str(exc)) from None
+    report = {
+        "generated_at": _now().isoformat(),
+        **report,
+        "inputs": {
+            "lake_dir": str(settings.lake_dir),
+            "event_rows_read": len(events),
+            "audience_files": [str(p) for p in audience_files],
+        },
+    }
+    out = write_report(report, Path(args.out) if args.out else settings.reports_dir / "lift.json")
+    window = report["window"]
+    console.print(
+        f"holdout lift {window['start'][:16]} to {window['end'][:16]} UTC, {settings.holdout_percent:g}% holdout"
+    )
+    for table in summary_tables(report):
+        console.print(table)
+    if not report["email"]["available"]:
+        console.print(f"email: {report['email']['note']}")
+    console.print(f"wrote {out}")
     return 0
 
 
@@ -398,6 +500,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ref.set_defaults(func=cmd_refresh)
 
+    bench = sub.add_parser("bench", help="benchmarks: the API under load, the pipeline at size")
+    bench.add_argument("what", choices=["serve", "batch"])
+    bench.add_argument("--out", required=True, help="the report JSON")
+    bench.add_argument("--concurrency", type=int, default=16)
+    bench.add_argument("--duration", type=int, default=20, help="seconds of load per target")
+    bench.add_argument("--users", type=int, default=50_000, help="shoppers (serve: with a stored list)")
+    bench.add_argument("--items", type=int, default=5_000, help="batch: catalog size")
+    bench.add_argument("--events", type=int, default=2_000_000, help="batch: about this many events")
+    bench.add_argument("--workers", type=int, default=2, help="uvicorn workers of the API and the baseline")
+    bench.set_defaults(func=cmd_bench)
+
     ret = sub.add_parser(
         "retrain", help="the nightly retrain: a new numbered model (ALS, co-visitation, ranker), no lists"
     )
@@ -434,9 +547,24 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--json", action="store_true")
     pub.set_defaults(func=cmd_publish)
 
+    rep = sub.add_parser("report", help="reports on live traffic: holdout lift (storefront and email)")
+    rep.add_argument("action", choices=["lift"])
+    rep.add_argument(
+        "--start", help="window start (ISO timestamp, UTC if no zone); default: 30 days before the end"
+    )
+    rep.add_argument(
+        "--end", help="window end, exclusive (ISO timestamp); default: the midnight after the newest event"
+    )
+    rep.add_argument("--out", help="report JSON; default: <var_dir>/reports/lift.json")
+    rep.add_argument(
+        "--email-window-days", type=int, default=7, help="days after an email's trigger a purchase counts"
+    )
+    rep.set_defaults(func=cmd_report)
+
     sbm = sub.add_parser("submit", help="run one pipeline stage with spark-submit (used by the DAG)")
     sbm.add_argument(
-        "stage", choices=["drain_events", "check_inputs", "compute", "train", "validate", "publish"]
+        "stage",
+        choices=["drain_events", "check_inputs", "compute", "train", "validate", "publish", "audiences"],
     )
     sbm.add_argument("--run-id", required=True)
     sbm.add_argument("--interval-end", required=True, help="the run's data interval end (ISO timestamp)")

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     holdout_percent: float = Field(ge=0, le=100)
     holdout_salt: str = Field(min_length=1)
     cart_abandon_after_s: int = Field(ge=1)
+    post_purchase_after_days: float = Field(ge=0, le=365)
+    post_purchase_until_days: float = Field(gt=0, le=365)
+    browse_min_views: int = Field(ge=1, le=1000)
+    audience_lookback_days: float = Field(gt=0, le=365)
+    audience_cap_hours: float = Field(ge=0, le=24 * 365)
     events_max_per_request: int = Field(ge=1, le=10_000)
     events_max_body_bytes: int = Field(ge=1024, le=64 * 1024 * 1024)
     events_max_clock_skew_s: int = Field(ge=0, le=86_400)
@@ -105,6 +110,10 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.var_dir / "models"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.var_dir / "reports"
 
 
 @lru_cache(maxsize=1)

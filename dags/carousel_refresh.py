@@ -1,4 +1,5 @@
-"""DAG `carousel_refresh`: every 15 minutes, drain events -> check inputs -> compute -> validate -> publish.
+"""DAG `carousel_refresh`: every 15 minutes, drain events -> check inputs -> compute -> validate ->
+publish -> audiences.
 
 This file only wires tasks (see `pipeline_tasks.py`). `drain_events` first moves the events the API
 accepted up to the interval end from Redis into the lake (exactly once, `jobs/drain.py`). The compute
@@ -7,6 +8,7 @@ active in the run's data interval (folding them into ALS with the item factors f
 as a delta on top of the live version; after a retrain (a newer model than the live version's) it
 rescores every shopper once; with no model yet it trains one. Stages hand over through the run's folder,
 so a retried task redoes only its own stage, and a rerun of an interval publishes identical content.
+`audiences` then refreshes the marketing audiences from the lake (`jobs/audiences.py`).
 """
 
 from __future__ import annotations
@@ -29,4 +31,4 @@ with DAG(
     tags=["carousel"],
     doc_md=__doc__,
 ) as dag:
-    stage_tasks(("drain_events", "check_inputs", "compute", "validate", "publish"), mode="auto")
+    stage_tasks(("drain_events", "check_inputs", "compute", "validate", "publish", "audiences"), mode="auto")

@@ -75,6 +75,7 @@ def main() -> int:
         "\ncarousel demo is up:\n"
         f"  known shopper:     {base}/v1/recommendations?user_id={known}&n=10\n"
         f"  anonymous visitor: {base}/v1/recommendations?session_id=demo-session&country=Germany\n"
+        f"  shop (demo storefront):   {base}/shop\n"
         f"  ops (runs, data quality): {base}/ops\n"
         f"  readiness:         {base}/health/ready\n"
         f"  publish status:    {BIN / 'carousel'} publish status\n"

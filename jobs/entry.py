@@ -18,7 +18,8 @@ from datetime import datetime
 
 # `train` is the compute stage in train mode (the nightly retrain): a new numbered model, no lists.
 # `drain_events` moves the events the API accepted from Redis into the lake (jobs/drain.py).
-STAGES = ("drain_events", "check_inputs", "compute", "train", "validate", "publish")
+# `audiences` refreshes the marketing audiences from the lake after the lists are live (jobs/audiences.py).
+STAGES = ("drain_events", "check_inputs", "compute", "train", "validate", "publish", "audiences")
 # The stages that run Spark jobs; the others run without a Spark session.
 SPARK_STAGES = ("check_inputs", "compute", "train")
 
@@ -50,6 +51,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{drained.written:,} events into the lake, through stream id {drained.drained_through or '-'}; "
             f"{drained.backlog.length:,} left in the stream, {drained.rejected} rejected, {drained.deleted} deleted"
             + (" (the stream's length cap dropped undrained events)" if drained.backlog.lost else "")
+        )
+    elif args.stage == "audiences":
+        from jobs.audiences import build_audiences
+
+        built = build_audiences(settings, run_id=args.run_id, interval_end=args.interval_end)
+        say(
+            "audiences: "
+            + ", ".join(
+                f"{c} {n['send']:,} to send + {n['held_out']:,} held out" for c, n in built.counts.items()
+            )
         )
     elif args.stage == "check_inputs":
         verdict = check_inputs(settings, run_id=args.run_id, interval_end=args.interval_end)

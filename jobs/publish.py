@@ -401,13 +401,20 @@ def read_meta(client: Any, version: str) -> dict[str, Any] | None:
 
 def read_user_list(client: Any, version: str, user_id: str) -> bytes | None:
     """The shopper's stored list as `version` resolves it (what the API serves), or None."""
+    return _resolve(client, version, keyspace.user_key(user_id))
+
+
+def read_item_list(client: Any, version: str, item_id: str) -> bytes | None:
+    """The item's similar items as `version` resolves them, or None."""
+    return _resolve(client, version, keyspace.item_key(item_id))
+
+
+def _resolve(client: Any, version: str, key: str) -> bytes | None:
     meta = read_meta(client, version)
     if meta is None:
         return None
     base = str(meta.get("base") or version)
-    value: bytes | None = client.eval(
-        keyspace.RESOLVE_USER_LIST, 1, keyspace.user_key(user_id), version, base
-    )
+    value: bytes | None = client.eval(keyspace.RESOLVE_USER_LIST, 1, key, version, base)
     return value
 
 

@@ -21,7 +21,8 @@ from serving.auth import check_tokens_configured
 from serving.catalog import DepartmentCache
 from serving.fallback import FallbackLists
 from serving.responses import error_response
-from serving.routes import events, health, items, ops, recommendations, users
+from serving.routes import audiences, events, health, items, ops, recommendations, shop, users
+from serving.routes import lift as lift_routes
 from serving.stock import AvailabilityCache
 from serving.store import CircuitBreaker, RedisListStore
 
@@ -60,8 +61,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(items.router)
     app.include_router(items.admin_router)
     app.include_router(users.router)
+    app.include_router(audiences.router)
     app.include_router(events.router)
     app.include_router(ops.router)
+    app.include_router(lift_routes.router)
+    app.include_router(shop.router)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:

@@ -35,7 +35,15 @@ def parse_consent(raw: dict[Any, Any] | None) -> Consent:
 
 
 async def set_consent(client: Any, user_id: str, *, personalization: bool, marketing: bool) -> None:
+    """Record consent; without marketing consent the shopper leaves every audience at once."""
+    from serving import audiences
+
     await client.hset(
         consent_key(user_id),
         mapping={"personalization": "1" if personalization else "0", "marketing": "1" if marketing else "0"},
     )
+    if marketing:
+        await client.srem(audiences.NO_MARKETING, user_id)
+    else:
+        await audiences.drop_shopper(client, user_id)
+        await client.sadd(audiences.NO_MARKETING, user_id)

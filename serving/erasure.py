@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from serving import keyspace, realtime
+from serving import audiences, keyspace, realtime
 from serving.consent import consent_key
 
 ERASURES_KEY = "carousel:erasures"
@@ -33,6 +33,7 @@ async def erase_shopper(client: Any, user_id: str) -> dict[str, int]:
     deleted += int(await client.delete(*keys.all))
     for session in sessions:  # each session's keys live in their own hash slot
         deleted += int(await client.delete(*realtime.session_keys(session.decode()).all))
+    await audiences.drop_shopper(client, user_id)
     events = 0
     for stream in (realtime.EVENTS_STREAM, realtime.REJECTED_STREAM):
         events += await _drop_stream_entries(client, stream, user_id)

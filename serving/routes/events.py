@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from redis.exceptions import RedisError
 
 from carousel.redis_conn import async_client
-from serving import realtime
+from serving import audiences, realtime
 from serving.deps import SettingsDep
 from serving.responses import error_response, json_response
 from serving.routes.recommendations import CONTEXT_PATTERN, ID_PATTERN
@@ -183,6 +183,7 @@ async def post_events(
             config=realtime.RealtimeConfig.from_settings(settings),
             category_of=departments.department,
         )
+        await audiences.note_carts(client, events)
     except (RedisError, OSError) as exc:
         response = error_response(503, f"events could not be stored ({type(exc).__name__}); retry later")
         response.headers["Retry-After"] = "1"

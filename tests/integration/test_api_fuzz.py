@@ -3,8 +3,6 @@ the generated parameters and bodies, valid or not, with or without a token, no r
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -14,10 +12,9 @@ import pandas as pd
 import pytest
 import redis
 import schemathesis
-import uvicorn
+from http_server import served
 
 from configs.settings import Settings
-from infra.redis_server import free_port
 from jobs import publish
 from serving.app import create_app
 
@@ -58,19 +55,8 @@ def _publish(client: redis.Redis) -> None:
 def api_schema(settings: Settings, redis_client: redis.Redis) -> Iterator[Any]:
     """The API served by uvicorn on a free port (lifespan and all), and its OpenAPI schema."""
     _publish(redis_client)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield schemathesis.openapi.from_url(f"http://127.0.0.1:{port}/openapi.json")
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(create_app(settings)) as url:
+        yield schemathesis.openapi.from_url(f"{url}/openapi.json")
 
 
 def test_no_request_gets_a_server_error(api_schema: Any) -> None:

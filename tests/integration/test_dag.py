@@ -26,7 +26,7 @@ DAGS = {
     "carousel_refresh": (
         "*/15 * * * *",
         timedelta(minutes=15),
-        {"drain_events", "check_inputs", "compute", "validate", "publish"},
+        {"drain_events", "check_inputs", "compute", "validate", "publish", "audiences"},
     ),
     "carousel_retrain": ("0 2 * * *", timedelta(hours=4), {"check_inputs", "train"}),
 }
@@ -70,6 +70,10 @@ def test_dag_scheduling_invariants(dagbag: object, dag_id: str) -> None:
         assert "data_interval_end" in task.bash_command and "data_interval_start" in task.bash_command
         assert task.retries >= 1, task.task_id
         assert task.execution_timeout is not None and task.execution_timeout < dag.dagrun_timeout
+
+
+def _safe(run_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.T" else "_" for c in run_id)
 
 
 def _point_at(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,6 +142,9 @@ def test_retrain_then_refresh_runs_through_airflow(
     assert delta is not None and (delta["kind"], delta["base"]) == ("delta", "20261101T020000Z")
     assert delta["user_lists"] == 1
     assert publish.read_user_list(redis_client, "20261101T021500Z", shopper) is not None
+    # The last stage wrote this run's audience files for email tools.
+    for campaign in ("abandoned_cart", "post_purchase", "browse_abandonment"):
+        assert (settings.var_dir / "audiences" / _safe(delta["run_id"]) / f"{campaign}.csv").exists()
 
 
 def test_dag_run_with_bad_inputs_fails_and_keeps_live_version(

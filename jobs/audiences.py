@@ -1,0 +1,302 @@
+"""Marketing audiences for triggered emails, computed from the lake after every refresh.
+
+Three campaigns, each a set of rows (user_id, triggered_at, items with reasons, variant, held_out):
+
+* `abandoned_cart`: the shopper's cart (added, not removed, not bought since) untouched for longer than
+  `cart_abandon_after_s`; items: the cart, then what goes with it;
+* `post_purchase`: a purchase `post_purchase_after_days` to `post_purchase_until_days` ago; items: what
+  goes with the purchases (similar-items lists), then the shopper's personal list, never what they
+  already bought;
+* `browse_abandonment`: an item viewed `browse_min_views` times or more within the look-back and never
+  carted or bought; items: that item, then what goes with it.
+
+Rules that hold for every campaign: shoppers without marketing consent (the lake's users table, or the
+API's consent record) and erased shoppers are never in an audience; holdout shoppers (the same salted
+hash as the storefront) are recorded with `held_out=true` and are not in the send list; a frequency cap
+keeps one row per shopper and campaign per `audience_cap_hours` (a newer trigger inside the cap keeps
+the first row).
+
+Run as the `audiences` stage of `carousel_refresh` (after publish), or `carousel audiences`. The run
+writes `var/audiences/<run_id>/<campaign>.parquet` and `.csv` (for email tools) and replaces the
+campaign's rows in Redis (`serving/audiences.py`), where the API serves them and keeps abandoned carts
+current between runs from the real-time state.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import pyarrow.dataset as ds
+
+from carousel.lake import Lake
+from carousel.redis_conn import sync_client
+from configs.settings import Settings
+from serving import audiences as store
+from serving import keyspace
+from serving.consent import PREFIX as CONSENT_PREFIX
+from serving.consent import parse_consent
+from serving.erasure import ERASURES_KEY, erasure_digest
+from serving.variant import HOLDOUT, assign_variant
+
+CAMPAIGNS = store.CAMPAIGNS
+ROW_COLUMNS = ["campaign", "user_id", "triggered_at", "items", "variant", "held_out"]
+REASON: dict[str, tuple[str, str]] = {
+    "cart": ("in_your_cart", "Still in your cart"),
+    "completes_cart": ("completes_cart", "Goes with what is in your cart"),
+    "bought_with": ("bought_with", "Goes with what you bought"),
+    "for_you": ("for_you", "Picked for you"),
+    "viewed": ("viewed_often", "You looked at this several times"),
+    "similar": ("similar_to_viewed", "Similar to what you looked at"),
+}
+
+
+@dataclass(frozen=True)
+class AudienceRules:
+    cart_abandon_after_s: float
+    post_purchase_after_days: float = 2.0
+    post_purchase_until_days: float = 7.0
+    browse_min_views: int = 3
+    lookback_days: float = 14.0
+    cap_hours: float = 24.0
+    items_per_row: int = 6
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AudienceRules:
+        return cls(
+            cart_abandon_after_s=settings.cart_abandon_after_s,
+            post_purchase_after_days=settings.post_purchase_after_days,
+            post_purchase_until_days=settings.post_purchase_until_days,
+            browse_min_views=settings.browse_min_views,
+            lookback_days=settings.audience_lookback_days,
+            cap_hours=settings.audience_cap_hours,
+        )
+
+
+def _item(item_id: str, kind: str) -> dict[str, Any]:
+    code, text = REASON[kind]
+    return {"item_id": item_id, "reason": {"code": code, "text": text}}
+
+
+def compute_audiences(
+    events: pd.DataFrame,
+    *,
+    now: datetime,
+    rules: AudienceRules,
+    similar: Callable[[str], list[str]],
+    personal: Callable[[str], list[str]],
+) -> pd.DataFrame:
+    """The triggers found in `events` (canonical events of known shoppers, before `now`), one row per
+    (campaign, shopper), before consent, holdout and cap are applied.
+
+    `similar(item)` gives an item's similar items and `personal(user)` the shopper's list, best first.
+    """
+    now_ts = pd.Timestamp(now)
+    recent = events[events["user_id"].notna() & (events["ts"] < now_ts)]
+    recent = recent[recent["ts"] >= now_ts - pd.Timedelta(days=rules.lookback_days)]
+    rows: list[dict[str, Any]] = []
+    for user, own in recent.sort_values("ts", kind="stable").groupby("user_id", sort=True):
+        rows.extend(_triggers(str(user), own, now_ts, rules, similar, personal))
+    return pd.DataFrame(rows, columns=ROW_COLUMNS[:4])
+
+
+def _triggers(
+    user: str,
+    own: pd.DataFrame,
+    now: pd.Timestamp,
+    rules: AudienceRules,
+    similar: Callable[[str], list[str]],
+    personal: Callable[[str], list[str]],
+) -> list[dict[str, Any]]:
+    out = []
+    cart: dict[str, pd.Timestamp] = {}
+    bought: dict[str, pd.Timestamp] = {}
+    for kind, item, ts in zip(own["event_type"], own["item_id"], own["ts"], strict=True):
+        if kind == "add_to_cart":
+            cart[item] = ts
+        elif kind == "remove_from_cart":
+            cart.pop(item, None)
+        elif kind == "purchase":
+            cart.pop(item, None)
+            bought[item] = ts
+    n = rules.items_per_row
+    if cart and now - max(cart.values()) >= pd.Timedelta(seconds=rules.cart_abandon_after_s):
+        items = [_item(i, "cart") for i in sorted(cart, key=lambda i: cart[i], reverse=True)]
+        items += [_item(s, "completes_cart") for i in cart for s in similar(i)[:2]]
+        out.append(_row("abandoned_cart", user, max(cart.values()), items, n, exclude=set(bought)))
+    window = [
+        i
+        for i, ts in bought.items()
+        if pd.Timedelta(days=rules.post_purchase_after_days)
+        <= now - ts
+        <= pd.Timedelta(days=rules.post_purchase_until_days)
+    ]
+    if window:
+        last = max(bought[i] for i in window)
+        items = [_item(s, "bought_with") for i in window for s in similar(i)[:3]]
+        items += [_item(p, "for_you") for p in personal(user)]
+        out.append(_row("post_purchase", user, last, items, n, exclude=set(bought)))
+    views = own[own["event_type"] == "view"].groupby("item_id")["ts"].agg(["count", "max"])
+    touched = set(own.loc[own["event_type"].isin(["add_to_cart", "purchase"]), "item_id"])
+    browsed = views[(views["count"] >= rules.browse_min_views) & ~views.index.isin(list(touched))]
+    if len(browsed):
+        top = browsed.sort_values(["count", "max"], ascending=False).index.tolist()
+        items = [_item(i, "viewed") for i in top[:2]] + [
+            _item(s, "similar") for i in top[:2] for s in similar(i)[:3]
+        ]
+        out.append(_row("browse_abandonment", user, browsed["max"].max(), items, n, exclude=set(bought)))
+    return out
+
+
+def _row(
+    campaign: str, user: str, at: pd.Timestamp, items: list[dict[str, Any]], n: int, exclude: set[str]
+) -> dict[str, Any]:
+    seen: set[str] = set()
+    unique = []
+    for item in items:
+        if item["item_id"] in seen or item["item_id"] in exclude:
+            continue
+        seen.add(item["item_id"])
+        unique.append(item)
+    return {"campaign": campaign, "user_id": user, "triggered_at": at, "items": unique[:n]}
+
+
+def apply_rules(
+    rows: pd.DataFrame,
+    *,
+    no_marketing: set[str],
+    erased_digests: set[str],
+    salt: str,
+    holdout_percent: float,
+    previous: Mapping[tuple[str, str], pd.Timestamp],
+    cap_hours: float,
+) -> pd.DataFrame:
+    """Consent, erasure, holdout and the frequency cap. `previous` maps (campaign, user) to the trigger
+    time of the row already in the audience; a newer trigger within `cap_hours` of it keeps that row."""
+    if rows.empty:
+        return pd.DataFrame(columns=ROW_COLUMNS)
+    keep = ~rows["user_id"].isin(no_marketing)
+    keep &= ~rows["user_id"].map(lambda u: erasure_digest(str(u)) in erased_digests)
+    rows = rows[keep & rows["items"].map(bool)].copy()
+    cap = pd.Timedelta(hours=cap_hours)
+    times = []
+    for campaign, user, at in zip(rows["campaign"], rows["user_id"], rows["triggered_at"], strict=True):
+        before = previous.get((campaign, user))
+        times.append(before if before is not None and abs(at - before) < cap else at)
+    rows["triggered_at"] = pd.to_datetime(pd.Series(times, index=rows.index), utc=True)
+    rows["variant"] = rows["user_id"].map(
+        lambda u: assign_variant(str(u), salt=salt, holdout_percent=holdout_percent)
+    )
+    rows["held_out"] = rows["variant"] == HOLDOUT
+    return (
+        rows[ROW_COLUMNS]
+        .sort_values(["campaign", "triggered_at", "user_id"], kind="stable")
+        .reset_index(drop=True)
+    )
+
+
+@dataclass(frozen=True)
+class AudienceResult:
+    counts: dict[str, dict[str, int]]
+    files: list[str]
+
+
+def build_audiences(settings: Settings, *, run_id: str, interval_end: datetime) -> AudienceResult:
+    """The `audiences` stage: compute from the lake, write the run's files, replace the Redis rows."""
+    interval_end = interval_end.astimezone(UTC)
+    rules = AudienceRules.from_settings(settings)
+    lake = Lake(settings.lake_dir)
+    since = pd.Timestamp(interval_end) - pd.Timedelta(days=rules.lookback_days)
+    events = _read_events(lake, since, pd.Timestamp(interval_end))
+    client = sync_client(settings)
+    live = client.get(keyspace.LIVE_KEY)
+    version = live.decode() if live else None
+    lists = _ListReader(client, version)
+    found = compute_audiences(
+        events, now=interval_end, rules=rules, similar=lists.similar, personal=lists.personal
+    )
+    users = lake.read_users()
+    no_marketing = (
+        set() if users is None else set(users.loc[~users["consent_marketing"], "user_id"].astype(str))
+    )
+    for key in client.scan_iter(match=CONSENT_PREFIX + "*", count=5_000):
+        consent = parse_consent(client.hgetall(key))
+        user = key.decode()[len(CONSENT_PREFIX) :]
+        if consent.marketing is False:
+            no_marketing.add(user)
+        elif consent.marketing is True:
+            no_marketing.discard(user)
+    rows = apply_rules(
+        found,
+        no_marketing=no_marketing,
+        erased_digests={d.decode() for d in client.smembers(ERASURES_KEY)},
+        salt=settings.holdout_salt,
+        holdout_percent=settings.holdout_percent,
+        previous=store.current_trigger_times(client),
+        cap_hours=rules.cap_hours,
+    )
+    out = settings.var_dir / "audiences" / _safe(run_id)
+    out.mkdir(parents=True, exist_ok=True)
+    files, counts = [], {}
+    for campaign in CAMPAIGNS:
+        part = rows[rows["campaign"] == campaign]
+        table = part.assign(items=part["items"].map(json.dumps))
+        table.to_parquet(out / f"{campaign}.parquet", index=False)
+        table.to_csv(out / f"{campaign}.csv", index=False)
+        files += [str(out / f"{campaign}.parquet"), str(out / f"{campaign}.csv")]
+        records: list[dict[str, Any]] = [{str(k): v for k, v in r.items()} for r in part.to_dict("records")]
+        store.replace_campaign(client, campaign, records, no_marketing=no_marketing)
+        counts[campaign] = {
+            "rows": len(part),
+            "send": int((~part["held_out"]).sum()),
+            "held_out": int(part["held_out"].sum()),
+        }
+    return AudienceResult(counts, files)
+
+
+def _read_events(lake: Lake, since: pd.Timestamp, until: pd.Timestamp) -> pd.DataFrame:
+    """The look-back window of events (a filtered Parquet scan: only the recent rows are read)."""
+    columns = ["user_id", "item_id", "event_type", "ts"]
+    if not lake.event_files():
+        return pd.DataFrame(columns=columns)
+    dataset = ds.dataset([str(p) for p in lake.event_files()], format="parquet")
+    table = dataset.to_table(columns=columns, filter=(ds.field("ts") >= since) & (ds.field("ts") < until))
+    frame = table.to_pandas()
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    return frame
+
+
+class _ListReader:
+    """Similar items and personal lists of the live version, read once per id."""
+
+    def __init__(self, client: Any, version: str | None) -> None:
+        from jobs.publish import read_item_list, read_user_list
+
+        self._client, self._version = client, version
+        self._item, self._user = read_item_list, read_user_list
+        self._cache: dict[tuple[str, str], list[str]] = {}
+
+    def _ids(self, kind: str, key: str) -> list[str]:
+        if self._version is None:
+            return []
+        if (kind, key) not in self._cache:
+            reader = self._item if kind == "i" else self._user
+            payload = reader(self._client, self._version, key)
+            self._cache[(kind, key)] = (
+                [i["item_id"] for i in keyspace.decode_items(payload)] if payload else []
+            )
+        return self._cache[(kind, key)]
+
+    def similar(self, item_id: str) -> list[str]:
+        return self._ids("i", item_id)
+
+    def personal(self, user_id: str) -> list[str]:
+        return self._ids("u", user_id)
+
+
+def _safe(run_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.T" else "_" for c in run_id)
