@@ -374,11 +374,24 @@ async def read_state(client: Any, *, user_id: str | None, session_id: str | None
     if keys is None:
         return EMPTY_STATE
     pipe = client.pipeline(transaction=True)
+    queue_state_reads(pipe, keys)
+    return state_from(await pipe.execute())
+
+
+STATE_READS = 4
+
+
+def queue_state_reads(pipe: Any, keys: SubjectKeys) -> None:
+    """Queue the `STATE_READS` commands that read one subject's state onto `pipe` (so a caller can read
+    it in the same round trip as other keys); `state_from` turns their replies into a state."""
     pipe.zrangebyscore(keys.cart, "(0", "+inf", withscores=True)
     pipe.zrange(keys.purchases, 0, -1, withscores=True)
     pipe.zrange(keys.views, 0, -1, withscores=True)
     pipe.hgetall(keys.interest)
-    cart, purchases, views, interest = await pipe.execute()
+
+
+def state_from(replies: list[Any]) -> ShopperState:
+    cart, purchases, views, interest = replies
     return ShopperState(
         cart=_scores(cart),
         purchases=_scores(purchases),

@@ -13,6 +13,7 @@ read the last known state stays in force.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,15 +47,24 @@ class AvailabilityCache:
         self._fetched_at = -1e9
         self._state = Availability(frozenset(), {})
 
-    async def get(self) -> Availability:
+    async def get(
+        self, run: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None
+    ) -> Availability:
+        """The overrides; a refresh goes through `run` (the store's deadline and breaker) when given, so
+        only real Redis reads count for or against the breaker."""
         now = time.monotonic()
         if now - self._fetched_at < self._ttl_s:
             return self._state
         self._fetched_at = now  # also on failure: a down Redis is not asked on every request
-        pipe = self._client.pipeline(transaction=False)
-        pipe.smembers(UNAVAILABLE_KEY)
-        pipe.hgetall(PRICES_KEY)
-        members, prices = await pipe.execute()
+
+        async def fetch() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.smembers(UNAVAILABLE_KEY)
+            pipe.hgetall(PRICES_KEY)
+            replies: list[Any] = await pipe.execute()
+            return replies
+
+        members, prices = await (run(fetch) if run else fetch())
         self._state = Availability(
             frozenset(m.decode() if isinstance(m, bytes) else str(m) for m in members),
             {_text(k): float(v) for k, v in prices.items()},

@@ -34,6 +34,9 @@ class ListStore(Protocol):
     async def version_meta(self, version: str) -> dict[str, Any] | None: ...
     async def user_list(self, version: str, base: str, user_id: str) -> bytes | None: ...
     async def item_list(self, version: str, base: str, item_id: str) -> bytes | None: ...
+    async def shopper(
+        self, version: str, base: str, user_id: str, session_id: str | None
+    ) -> tuple[bytes | None, dict[Any, Any], Any]: ...
     async def segment_list(self, version: str, segment: str) -> bytes | None: ...
     async def ping(self) -> bool: ...
 
@@ -152,6 +155,31 @@ class RedisListStore:
     async def _resolved(self, key: str, version: str, base: str) -> bytes | None:
         value: bytes | None = await self.call(lambda: self._resolve(keys=[key], args=[version, base]))
         return value
+
+    async def shopper(
+        self, version: str, base: str, user_id: str, session_id: str | None
+    ) -> tuple[bytes | None, dict[Any, Any], Any]:
+        """The shopper's list, consent record and real-time state in ONE round trip (a pipeline; on a
+        cluster it is split by node, still without waiting between commands)."""
+        from serving import realtime
+        from serving.consent import consent_key
+
+        keys = realtime.subject_keys(user_id=user_id, session_id=session_id)
+
+        async def read() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            # EVAL, not EVALSHA: a pipeline holding registered scripts checks them with an extra
+            # SCRIPT EXISTS round trip first; Redis caches the compiled script either way.
+            pipe.eval(keyspace.RESOLVE_USER_LIST, 1, keyspace.user_key(user_id), version, base)
+            pipe.hgetall(consent_key(user_id))
+            if keys is not None:
+                realtime.queue_state_reads(pipe, keys)
+            replies: list[Any] = await pipe.execute()
+            return replies
+
+        replies = await self.call(read)
+        state = realtime.state_from(replies[2:]) if keys is not None else realtime.EMPTY_STATE
+        return replies[0], replies[1], state
 
     async def segment_list(self, version: str, segment: str) -> bytes | None:
         value: bytes | None = await self.call(

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from serving import keyspace, metrics, realtime
-from serving.consent import consent_key, parse_consent
+from serving.consent import parse_consent
 from serving.deps import SettingsDep, StoreDep
 from serving.fallback import FallbackLists
 from serving.overlay import apply_overlay, triggers
@@ -117,18 +117,13 @@ async def _from_redis(
         return None
     meta = await store.version_meta(version) or {}
     base = str(meta.get("base") or version)
-    availability: Availability = await store.call(request.app.state.availability.get)
+    availability: Availability = await request.app.state.availability.get(store.call)
     payload, source = None, "global"
     state = realtime.EMPTY_STATE
     client = store.client
     if user_id is not None and not holdout:
-        # Three independent reads in flight at once: about one round trip of latency.
-        results: tuple[Any, Any, Any] = await asyncio.gather(
-            store.user_list(version, base, user_id),
-            store.call(lambda: client.hgetall(consent_key(user_id))),
-            store.call(lambda: realtime.read_state(client, user_id=user_id, session_id=session_id)),
-        )
-        payload, raw_consent, state = results
+        # List, consent and real-time state in one round trip.
+        payload, raw_consent, state = await store.shopper(version, base, user_id, session_id)
         if parse_consent(raw_consent).personalization is False:
             # No personalization consent: neither the personal list nor the real-time overlay.
             payload, state, holdout = None, realtime.EMPTY_STATE, True
