@@ -12,7 +12,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export GX_ANALYTICS_ENABLED := false
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 
-.PHONY: demo test bootstrap venv lint clean-var
+.PHONY: demo test bootstrap venv lint browsers clean-var
 
 venv: $(STAMP)
 
@@ -31,7 +31,11 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy carousel configs jobs serving quality infra dags
 
-test: bootstrap lint
+# The browser tests drive Debian's chromium + chromedriver: installed here when the machine lacks them.
+browsers: venv
+	@$(BIN)/python -c "from infra.browser import ensure_chromium; print('chromium:', *ensure_chromium())"
+
+test: bootstrap lint browsers
 	@url=$$($(BIN)/carousel infra up --print-url) && \
 	  CAROUSEL_REDIS_URL=$$url $(BIN)/pytest -q -p no:cacheprovider --timeout=900
 

@@ -36,10 +36,10 @@ import pyarrow.dataset as ds
 from carousel.lake import Lake
 from carousel.redis_conn import sync_client
 from configs.settings import Settings
+from jobs.run_history import folder_name
 from serving import audiences as store
 from serving import keyspace
-from serving.consent import PREFIX as CONSENT_PREFIX
-from serving.consent import parse_consent
+from serving.consent import recorded_consents
 from serving.erasure import ERASURES_KEY, erasure_digest
 from serving.variant import HOLDOUT, assign_variant
 
@@ -223,9 +223,7 @@ def build_audiences(settings: Settings, *, run_id: str, interval_end: datetime) 
     no_marketing = (
         set() if users is None else set(users.loc[~users["consent_marketing"], "user_id"].astype(str))
     )
-    for key in client.scan_iter(match=CONSENT_PREFIX + "*", count=5_000):
-        consent = parse_consent(client.hgetall(key))
-        user = key.decode()[len(CONSENT_PREFIX) :]
+    for user, consent in recorded_consents(client).items():
         if consent.marketing is False:
             no_marketing.add(user)
         elif consent.marketing is True:
@@ -239,7 +237,7 @@ def build_audiences(settings: Settings, *, run_id: str, interval_end: datetime) 
         previous=store.current_trigger_times(client),
         cap_hours=rules.cap_hours,
     )
-    out = settings.var_dir / "audiences" / _safe(run_id)
+    out = settings.var_dir / "audiences" / folder_name(run_id)
     out.mkdir(parents=True, exist_ok=True)
     files, counts = [], {}
     for campaign in CAMPAIGNS:
@@ -296,7 +294,3 @@ class _ListReader:
 
     def personal(self, user_id: str) -> list[str]:
         return self._ids("u", user_id)
-
-
-def _safe(run_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.T" else "_" for c in run_id)

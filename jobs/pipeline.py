@@ -32,7 +32,7 @@ from jobs import features, model
 from jobs.input_check import InputValidationFailed, check_inputs
 from jobs.model_store import ModelStore, StoredModel
 from jobs.publish import PublishResult, publish_version
-from jobs.run_history import RunHistory
+from jobs.run_history import RunHistory, folder_name
 from jobs.spark import spark_session
 
 Progress = Callable[[str], None]
@@ -61,8 +61,7 @@ def version_for(interval_end: datetime) -> str:
 
 
 def run_dir(settings: Settings, run_id: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_.T" else "_" for c in run_id)
-    return settings.runs_dir / safe
+    return settings.runs_dir / folder_name(run_id)
 
 
 def history(settings: Settings) -> RunHistory:
@@ -574,15 +573,11 @@ def _write_manifest(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
 
 def _without_withdrawn_shoppers(settings: Settings, spark: Any, events: DataFrame) -> DataFrame:
     """`events` without the shoppers the API recorded as opted out of personalization or erased."""
-    from serving.consent import PREFIX as CONSENT_PREFIX
-    from serving.consent import parse_consent
+    from serving.consent import recorded_consents
     from serving.erasure import DIGEST_PREFIX, ERASURES_KEY
 
     client = sync_client(settings)
-    opted_out = []
-    for key in client.scan_iter(match=CONSENT_PREFIX + "*", count=5_000):
-        if parse_consent(client.hgetall(key)).personalization is False:
-            opted_out.append(key.decode()[len(CONSENT_PREFIX) :])
+    opted_out = [user for user, c in recorded_consents(client).items() if c.personalization is False]
     digests = sorted(d.decode() for d in client.smembers(ERASURES_KEY))
     if not opted_out and not digests:
         return events

@@ -21,6 +21,11 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 
 
+def folder_name(run_id: str) -> str:
+    """A run id as a safe folder name (Airflow's ids hold ':' and '+'): the run's folders under var/."""
+    return "".join(c if c.isalnum() or c in "-_.T" else "_" for c in run_id)
+
+
 class RunHistory:
     """A small durable store of run records (JSON documents keyed by run id)."""
 

@@ -34,6 +34,14 @@ def parse_consent(raw: dict[Any, Any] | None) -> Consent:
     return Consent(flag("personalization"), flag("marketing"))
 
 
+def recorded_consents(client_sync: Any) -> dict[str, Consent]:
+    """Every consent record the API holds, by shopper (a SCAN; for the batch jobs, blocking client)."""
+    out = {}
+    for key in client_sync.scan_iter(match=PREFIX + "*", count=5_000):
+        out[key.decode()[len(PREFIX) :]] = parse_consent(client_sync.hgetall(key))
+    return out
+
+
 async def set_consent(client: Any, user_id: str, *, personalization: bool, marketing: bool) -> None:
     """Record consent; without marketing consent the shopper leaves every audience at once."""
     from serving import audiences

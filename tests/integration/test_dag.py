@@ -17,7 +17,7 @@ from configs.settings import Settings
 from infra.airflow_runner import ROOT, DagRunFailed, run_dag_once
 from jobs import publish
 from jobs.model_store import ModelStore
-from jobs.run_history import RunHistory
+from jobs.run_history import RunHistory, folder_name
 
 pytestmark = pytest.mark.integration
 
@@ -70,10 +70,6 @@ def test_dag_scheduling_invariants(dagbag: object, dag_id: str) -> None:
         assert "data_interval_end" in task.bash_command and "data_interval_start" in task.bash_command
         assert task.retries >= 1, task.task_id
         assert task.execution_timeout is not None and task.execution_timeout < dag.dagrun_timeout
-
-
-def _safe(run_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.T" else "_" for c in run_id)
 
 
 def _point_at(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -144,7 +140,7 @@ def test_retrain_then_refresh_runs_through_airflow(
     assert publish.read_user_list(redis_client, "20261101T021500Z", shopper) is not None
     # The last stage wrote this run's audience files for email tools.
     for campaign in ("abandoned_cart", "post_purchase", "browse_abandonment"):
-        assert (settings.var_dir / "audiences" / _safe(delta["run_id"]) / f"{campaign}.csv").exists()
+        assert (settings.var_dir / "audiences" / folder_name(delta["run_id"]) / f"{campaign}.csv").exists()
 
 
 def test_dag_run_with_bad_inputs_fails_and_keeps_live_version(
