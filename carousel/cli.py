@@ -189,14 +189,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "serve":
         from carousel.bench.serve import bench_serve
 
-        if args.concurrency < 1 or args.duration < 1 or args.users < 10 or args.workers < 1:
-            raise CommandError("--concurrency, --duration and --workers must be >= 1 and --users >= 10")
+        if min(args.concurrency, args.duration, args.workers, args.rounds) < 1 or args.users < 10:
+            raise CommandError(
+                "--concurrency, --duration, --workers and --rounds must be >= 1 and --users >= 10"
+            )
+        if args.publish_lists and args.publish_lists < args.users:
+            raise CommandError("--publish-lists must cover the served shoppers: at least --users")
         report = bench_serve(
             concurrency=args.concurrency,
             duration=args.duration,
             users=args.users,
             workers=args.workers,
             progress=say,
+            rounds=args.rounds,
+            publish_lists=args.publish_lists,
         )
     else:
         from carousel.bench.batch import bench_batch
@@ -509,6 +515,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--items", type=int, default=5_000, help="batch: catalog size")
     bench.add_argument("--events", type=int, default=2_000_000, help="batch: about this many events")
     bench.add_argument("--workers", type=int, default=2, help="uvicorn workers of the API and the baseline")
+    bench.add_argument("--rounds", type=int, default=2, help="serve: alternated rounds of route and baseline")
+    bench.add_argument(
+        "--publish-lists",
+        type=int,
+        default=0,
+        help="serve: also measure the route while a version of this many lists is published (e.g. 1000000)",
+    )
     bench.set_defaults(func=cmd_bench)
 
     ret = sub.add_parser(

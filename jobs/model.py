@@ -18,6 +18,8 @@ import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from serving import keyspace
+
 FEATURES: tuple[str, ...] = (
     "als_score",
     "als_rank",
@@ -51,22 +53,8 @@ FEATURES: tuple[str, ...] = (
 )
 POP_WINDOWS = (7, 30, 90)
 
-REASONS = {
-    "buy_again": "You bought this before",
-    "viewed": "You looked at this recently",
-    "goes_with_yours": "Often bought together with items you chose",
-    "similar_shoppers": "Shoppers with similar taste bought this",
-    "popular": "Popular right now",
-    "popular_in_country": "Popular in your country",
-    "bestseller": "Bestseller right now",
-    "new_arrival": "New in: just arrived",
-    "new_for_you": "New in a category you like",
-    # Set by the API's real-time overlay and the similar-items lists.
-    "cart_reminder": "Still in your cart",
-    "completes_cart": "Goes with what is in your cart",
-    "bought_with": "Goes with what you just bought",
-    "bought_together": "Often bought or viewed together",
-}
+# The standard text of each reason code (the stored lists name a text only where it differs).
+REASONS = keyspace.REASON_TEXTS
 
 
 @dataclass

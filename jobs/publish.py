@@ -103,24 +103,30 @@ def content_digest(
 
 
 def list_payloads(lists: pd.DataFrame, key_column: str) -> Iterator[tuple[str, bytes]]:
-    """(owner, payload) for every list in a frame sorted by (owner, rank); payload in the served shape."""
+    """(owner, payload) for every list in a frame sorted by (owner, rank), in the stored compact format
+    (`keyspace.encode_items`)."""
     if lists.empty:
         return
     lists = lists.sort_values([key_column, "rank"], kind="stable")
     owners = lists[key_column].to_numpy()
-    items = lists["item_id"].to_numpy()
-    scores = np.round(lists["score"].to_numpy(dtype="float64"), 6)
-    codes = lists["reason_code"].to_numpy()
-    texts = lists["reason_text"].to_numpy()
+    items = lists["item_id"].astype(str).tolist()
+    scores = significant(lists["score"].to_numpy(dtype="float64"), keyspace.SCORE_DIGITS).tolist()
+    codes = lists["reason_code"].astype(str).tolist()
+    texts = lists["reason_text"].astype(str).tolist()
     bounds = np.flatnonzero(owners[1:] != owners[:-1]) + 1
     starts = np.concatenate([[0], bounds])
     ends = np.concatenate([bounds, [len(owners)]])
     for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-        payload = [
-            {"item_id": items[i], "score": float(scores[i]), "reason": {"code": codes[i], "text": texts[i]}}
-            for i in range(start, end)
-        ]
-        yield str(owners[start]), keyspace.encode_items(payload)
+        rows = zip(items[start:end], scores[start:end], codes[start:end], texts[start:end], strict=True)
+        yield str(owners[start]), keyspace.encode_items(rows)
+
+
+def significant(values: np.ndarray, digits: int) -> np.ndarray:
+    """`values` rounded to `digits` significant digits (0 stays 0), for the whole run at once."""
+    magnitude = np.floor(np.log10(np.abs(values), where=values != 0, out=np.zeros_like(values)))
+    factor = 10.0 ** (digits - 1 - magnitude)
+    rounded: np.ndarray = np.round(values * factor) / factor
+    return rounded
 
 
 def publish_version(

@@ -1,6 +1,6 @@
 """Shoppers' consent as the store's consent platform last reported it (`PUT /v1/users/{id}/consent`).
 
-Key: `carousel:consent:<user_id>` -> hash {personalization: "0"|"1", marketing: "0"|"1"}. A shopper
+Key: `carousel:consent:{u:<user_id>}` (the shopper's hash tag, see `serving/keyspace.py`) -> hash {personalization: "0"|"1", marketing: "0"|"1"}. A shopper
 without a key is governed by the batch's users table (the lake), which the drain keeps in step.
 """
 
@@ -9,11 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from serving import keyspace
+
 PREFIX = "carousel:consent:"
 
 
 def consent_key(user_id: str) -> str:
-    return f"{PREFIX}{user_id}"
+    return f"{PREFIX}{keyspace.user_tag(user_id)}"
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ def recorded_consents(client_sync: Any) -> dict[str, Consent]:
     """Every consent record the API holds, by shopper (a SCAN; for the batch jobs, blocking client)."""
     out = {}
     for key in client_sync.scan_iter(match=PREFIX + "*", count=5_000):
-        out[key.decode()[len(PREFIX) :]] = parse_consent(client_sync.hgetall(key))
+        out[keyspace.tagged_user_id(key, PREFIX)] = parse_consent(client_sync.hgetall(key))
     return out
 
 

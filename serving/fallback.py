@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from serving import keyspace
 
@@ -18,43 +21,48 @@ BUNDLED = Path(__file__).parent / "static" / "fallback_list.json"
 
 
 class FallbackLists:
-    """Remembers the newest global list payload and hands out the best fallback available."""
+    """Remembers the newest global list and hands out the best fallback available, in the served shape
+    (the files hold a JSON array of served items, so a store can write its own by hand)."""
 
     def __init__(self, var_dir: Path, bundled: Path | None = None) -> None:
         self._disk = var_dir / "fallback" / "global.json"
         self._bundled = bundled or BUNDLED
         self._version: str | None = None
-        self._payload: bytes | None = None
+        self._items: list[dict[str, Any]] = []
 
     def remember(self, version: str, payload: bytes) -> None:
-        """Keep the live version's global list (written to disk once per version)."""
+        """Keep the live version's global list (a stored payload; written to disk once per version)."""
         if version == self._version:
             return
-        self._version, self._payload = version, payload
+        self._version, self._items = version, keyspace.decode_items(payload)
         try:
             self._disk.parent.mkdir(parents=True, exist_ok=True)
             staging = self._disk.with_suffix(".tmp")
-            staging.write_bytes(payload)
+            staging.write_bytes(orjson.dumps(self._items))
             os.replace(staging, self._disk)
         except OSError:
             pass  # the memory copy still serves; the disk copy is for the next start
 
-    def payload(self) -> bytes:
+    def items(self) -> list[dict[str, Any]]:
         """The best fallback list we have: memory, then disk, then the bundled one."""
-        if self._payload:
-            return self._payload
+        if self._items:
+            return self._items
         for path in (self._disk, self._bundled):
             try:
-                data = path.read_bytes()
-            except OSError:
+                data = orjson.loads(path.read_bytes())
+            except (OSError, orjson.JSONDecodeError):
                 continue
-            if data and keyspace.decode_items(data):
-                self._payload = data
+            if isinstance(data, list) and data and all(_is_item(i) for i in data):
+                self._items = data
                 return data
         raise RuntimeError(f"no fallback list: {self._bundled} is missing from the package")
 
     def available(self) -> bool:
         try:
-            return bool(self.payload())
+            return bool(self.items())
         except RuntimeError:
             return False
+
+
+def _is_item(entry: Any) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("item_id"), str) and "reason" in entry

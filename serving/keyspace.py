@@ -1,7 +1,7 @@
 """The Redis key layout and payload format, shared by the loader (`jobs/publish.py`) and the API.
 
-Keys (every serving read is a single-key command, so a Redis Cluster works unchanged: shoppers' keys
-are spread over hash slots, and the pointer is one key)::
+Keys (every serving read touches one hash slot, so a Redis Cluster works unchanged: shoppers' keys are
+spread over hash slots, and the pointer is one key)::
 
     carousel:live                      -> the live version id (one atomic SET switches versions)
     carousel:history                   -> list of published version ids, newest first
@@ -10,7 +10,8 @@ are spread over hash slots, and the pointer is one key)::
     carousel:ver:<version>:meta        -> orjson manifest of the version (run id, kind, base, counts)
     carousel:ver:<version>:s:<segment> -> orjson list payload for one segment ("global", "country:fr", ...)
     carousel:ver:<version>:departments -> orjson map item_id -> department, for visitors' category interest
-    carousel:u:<user_id>               -> hash: field <version> -> orjson list payload for one shopper
+    carousel:u:{u:<user_id>}           -> hash: field <version> -> the list payload of one shopper
+    carousel:consent:{u:<user_id>}     -> the shopper's consent record (`serving/consent.py`)
     carousel:i:<item_id>               -> hash: field <version> -> the item's similar items (full versions)
 
 Versions are ids that sort by the data interval they cover. A *full* version writes every shopper; an
@@ -21,12 +22,23 @@ hash fields and moving the pointer; rolling back moves the pointer back and the 
 again; fields of versions above the pointer are invisible until it moves. Each write also prunes the
 hash to the fields some retained version still resolves to.
 
-A list payload is the JSON array of served items, already in the response's shape, so the API only
-slices it: ``[{"item_id": "...", "score": 0.93, "reason": {"code": "...", "text": "..."}}, ...]``.
+A shopper's keys carry the hash tag `{u:<user_id>}`, the tag of their real-time keys too
+(`serving/realtime.py`), so the API reads their list, consent and real-time state with one script in
+one round trip, on one node of a cluster as on a single Redis (`READ_SHOPPER`).
+
+A list payload is compact, because a store keeps one per shopper: the distinct reasons of the list, then
+one row per item pointing at its reason; a reason's text is stored only when it is not the code's
+standard text (`REASON_TEXTS`), e.g. "Goes with <title>"::
+
+    [[["similar_shoppers"], ["goes_with_yours", "Goes with Red Mug"]], [["i1", 0.93, 0], ["i7", 0.9, 1]]]
+
+`decode_items` (or lazily `iter_items`) turns it back into the served shape:
+``{"item_id": "i1", "score": 0.93, "reason": {"code": "similar_shoppers", "text": "..."}}``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -54,8 +66,19 @@ ITEM_PREFIX = f"{PREFIX}:i:"
 VERSIONED_HASH_PREFIXES = (USER_PREFIX, ITEM_PREFIX)
 
 
+def user_tag(user_id: str) -> str:
+    """The hash tag every key of one shopper carries: their keys share a slot on a Redis Cluster."""
+    return f"{{u:{user_id}}}"
+
+
 def user_key(user_id: str) -> str:
-    return f"{USER_PREFIX}{user_id}"
+    return f"{USER_PREFIX}{user_tag(user_id)}"
+
+
+def tagged_user_id(key: str | bytes, prefix: str) -> str:
+    """The shopper of a key `<prefix>{u:<user_id>}` (the inverse of `user_key` and its siblings)."""
+    text = key.decode() if isinstance(key, bytes) else key
+    return text[len(prefix) + 3 : -1]
 
 
 def item_key(item_id: str) -> str:
@@ -65,14 +88,39 @@ def item_key(item_id: str) -> str:
 
 # The shopper's (or item's) list in version ARGV[1] whose base is ARGV[2]: the newest field in
 # [base, version].
-RESOLVE_USER_LIST = """
+_NEWEST_FIELD = """
 local best = nil
 for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
   if f <= ARGV[1] and f >= ARGV[2] and (best == nil or f > best) then best = f end
 end
+"""
+RESOLVE_USER_LIST = (
+    _NEWEST_FIELD
+    + """
 if best == nil then return nil end
 return redis.call('HGET', KEYS[1], best)
 """
+)
+
+
+# One shopper's list, consent and real-time state in one call (all their keys share the `{u:<id>}` tag;
+# an anonymous visitor's session keys share `{s:<id>}`). KEYS: list hash, consent hash, cart, purchases,
+# interest (the first two may be a visitor's never-written keys). ARGV: version, base.
+# Returns {list or false, personalization flag or false, cart, purchases, interest}; the list and the
+# state are left out when the shopper withdrew personalization consent (flag "0").
+READ_SHOPPER = (
+    """
+local consent = redis.call('HGET', KEYS[2], 'personalization')
+if consent == '0' then return {false, consent, {}, {}, {}} end
+"""
+    + _NEWEST_FIELD
+    + """
+local list = false
+if best ~= nil then list = redis.call('HGET', KEYS[1], best) end
+return {list, consent, redis.call('ZRANGEBYSCORE', KEYS[3], '(0', '+inf', 'WITHSCORES'),
+        redis.call('ZRANGE', KEYS[4], 0, -1, 'WITHSCORES'), redis.call('HGETALL', KEYS[5])}
+"""
+)
 
 
 def departments_key(version: str) -> str:
@@ -98,14 +146,50 @@ def country_segment(country: str) -> str:
     return context_segment("country", country)
 
 
-def encode_items(items: list[dict[str, Any]]) -> bytes:
-    """The stored payload of one list."""
-    return orjson.dumps(items)
+# The standard text of every reason code; a stored list names a text only where it differs.
+REASON_TEXTS = {
+    "buy_again": "You bought this before",
+    "viewed": "You looked at this recently",
+    "goes_with_yours": "Often bought together with items you chose",
+    "similar_shoppers": "Shoppers with similar taste bought this",
+    "popular": "Popular right now",
+    "popular_in_country": "Popular in your country",
+    "bestseller": "Bestseller right now",
+    "new_arrival": "New in: just arrived",
+    "new_for_you": "New in a category you like",
+    # Set by the API's real-time overlay and the similar-items lists.
+    "cart_reminder": "Still in your cart",
+    "completes_cart": "Goes with what is in your cart",
+    "bought_with": "Goes with what you just bought",
+    "bought_together": "Often bought or viewed together",
+}
+# Scores are stored with this many significant digits: they order nothing (rows are in rank order) and
+# are shown to clients only as a relative strength.
+SCORE_DIGITS = 5
+
+
+def encode_items(items: Iterable[tuple[str, float, str, str]]) -> bytes:
+    """The stored payload of one list from its (item_id, score, reason code, reason text) in rank order
+    (the loader rounds the scores to `SCORE_DIGITS` first, for a whole run at once)."""
+    reasons: dict[tuple[str, str], int] = {}
+    rows = []
+    for item_id, score, code, text in items:
+        rows.append((item_id, score, reasons.setdefault((code, text), len(reasons))))
+    table = [[code] if REASON_TEXTS.get(code) == text else [code, text] for code, text in reasons]
+    return orjson.dumps([table, rows])
+
+
+def iter_items(payload: bytes) -> Iterator[dict[str, Any]]:
+    """The items of a stored list in the served shape, lazily (callers usually need the first few)."""
+    table, rows = orjson.loads(payload)
+    reasons = [{"code": r[0], "text": r[1] if len(r) > 1 else REASON_TEXTS.get(r[0], "")} for r in table]
+    for item_id, score, ref in rows:
+        yield {"item_id": item_id, "score": score, "reason": reasons[ref]}
 
 
 def decode_items(payload: bytes) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = orjson.loads(payload)
-    return items
+    """Every item of a stored list, in the served shape."""
+    return list(iter_items(payload))
 
 
 def encode_meta(meta: dict[str, Any]) -> bytes:

@@ -14,13 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
-REASON_TEXT = {
-    "cart_reminder": "Still in your cart",
-    "completes_cart": "Goes with what is in your cart",
-    "bought_with": "Goes with what you just bought",
-}
+from serving import keyspace
 
 
 @dataclass(frozen=True)
@@ -36,6 +33,9 @@ class Triggers:
         return (self.abandoned_cart + self.recent_purchases)[:4]
 
 
+EMPTY_TRIGGERS = Triggers([], [])
+
+
 def triggers(
     cart: Mapping[str, float], purchases: Mapping[str, float], *, now: float, cart_abandon_after_s: float
 ) -> Triggers:
@@ -48,7 +48,7 @@ def triggers(
 
 
 def apply_overlay(
-    items: list[dict[str, Any]],
+    items: Iterable[dict[str, Any]],
     *,
     fired: Triggers,
     purchased: Iterable[str],
@@ -73,7 +73,7 @@ def apply_overlay(
         )
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for item in (*front, *items):
+    for item in chain(front, items):
         item_id = item["item_id"]
         # Cart items were not bought (a purchase clears them from the cart), so only `skip` applies.
         if item_id in seen or item_id in skip:
@@ -89,5 +89,5 @@ def _item(item_id: str, code: str, score: Any = None) -> dict[str, Any]:
     return {
         "item_id": item_id,
         "score": float(score) if isinstance(score, int | float) else 1.0,
-        "reason": {"code": code, "text": REASON_TEXT[code]},
+        "reason": {"code": code, "text": keyspace.REASON_TEXTS[code]},
     }

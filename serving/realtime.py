@@ -53,6 +53,7 @@ from typing import Any, Protocol
 from redis.exceptions import ResponseError
 
 from configs.settings import Settings
+from serving import keyspace
 
 PREFIX = "carousel:rt"
 EVENTS_STREAM = "carousel:events"
@@ -151,7 +152,7 @@ def _keys(tag: str) -> SubjectKeys:
 
 
 def user_keys(user_id: str) -> SubjectKeys:
-    return _keys(f"{{u:{user_id}}}")
+    return _keys(keyspace.user_tag(user_id))
 
 
 def session_keys(session_id: str) -> SubjectKeys:
@@ -398,6 +399,22 @@ def state_from(replies: list[Any]) -> ShopperState:
         views=_scores(views),
         interest={k.decode(): float(v) for k, v in interest.items()},
     )
+
+
+def state_from_flat(cart: list[bytes], purchases: list[bytes], interest: list[bytes]) -> ShopperState:
+    """The state from a script's flat replies (member, score, member, score, ...; field, value, ...)."""
+    if not (cart or purchases or interest):
+        return EMPTY_STATE
+    return ShopperState(
+        cart=_flat_scores(cart),
+        purchases=_flat_scores(purchases),
+        views={},
+        interest=_flat_scores(interest),
+    )
+
+
+def _flat_scores(flat: list[bytes]) -> dict[str, float]:
+    return {flat[i].decode(): float(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
 def erase_subject_keys(client_sync: Any, user_id: str) -> int:

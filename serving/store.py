@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
@@ -23,6 +24,8 @@ from redis.exceptions import RedisError
 from serving import keyspace
 
 T = TypeVar("T")
+# Segment and similar-item lists kept in memory per process (a few hundred bytes each).
+IMMUTABLE_CACHE_SIZE = 20_000
 
 
 class StoreUnavailable(RuntimeError):
@@ -35,8 +38,8 @@ class ListStore(Protocol):
     async def user_list(self, version: str, base: str, user_id: str) -> bytes | None: ...
     async def item_list(self, version: str, base: str, item_id: str) -> bytes | None: ...
     async def shopper(
-        self, version: str, base: str, user_id: str, session_id: str | None
-    ) -> tuple[bytes | None, dict[Any, Any], Any]: ...
+        self, version: str, base: str, user_id: str | None, session_id: str | None
+    ) -> tuple[bytes | None, bool | None, Any]: ...
     async def segment_list(self, version: str, segment: str) -> bytes | None: ...
     async def ping(self) -> bool: ...
 
@@ -107,6 +110,10 @@ class RedisListStore:
         self._pointer: tuple[float, str | None] = (-1e9, None)
         self._meta: dict[str, dict[str, Any]] = {}
         self._resolve = client.register_script(keyspace.RESOLVE_USER_LIST)
+        self._read_shopper = client.register_script(keyspace.READ_SHOPPER)
+        # A version's lists never change once written, so the few segment lists and the similar-item
+        # lists the overlay reads are kept per (version, key): no round trip after the first.
+        self._immutable: OrderedDict[tuple[str, str], bytes | None] = OrderedDict()
 
     @property
     def client(self) -> Any:
@@ -117,7 +124,8 @@ class RedisListStore:
         if not self.breaker.allow():
             raise StoreUnavailable("Redis circuit is open")
         try:
-            result = await asyncio.wait_for(operation(), self._deadline_s)
+            async with asyncio.timeout(self._deadline_s):
+                result = await operation()
         except (RedisError, OSError, TimeoutError) as exc:
             self.breaker.failure()
             raise StoreUnavailable(f"Redis did not answer: {type(exc).__name__}") from exc
@@ -150,41 +158,50 @@ class RedisListStore:
 
     async def item_list(self, version: str, base: str, item_id: str) -> bytes | None:
         """The item's similar items in `version` (written by full versions, resolved like shoppers')."""
-        return await self._resolved(keyspace.item_key(item_id), version, base)
+        key = keyspace.item_key(item_id)
+        return await self._cached(version, key, lambda: self._resolve(keys=[key], args=[version, base]))
 
     async def _resolved(self, key: str, version: str, base: str) -> bytes | None:
         value: bytes | None = await self.call(lambda: self._resolve(keys=[key], args=[version, base]))
         return value
 
     async def shopper(
-        self, version: str, base: str, user_id: str, session_id: str | None
-    ) -> tuple[bytes | None, dict[Any, Any], Any]:
-        """The shopper's list, consent record and real-time state in ONE round trip (a pipeline; on a
-        cluster it is split by node, still without waiting between commands)."""
+        self, version: str, base: str, user_id: str | None, session_id: str | None
+    ) -> tuple[bytes | None, bool | None, Any]:
+        """A shopper's list, personalization consent and real-time state, or a visitor's session state,
+        with ONE script call (the keys share a hash tag, so this holds on a cluster too)."""
         from serving import realtime
         from serving.consent import consent_key
 
         keys = realtime.subject_keys(user_id=user_id, session_id=session_id)
-
-        async def read() -> list[Any]:
-            pipe = self._client.pipeline(transaction=False)
-            # EVAL, not EVALSHA: a pipeline holding registered scripts checks them with an extra
-            # SCRIPT EXISTS round trip first; Redis caches the compiled script either way.
-            pipe.eval(keyspace.RESOLVE_USER_LIST, 1, keyspace.user_key(user_id), version, base)
-            pipe.hgetall(consent_key(user_id))
-            if keys is not None:
-                realtime.queue_state_reads(pipe, keys)
-            replies: list[Any] = await pipe.execute()
-            return replies
-
-        replies = await self.call(read)
-        state = realtime.state_from(replies[2:]) if keys is not None else realtime.EMPTY_STATE
-        return replies[0], replies[1], state
+        if keys is None:
+            return None, None, realtime.EMPTY_STATE
+        owned = (keyspace.user_key(user_id), consent_key(user_id)) if user_id else (keys.cart, keys.cart)
+        reply = await self.call(
+            lambda: self._read_shopper(
+                keys=[*owned, keys.cart, keys.purchases, keys.interest], args=[version, base]
+            )
+        )
+        listed, consent, cart, purchases, interest = reply
+        state = realtime.state_from_flat(cart, purchases, interest)
+        return listed or None, None if consent is None else consent == b"1", state
 
     async def segment_list(self, version: str, segment: str) -> bytes | None:
-        value: bytes | None = await self.call(
-            lambda: self._client.get(keyspace.segment_key(version, segment))
-        )
+        key = keyspace.segment_key(version, segment)
+        return await self._cached(version, key, lambda: self._client.get(key))
+
+    async def _cached(
+        self, version: str, key: str, read: Callable[[], Awaitable[bytes | None]]
+    ) -> bytes | None:
+        """An immutable list of `version`, read once and then served from memory (LRU-bounded)."""
+        entry = (version, key)
+        if entry in self._immutable:
+            self._immutable.move_to_end(entry)
+            return self._immutable[entry]
+        value: bytes | None = await self.call(read)
+        self._immutable[entry] = value
+        if len(self._immutable) > IMMUTABLE_CACHE_SIZE:
+            self._immutable.popitem(last=False)
         return value
 
     async def ping(self) -> bool:

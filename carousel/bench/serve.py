@@ -33,16 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
-import pandas as pd
-import redis
 
+from carousel.bench.publisher import COUNTRIES, publish_synthetic
 from infra.redis_server import free_port, start_server, stop_server
-from jobs.publish import publish_version
 
 Progress = Callable[[str], None]
 TOKEN = "bench-admin-token-0123456789"
-COUNTRIES = ("Germany", "France", "United Kingdom", "Spain", "Italy")
 
 _WRK_SCRIPT = """
 local paths = {}
@@ -69,59 +65,6 @@ def ensure_wrk() -> str:
     if not found:
         raise RuntimeError("wrk is not installed and could not be installed: `apt-get install wrk`")
     return found
-
-
-def publish_synthetic(url: str, *, users: int, items: int = 5_000, seed: int = 3) -> list[str]:
-    """A version with `users` 30-item personal lists, segment and similar-item lists; returns the ids."""
-    rng = np.random.default_rng(seed)
-    item_ids = np.array([f"i{k:06d}" for k in range(items)], dtype=object)
-    user_ids = [f"u{k:07d}" for k in range(users)]
-    n = 30
-    picks = rng.integers(0, items, size=(users, n))
-    user_lists = pd.DataFrame(
-        {
-            "user_id": np.repeat(np.array(user_ids, dtype=object), n),
-            "rank": np.tile(np.arange(1, n + 1), users),
-            "item_id": item_ids[picks.ravel()],
-            "score": np.round(rng.random(users * n), 6),
-            "reason_code": "similar_shoppers",
-            "reason_text": "Shoppers with similar taste bought this",
-        }
-    ).drop_duplicates(["user_id", "item_id"])
-    user_lists["rank"] = user_lists.groupby("user_id").cumcount() + 1
-    segments = pd.DataFrame(
-        [
-            {
-                "segment": seg,
-                "rank": r,
-                "item_id": item_ids[(k * 7 + r) % items],
-                "score": 1.0 - r / 100,
-                "reason_code": "bestseller",
-                "reason_text": "Bestseller right now",
-            }
-            for k, seg in enumerate(["global", *(f"country:{c.lower()}" for c in COUNTRIES)])
-            for r in range(1, n + 1)
-        ]
-    )
-    similar = pd.DataFrame(
-        {
-            "anchor_id": np.repeat(item_ids, 10),
-            "rank": np.tile(np.arange(1, 11), items),
-            "item_id": item_ids[(np.repeat(np.arange(items), 10) + np.tile(np.arange(1, 11), items)) % items],
-            "score": 0.5,
-            "reason_code": "bought_together",
-            "reason_text": "Often bought or viewed together",
-        }
-    )
-    publish_version(
-        redis.Redis.from_url(url),
-        version=datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
-        user_lists=user_lists,
-        segment_lists=segments,
-        item_lists=similar,
-        manifest={"run_id": "bench", "generated_at": datetime.now(UTC).isoformat()},
-    )
-    return user_ids
 
 
 @contextmanager
@@ -240,8 +183,18 @@ def redis_get_rps(port: int, *, concurrency: int, key: str) -> float:
 
 
 def bench_serve(
-    *, concurrency: int, duration: int, users: int, workers: int, progress: Progress
+    *,
+    concurrency: int,
+    duration: int,
+    users: int,
+    workers: int,
+    progress: Progress,
+    rounds: int = 2,
+    publish_lists: int = 0,
 ) -> dict[str, Any]:
+    """The full route and the baseline, alternated for `rounds` rounds of `duration` seconds each
+    (so both see the same machine), then, with `publish_lists`, the full route while a version of that
+    many lists is published."""
     wrk = ensure_wrk()
     with tempfile.TemporaryDirectory(prefix="carousel-bench-") as tmp:
         root = Path(tmp)
@@ -260,76 +213,42 @@ def bench_serve(
                 "CAROUSEL_MARKETING_TOKEN": TOKEN,
             }
             api_port, base_port = free_port(), free_port()
-            api = [
-                sys.executable,
-                "-m",
-                "carousel.cli",
-                "serve",
-                "--port",
-                str(api_port),
-                "--workers",
-                str(workers),
-            ]
-            baseline = [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "carousel.bench.baseline:app",
-                "--port",
-                str(base_port),
-                "--workers",
-                str(workers),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ]
-            rng = random.Random(7)
+            api_url, base_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{base_port}"
             with_carts = shoppers[: max(1, users // 10)]
-            plain = shoppers[len(with_carts) :]
-            paths = root / "paths.txt"
-            lines = []
-            for _ in range(20_000):
-                roll = rng.random()
-                if roll < 0.7:
-                    lines.append(f"/v1/recommendations?user_id={rng.choice(plain)}&n=10")
-                elif roll < 0.8:
-                    lines.append(f"/v1/recommendations?user_id={rng.choice(with_carts)}&n=10")
-                else:
-                    country = rng.choice(COUNTRIES).replace(" ", "%20")
-                    lines.append(
-                        f"/v1/recommendations?session_id=v{rng.randrange(10**6)}&country={country}&n=10"
-                    )
-            paths.write_text("\n".join(lines) + "\n")
+            paths = _request_mix(root / "paths.txt", shoppers, with_carts)
             base_paths = root / "base_paths.txt"
             base_paths.write_text("/get?key=carousel:live\n" * 10)
-            with _server(api, env, f"http://127.0.0.1:{api_port}/health/live", root / "api.log"):
-                _give_carts(f"http://127.0.0.1:{api_port}", with_carts)
-                progress(f"API up ({workers} workers); {len(with_carts):,} shoppers have carts and purchases")
-                run_wrk(
-                    wrk, f"http://127.0.0.1:{api_port}", paths, concurrency=concurrency, duration=2
-                )  # warm-up
-                full = run_wrk(
-                    wrk, f"http://127.0.0.1:{api_port}", paths, concurrency=concurrency, duration=duration
-                )
-                progress(f"/v1/recommendations: {full}")
-            with _server(
-                baseline, env, f"http://127.0.0.1:{base_port}/get?key=carousel:live", root / "base.log"
+            load = {"concurrency": concurrency, "duration": duration}
+            with (
+                _server(_api_command(api_port, workers), env, f"{api_url}/health/live", root / "api.log"),
+                _server(
+                    _baseline_command(base_port, workers),
+                    env,
+                    f"{base_url}/get?key=carousel:live",
+                    root / "base.log",
+                ),
             ):
-                run_wrk(wrk, f"http://127.0.0.1:{base_port}", base_paths, concurrency=concurrency, duration=2)
-                base = run_wrk(
-                    wrk,
-                    f"http://127.0.0.1:{base_port}",
-                    base_paths,
-                    concurrency=concurrency,
-                    duration=duration,
-                )
-                progress(f"baseline: {base}")
+                _give_carts(api_url, with_carts)
+                progress(f"API up ({workers} workers); {len(with_carts):,} shoppers have carts and purchases")
+                run_wrk(wrk, api_url, paths, concurrency=concurrency, duration=2)  # warm-up
+                run_wrk(wrk, base_url, base_paths, concurrency=concurrency, duration=2)
+                full_rounds, base_rounds = [], []
+                for k in range(rounds):
+                    full_rounds.append(run_wrk(wrk, api_url, paths, **load))
+                    progress(f"round {k + 1}: /v1/recommendations {full_rounds[-1]}")
+                    base_rounds.append(run_wrk(wrk, base_url, base_paths, **load))
+                    progress(f"round {k + 1}: baseline {base_rounds[-1]}")
+                during = None
+                if publish_lists:
+                    during = _during_publish(wrk, api_url, paths, redis_url, publish_lists, concurrency)
+                    progress(f"during a publish of {publish_lists:,} lists: {during}")
             port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
             get_rps = redis_get_rps(port, concurrency=concurrency, key="carousel:live")
             progress(f"redis-benchmark GET: {get_rps:,.0f} requests/s")
         finally:
             stop_server(redis_url)
-    return {
+    full, base = _mean_of(full_rounds), _mean_of(base_rounds)
+    report: dict[str, Any] = {
         "endpoint": "/v1/recommendations",
         "concurrency": concurrency,
         "duration_s": duration,
@@ -337,11 +256,94 @@ def bench_serve(
         "baseline": {"what": "bare FastAPI route returning one Redis GET", **base},
         "redis_get_rps": get_rps,
         "ratio_to_baseline": round(full["rps"] / base["rps"], 3) if base["rps"] else None,
+        "rounds": {"full": full_rounds, "baseline": base_rounds},
         "setup": {
             "workers": workers,
             "users": users,
             "mix": "70% known shoppers, 10% shoppers with carts and purchases, 20% anonymous with a country",
             "cpus": os.cpu_count(),
             "load_generator": "wrk -t1 (its own process, on the same machine)",
+            "rounds": f"{rounds} rounds, the full route and the baseline alternated, figures are means",
         },
+    }
+    if during is not None:
+        during["p99_ratio_to_normal"] = (
+            round(during["p99_ms"] / full["p99_ms"], 2) if full["p99_ms"] else None
+        )
+        report["during_publish"] = during
+    return report
+
+
+def _api_command(port: int, workers: int) -> list[str]:
+    return [sys.executable, "-m", "carousel.cli", "serve", "--port", str(port), "--workers", str(workers)]
+
+
+def _baseline_command(port: int, workers: int) -> list[str]:
+    return [
+        *(sys.executable, "-m", "uvicorn", "carousel.bench.baseline:app", "--port", str(port)),
+        *("--workers", str(workers), "--log-level", "warning", "--no-access-log"),
+    ]
+
+
+def _request_mix(path: Path, shoppers: list[str], with_carts: list[str]) -> Path:
+    """20,000 request paths: 70% known shoppers, 10% shoppers with carts and purchases, 20% anonymous
+    visitors with a country."""
+    rng = random.Random(7)
+    plain = shoppers[len(with_carts) :]
+    lines = []
+    for _ in range(20_000):
+        roll = rng.random()
+        if roll < 0.7:
+            lines.append(f"/v1/recommendations?user_id={rng.choice(plain)}&n=10")
+        elif roll < 0.8:
+            lines.append(f"/v1/recommendations?user_id={rng.choice(with_carts)}&n=10")
+        else:
+            country = rng.choice(COUNTRIES).replace(" ", "%20")
+            lines.append(f"/v1/recommendations?session_id=v{rng.randrange(10**6)}&country={country}&n=10")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _mean_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {
+        "rps": round(sum(r["rps"] for r in runs) / len(runs), 1),
+        "p50_ms": round(sum(r["p50_ms"] for r in runs) / len(runs), 3),
+        "p99_ms": round(sum(r["p99_ms"] for r in runs) / len(runs), 3),
+        "errors": int(sum(r["errors"] for r in runs)),
+    }
+
+
+PUBLISH_SLICE_S = 5
+
+
+def _during_publish(
+    wrk: str, api_url: str, paths: Path, redis_url: str, lists: int, concurrency: int
+) -> dict[str, Any]:
+    """The route under load while another process publishes a version of `lists` lists (at niceness 10,
+    as a batch job sharing the machine would run). wrk runs in 5 s slices until the publish ends; the
+    p99 reported is the worst slice's, rps the mean, errors the sum."""
+    command = [
+        *(sys.executable, "-m", "carousel.bench.publisher", "--redis-url", redis_url),
+        *("--lists", str(lists), "--nice", "10"),
+    ]
+    publisher = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert publisher.stdout is not None
+    if publisher.stdout.readline().strip() != "publishing":
+        publisher.wait()
+        raise RuntimeError(f"the publisher failed before publishing (exit {publisher.returncode})")
+    slices = []
+    while publisher.poll() is None:
+        slices.append(run_wrk(wrk, api_url, paths, concurrency=concurrency, duration=PUBLISH_SLICE_S))
+    last = publisher.stdout.read().strip()
+    if publisher.returncode != 0 or not last.startswith("published"):
+        raise RuntimeError(f"the publish under load failed (exit {publisher.returncode}): {last}")
+    p50s = sorted(s["p50_ms"] for s in slices)
+    return {
+        "lists": lists,
+        "publish_s": float(last.split()[1]),
+        "slices": len(slices),
+        "rps": round(sum(s["rps"] for s in slices) / len(slices), 1),
+        "p50_ms": p50s[len(p50s) // 2],
+        "p99_ms": max(s["p99_ms"] for s in slices),
+        "errors": int(sum(s["errors"] for s in slices)),
     }

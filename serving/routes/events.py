@@ -118,7 +118,7 @@ async def _events_client(app: FastAPI) -> AsyncIterator[None]:
         await client.aclose()
 
 
-def _get_events_client(request: Request) -> Any:
+async def _get_events_client(request: Request) -> Any:
     return request.app.state.events_client
 
 

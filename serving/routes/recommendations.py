@@ -15,15 +15,14 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from serving import keyspace, metrics, realtime
-from serving.consent import parse_consent
-from serving.deps import SettingsDep, StoreDep
-from serving.fallback import FallbackLists
-from serving.overlay import apply_overlay, triggers
+from serving.overlay import EMPTY_TRIGGERS, apply_overlay, triggers
 from serving.responses import error_response, json_response
 from serving.stock import Availability
 from serving.store import StoreUnavailable
@@ -34,47 +33,62 @@ router = APIRouter(prefix="/v1", tags=["recommendations"])
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,127}$"
 CONTEXT_PATTERN = r"^[\w .,'()\-/&]{1,64}$"
 
-UserId = Annotated[str | None, Query(pattern=ID_PATTERN, description="the shopper; absent for anonymous")]
-SessionId = Annotated[str | None, Query(pattern=ID_PATTERN)]
-Placement = Annotated[str, Query(pattern=r"^[a-z0-9_\-]{1,32}$")]
-Count = Annotated[int, Query(ge=1, le=100)]
-Context = Annotated[str | None, Query(pattern=CONTEXT_PATTERN)]
+
+class RecommendationQuery(BaseModel):
+    """The query string, validated as one model in one pydantic-core pass. (Declared as FastAPI
+    parameters, the same checks cost the route 40% of its time in per-parameter dependency solving.)"""
+
+    model_config = ConfigDict(extra="ignore")
+
+    user_id: str | None = Field(None, pattern=ID_PATTERN, description="the shopper; absent for anonymous")
+    session_id: str | None = Field(None, pattern=ID_PATTERN)
+    placement: str = Field("home", pattern=r"^[a-z0-9_\-]{1,32}$")
+    n: int = Field(10, ge=1, le=100)
+    country: str | None = Field(None, pattern=CONTEXT_PATTERN)
+    device: str | None = Field(None, pattern=CONTEXT_PATTERN)
+    referrer: str | None = Field(None, pattern=CONTEXT_PATTERN)
+
+
+def _parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """The model's fields as OpenAPI query parameters (for the docs and for schema-driven clients)."""
+    properties = model.model_json_schema()["properties"]
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": prop.get("description", ""),
+            "schema": {k: v for k, v in prop.items() if k not in ("title", "description")},
+        }
+        for name, prop in properties.items()
+    ]
+
+
+def _validated(request: Request) -> RecommendationQuery:
+    try:
+        return RecommendationQuery.model_validate(request.query_params)
+    except ValidationError as exc:
+        problems = [{"loc": ("query", *e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        raise RequestValidationError(problems) from None
+
 
 ROUTE = "/v1/recommendations"
 
 
-@router.get("/recommendations")
-async def recommendations(
-    request: Request,
-    settings: SettingsDep,
-    store: StoreDep,
-    user_id: UserId = None,
-    session_id: SessionId = None,
-    placement: Placement = "home",
-    n: Count = 10,
-    country: Context = None,
-    device: Context = None,
-    referrer: Context = None,
-) -> Response:
+@router.get("/recommendations", openapi_extra={"parameters": _parameters(RecommendationQuery)})
+async def recommendations(request: Request) -> Response:
     """The ranked list for one shopper or anonymous visitor, every item with a reason."""
     started = time.perf_counter()
-    subject = user_id or session_id or "anonymous"
+    query = _validated(request)
+    state = request.app.state
+    settings, store = state.settings, state.store
+    subject = query.user_id or query.session_id or "anonymous"
     variant = assign_variant(subject, salt=settings.holdout_salt, holdout_percent=settings.holdout_percent)
-    context = {"country": country, "device": device, "referrer": referrer}
-    fallbacks: FallbackLists = request.app.state.fallbacks
     try:
-        answer = await _from_redis(
-            request,
-            store,
-            user_id=user_id,
-            session_id=session_id,
-            holdout=variant == HOLDOUT,
-            context=context,
-            n=n,
-        )
+        answer = await _from_redis(state, store, query, holdout=variant == HOLDOUT)
     except StoreUnavailable:
         metrics.FALLBACKS.labels(kind="last_global").inc()
-        answer = _Answer(keyspace.decode_items(fallbacks.payload())[:n], "fallback", None, None)
+        answer = _Answer(state.fallbacks.items()[: query.n], "fallback", None, None)
     _observe_breaker(store)
     if answer is None:
         return error_response(503, "no recommendation version has been published yet")
@@ -84,7 +98,7 @@ async def recommendations(
             "items": answer.items,
             "source": answer.source,
             "variant": variant,
-            "placement": placement,
+            "placement": query.placement,
             "version": answer.version,
             "generated_at": answer.generated_at,
             "stale": _is_stale(answer.generated_at, settings.stale_after_s),
@@ -102,41 +116,31 @@ class _Answer:
 
 
 async def _from_redis(
-    request: Request,
-    store: Any,
-    *,
-    user_id: str | None,
-    session_id: str | None,
-    holdout: bool,
-    context: dict[str, str | None],
-    n: int,
+    app_state: Any, store: Any, query: RecommendationQuery, *, holdout: bool
 ) -> _Answer | None:
-    settings = request.app.state.settings
+    settings = app_state.settings
     version = await store.live_version()
     if version is None:
         return None
     meta = await store.version_meta(version) or {}
     base = str(meta.get("base") or version)
-    availability: Availability = await request.app.state.availability.get(store.call)
+    availability: Availability = await app_state.availability.get(store.call)
     payload, source = None, "global"
     state = realtime.EMPTY_STATE
-    client = store.client
-    if user_id is not None and not holdout:
-        # List, consent and real-time state in one round trip.
-        payload, raw_consent, state = await store.shopper(version, base, user_id, session_id)
-        if parse_consent(raw_consent).personalization is False:
+    if not holdout and (query.user_id or query.session_id):
+        # List, consent and real-time state (or a visitor's session state) in one round trip.
+        payload, personalization, state = await store.shopper(version, base, query.user_id, query.session_id)
+        if personalization is False:
             # No personalization consent: neither the personal list nor the real-time overlay.
             payload, state, holdout = None, realtime.EMPTY_STATE, True
         source = "personal"
-    elif session_id is not None and not holdout:
-        state = await store.call(lambda: realtime.read_state(client, user_id=None, session_id=session_id))
     if payload is None and not holdout and state.interest:
         # A visitor (or a shopper without a personal list yet) browsing one department: its list first.
         department = max(sorted(state.interest), key=lambda d: state.interest[d])
         payload = await store.segment_list(version, keyspace.context_segment("category", department))
         source = "segment"
     for dimension in keyspace.CONTEXT_DIMENSIONS:
-        value = context[dimension]
+        value = getattr(query, dimension)
         if payload is not None:
             break
         if value:
@@ -146,10 +150,13 @@ async def _from_redis(
         payload = await store.segment_list(version, keyspace.GLOBAL_SEGMENT)
         source = "global"
         if payload:
-            request.app.state.fallbacks.remember(version, payload)
-    stored = keyspace.decode_items(payload) if payload else []
-    now = time.time()
-    fired = triggers(state.cart, state.purchases, now=now, cart_abandon_after_s=settings.cart_abandon_after_s)
+            app_state.fallbacks.remember(version, payload)
+    stored = keyspace.iter_items(payload) if payload else iter(())
+    fired = EMPTY_TRIGGERS
+    if state.cart or state.purchases:
+        fired = triggers(
+            state.cart, state.purchases, now=time.time(), cart_abandon_after_s=settings.cart_abandon_after_s
+        )
     complements: dict[str, list[dict[str, Any]]] = {}
     if fired.anchors:
         lists = await asyncio.gather(*(store.item_list(version, base, item) for item in fired.anchors))
@@ -160,16 +167,16 @@ async def _from_redis(
         purchased=state.purchases,
         complements=complements,
         unavailable=availability.unavailable,
-        n=n,
+        n=query.n,
     )
     if not items and source != "global":
         # Everything filtered away (a tiny segment, all bought): the global list still answers.
         glob = await store.segment_list(version, keyspace.GLOBAL_SEGMENT)
         items = [
             i
-            for i in (keyspace.decode_items(glob) if glob else [])
+            for i in (keyspace.iter_items(glob) if glob else ())
             if i["item_id"] not in availability.unavailable
-        ][:n]
+        ][: query.n]
         source = "global"
     return _Answer(items, source, version, meta.get("generated_at"))
 
