@@ -16,6 +16,8 @@ from pathlib import Path
 
 import redis
 
+from serving.keyspace import LISTPACK_VALUE_BYTES
+
 MANAGED_HOST = "127.0.0.1"
 MANAGED_PORT = 6399
 MANAGED_URL = f"redis://{MANAGED_HOST}:{MANAGED_PORT}/0"
@@ -95,6 +97,10 @@ def start_server(data_dir: Path, port: int) -> str:
             "no",
             "--maxmemory-policy",
             "noeviction",
+            # A shopper's hash holds a list or two of about 1 KB: kept as one listpack (not a hash table
+            # per shopper) they take a tenth less memory.
+            "--hash-max-listpack-value",
+            str(LISTPACK_VALUE_BYTES),
         ],
         check=True,
         capture_output=True,

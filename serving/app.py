@@ -56,8 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.fallbacks = FallbackLists(settings.var_dir)
     app.state.departments = DepartmentCache()
-    app.include_router(health.router)
+    # The storefront's route first: routes are matched in order, on every request.
     app.include_router(recommendations.router)
+    app.include_router(health.router)
     app.include_router(items.router)
     app.include_router(items.admin_router)
     app.include_router(users.router)

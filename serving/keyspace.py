@@ -27,13 +27,15 @@ A shopper's keys carry the hash tag `{u:<user_id>}`, the tag of their real-time 
 one round trip, on one node of a cluster as on a single Redis (`READ_SHOPPER`).
 
 A list payload is compact, because a store keeps one per shopper: the distinct reasons of the list, then
-one row per item pointing at its reason; a reason's text is stored only when it is not the code's
-standard text (`REASON_TEXTS`), e.g. "Goes with <title>"::
+the item ids, scores and reason references as three parallel arrays; a reason's text is stored only when
+it is not the code's standard text (`REASON_TEXTS`), e.g. "Goes with <title>"::
 
-    [[["similar_shoppers"], ["goes_with_yours", "Goes with Red Mug"]], [["i1", 0.93, 0], ["i7", 0.9, 1]]]
+    [[["similar_shoppers"], ["goes_with_yours", "Goes with Red Mug"]], ["i1", "i7"], [0.93, 0.9], [0, 1]]
 
 `decode_items` (or lazily `iter_items`) turns it back into the served shape:
-``{"item_id": "i1", "score": 0.93, "reason": {"code": "similar_shoppers", "text": "..."}}``.
+``{"item_id": "i1", "score": 0.93, "reason": {"code": "similar_shoppers", "text": "..."}}``. A 30-item
+list takes about 0.7-0.9 KB; Redis keeps a hash of such values in its compact listpack encoding when
+`hash-max-listpack-value` is at least `LISTPACK_VALUE_BYTES` (the managed server sets it).
 """
 
 from __future__ import annotations
@@ -106,8 +108,9 @@ return redis.call('HGET', KEYS[1], best)
 # One shopper's list, consent and real-time state in one call (all their keys share the `{u:<id>}` tag;
 # an anonymous visitor's session keys share `{s:<id>}`). KEYS: list hash, consent hash, cart, purchases,
 # interest (the first two may be a visitor's never-written keys). ARGV: version, base.
-# Returns {list or false, personalization flag or false, cart, purchases, interest}; the list and the
-# state are left out when the shopper withdrew personalization consent (flag "0").
+# Returns just the list (or nil) when there is no consent record and no real-time state, the common case,
+# which spares the client parsing a nested reply; else {list or false, personalization flag or false,
+# cart, purchases, interest}, without the list and the state when personalization was withdrawn ("0").
 READ_SHOPPER = (
     """
 local consent = redis.call('HGET', KEYS[2], 'personalization')
@@ -117,8 +120,11 @@ if consent == '0' then return {false, consent, {}, {}, {}} end
     + """
 local list = false
 if best ~= nil then list = redis.call('HGET', KEYS[1], best) end
-return {list, consent, redis.call('ZRANGEBYSCORE', KEYS[3], '(0', '+inf', 'WITHSCORES'),
-        redis.call('ZRANGE', KEYS[4], 0, -1, 'WITHSCORES'), redis.call('HGETALL', KEYS[5])}
+local cart = redis.call('ZRANGEBYSCORE', KEYS[3], '(0', '+inf', 'WITHSCORES')
+local purchases = redis.call('ZRANGE', KEYS[4], 0, -1, 'WITHSCORES')
+local interest = redis.call('HGETALL', KEYS[5])
+if not consent and #cart == 0 and #purchases == 0 and #interest == 0 then return list end
+return {list, consent, cart, purchases, interest}
 """
 )
 
@@ -165,25 +171,29 @@ REASON_TEXTS = {
 }
 # Scores are stored with this many significant digits: they order nothing (rows are in rank order) and
 # are shown to clients only as a relative strength.
-SCORE_DIGITS = 5
+SCORE_DIGITS = 4
+# The largest hash value Redis should keep in a listpack (`hash-max-listpack-value`): above a list's size.
+LISTPACK_VALUE_BYTES = 4096
 
 
 def encode_items(items: Iterable[tuple[str, float, str, str]]) -> bytes:
     """The stored payload of one list from its (item_id, score, reason code, reason text) in rank order
     (the loader rounds the scores to `SCORE_DIGITS` first, for a whole run at once)."""
     reasons: dict[tuple[str, str], int] = {}
-    rows = []
+    ids, scores, refs = [], [], []
     for item_id, score, code, text in items:
-        rows.append((item_id, score, reasons.setdefault((code, text), len(reasons))))
+        ids.append(item_id)
+        scores.append(score)
+        refs.append(reasons.setdefault((code, text), len(reasons)))
     table = [[code] if REASON_TEXTS.get(code) == text else [code, text] for code, text in reasons]
-    return orjson.dumps([table, rows])
+    return orjson.dumps([table, ids, scores, refs])
 
 
 def iter_items(payload: bytes) -> Iterator[dict[str, Any]]:
     """The items of a stored list in the served shape, lazily (callers usually need the first few)."""
-    table, rows = orjson.loads(payload)
+    table, ids, scores, refs = orjson.loads(payload)
     reasons = [{"code": r[0], "text": r[1] if len(r) > 1 else REASON_TEXTS.get(r[0], "")} for r in table]
-    for item_id, score, ref in rows:
+    for item_id, score, ref in zip(ids, scores, refs, strict=True):
         yield {"item_id": item_id, "score": score, "reason": reasons[ref]}
 
 

@@ -139,6 +139,11 @@ class RedisListStore:
             return version
         raw = await self.call(lambda: self._client.get(keyspace.LIVE_KEY))
         version = raw.decode() if raw else None
+        if version != self._pointer[1]:
+            # A version id can come back with other content (rolled back, then its interval rerun):
+            # what was kept for the old pointer is dropped.
+            self._meta.clear()
+            self._immutable.clear()
         self._pointer = (now, version)
         return version
 
@@ -182,6 +187,8 @@ class RedisListStore:
                 keys=[*owned, keys.cart, keys.purchases, keys.interest], args=[version, base]
             )
         )
+        if not isinstance(reply, list):  # the list alone: no consent record, no real-time state
+            return reply or None, None, realtime.EMPTY_STATE
         listed, consent, cart, purchases, interest = reply
         state = realtime.state_from_flat(cart, purchases, interest)
         return listed or None, None if consent is None else consent == b"1", state

@@ -147,3 +147,26 @@ def test_readiness_follows_live_version(redis_client: object, api: TestClient) -
     api.app.state.store._pointer = (-1e9, None)  # type: ignore[attr-defined]  # skip the 1 s pointer cache
     ready = api.get("/health/ready")
     assert ready.status_code == 200 and ready.json()["live_version"] == "20261101T000000Z"
+
+
+def test_a_version_id_published_again_is_served_with_its_new_content(
+    redis_client: object, settings: object
+) -> None:
+    """The API keeps a version's segment lists in memory; a rollback and a rerun of the same interval
+    (same version id, other lists) must still be served fresh, not from that memory."""
+    app = create_app(settings.model_copy(update={"stale_after_s": 10**9}))  # type: ignore[attr-defined]
+    _publish(redis_client, "20261101T000000Z", "a")
+    _publish(redis_client, "20261102T000000Z", "b")
+    with TestClient(app) as api:
+        app.state.store._pointer_ttl_s = 0.0  # see every pointer move at once
+        first = api.get("/v1/recommendations", params={"session_id": "s-1"}).json()
+        assert first["items"][0]["item_id"] == "b-global-1"
+        publish.rollback(redis_client)
+        assert (
+            api.get("/v1/recommendations", params={"session_id": "s-1"}).json()["version"]
+            == "20261101T000000Z"
+        )
+        _publish(redis_client, "20261102T000000Z", "c")
+        again = api.get("/v1/recommendations", params={"session_id": "s-1"}).json()
+    assert again["version"] == "20261102T000000Z"
+    assert again["items"][0]["item_id"] == "c-global-1"

@@ -1,0 +1,70 @@
+"""The stored list format (`serving/keyspace.py`): what the loader writes is what the API serves."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from jobs.publish import list_payloads, significant
+from serving import consent, keyspace, realtime
+
+
+def test_a_list_round_trips_in_the_served_shape_with_standard_texts_left_out() -> None:
+    """Decoding gives every item's id, score and reason back; only non-standard texts are stored."""
+    rows = [
+        ("i1", 2.5, "similar_shoppers", keyspace.REASON_TEXTS["similar_shoppers"]),
+        ("i2", 1.25, "goes_with_yours", "Goes with Red Mug"),
+        ("i3", -0.5, "similar_shoppers", keyspace.REASON_TEXTS["similar_shoppers"]),
+        ("i4", -0.75, "popular_in_country", "Popular in Germany"),
+    ]
+    payload = keyspace.encode_items(rows)
+    assert keyspace.decode_items(payload) == [
+        {"item_id": i, "score": s, "reason": {"code": c, "text": t}} for i, s, c, t in rows
+    ]
+    table = orjson.loads(payload)[0]
+    assert table == [
+        ["similar_shoppers"],
+        ["goes_with_yours", "Goes with Red Mug"],
+        ["popular_in_country", "Popular in Germany"],
+    ]
+
+
+def test_iter_items_is_lazy() -> None:
+    """The API builds only the items it serves: taking two of a thousand builds two."""
+    payload = keyspace.encode_items((f"i{k}", 1.0, "popular", "x") for k in range(1_000))
+    items = keyspace.iter_items(payload)
+    assert [next(items)["item_id"], next(items)["item_id"]] == ["i0", "i1"]
+
+
+def test_scores_keep_four_significant_digits() -> None:
+    values = np.array([0.123456, -2.345678, 0.0, 1.23456e-7, 12345.678])
+    assert significant(values, 4).tolist() == [0.1235, -2.346, 0.0, 1.235e-7, 12350.0]
+
+
+def test_loader_payloads_follow_rank_order_per_owner() -> None:
+    """`list_payloads` groups rows by owner and orders them by rank, whatever the frame's order."""
+    frame = pd.DataFrame(
+        {
+            "user_id": ["b", "a", "a", "b"],
+            "rank": [2, 2, 1, 1],
+            "item_id": ["b2", "a2", "a1", "b1"],
+            "score": [0.5, 0.25, 0.75, 0.9],
+            "reason_code": "popular",
+            "reason_text": keyspace.REASON_TEXTS["popular"],
+        }
+    )
+    decoded = {
+        owner: [i["item_id"] for i in keyspace.decode_items(p)]
+        for owner, p in list_payloads(frame, "user_id")
+    }
+    assert decoded == {"a": ["a1", "a2"], "b": ["b1", "b2"]}
+
+
+def test_a_shoppers_keys_share_one_hash_tag() -> None:
+    """List, consent and real-time keys of one shopper land in one cluster slot (one script reads them)."""
+    user = "shopper:42}x"
+    keys = [keyspace.user_key(user), consent.consent_key(user), *realtime.user_keys(user).all]
+    tags = {key[key.index("{") + 1 : key.index("}")] for key in keys}
+    assert tags == {"u:shopper:42"}
+    assert keyspace.tagged_user_id(consent.consent_key(user), consent.PREFIX) == user
