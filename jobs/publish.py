@@ -104,21 +104,40 @@ def content_digest(
 
 def list_payloads(lists: pd.DataFrame, key_column: str) -> Iterator[tuple[str, bytes]]:
     """(owner, payload) for every list in a frame sorted by (owner, rank), in the stored compact format
-    (`keyspace.encode_items`)."""
+    (`keyspace.encode_items`, which this builds vectorized: a million lists take seconds, not minutes)."""
     if lists.empty:
         return
     lists = lists.sort_values([key_column, "rank"], kind="stable")
     owners = lists[key_column].to_numpy()
     items = lists["item_id"].astype(str).tolist()
     scores = significant(lists["score"].to_numpy(dtype="float64"), keyspace.SCORE_DIGITS).tolist()
-    codes = lists["reason_code"].astype(str).tolist()
-    texts = lists["reason_text"].astype(str).tolist()
     bounds = np.flatnonzero(owners[1:] != owners[:-1]) + 1
     starts = np.concatenate([[0], bounds])
     ends = np.concatenate([bounds, [len(owners)]])
-    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-        rows = zip(items[start:end], scores[start:end], codes[start:end], texts[start:end], strict=True)
-        yield str(owners[start]), keyspace.encode_items(rows)
+    row_owner = np.repeat(np.arange(len(starts), dtype=np.int64), ends - starts)
+    # Each distinct (code, text) once per list, in order of first use; rows point at it. Integer keys
+    # throughout: factorizing strings once, then pairs and (list, pair) as int64.
+    code_ids, code_names = pd.factorize(lists["reason_code"].astype(str).to_numpy())
+    text_ids, text_names = pd.factorize(lists["reason_text"].astype(str).to_numpy())
+    pairs, pair_keys = pd.factorize(code_ids.astype(np.int64) * len(text_names) + text_ids)
+    entries = [
+        keyspace.reason_entry(str(code_names[k // len(text_names)]), str(text_names[k % len(text_names)]))
+        for k in pair_keys.tolist()
+    ]
+    used, first_uses = pd.factorize(row_owner * len(pair_keys) + pairs)  # uniques in order of first use
+    first_owner = first_uses // len(pair_keys)
+    # Rows are grouped by list, so a first use's position within its list is its rank after the list's
+    # first first-use.
+    first_local = np.arange(len(first_uses)) - np.searchsorted(first_owner, first_owner, side="left")
+    refs = first_local[used].tolist()
+    table_pairs = (first_uses % len(pair_keys)).tolist()
+    table_bounds = np.searchsorted(first_owner, np.arange(len(starts) + 1)).tolist()
+    for k, (start, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+        table = [entries[p] for p in table_pairs[table_bounds[k] : table_bounds[k + 1]]]
+        yield (
+            str(owners[start]),
+            keyspace.encode_columns(table, items[start:end], scores[start:end], refs[start:end]),
+        )
 
 
 def significant(values: np.ndarray, digits: int) -> np.ndarray:

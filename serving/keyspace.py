@@ -185,7 +185,16 @@ def encode_items(items: Iterable[tuple[str, float, str, str]]) -> bytes:
         ids.append(item_id)
         scores.append(score)
         refs.append(reasons.setdefault((code, text), len(reasons)))
-    table = [[code] if REASON_TEXTS.get(code) == text else [code, text] for code, text in reasons]
+    return encode_columns([reason_entry(code, text) for code, text in reasons], ids, scores, refs)
+
+
+def reason_entry(code: str, text: str) -> list[str]:
+    """A reason as stored: its code, and its text only when that is not the code's standard text."""
+    return [code] if REASON_TEXTS.get(code) == text else [code, text]
+
+
+def encode_columns(table: list[list[str]], ids: list[str], scores: list[float], refs: list[int]) -> bytes:
+    """The payload from its parts: reasons, then item ids, scores and reason indices (rank order)."""
     return orjson.dumps([table, ids, scores, refs])
 
 
