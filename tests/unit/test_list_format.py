@@ -68,3 +68,29 @@ def test_a_shoppers_keys_share_one_hash_tag() -> None:
     tags = {key[key.index("{") + 1 : key.index("}")] for key in keys}
     assert tags == {"u:shopper:42"}
     assert keyspace.tagged_user_id(consent.consent_key(user), consent.PREFIX) == user
+
+
+def test_vectorized_payloads_equal_encoding_each_list_on_its_own() -> None:
+    """The loader's vectorized encoding gives, byte for byte, what `encode_items` gives list by list."""
+    rng = np.random.default_rng(5)
+    rows = 600
+    codes = np.array(["popular", "goes_with_yours", "viewed", "popular_in_country"], dtype=object)
+    frame = pd.DataFrame(
+        {
+            "user_id": rng.choice(np.array([f"u{k}" for k in range(40)], dtype=object), rows),
+            "rank": rng.permutation(rows),
+            "item_id": [f"i{k}" for k in range(rows)],
+            "score": rng.normal(size=rows),
+            "reason_code": rng.choice(codes, rows),
+            "reason_text": rng.choice(
+                np.array(["Goes with A", "Goes with B", "Popular right now"], dtype=object), rows
+            ),
+        }
+    )
+    expected = {}
+    for owner, group in frame.sort_values(["user_id", "rank"]).groupby("user_id"):
+        scores = significant(group["score"].to_numpy(), keyspace.SCORE_DIGITS).tolist()
+        expected[owner] = keyspace.encode_items(
+            zip(group["item_id"], scores, group["reason_code"], group["reason_text"], strict=True)
+        )
+    assert dict(list_payloads(frame, "user_id")) == expected
