@@ -17,17 +17,22 @@ Run from `jobs.pipeline` (CLI `carousel refresh` and the Airflow DAGs); `carouse
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import orjson
 import pandas as pd
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
 from serving import keyspace
 
 BATCH = 2_000
+# Shoppers written per pipeline round trip. Redis runs a client's pipelined commands back to back, so
+# this bounds how long a publish holds up the API's reads (a few milliseconds).
+WRITE_BATCH = 512
 Kind = Literal["full", "delta"]
 
 # Move the pointer only forward (version ids sort by the data interval they cover), so a late retry
@@ -39,32 +44,41 @@ redis.call('SET', KEYS[1], ARGV[1])
 return ARGV[1]
 """
 
-# One shopper's hash. ARGV[1]: the version written now ('' to only prune), ARGV[2]: its payload,
-# ARGV[3]: the ceiling (fields above it belong to versions still being written and are left alone),
-# ARGV[4..]: (version, base) pairs that must stay resolvable. Keeps the written field and the field
-# each of those versions resolves to; drops the rest, and the key once it is empty.
+# Shoppers' (or items') hashes, many per call. ARGV[1]: the version written now ('' to only prune),
+# ARGV[2]: the ceiling (fields above it belong to versions still being written and are left alone),
+# ARGV[3]: p, the number of (version, base) pairs that must stay resolvable, ARGV[4 .. 3+2p]: the pairs,
+# then one payload per key when writing. For each key: write the field, keep it and the field each pair
+# resolves to, drop the rest, and the key once it is empty. Returns the number of fields removed.
+# Keys of one call share a hash slot on a cluster (see `_slot_batches`).
 _WRITE_AND_PRUNE = """
-if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
-local fields = redis.call('HKEYS', KEYS[1])
-local keep = {}
-if ARGV[1] ~= '' then keep[ARGV[1]] = true end
-for i = 4, #ARGV, 2 do
-  local best = nil
-  for _, f in ipairs(fields) do
-    if f <= ARGV[i] and f >= ARGV[i + 1] and (best == nil or f > best) then best = f end
-  end
-  if best then keep[best] = true end
-end
+local version, ceiling, p = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local removed = 0
-for _, f in ipairs(fields) do
-  if not keep[f] and f <= ARGV[3] then
-    redis.call('HDEL', KEYS[1], f)
-    removed = removed + 1
+for k, key in ipairs(KEYS) do
+  if version ~= '' then redis.call('HSET', key, version, ARGV[3 + 2 * p + k]) end
+  local fields = redis.call('HKEYS', key)
+  local keep = {}
+  if version ~= '' then keep[version] = true end
+  for i = 4, 3 + 2 * p, 2 do
+    local best = nil
+    for _, f in ipairs(fields) do
+      if f <= ARGV[i] and f >= ARGV[i + 1] and (best == nil or f > best) then best = f end
+    end
+    if best then keep[best] = true end
   end
+  local dropped = 0
+  for _, f in ipairs(fields) do
+    if not keep[f] and f <= ceiling then
+      redis.call('HDEL', key, f)
+      dropped = dropped + 1
+    end
+  end
+  if dropped > 0 and redis.call('HLEN', key) == 0 then redis.call('DEL', key) end
+  removed = removed + dropped
 end
-if removed > 0 and redis.call('HLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[1]) end
 return removed
 """
+# Keys per script call: one call writes this many shoppers (a cluster splits them by slot first).
+KEYS_PER_CALL = 64
 
 
 class PublishError(RuntimeError):
@@ -90,16 +104,31 @@ def content_digest(
     user_lists: pd.DataFrame, segment_lists: pd.DataFrame, item_lists: pd.DataFrame | None = None
 ) -> str:
     """SHA-256 over every (owner, payload) of a version in a fixed order: equal digests, equal content."""
-    digest = hashlib.sha256()
+    digest = _Digest()
     frames = [("u", user_lists, "user_id"), ("s", segment_lists, "segment")]
     if item_lists is not None:
         frames.append(("i", item_lists, "anchor_id"))
     for kind, frame, column in frames:
-        for owner, payload in list_payloads(frame, column):
-            digest.update(f"{kind}:{owner}\n".encode())
-            digest.update(payload)
-            digest.update(b"\n")
+        for _ in digest.payloads(kind, frame, column):
+            pass
     return digest.hexdigest()
+
+
+class _Digest:
+    """The content digest, fed by the lists as they are encoded (users, then segments, then items)."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+
+    def payloads(self, kind: str, lists: pd.DataFrame, key_column: str) -> Iterator[tuple[str, bytes]]:
+        for owner, payload in list_payloads(lists, key_column):
+            self._sha.update(f"{kind}:{owner}\n".encode())
+            self._sha.update(payload)
+            self._sha.update(b"\n")
+            yield owner, payload
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
 
 
 def list_payloads(lists: pd.DataFrame, key_column: str) -> Iterator[tuple[str, bytes]]:
@@ -183,11 +212,11 @@ def publish_version(
         raise PublishError("similar-item lists belong to full versions; a delta inherits its base's")
     # A run computed before a shopper was erased must not bring their list back.
     user_lists = _without_erased(client, user_lists)
-    digest = content_digest(user_lists, segment_lists, item_lists)
     live = _decode(client.get(keyspace.LIVE_KEY))
     if live == version:
         # A rerun of the interval that is already live: nothing to switch and nothing to rewrite; say
         # whether the recomputed content is the published one.
+        digest = content_digest(user_lists, segment_lists, item_lists)
         stored = (read_meta(client, version) or {}).get("digest")
         return PublishResult(version, version, False, 0, 0, [], kind, "", digest, stored == digest)
     if live is not None and live > version:
@@ -207,39 +236,40 @@ def publish_version(
     check_memory(client, estimate_bytes(user_lists, segment_lists, version))
     client.sadd(keyspace.PENDING_KEY, version)
     retained = _retained_pairs(client, version, base, keep_versions)
-    write_field = client.register_script(_WRITE_AND_PRUNE)
-    user_keys: list[str] = []
-    item_keys: list[str] = []
-    segment_keys: list[str] = []
+    write = client.register_script(_WRITE_AND_PRUNE)
+    # The digest is taken as the lists are encoded for writing (in `content_digest`'s order), so a
+    # million lists are encoded once.
+    digest_of = _Digest()
     pipe = client.pipeline(transaction=False)
-    pending = 0
-    hashed: list[tuple[pd.DataFrame, str, Callable[[str], str], list[str]]] = [
-        (user_lists, "user_id", keyspace.user_key, user_keys)
-    ]
-    if item_lists is not None:
-        hashed.append((item_lists, "anchor_id", keyspace.item_key, item_keys))
-    for frame, column, key_of, written in hashed:
-        for owner, payload in list_payloads(frame, column):
-            key = key_of(owner)
-            write_field(keys=[key], args=[version, payload, version, *retained], client=pipe)
-            written.append(key)
-            pending += 1
-            if pending >= BATCH:
+
+    def write_hashed(entries: Iterator[tuple[str, bytes]], key_of: Callable[[str], str]) -> list[str]:
+        written: list[str] = []
+        pending = 0
+        for batch in _slot_batches(client, ((key_of(owner), payload) for owner, payload in entries)):
+            keys = [key for key, _ in batch]
+            args = [version, version, len(retained) // 2, *retained, *(p for _, p in batch)]
+            write(keys=keys, args=args, client=pipe)
+            written.extend(keys)
+            pending += len(keys)
+            if pending >= WRITE_BATCH:
                 _execute(pipe)
                 pending = 0
-    for owner, payload in list_payloads(segment_lists, "segment"):
-        key = keyspace.segment_key(version, owner)
-        pipe.set(key, payload)
-        segment_keys.append(key)
-        pending += 1
-        if pending >= BATCH:
-            _execute(pipe)
-            pending = 0
+        _execute(pipe)
+        return written
+
+    user_keys = write_hashed(digest_of.payloads("u", user_lists, "user_id"), keyspace.user_key)
+    segment_keys: list[str] = []
+    for owner, payload in digest_of.payloads("s", segment_lists, "segment"):
+        segment_keys.append(keyspace.segment_key(version, owner))
+        pipe.set(segment_keys[-1], payload)
     if departments is not None:
-        key = keyspace.departments_key(version)
-        pipe.set(key, orjson.dumps(departments))
-        segment_keys.append(key)
+        segment_keys.append(keyspace.departments_key(version))
+        pipe.set(segment_keys[-1], orjson.dumps(departments))
     _execute(pipe)
+    item_keys: list[str] = []
+    if item_lists is not None:
+        item_keys = write_hashed(digest_of.payloads("i", item_lists, "anchor_id"), keyspace.item_key)
+    digest = digest_of.hexdigest()
     missing = _missing_fields(client, user_keys + item_keys, version) + _missing_keys(client, segment_keys)
     if missing:
         raise PublishError(
@@ -305,22 +335,39 @@ def prune_users(client: Any, retained: list[str]) -> int:
     prune = client.register_script(_WRITE_AND_PRUNE)
     ceiling = max(retained[0::2]) if retained else ""
     removed = 0
-    batch: list[Any] = []
-    for key in _versioned_hash_keys(client):
-        batch.append(key)
-        if len(batch) >= BATCH:
-            removed += _prune_batch(client, prune, batch, ceiling, retained)
-            batch = []
-    if batch:
-        removed += _prune_batch(client, prune, batch, ceiling, retained)
-    return removed
-
-
-def _prune_batch(client: Any, prune: Any, keys: list[Any], ceiling: str, retained: list[str]) -> int:
     pipe = client.pipeline(transaction=False)
-    for key in keys:
-        prune(keys=[key], args=["", "", ceiling, *retained], client=pipe)
-    return int(sum(pipe.execute()))
+    pending = 0
+    for batch in _slot_batches(client, ((key, b"") for key in _versioned_hash_keys(client))):
+        prune(keys=[key for key, _ in batch], args=["", ceiling, len(retained) // 2, *retained], client=pipe)
+        pending += len(batch)
+        if pending >= WRITE_BATCH:
+            removed += int(sum(pipe.execute()))
+            pending = 0
+    return removed + int(sum(pipe.execute()))
+
+
+def _slot_batches(client: Any, entries: Iterable[tuple[Any, bytes]]) -> Iterator[list[tuple[Any, bytes]]]:
+    """(key, payload) entries in groups of up to `KEYS_PER_CALL` for one script call each: consecutive on
+    a single Redis; on a cluster grouped by hash slot first, since a script's keys must share one."""
+    if not isinstance(client, RedisCluster):
+        batch: list[tuple[Any, bytes]] = []
+        for entry in entries:
+            batch.append(entry)
+            if len(batch) >= KEYS_PER_CALL:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+        return
+    by_slot: dict[int, list[tuple[Any, bytes]]] = {}
+    for entry in entries:
+        key = entry[0]
+        slot = key_slot(key if isinstance(key, bytes) else key.encode())
+        group = by_slot.setdefault(slot, [])
+        group.append(entry)
+        if len(group) >= KEYS_PER_CALL:
+            yield by_slot.pop(slot)
+    yield from by_slot.values()
 
 
 # Redis's own cost of one small string key (dict entry, key and value objects, allocator rounding).
