@@ -203,6 +203,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             progress=say,
             rounds=args.rounds,
             publish_lists=args.publish_lists,
+            profile_dir=Path(args.profile) if args.profile else None,
         )
     else:
         from carousel.bench.batch import bench_batch
@@ -521,6 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="serve: also measure the route while a version of this many lists is published (e.g. 1000000)",
+    )
+    bench.add_argument(
+        "--profile", help="serve: a folder for py-spy profiles of the route and the baseline (round 1)"
     )
     bench.set_defaults(func=cmd_bench)
 

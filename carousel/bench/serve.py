@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 
+from carousel.bench import profile
 from carousel.bench.publisher import COUNTRIES, publish_synthetic
 from infra.redis_server import free_port, start_server, stop_server
 
@@ -68,7 +69,9 @@ def ensure_wrk() -> str:
 
 
 @contextmanager
-def _server(command: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[None]:
+def _server(
+    command: list[str], env: dict[str, str], ready_url: str, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     with open(log, "w") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -84,7 +87,7 @@ def _server(command: list[str], env: dict[str, str], ready_url: str, log: Path) 
             time.sleep(0.2)
         else:
             raise RuntimeError(f"{ready_url} did not come up; see {log}")
-        yield
+        yield process
     finally:
         process.terminate()
         try:
@@ -191,10 +194,11 @@ def bench_serve(
     progress: Progress,
     rounds: int = 2,
     publish_lists: int = 0,
+    profile_dir: Path | None = None,
 ) -> dict[str, Any]:
     """The full route and the baseline, alternated for `rounds` rounds of `duration` seconds each
     (so both see the same machine), then, with `publish_lists`, the full route while a version of that
-    many lists is published."""
+    many lists is published. With `profile_dir`, py-spy samples one worker of each during round 1."""
     wrk = ensure_wrk()
     with tempfile.TemporaryDirectory(prefix="carousel-bench-") as tmp:
         root = Path(tmp)
@@ -219,25 +223,40 @@ def bench_serve(
             base_paths = root / "base_paths.txt"
             base_paths.write_text("/get?key=carousel:live\n" * 10)
             load = {"concurrency": concurrency, "duration": duration}
+            profiles: dict[str, Any] = {}
+            if profile_dir is not None:
+                profile_dir.mkdir(parents=True, exist_ok=True)
             with (
-                _server(_api_command(api_port, workers), env, f"{api_url}/health/live", root / "api.log"),
+                _server(
+                    _api_command(api_port, workers), env, f"{api_url}/health/live", root / "api.log"
+                ) as api_process,
                 _server(
                     _baseline_command(base_port, workers),
                     env,
                     f"{base_url}/get?key=carousel:live",
                     root / "base.log",
-                ),
+                ) as base_process,
             ):
                 _give_carts(api_url, with_carts)
                 progress(f"API up ({workers} workers); {len(with_carts):,} shoppers have carts and purchases")
                 run_wrk(wrk, api_url, paths, concurrency=concurrency, duration=2)  # warm-up
                 run_wrk(wrk, base_url, base_paths, concurrency=concurrency, duration=2)
-                full_rounds, base_rounds = [], []
+                full_rounds: list[dict[str, float]] = []
+                base_rounds: list[dict[str, float]] = []
+                targets = (
+                    ("full", api_process, api_url, paths, full_rounds),
+                    ("baseline", base_process, base_url, base_paths, base_rounds),
+                )
                 for k in range(rounds):
-                    full_rounds.append(run_wrk(wrk, api_url, paths, **load))
-                    progress(f"round {k + 1}: /v1/recommendations {full_rounds[-1]}")
-                    base_rounds.append(run_wrk(wrk, base_url, base_paths, **load))
-                    progress(f"round {k + 1}: baseline {base_rounds[-1]}")
+                    for name, process, url, target_paths, results in targets:
+                        recording = None
+                        if profile_dir is not None and k == 0:
+                            out = profile_dir / f"{name}.txt"
+                            recording = profile.record(profile.worker_pid(process.pid), out, duration)
+                        results.append(run_wrk(wrk, url, target_paths, **load))
+                        if recording is not None:
+                            profiles[name] = profile.finish(recording, out)
+                        progress(f"round {k + 1}: {name} {results[-1]}")
                 during = None
                 if publish_lists:
                     during = _during_publish(wrk, api_url, paths, redis_url, publish_lists, concurrency)
@@ -266,6 +285,8 @@ def bench_serve(
             "rounds": f"{rounds} rounds, the full route and the baseline alternated, figures are means",
         },
     }
+    if profiles:
+        report["profiles"] = profiles
     if during is not None:
         during["p99_ratio_to_normal"] = (
             round(during["p99_ms"] / full["p99_ms"], 2) if full["p99_ms"] else None
