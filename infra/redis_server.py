@@ -70,9 +70,10 @@ def start_managed(var_dir: Path) -> str:
     return start_server((var_dir / "redis").resolve(), MANAGED_PORT)
 
 
-def start_server(data_dir: Path, port: int) -> str:
+def start_server(data_dir: Path, port: int, *extra: str) -> str:
     """Start a `redis-server` on 127.0.0.1:`port` with its files in `data_dir`; returns its URL once it
-    answers. Used for the managed server and for each test session's private one."""
+    answers. Used for the managed server and for each test session's private one (`extra`: more
+    server options, e.g. to make it a cluster node)."""
     binary = redis_server_binary() or install_redis_server()
     url = f"redis://{MANAGED_HOST}:{port}/0"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -101,6 +102,7 @@ def start_server(data_dir: Path, port: int) -> str:
             # per shopper) they take a tenth less memory.
             "--hash-max-listpack-value",
             str(LISTPACK_VALUE_BYTES),
+            *extra,
         ],
         check=True,
         capture_output=True,
@@ -111,6 +113,59 @@ def start_server(data_dir: Path, port: int) -> str:
             return url
         time.sleep(0.1)
     raise RedisUnavailable(f"redis-server did not answer on {url}; see {data_dir / 'redis.log'}")
+
+
+def start_cluster(data_dir: Path, nodes: int = 3) -> list[str]:
+    """A Redis Cluster of `nodes` primaries on free ports (no replicas), its slots spread evenly; returns
+    the nodes' URLs once the cluster answers `cluster_state:ok`. For the tests that prove the key layout
+    and the loader work on a cluster unchanged."""
+    urls = []
+    for k in range(nodes):
+        node_dir = data_dir / f"node{k}"
+        urls.append(
+            start_server(
+                node_dir,
+                _cluster_port(),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(node_dir / "nodes.conf"),
+            )
+        )
+    addresses = [url.removeprefix("redis://").split("/")[0] for url in urls]
+    cli = shutil.which("redis-cli") or str(
+        Path(redis_server_binary() or "redis-server").with_name("redis-cli")
+    )
+    subprocess.run(
+        [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+        check=True,
+        capture_output=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        infos = [redis.Redis.from_url(url).execute_command("CLUSTER INFO") for url in urls]
+        if all(info.get("cluster_state") == "ok" for info in infos):
+            return urls
+        time.sleep(0.2)
+    raise RedisUnavailable(f"the cluster on {addresses} did not reach cluster_state:ok")
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (10,000 higher, so at most 55,535) is free too."""
+    for _ in range(200):
+        port = free_port()
+        if port <= 55_535 and _is_free(port + 10_000):
+            return port
+    raise RedisUnavailable("no free port pair for a cluster node")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((MANAGED_HOST, port))
+        except OSError:
+            return False
+        return True
 
 
 def free_port() -> int:

@@ -2,7 +2,7 @@
 
 Steps: write the version's lists (shoppers as fields of their hash, segments under the version's own
 prefix; nothing the live version resolves to is touched), check that every one is there, write the
-version's manifest, then move `carousel:live` with one atomic compare-and-set (a script on that single
+version's manifest, then move `carousel:{versions}:live` with one atomic compare-and-set (a script on that single
 key: the pointer only moves forward), and finally drop versions beyond the retention. A failure at any
 step before the switch leaves the live version serving; a half-written version is never pointed at.
 
@@ -236,7 +236,7 @@ def publish_version(
     check_memory(client, estimate_bytes(user_lists, segment_lists, version))
     client.sadd(keyspace.PENDING_KEY, version)
     retained = _retained_pairs(client, version, base, keep_versions)
-    write = client.register_script(_WRITE_AND_PRUNE)
+    write = _PipelinedScript(client, _WRITE_AND_PRUNE)
     # The digest is taken as the lists are encoded for writing (in `content_digest`'s order), so a
     # million lists are encoded once.
     digest_of = _Digest()
@@ -248,7 +248,7 @@ def publish_version(
         for batch in _slot_batches(client, ((key_of(owner), payload) for owner, payload in entries)):
             keys = [key for key, _ in batch]
             args = [version, version, len(retained) // 2, *retained, *(p for _, p in batch)]
-            write(keys=keys, args=args, client=pipe)
+            write.queue(pipe, keys, args)
             written.extend(keys)
             pending += len(keys)
             if pending >= WRITE_BATCH:
@@ -332,18 +332,31 @@ def _retained_pairs(client: Any, version: str, base: str, keep_versions: int) ->
 def prune_users(client: Any, retained: list[str]) -> int:
     """Apply the retention to every shopper's and item's hash (a SCAN): fields no retained version
     resolves to are removed, and hashes left empty are deleted. Returns the number of fields removed."""
-    prune = client.register_script(_WRITE_AND_PRUNE)
+    prune = _PipelinedScript(client, _WRITE_AND_PRUNE)
     ceiling = max(retained[0::2]) if retained else ""
     removed = 0
     pipe = client.pipeline(transaction=False)
     pending = 0
     for batch in _slot_batches(client, ((key, b"") for key in _versioned_hash_keys(client))):
-        prune(keys=[key for key, _ in batch], args=["", ceiling, len(retained) // 2, *retained], client=pipe)
+        prune.queue(pipe, [key for key, _ in batch], ["", ceiling, len(retained) // 2, *retained])
         pending += len(batch)
         if pending >= WRITE_BATCH:
             removed += int(sum(pipe.execute()))
             pending = 0
     return removed + int(sum(pipe.execute()))
+
+
+class _PipelinedScript:
+    """A Lua script queued into pipelines as EVALSHA, on a single Redis and on a cluster alike (redis-py's
+    cluster pipelines refuse `Script` objects but route a raw EVALSHA by its keys). Loaded on every
+    primary first."""
+
+    def __init__(self, client: Any, source: str) -> None:
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+        client.script_load(source)
+
+    def queue(self, pipe: Any, keys: list[Any], args: list[Any]) -> None:
+        pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
 def _slot_batches(client: Any, entries: Iterable[tuple[Any, bytes]]) -> Iterator[list[tuple[Any, bytes]]]:
@@ -498,13 +511,13 @@ def read_user_lists(client: Any, version: str, user_ids: list[str]) -> pd.DataFr
     if meta is None or not user_ids:
         return pd.DataFrame(columns=columns)
     base = str(meta.get("base") or version)
-    resolve = client.register_script(keyspace.RESOLVE_USER_LIST)
+    resolve = _PipelinedScript(client, keyspace.RESOLVE_USER_LIST)
     rows: list[tuple[str, int, str, float]] = []
     for start in range(0, len(user_ids), BATCH):
         chunk = user_ids[start : start + BATCH]
         pipe = client.pipeline(transaction=False)
         for user in chunk:
-            resolve(keys=[keyspace.user_key(user)], args=[version, base], client=pipe)
+            resolve.queue(pipe, [keyspace.user_key(user)], [version, base])
         for user, payload in zip(chunk, pipe.execute(), strict=True):
             if payload:
                 rows.extend(

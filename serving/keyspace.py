@@ -3,9 +3,9 @@
 Keys (every serving read touches one hash slot, so a Redis Cluster works unchanged: shoppers' keys are
 spread over hash slots, and the pointer is one key)::
 
-    carousel:live                      -> the live version id (one atomic SET switches versions)
-    carousel:history                   -> list of published version ids, newest first
-    carousel:pending                   -> set of versions written but not (or no longer) published,
+    carousel:{versions}:live           -> the live version id (one atomic SET switches versions)
+    carousel:{versions}:history        -> list of published version ids, newest first
+    carousel:{versions}:pending        -> set of versions written but not (or no longer) published,
                                           whose leftovers the next publish sweeps away
     carousel:ver:<version>:meta        -> orjson manifest of the version (run id, kind, base, counts)
     carousel:ver:<version>:s:<segment> -> orjson list payload for one segment ("global", "country:fr", ...)
@@ -46,11 +46,13 @@ from typing import Any
 import orjson
 
 PREFIX = "carousel"
-LIVE_KEY = f"{PREFIX}:live"
-HISTORY_KEY = f"{PREFIX}:history"
+# The version bookkeeping shares the hash tag `{versions}`: a rollback changes all three in one
+# transaction, which a Redis Cluster allows only within one slot.
+LIVE_KEY = f"{PREFIX}:{{versions}}:live"
+HISTORY_KEY = f"{PREFIX}:{{versions}}:history"
 # Versions being written and not yet live: a loader killed mid-way leaves its version here, and the next
 # publish sweeps it away.
-PENDING_KEY = f"{PREFIX}:pending"
+PENDING_KEY = f"{PREFIX}:{{versions}}:pending"
 GLOBAL_SEGMENT = "global"
 
 

@@ -43,6 +43,17 @@ def redis_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     stop_server(url)
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A three-primary Redis Cluster of this test session's own (started on first use)."""
+    from infra.redis_server import start_cluster, stop_server
+
+    urls = start_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield urls[0]
+    for url in urls:
+        stop_server(url)
+
+
 @pytest.fixture
 def redis_url(redis_base_url: str) -> Iterator[str]:
     import redis
@@ -64,8 +75,7 @@ def redis_client(redis_url: str) -> Iterator[object]:
     client.close()
 
 
-@pytest.fixture
-def settings(tmp_path: Path, redis_url: str) -> object:
+def make_settings(tmp_path: Path, redis_url: str, **extra: object) -> object:
     from configs.settings import Settings
 
     return Settings(
@@ -76,7 +86,34 @@ def settings(tmp_path: Path, redis_url: str) -> object:
         spark_driver_memory="2g",
         admin_token="test-admin-token-0123456789",
         marketing_token="test-marketing-token-0123456789",
+        **extra,
     )
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str) -> object:
+    return make_settings(tmp_path, redis_url)
+
+
+@pytest.fixture(params=["single", "cluster"])
+def redis_backend(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_url: str
+) -> Iterator[tuple[object, object]]:
+    """Settings and a blocking client for a single Redis, then for a three-primary Redis Cluster (both
+    flushed): a test module that overrides `settings` and `redis_client` with these runs on both."""
+    import redis
+    from redis.cluster import RedisCluster
+
+    if request.param == "single":
+        client: object = redis.Redis.from_url(redis_url)
+        yield make_settings(tmp_path, redis_url), client
+    else:
+        url = request.getfixturevalue("redis_cluster_url")
+        cluster = RedisCluster.from_url(url)
+        cluster.flushall(target_nodes=RedisCluster.PRIMARIES)
+        yield make_settings(tmp_path, url, redis_cluster=True), cluster
+        client = cluster
+    client.close()  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")

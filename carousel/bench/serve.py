@@ -31,12 +31,14 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from carousel.bench import profile
 from carousel.bench.publisher import COUNTRIES, publish_synthetic
 from infra.redis_server import free_port, start_server, stop_server
+from serving import keyspace
 
 Progress = Callable[[str], None]
 TOKEN = "bench-admin-token-0123456789"
@@ -221,7 +223,7 @@ def bench_serve(
             with_carts = shoppers[: max(1, users // 10)]
             paths = _request_mix(root / "paths.txt", shoppers, with_carts)
             base_paths = root / "base_paths.txt"
-            base_paths.write_text("/get?key=carousel:live\n" * 10)
+            base_paths.write_text(f"/get?key={quote(keyspace.LIVE_KEY)}\n" * 10)
             load = {"concurrency": concurrency, "duration": duration}
             profiles: dict[str, Any] = {}
             if profile_dir is not None:
@@ -233,7 +235,7 @@ def bench_serve(
                 _server(
                     _baseline_command(base_port, workers),
                     env,
-                    f"{base_url}/get?key=carousel:live",
+                    f"{base_url}/get?key={quote(keyspace.LIVE_KEY)}",
                     root / "base.log",
                 ) as base_process,
             ):
@@ -262,7 +264,7 @@ def bench_serve(
                     during = _during_publish(wrk, api_url, paths, redis_url, publish_lists, concurrency)
                     progress(f"during a publish of {publish_lists:,} lists: {during}")
             port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
-            get_rps = redis_get_rps(port, concurrency=concurrency, key="carousel:live")
+            get_rps = redis_get_rps(port, concurrency=concurrency, key=keyspace.LIVE_KEY)
             progress(f"redis-benchmark GET: {get_rps:,.0f} requests/s")
         finally:
             stop_server(redis_url)

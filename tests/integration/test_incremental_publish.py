@@ -1,8 +1,10 @@
-"""Delta versions in a real Redis: a 15-minute run writes only its shoppers, stays atomic and reversible."""
+"""Delta versions in a real Redis (single and cluster): a 15-minute run writes only its shoppers, stays
+atomic and reversible."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -52,6 +54,17 @@ def _publish(
 def _tag(client: redis.Redis, version: str, user: str) -> str | None:
     payload = publish.read_user_list(client, version, user)
     return None if payload is None else str(keyspace.decode_items(payload)[0]["item_id"]).split("-")[0]
+
+
+# Every test here runs on a single Redis and on a Redis Cluster.
+@pytest.fixture
+def settings(redis_backend: tuple[Any, Any]) -> Any:
+    return redis_backend[0]
+
+
+@pytest.fixture
+def redis_client(redis_backend: tuple[Any, Any]) -> Any:
+    return redis_backend[1]
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
-"""Publishing into a real Redis and reading through the HTTP API."""
+"""Publishing into a real Redis and reading through the HTTP API, on a single Redis and on a cluster."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -53,6 +54,16 @@ def _publish(client: object, version: str, tag: str) -> publish.PublishResult:
         manifest={"run_id": tag, "generated_at": "2026-11-29T00:00:00+00:00"},
         keep_versions=2,
     )
+
+
+@pytest.fixture
+def settings(redis_backend: tuple[Any, Any]) -> Any:
+    return redis_backend[0]
+
+
+@pytest.fixture
+def redis_client(redis_backend: tuple[Any, Any]) -> Any:
+    return redis_backend[1]
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The storefront API through HTTP with a real Redis: the real-time overlay, consent, holdout, the stock
-guard, erasure, protected routes and similar items."""
+guard, erasure, protected routes and similar items. Every test that talks to Redis runs twice: on a
+single Redis and on a three-primary Redis Cluster (same key layout, `redis_cluster = true`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
 from configs.settings import Settings
@@ -39,7 +39,7 @@ def _rows(owner_column: str, owner: str, items: list[str], code: str) -> list[di
     ]
 
 
-def _publish_store(client: redis.Redis, shoppers: list[str]) -> None:
+def _publish_store(client: Any, shoppers: list[str]) -> None:
     """A version where shopper k's list is items k..k+29, the global list the last 30 items, and each
     item's similar items are the next three items."""
     users = pd.DataFrame(
@@ -90,12 +90,22 @@ ADMIN = {"Authorization": "Bearer test-admin-token-0123456789"}
 
 
 @pytest.fixture
+def settings(redis_backend: tuple[Settings, Any]) -> Settings:
+    return redis_backend[0]
+
+
+@pytest.fixture
+def redis_client(redis_backend: tuple[Settings, Any]) -> Any:
+    return redis_backend[1]
+
+
+@pytest.fixture
 def quick_cart(settings: Settings) -> Settings:
     return settings.model_copy(update={"cart_abandon_after_s": 2})
 
 
 @pytest.fixture
-def api(quick_cart: Settings, redis_client: redis.Redis) -> Iterator[tuple[TestClient, list[str]]]:
+def api(quick_cart: Settings, redis_client: Any) -> Iterator[tuple[TestClient, list[str]]]:
     shoppers = _treatment(quick_cart, "shopper-", 20)
     _publish_store(redis_client, shoppers)
     with TestClient(create_app(quick_cart)) as client:
@@ -194,7 +204,7 @@ def test_an_unavailable_item_disappears_and_the_list_keeps_its_length(
 
 
 def test_after_erasure_no_key_or_member_names_the_shopper(
-    api: tuple[TestClient, list[str]], redis_client: redis.Redis
+    api: tuple[TestClient, list[str]], redis_client: Any
 ) -> None:
     client, shoppers = api
     user = shoppers[4]
@@ -213,7 +223,7 @@ def test_after_erasure_no_key_or_member_names_the_shopper(
     assert _get(client, user_id=user)["source"] == "global"
 
 
-def _names(client: redis.Redis, user: str) -> list[str]:
+def _names(client: Any, user: str) -> list[str]:
     """Every key whose name, field, member or value mentions the shopper (a full SCAN of the db)."""
     token = user.encode()
     hits = []
