@@ -55,10 +55,27 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
 
 @pytest.fixture
-def redis_url(redis_base_url: str) -> Iterator[str]:
-    import redis
+def redis_kind(request: pytest.FixtureRequest) -> str:
+    """ "single" (the default) or "cluster": a module runs on both with
+    `pytest.mark.parametrize("redis_kind", ["single", "cluster"], indirect=True)`."""
+    return str(getattr(request, "param", "single"))
 
-    url = f"{redis_base_url}/{TEST_REDIS_DB}"
+
+@pytest.fixture
+def redis_url(redis_kind: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A flushed database of the session's Redis, or the session's flushed Redis Cluster."""
+    import redis
+    from redis.cluster import RedisCluster
+
+    if redis_kind == "cluster":
+        url = request.getfixturevalue("redis_cluster_url")
+        cluster = RedisCluster.from_url(url)
+        cluster.flushall(target_nodes=RedisCluster.PRIMARIES)
+        yield url
+        cluster.flushall(target_nodes=RedisCluster.PRIMARIES)
+        cluster.close()
+        return
+    url = f"{request.getfixturevalue('redis_base_url')}/{TEST_REDIS_DB}"
     client = redis.Redis.from_url(url)
     client.flushdb()
     yield url
@@ -67,53 +84,29 @@ def redis_url(redis_base_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_client(redis_url: str) -> Iterator[object]:
+def redis_client(redis_url: str, redis_kind: str) -> Iterator[object]:
     import redis
+    from redis.cluster import RedisCluster
 
-    client = redis.Redis.from_url(redis_url)
+    client = RedisCluster.from_url(redis_url) if redis_kind == "cluster" else redis.Redis.from_url(redis_url)
     yield client
     client.close()
 
 
-def make_settings(tmp_path: Path, redis_url: str, **extra: object) -> object:
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str, redis_kind: str) -> object:
     from configs.settings import Settings
 
     return Settings(
         redis_url=redis_url,
+        redis_cluster=redis_kind == "cluster",
         var_dir=tmp_path / "var",
         lake_dir=tmp_path / "var" / "lake",
         spark_master="local[2]",
         spark_driver_memory="2g",
         admin_token="test-admin-token-0123456789",
         marketing_token="test-marketing-token-0123456789",
-        **extra,
     )
-
-
-@pytest.fixture
-def settings(tmp_path: Path, redis_url: str) -> object:
-    return make_settings(tmp_path, redis_url)
-
-
-@pytest.fixture(params=["single", "cluster"])
-def redis_backend(
-    request: pytest.FixtureRequest, tmp_path: Path, redis_url: str
-) -> Iterator[tuple[object, object]]:
-    """Settings and a blocking client for a single Redis, then for a three-primary Redis Cluster (both
-    flushed): a test module that overrides `settings` and `redis_client` with these runs on both."""
-    import redis
-    from redis.cluster import RedisCluster
-
-    if request.param == "single":
-        client: object = redis.Redis.from_url(redis_url)
-        yield make_settings(tmp_path, redis_url), client
-    else:
-        url = request.getfixturevalue("redis_cluster_url")
-        cluster = RedisCluster.from_url(url)
-        cluster.flushall(target_nodes=RedisCluster.PRIMARIES)
-        yield make_settings(tmp_path, url, redis_cluster=True), cluster
-        client = cluster
-    client.close()  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ atomic and reversible."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pandas as pd
 import pytest
@@ -15,7 +14,11 @@ from jobs import publish
 from serving import keyspace
 from serving.app import create_app
 
-pytestmark = pytest.mark.integration
+# Every test runs on a single Redis and on a three-primary Redis Cluster.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.parametrize("redis_kind", ["single", "cluster"], indirect=True),
+]
 
 F1, D2, D3, F4 = "20261101T000000Z", "20261101T001500Z", "20261101T003000Z", "20261102T000000Z"
 
@@ -54,17 +57,6 @@ def _publish(
 def _tag(client: redis.Redis, version: str, user: str) -> str | None:
     payload = publish.read_user_list(client, version, user)
     return None if payload is None else str(keyspace.decode_items(payload)[0]["item_id"]).split("-")[0]
-
-
-# Every test here runs on a single Redis and on a Redis Cluster.
-@pytest.fixture
-def settings(redis_backend: tuple[Any, Any]) -> Any:
-    return redis_backend[0]
-
-
-@pytest.fixture
-def redis_client(redis_backend: tuple[Any, Any]) -> Any:
-    return redis_backend[1]
 
 
 @pytest.fixture

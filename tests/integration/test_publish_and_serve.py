@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pandas as pd
 import pytest
@@ -13,7 +12,11 @@ from jobs import publish
 from serving import keyspace
 from serving.app import create_app
 
-pytestmark = pytest.mark.integration
+# Every test runs on a single Redis and on a three-primary Redis Cluster.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.parametrize("redis_kind", ["single", "cluster"], indirect=True),
+]
 
 
 def _lists(version_tag: str, users: list[str], n: int = 12) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -54,16 +57,6 @@ def _publish(client: object, version: str, tag: str) -> publish.PublishResult:
         manifest={"run_id": tag, "generated_at": "2026-11-29T00:00:00+00:00"},
         keep_versions=2,
     )
-
-
-@pytest.fixture
-def settings(redis_backend: tuple[Any, Any]) -> Any:
-    return redis_backend[0]
-
-
-@pytest.fixture
-def redis_client(redis_backend: tuple[Any, Any]) -> Any:
-    return redis_backend[1]
 
 
 @pytest.fixture

@@ -18,7 +18,11 @@ from jobs import publish
 from serving.app import create_app
 from serving.variant import HOLDOUT, TREATMENT, assign_variant
 
-pytestmark = pytest.mark.integration
+# Every test runs on a single Redis and on a three-primary Redis Cluster.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.parametrize("redis_kind", ["single", "cluster"], indirect=True),
+]
 
 VERSION = "20261101T000000Z"
 STORED = 30  # list_length 20 + overflow 10
@@ -87,16 +91,6 @@ def _treatment(settings: Settings, prefix: str, count: int = 1) -> list[str]:
 
 
 ADMIN = {"Authorization": "Bearer test-admin-token-0123456789"}
-
-
-@pytest.fixture
-def settings(redis_backend: tuple[Settings, Any]) -> Settings:
-    return redis_backend[0]
-
-
-@pytest.fixture
-def redis_client(redis_backend: tuple[Settings, Any]) -> Any:
-    return redis_backend[1]
 
 
 @pytest.fixture
