@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,7 +70,7 @@ def redis_url(redis_kind: str, request: pytest.FixtureRequest) -> Iterator[str]:
 
     if redis_kind == "cluster":
         url = request.getfixturevalue("redis_cluster_url")
-        cluster = RedisCluster.from_url(url)
+        cluster: Any = RedisCluster.from_url(url)
         cluster.flushall(target_nodes=RedisCluster.PRIMARIES)
         yield url
         cluster.flushall(target_nodes=RedisCluster.PRIMARIES)
@@ -88,7 +89,9 @@ def redis_client(redis_url: str, redis_kind: str) -> Iterator[object]:
     import redis
     from redis.cluster import RedisCluster
 
-    client = RedisCluster.from_url(redis_url) if redis_kind == "cluster" else redis.Redis.from_url(redis_url)
+    client: Any = (
+        RedisCluster.from_url(redis_url) if redis_kind == "cluster" else redis.Redis.from_url(redis_url)
+    )
     yield client
     client.close()
 
