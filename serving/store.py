@@ -14,12 +14,13 @@ microseconds instead of each waiting for a timeout.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from serving import keyspace
 
@@ -92,6 +93,62 @@ class CircuitBreaker:
             self._opened_at = time.monotonic()
 
 
+class ScriptBatcher:
+    """Auto-pipelining for one Lua script: the calls made in the same event-loop turn go to Redis as one
+    pipeline of EVALSHA. Under concurrency most requests then share a round trip, and redis-py's
+    per-call cost (measured: about 75 us of CPU per call alone, 31 us per call in pipelines of 8) is
+    paid once per batch. Works on a cluster too: its pipelines route EVALSHA by the call's keys."""
+
+    def __init__(self, client: Any, source: str) -> None:
+        self._client = client
+        self._source = source
+        self._sha = hashlib.sha1(source.encode()).hexdigest()
+        self._pending: list[tuple[list[str], list[str], asyncio.Future[Any]]] = []
+
+    async def __call__(self, keys: list[str], args: list[str]) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append((keys, args, future))
+        return await future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.ensure_future(self._run(batch))
+        task.add_done_callback(_TASKS.discard)
+        _TASKS.add(task)
+
+    async def _run(self, batch: list[tuple[list[str], list[str], asyncio.Future[Any]]]) -> None:
+        try:
+            replies = await self._send(batch)
+            if any(isinstance(r, NoScriptError) for r in replies):  # Redis restarted or flushed its scripts
+                await self._client.script_load(self._source)
+                replies = await self._send(batch)
+        except BaseException as exc:  # the connection failed: every caller gets the error
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (*_, future), reply in zip(batch, replies, strict=True):
+            if future.done():  # the caller gave up (its deadline passed)
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    async def _send(self, batch: list[tuple[list[str], list[str], asyncio.Future[Any]]]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for keys, args, _ in batch:
+            pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
+
+
+# Flush tasks in flight (the event loop keeps only weak references to tasks).
+_TASKS: set[asyncio.Task[None]] = set()
+
+
 class RedisListStore:
     """Lists and pointer read from Redis (single-key commands only: cluster-safe)."""
 
@@ -110,7 +167,7 @@ class RedisListStore:
         self._pointer: tuple[float, str | None] = (-1e9, None)
         self._meta: dict[str, dict[str, Any]] = {}
         self._resolve = client.register_script(keyspace.RESOLVE_USER_LIST)
-        self._read_shopper = client.register_script(keyspace.READ_SHOPPER)
+        self._read_shopper = ScriptBatcher(client, keyspace.READ_SHOPPER)
         # A version's lists never change once written, so the few segment lists and the similar-item
         # lists the overlay reads are kept per (version, key): no round trip after the first.
         self._immutable: OrderedDict[tuple[str, str], bytes | None] = OrderedDict()
@@ -183,9 +240,7 @@ class RedisListStore:
             return None, None, realtime.EMPTY_STATE
         owned = (keyspace.user_key(user_id), consent_key(user_id)) if user_id else (keys.cart, keys.cart)
         reply = await self.call(
-            lambda: self._read_shopper(
-                keys=[*owned, keys.cart, keys.purchases, keys.interest], args=[version, base]
-            )
+            lambda: self._read_shopper([*owned, keys.cart, keys.purchases, keys.interest], [version, base])
         )
         if not isinstance(reply, list):  # the list alone: no consent record, no real-time state
             return reply or None, None, realtime.EMPTY_STATE
