@@ -722,29 +722,44 @@ def top_lists(featured: pd.DataFrame, scores: np.ndarray, n: int, fill: pd.DataF
     """
     ranked = featured[["user_id", "item_id"]].assign(score=scores, reason_code=reason_codes(featured))
     ranked = ranked.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True], kind="stable")
-    ranked = ranked.groupby("user_id", sort=False).head(n)
-    counts = ranked.groupby("user_id").size()
-    short = counts[counts < n].index
-    if len(short) and not fill.empty:
-        floor = ranked["score"].min() if len(ranked) else 0.0
-        extra = pd.DataFrame(
-            {
-                "user_id": np.repeat(short.to_numpy(), len(fill)),
-                "item_id": np.tile(fill["item_id"].to_numpy(), len(short)),
-                "score": np.tile(floor - 1.0 - np.arange(len(fill), dtype="float64") * 1e-3, len(short)),
-                "reason_code": "popular",
-            }
-        )
-        extra = extra.merge(ranked[["user_id", "item_id"]], how="left", indicator=True)
-        extra = extra[extra["_merge"] == "left_only"].drop(columns="_merge")
-        ranked = pd.concat([ranked, extra]).sort_values(
-            ["user_id", "score", "item_id"], ascending=[True, False, True], kind="stable"
-        )
-        ranked = ranked.groupby("user_id", sort=False).head(n)
-    ranked = ranked.reset_index(drop=True)
+    ranked = ranked.groupby("user_id", sort=False).head(n).reset_index(drop=True)
     ranked["rank"] = ranked.groupby("user_id").cumcount() + 1
     ranked["reason_text"] = ranked["reason_code"].map(REASONS)
-    return ranked[["user_id", "rank", "item_id", "score", "reason_code", "reason_text"]]
+    return fill_short_lists(ranked[LIST_COLUMNS], n, fill)
+
+
+LIST_COLUMNS = ["user_id", "rank", "item_id", "score", "reason_code", "reason_text"]
+
+
+def fill_short_lists(lists: pd.DataFrame, n: int, fill: pd.DataFrame) -> pd.DataFrame:
+    """Lists (`LIST_COLUMNS`, as `top_lists` returns them) with every list shorter than n topped up from
+    `fill` (item_id, best first) with items it does not hold, scored below the lowest score of all lists.
+
+    Separate from `top_lists` so that lists built shopper by shopper are filled exactly as if they had
+    been built at once: the floor is the lowest score of every list.
+    """
+    counts = lists.groupby("user_id").size()
+    short = counts[counts < n].index
+    if not len(short) or fill.empty:
+        return lists
+    floor = lists["score"].min() if len(lists) else 0.0
+    extra = pd.DataFrame(
+        {
+            "user_id": np.repeat(short.to_numpy(), len(fill)),
+            "item_id": np.tile(fill["item_id"].to_numpy(), len(short)),
+            "score": np.tile(floor - 1.0 - np.arange(len(fill), dtype="float64") * 1e-3, len(short)),
+            "reason_code": "popular",
+        }
+    )
+    extra = extra.merge(lists[["user_id", "item_id"]], how="left", indicator=True)
+    extra = extra[extra["_merge"] == "left_only"].drop(columns="_merge")
+    extra["reason_text"] = extra["reason_code"].map(REASONS)
+    ranked = pd.concat([lists.drop(columns="rank"), extra]).sort_values(
+        ["user_id", "score", "item_id"], ascending=[True, False, True], kind="stable"
+    )
+    ranked = ranked.groupby("user_id", sort=False).head(n).reset_index(drop=True)
+    ranked["rank"] = ranked.groupby("user_id").cumcount() + 1
+    return ranked[LIST_COLUMNS]
 
 
 def similar_item_lists(

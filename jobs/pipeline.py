@@ -228,6 +228,63 @@ def score_shoppers(
     return featured, model.score_candidates(featured, trained.booster), covis
 
 
+# Shoppers scored at once when lists are built: candidates with their features take about 0.4 KB
+# each and a shopper has up to ~300, so a block of 10,000 shoppers holds about 1 GB whatever the store's
+# size, where scoring everyone at once grew with the shoppers (14 GB at 45,000).
+SCORE_BLOCK_USERS = 10_000
+
+
+def _shoppers_block(fs: model.FeatureSet, users: np.ndarray) -> model.FeatureSet:
+    """`fs` with its shopper-level frames cut down to `users` (sorted ids): the frames are sorted by
+    user_id (`_sorted`), so each block is a slice; item-level frames are shared."""
+    lo, hi = users[0], users[-1]
+
+    def rows_of(frame: pd.DataFrame) -> pd.DataFrame:
+        ids = frame["user_id"]
+        if ids.is_monotonic_increasing:
+            ids_array = ids.to_numpy()
+            start = int(np.searchsorted(ids_array, lo, side="left"))
+            end = int(np.searchsorted(ids_array, hi, side="right"))
+            return frame.iloc[start:end]
+        return frame[ids.isin(pd.Index(users))]
+
+    return replace(
+        fs,
+        interactions=rows_of(fs.interactions),
+        user_item=rows_of(fs.user_item),
+        users=rows_of(fs.users),
+        affinity=rows_of(fs.affinity),
+        interest=rows_of(fs.interest),
+    )
+
+
+def score_lists(
+    fs: model.FeatureSet,
+    trained: TrainedModel,
+    users: np.ndarray,
+    params: ModelParams,
+    *,
+    length: int,
+    titles: pd.Series,
+    block_users: int = SCORE_BLOCK_USERS,
+) -> pd.DataFrame:
+    """Every shopper's list (`model.top_lists` with the "goes with" reasons named), built a block of
+    shoppers at a time so memory stays bounded by the block, not by the store. Scoring is per shopper,
+    so the lists are the ones a single `score_shoppers` call over everyone would give; short lists are
+    filled once at the end, below the lowest score of all lists, as `top_lists` does."""
+    users = np.sort(np.asarray(users, dtype=object))
+    no_fill = pd.DataFrame({"item_id": pd.Series(dtype=object)})
+    blocks = []
+    for start in range(0, len(users), block_users):
+        block = users[start : start + block_users]
+        featured, scores, covis = score_shoppers(_shoppers_block(fs, block), trained, block, params)
+        lists = model.top_lists(featured, scores, length, fill=no_fill)
+        blocks.append(model.explain_goes_with(lists, covis, titles))
+        del featured, scores, covis
+    lists = pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame(columns=model.LIST_COLUMNS)
+    return model.fill_short_lists(lists, length, fs.popular_items(length * 2))
+
+
 @dataclass
 class RankedCandidates:
     """Candidates of every scored shopper with their features and ranker scores, as of one moment."""
@@ -503,11 +560,11 @@ def _compute(
         fs = _collect_feature_set(modelling, items, as_of, params.cooc, shoppers=shoppers, baskets=False)
         if progress:
             progress(f"{mode} run with model {model_number}: {len(fs.users)} shoppers to score")
-    featured, scores, covis = score_shoppers(fs, trained, fs.users["user_id"].to_numpy(), params)
     stored_length = stored_list_length(settings)
-    user_lists = model.top_lists(featured, scores, stored_length, fill=fs.popular_items(stored_length * 2))
     titles = items.select("item_id", "title").toPandas().set_index("item_id")["title"]
-    user_lists = model.explain_goes_with(user_lists, covis, titles)
+    user_lists = score_lists(
+        fs, trained, fs.users["user_id"].to_numpy(), params, length=stored_length, titles=titles
+    )
     seg_lists = _segment_lists(settings, events, items, users, as_of, fs)
     modelling.unpersist()
 
