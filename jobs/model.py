@@ -132,12 +132,6 @@ class AlsModel:
     user_factors: np.ndarray
     item_factors: np.ndarray
     matrix: sp.csr_matrix
-    _user_index: dict[str, int] = field(default_factory=dict, repr=False)
-    _item_index: dict[str, int] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        self._user_index = {u: i for i, u in enumerate(self.user_ids)}
-        self._item_index = {it: i for i, it in enumerate(self.item_ids)}
 
     def recommend(self, k: int) -> pd.DataFrame:
         """Top-k items for every shopper in the matrix (already-bought items included: re-buys matter)."""
@@ -172,13 +166,12 @@ class AlsModel:
 
     def score_pairs(self, user_ids: pd.Series, item_ids: pd.Series) -> np.ndarray:
         """Dot products for arbitrary pairs; NaN where the shopper or the item is not in the model."""
-        u = user_ids.map(self._user_index).to_numpy(dtype="float64", na_value=np.nan)
-        i = item_ids.map(self._item_index).to_numpy(dtype="float64", na_value=np.nan)
-        ok = ~(np.isnan(u) | np.isnan(i))
+        u = pd.Index(self.user_ids).get_indexer(pd.Index(user_ids))
+        i = pd.Index(self.item_ids).get_indexer(pd.Index(item_ids))
+        ok = (u >= 0) & (i >= 0)
         out = np.full(len(u), np.nan)
         if ok.any():
-            uu, ii = u[ok].astype(np.int64), i[ok].astype(np.int64)
-            out[ok] = np.einsum("ij,ij->i", self.user_factors[uu], self.item_factors[ii])
+            out[ok] = np.einsum("ij,ij->i", self.user_factors[u[ok]], self.item_factors[i[ok]])
         return out
 
 
@@ -471,7 +464,9 @@ def build_candidates(
     user_codes, user_ids = pd.factorize(np.concatenate([f["user_id"].to_numpy(object) for f in sources]))
     item_codes, item_ids = pd.factorize(np.concatenate([f["item_id"].to_numpy(object) for f in sources]))
     keys = user_codes.astype(np.int64) * max(1, len(item_ids)) + item_codes
-    first = ~pd.Series(keys).duplicated().to_numpy()
+    # First occurrences of in-stock catalog items: the rows and order of drop_duplicates, then the filter.
+    in_stock = pd.Index(item_ids).isin(fs.in_stock_items())[item_codes]
+    first = ~pd.Series(keys).duplicated().to_numpy() & in_stock
     cand_keys = pd.Index(keys[first])
     columns: list[pd.DataFrame] = [
         pd.DataFrame(
@@ -496,8 +491,7 @@ def build_candidates(
         cands.loc[missing, "cooc_score"] = covis.lookup(
             cands.loc[missing, "user_id"], cands.loc[missing, "item_id"]
         )
-    in_stock = pd.Index(item_ids).isin(fs.in_stock_items())[item_of_candidate]
-    return cands[in_stock].reset_index(drop=True)
+    return cands
 
 
 def _rows_at(right: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:

@@ -302,8 +302,13 @@ class RankedCandidates:
 
 def _training_window(
     events: DataFrame, items: DataFrame, cutoff: datetime, label_end: datetime, params: ModelParams
-) -> pd.DataFrame | None:
-    """Candidates with features as of `cutoff`, labelled by the purchases in [cutoff, label_end)."""
+) -> tuple[pd.DataFrame, int] | None:
+    """Candidates with features as of `cutoff`, labelled by the purchases in [cutoff, label_end), of
+    the shoppers with at least one bought candidate, and how many shoppers bought in the window.
+
+    Only those shoppers teach the ranker or measure it (`train_ranker` and `_window_evaluation` drop
+    the others), so the others' candidates are dropped block by block as they are scored: memory
+    follows the buying shoppers of one block, not every buyer's candidates at once."""
     future = (
         events.where(
             (F.col("ts") >= F.lit(cutoff))
@@ -315,11 +320,17 @@ def _training_window(
         .toPandas()
     )
     fs = _collect_feature_set(events.where(F.col("ts") < F.lit(cutoff)), items, cutoff, params.cooc)
-    train_users = fs.users["user_id"][fs.users["user_id"].isin(future["user_id"])].to_numpy()
+    train_users = np.sort(fs.users["user_id"][fs.users["user_id"].isin(future["user_id"])].to_numpy())
     if not len(train_users) or fs.interactions.empty:
         return None
-    featured, _, _ = score_shoppers(fs, _fit_parts(fs, params), train_users, params)
-    return model.label_candidates(featured, future)
+    parts = _fit_parts(fs, params)
+    frames = []
+    for start in range(0, len(train_users), SCORE_BLOCK_USERS):
+        block = train_users[start : start + SCORE_BLOCK_USERS]
+        featured, _, _ = score_shoppers(_shoppers_block(fs, block), parts, block, params)
+        labelled = model.label_candidates(featured, future)
+        frames.append(labelled[labelled.groupby("user_id")["label"].transform("max") > 0])
+    return pd.concat(frames, ignore_index=True), len(train_users)
 
 
 def train_model(
@@ -343,11 +354,11 @@ def train_model(
     for window in range(1, params.train_windows + 1):
         cutoff = as_of - timedelta(days=params.label_days * window)
         label_end = cutoff + timedelta(days=params.label_days)
-        labelled = _training_window(events, items, cutoff, label_end, params)
-        if labelled is None:
+        window_result = _training_window(events, items, cutoff, label_end, params)
+        if window_result is None:
             continue
+        labelled, shoppers = window_result
         frames.append(labelled.assign(user_id=f"w{window}:" + labelled["user_id"].astype(str)))
-        shoppers = int(labelled["user_id"].nunique())
         windows.append(
             {
                 "features_until": cutoff.isoformat(),
