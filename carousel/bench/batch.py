@@ -36,10 +36,14 @@ END = pd.Timestamp("2026-11-01T00:00:00Z")
 
 
 class PeakMemory:
-    """Samples the resident memory of this process and all its descendants every `every_s` seconds."""
+    """Samples the resident memory of this process and all its descendants every `every_s` seconds:
+    the peak of their sum, and the peaks of this process (Python) and of its descendants (the Spark
+    JVM) on their own."""
 
     def __init__(self, every_s: float = 0.5) -> None:
         self.peak_bytes = 0
+        self.peak_self_bytes = 0
+        self.peak_children_bytes = 0
         self._every_s = every_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -47,13 +51,16 @@ class PeakMemory:
     def _run(self) -> None:
         me = psutil.Process()
         while not self._stop.is_set():
-            total = 0
-            for process in [me, *me.children(recursive=True)]:
+            own = me.memory_info().rss
+            children = 0
+            for process in me.children(recursive=True):
                 try:
-                    total += process.memory_info().rss
+                    children += process.memory_info().rss
                 except psutil.Error:
                     continue
-            self.peak_bytes = max(self.peak_bytes, total)
+            self.peak_bytes = max(self.peak_bytes, own + children)
+            self.peak_self_bytes = max(self.peak_self_bytes, own)
+            self.peak_children_bytes = max(self.peak_children_bytes, children)
             self._stop.wait(self._every_s)
 
     def __enter__(self) -> PeakMemory:
@@ -183,6 +190,8 @@ def bench_batch(
         "full_counts": {k: int(v) for k, v in full.counts.items()},
         "list_length_stored": settings.list_length + settings.list_overflow,
         "peak_rss_mb": round(memory.peak_bytes / 1e6, 1),
+        "peak_rss_mb_python": round(memory.peak_self_bytes / 1e6, 1),
+        "peak_rss_mb_spark_jvm": round(memory.peak_children_bytes / 1e6, 1),
         "seconds_per_million_events": round(full_total / max(1e-9, len(store.events) / 1e6), 2),
     }
 
