@@ -104,21 +104,24 @@ def _collect_feature_set(
         if baskets
         else pd.DataFrame(columns=["session_id", "item_id", "weight"])
     )
-    return model.FeatureSet(
+    touches = features.session_touches(own).cache()
+    feature_set = model.FeatureSet(
         as_of=pd.Timestamp(as_of),
-        interactions=_sorted(features.als_interactions(own).toPandas(), ["user_id", "item_id"]),
-        user_item=_sorted(features.user_item_stats(own, as_of).toPandas(), ["user_id", "item_id"]),
+        interactions=_sorted(features.als_interactions(touches).toPandas(), ["user_id", "item_id"]),
+        user_item=_sorted(features.user_item_stats(touches, as_of).toPandas(), ["user_id", "item_id"]),
         items=_sorted(features.item_stats(events, items, as_of, model.POP_WINDOWS).toPandas(), ["item_id"]),
         users=_sorted(features.user_stats(own, as_of).toPandas(), ["user_id"]),
         affinity=_sorted(features.user_category_affinity(own, items).toPandas(), ["user_id", "category"]),
         baskets=_sorted(basket_frame, ["session_id", "item_id"]),
         interest=_sorted(
             features.shopper_interest(
-                own, as_of, cooc.half_life_days, cooc.cart_weight, cooc.view_weight
+                touches, as_of, cooc.half_life_days, cooc.cart_weight, cooc.view_weight
             ).toPandas(),
             ["user_id", "item_id"],
         ),
     )
+    touches.unpersist()
+    return feature_set
 
 
 def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
