@@ -189,16 +189,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "serve":
         from carousel.bench.serve import bench_serve
 
-        if min(args.concurrency, args.duration, args.workers, args.rounds) < 1 or args.users < 10:
+        users = 50_000 if args.users is None else args.users
+        if min(args.concurrency, args.duration, args.workers, args.rounds) < 1 or users < 10:
             raise CommandError(
                 "--concurrency, --duration, --workers and --rounds must be >= 1 and --users >= 10"
             )
-        if args.publish_lists and args.publish_lists < args.users:
+        if args.publish_lists and args.publish_lists < users:
             raise CommandError("--publish-lists must cover the served shoppers: at least --users")
         report = bench_serve(
             concurrency=args.concurrency,
             duration=args.duration,
-            users=args.users,
+            users=users,
             workers=args.workers,
             progress=say,
             rounds=args.rounds,
@@ -206,12 +207,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
             profile_dir=Path(args.profile) if args.profile else None,
         )
     else:
-        from carousel.bench.batch import bench_batch
+        from carousel.bench.batch import bench_batch, store_size
 
-        if args.users < 100 or args.items < 10 or args.events < 1_000:
+        size = store_size(args.preset, args.users, args.items, args.events)
+        if size.users < 100 or size.items < 10 or size.events < 1_000:
             raise CommandError("--users >= 100, --items >= 10 and --events >= 1000, please")
         report = bench_batch(
-            users=args.users, items=args.items, events=args.events, settings=_settings(), progress=say
+            users=size.users, items=size.items, events=size.events, settings=_settings(), progress=say
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -507,14 +509,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ref.set_defaults(func=cmd_refresh)
 
-    bench = sub.add_parser("bench", help="benchmarks: the API under load, the pipeline at size")
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks: the API under load, the pipeline at size",
+        description="serve: the API under load. batch: the synthetic store (90 days) through the full "
+        "pipeline and one 15-minute incremental run, with stage timings, peak memory and Redis bytes "
+        "per list. Batch presets: small = 20,000 shoppers, 2,000 items, 1M events; medium = 200,000 "
+        "shoppers, 20,000 items, 5M events; large = 1,000,000 shoppers, 100,000 items, 20M events. "
+        "--users, --items and --events override the preset's figure.",
+    )
     bench.add_argument("what", choices=["serve", "batch"])
+    bench.add_argument(
+        "--preset",
+        choices=["small", "medium", "large"],
+        default="small",
+        help="batch: store size (small 20k/2k/1M, medium 200k/20k/5M, large 1M/100k/20M "
+        "shoppers/items/events)",
+    )
     bench.add_argument("--out", required=True, help="the report JSON")
     bench.add_argument("--concurrency", type=int, default=16)
     bench.add_argument("--duration", type=int, default=20, help="seconds of load per target")
-    bench.add_argument("--users", type=int, default=50_000, help="shoppers (serve: with a stored list)")
-    bench.add_argument("--items", type=int, default=5_000, help="batch: catalog size")
-    bench.add_argument("--events", type=int, default=2_000_000, help="batch: about this many events")
+    bench.add_argument(
+        "--users", type=int, help="shoppers (serve: with a stored list, default 50,000; batch: the preset's)"
+    )
+    bench.add_argument("--items", type=int, help="batch: catalog size (default: the preset's)")
+    bench.add_argument(
+        "--events", type=int, help="batch: this many events within about 1%% (default: the preset's)"
+    )
     bench.add_argument("--workers", type=int, default=2, help="uvicorn workers of the API and the baseline")
     bench.add_argument("--rounds", type=int, default=2, help="serve: alternated rounds of route and baseline")
     bench.add_argument(

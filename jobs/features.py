@@ -62,6 +62,31 @@ def interaction_weights(events: DataFrame) -> DataFrame:
     )
 
 
+def session_touches(events: DataFrame) -> DataFrame:
+    """(user_id, session_id, item_id, event_type, events, units, ts): a known shopper's events of one
+    type on one item within one session, counted (`events`), their quantities summed (`units`), with
+    the latest time (`ts`).
+
+    The per-(shopper, item) features (`als_interactions`, `user_item_stats`, `shopper_interest`) are
+    all aggregates of these rows: computing them once (and caching them) replaces three aggregations
+    of every event, each with several distinct counts, by one grouping and three small ones.
+    """
+    return (
+        events.where(F.col("user_id").isNotNull())
+        .groupBy("user_id", "session_id", "item_id", "event_type")
+        .agg(
+            F.count(F.lit(1)).alias("events"),
+            F.sum("quantity").alias("units"),
+            F.max("ts").alias("ts"),
+        )
+    )
+
+
+def _sessions_with(event_type: str) -> Column:
+    """Over touches: the number of distinct (non-null) sessions with an event of `event_type`."""
+    return F.count(F.when((F.col("event_type") == event_type) & F.col("session_id").isNotNull(), F.lit(1)))
+
+
 # ALS confidence of a cart and a view relative to a purchase session: the profile the evaluation's ALS
 # baseline uses (jobs/baselines.py), so the ALS hyper-parameters tuned there fit the ranker's ALS too.
 ALS_CART_WEIGHT = 0.5
@@ -69,24 +94,22 @@ ALS_VIEW_WEIGHT = 0.1
 
 
 def als_interactions(
-    events: DataFrame, cart_weight: float = ALS_CART_WEIGHT, view_weight: float = ALS_VIEW_WEIGHT
+    touches: DataFrame, cart_weight: float = ALS_CART_WEIGHT, view_weight: float = ALS_VIEW_WEIGHT
 ) -> DataFrame:
-    """(user_id, item_id, weight) for ALS: log1p(purchase sessions + cart_weight x cart sessions
-    + view_weight x view sessions).
+    """(user_id, item_id, weight) for ALS from `session_touches`: log1p(purchase sessions + cart_weight
+    x cart sessions + view_weight x view sessions).
 
     `features.interaction_weights` (view 1, cart 3, purchase 6 per event) lets views dominate on a
     browsing-heavy store: fifty views of an item outweigh buying it, so the ALS candidates and
     `als_score` follow browsing rather than buying. Counting sessions and weighting browsing well below a
     purchase matches the tuned ALS baseline (validation: see the change's report).
     """
-    session_of = F.col("session_id")
     return (
-        events.where(F.col("user_id").isNotNull())
-        .groupBy("user_id", "item_id")
+        touches.groupBy("user_id", "item_id")
         .agg(
-            F.countDistinct(F.when(F.col("event_type") == "purchase", session_of)).alias("p"),
-            F.countDistinct(F.when(F.col("event_type") == "add_to_cart", session_of)).alias("c"),
-            F.countDistinct(F.when(F.col("event_type") == "view", session_of)).alias("v"),
+            _sessions_with("purchase").alias("p"),
+            _sessions_with("add_to_cart").alias("c"),
+            _sessions_with("view").alias("v"),
         )
         .select(
             "user_id",
@@ -100,14 +123,19 @@ def als_interactions(
     )
 
 
-def user_item_stats(events: DataFrame, as_of: datetime) -> DataFrame:
-    """Per (shopper, item): purchase sessions, units, views, carts and days since the last purchase/touch."""
+def user_item_stats(touches: DataFrame, as_of: datetime) -> DataFrame:
+    """Per (shopper, item), from `session_touches`: purchase sessions, units, views, carts and days
+    since the last purchase/touch."""
     is_purchase = F.col("event_type") == "purchase"
-    return events.groupBy("user_id", "item_id").agg(
-        F.countDistinct(F.when(is_purchase, F.col("session_id"))).alias("ui_purchases"),
-        F.sum(F.when(is_purchase, F.col("quantity")).otherwise(0)).cast("double").alias("ui_units"),
-        F.sum(F.when(F.col("event_type") == "view", 1).otherwise(0)).alias("ui_views"),
-        F.sum(F.when(F.col("event_type") == "add_to_cart", 1).otherwise(0)).alias("ui_carts"),
+
+    def events_of(event_type: str) -> Column:
+        return F.sum(F.when(F.col("event_type") == event_type, F.col("events")).otherwise(0))
+
+    return touches.groupBy("user_id", "item_id").agg(
+        _sessions_with("purchase").alias("ui_purchases"),
+        F.sum(F.when(is_purchase, F.col("units")).otherwise(0)).cast("double").alias("ui_units"),
+        events_of("view").alias("ui_views"),
+        events_of("add_to_cart").alias("ui_carts"),
         _days_before(as_of, F.max(F.when(is_purchase, F.col("ts")))).alias("ui_days_since_purchase"),
         _days_before(as_of, F.max("ts")).alias("ui_days_since_touch"),
     )
@@ -248,10 +276,11 @@ def session_baskets(events: DataFrame, as_of: datetime, half_life_days: float | 
 
 
 def shopper_interest(
-    events: DataFrame, as_of: datetime, half_life_days: float | None, cart_weight: float, view_weight: float
+    touches: DataFrame, as_of: datetime, half_life_days: float | None, cart_weight: float, view_weight: float
 ) -> DataFrame:
-    """(user_id, item_id, interest): each (session, item, event type) once, a purchase counting 1, a cart
-    `cart_weight`, a view `view_weight`, times 0.5 ** (age / half_life_days): recent interests weigh more.
+    """(user_id, item_id, interest) from `session_touches`: each (session, item, event type) once, a
+    purchase counting 1, a cart `cart_weight`, a view `view_weight`, times 0.5 ** (age /
+    half_life_days): recent interests weigh more.
     """
     type_weight = (
         F.when(F.col("event_type") == "purchase", F.lit(1.0))
@@ -259,7 +288,6 @@ def shopper_interest(
         .when(F.col("event_type") == "view", F.lit(float(view_weight)))
         .otherwise(F.lit(0.0))
     )
-    touches = events.groupBy("user_id", "session_id", "item_id", "event_type").agg(F.max("ts").alias("ts"))
     weight = type_weight
     if half_life_days:
         weight = weight * F.pow(F.lit(0.5), _days_before(as_of, F.col("ts")) / F.lit(float(half_life_days)))

@@ -104,21 +104,24 @@ def _collect_feature_set(
         if baskets
         else pd.DataFrame(columns=["session_id", "item_id", "weight"])
     )
-    return model.FeatureSet(
+    touches = features.session_touches(own).cache()
+    feature_set = model.FeatureSet(
         as_of=pd.Timestamp(as_of),
-        interactions=_sorted(features.als_interactions(own).toPandas(), ["user_id", "item_id"]),
-        user_item=_sorted(features.user_item_stats(own, as_of).toPandas(), ["user_id", "item_id"]),
+        interactions=_sorted(features.als_interactions(touches).toPandas(), ["user_id", "item_id"]),
+        user_item=_sorted(features.user_item_stats(touches, as_of).toPandas(), ["user_id", "item_id"]),
         items=_sorted(features.item_stats(events, items, as_of, model.POP_WINDOWS).toPandas(), ["item_id"]),
         users=_sorted(features.user_stats(own, as_of).toPandas(), ["user_id"]),
         affinity=_sorted(features.user_category_affinity(own, items).toPandas(), ["user_id", "category"]),
         baskets=_sorted(basket_frame, ["session_id", "item_id"]),
         interest=_sorted(
             features.shopper_interest(
-                own, as_of, cooc.half_life_days, cooc.cart_weight, cooc.view_weight
+                touches, as_of, cooc.half_life_days, cooc.cart_weight, cooc.view_weight
             ).toPandas(),
             ["user_id", "item_id"],
         ),
     )
+    touches.unpersist()
+    return feature_set
 
 
 def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -228,6 +231,63 @@ def score_shoppers(
     return featured, model.score_candidates(featured, trained.booster), covis
 
 
+# Shoppers scored at once when lists are built: candidates with their features take about 0.4 KB
+# each and a shopper has up to ~300, so a block of 10,000 shoppers holds about 1 GB whatever the store's
+# size, where scoring everyone at once grew with the shoppers (14 GB at 45,000).
+SCORE_BLOCK_USERS = 10_000
+
+
+def _shoppers_block(fs: model.FeatureSet, users: np.ndarray) -> model.FeatureSet:
+    """`fs` with its shopper-level frames cut down to `users` (sorted ids): the frames are sorted by
+    user_id (`_sorted`), so each block is a slice; item-level frames are shared."""
+    lo, hi = users[0], users[-1]
+
+    def rows_of(frame: pd.DataFrame) -> pd.DataFrame:
+        ids = frame["user_id"]
+        if ids.is_monotonic_increasing:
+            ids_array = ids.to_numpy()
+            start = int(np.searchsorted(ids_array, lo, side="left"))
+            end = int(np.searchsorted(ids_array, hi, side="right"))
+            return frame.iloc[start:end]
+        return frame[ids.isin(pd.Index(users))]
+
+    return replace(
+        fs,
+        interactions=rows_of(fs.interactions),
+        user_item=rows_of(fs.user_item),
+        users=rows_of(fs.users),
+        affinity=rows_of(fs.affinity),
+        interest=rows_of(fs.interest),
+    )
+
+
+def score_lists(
+    fs: model.FeatureSet,
+    trained: TrainedModel,
+    users: np.ndarray,
+    params: ModelParams,
+    *,
+    length: int,
+    titles: pd.Series,
+    block_users: int = SCORE_BLOCK_USERS,
+) -> pd.DataFrame:
+    """Every shopper's list (`model.top_lists` with the "goes with" reasons named), built a block of
+    shoppers at a time so memory stays bounded by the block, not by the store. Scoring is per shopper,
+    so the lists are the ones a single `score_shoppers` call over everyone would give; short lists are
+    filled once at the end, below the lowest score of all lists, as `top_lists` does."""
+    users = np.sort(np.asarray(users, dtype=object))
+    no_fill = pd.DataFrame({"item_id": pd.Series(dtype=object)})
+    blocks = []
+    for start in range(0, len(users), block_users):
+        block = users[start : start + block_users]
+        featured, scores, covis = score_shoppers(_shoppers_block(fs, block), trained, block, params)
+        lists = model.top_lists(featured, scores, length, fill=no_fill)
+        blocks.append(model.explain_goes_with(lists, covis, titles))
+        del featured, scores, covis
+    lists = pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame(columns=model.LIST_COLUMNS)
+    return model.fill_short_lists(lists, length, fs.popular_items(length * 2))
+
+
 @dataclass
 class RankedCandidates:
     """Candidates of every scored shopper with their features and ranker scores, as of one moment."""
@@ -245,8 +305,13 @@ class RankedCandidates:
 
 def _training_window(
     events: DataFrame, items: DataFrame, cutoff: datetime, label_end: datetime, params: ModelParams
-) -> pd.DataFrame | None:
-    """Candidates with features as of `cutoff`, labelled by the purchases in [cutoff, label_end)."""
+) -> tuple[pd.DataFrame, int] | None:
+    """Candidates with features as of `cutoff`, labelled by the purchases in [cutoff, label_end), of
+    the shoppers with at least one bought candidate, and how many shoppers bought in the window.
+
+    Only those shoppers teach the ranker or measure it (`train_ranker` and `_window_evaluation` drop
+    the others), so the others' candidates are dropped block by block as they are scored: memory
+    follows the buying shoppers of one block, not every buyer's candidates at once."""
     future = (
         events.where(
             (F.col("ts") >= F.lit(cutoff))
@@ -258,11 +323,17 @@ def _training_window(
         .toPandas()
     )
     fs = _collect_feature_set(events.where(F.col("ts") < F.lit(cutoff)), items, cutoff, params.cooc)
-    train_users = fs.users["user_id"][fs.users["user_id"].isin(future["user_id"])].to_numpy()
+    train_users = np.sort(fs.users["user_id"][fs.users["user_id"].isin(future["user_id"])].to_numpy())
     if not len(train_users) or fs.interactions.empty:
         return None
-    featured, _, _ = score_shoppers(fs, _fit_parts(fs, params), train_users, params)
-    return model.label_candidates(featured, future)
+    parts = _fit_parts(fs, params)
+    frames = []
+    for start in range(0, len(train_users), SCORE_BLOCK_USERS):
+        block = train_users[start : start + SCORE_BLOCK_USERS]
+        featured, _, _ = score_shoppers(_shoppers_block(fs, block), parts, block, params)
+        labelled = model.label_candidates(featured, future)
+        frames.append(labelled[labelled.groupby("user_id")["label"].transform("max") > 0])
+    return pd.concat(frames, ignore_index=True), len(train_users)
 
 
 def train_model(
@@ -286,11 +357,11 @@ def train_model(
     for window in range(1, params.train_windows + 1):
         cutoff = as_of - timedelta(days=params.label_days * window)
         label_end = cutoff + timedelta(days=params.label_days)
-        labelled = _training_window(events, items, cutoff, label_end, params)
-        if labelled is None:
+        window_result = _training_window(events, items, cutoff, label_end, params)
+        if window_result is None:
             continue
+        labelled, shoppers = window_result
         frames.append(labelled.assign(user_id=f"w{window}:" + labelled["user_id"].astype(str)))
-        shoppers = int(labelled["user_id"].nunique())
         windows.append(
             {
                 "features_until": cutoff.isoformat(),
@@ -503,11 +574,11 @@ def _compute(
         fs = _collect_feature_set(modelling, items, as_of, params.cooc, shoppers=shoppers, baskets=False)
         if progress:
             progress(f"{mode} run with model {model_number}: {len(fs.users)} shoppers to score")
-    featured, scores, covis = score_shoppers(fs, trained, fs.users["user_id"].to_numpy(), params)
     stored_length = stored_list_length(settings)
-    user_lists = model.top_lists(featured, scores, stored_length, fill=fs.popular_items(stored_length * 2))
     titles = items.select("item_id", "title").toPandas().set_index("item_id")["title"]
-    user_lists = model.explain_goes_with(user_lists, covis, titles)
+    user_lists = score_lists(
+        fs, trained, fs.users["user_id"].to_numpy(), params, length=stored_length, titles=titles
+    )
     seg_lists = _segment_lists(settings, events, items, users, as_of, fs)
     modelling.unpersist()
 

@@ -1,7 +1,7 @@
 """`carousel bench batch`: the pipeline at a store's size, measured end to end on this machine.
 
-It generates the synthetic store (`--users`, `--items`, about `--events` events: the period is sized
-from a pilot so the count comes close), imports it into a private lake, starts a private Redis, then runs
+It generates the synthetic store (`--users`, `--items`, about `--events` events over `DAYS` days, or
+one of the `PRESETS`), imports it into a private lake, starts a private Redis, then runs
 the full pipeline (input gate, train + score every shopper, output gate, publish) and one 15-minute
 incremental run with 1% of the shoppers active, timing every stage. While they run it samples the memory
 of this process and its children (the Spark JVM) for the peak, and afterwards measures the Redis memory of
@@ -10,10 +10,12 @@ a sample of stored lists. Writes the contract's JSON and prints a table.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -34,10 +36,14 @@ END = pd.Timestamp("2026-11-01T00:00:00Z")
 
 
 class PeakMemory:
-    """Samples the resident memory of this process and all its descendants every `every_s` seconds."""
+    """Samples the resident memory of this process and all its descendants every `every_s` seconds:
+    the peak of their sum, and the peaks of this process (Python) and of its descendants (the Spark
+    JVM) on their own."""
 
     def __init__(self, every_s: float = 0.5) -> None:
         self.peak_bytes = 0
+        self.peak_self_bytes = 0
+        self.peak_children_bytes = 0
         self._every_s = every_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -45,13 +51,16 @@ class PeakMemory:
     def _run(self) -> None:
         me = psutil.Process()
         while not self._stop.is_set():
-            total = 0
-            for process in [me, *me.children(recursive=True)]:
+            own = me.memory_info().rss
+            children = 0
+            for process in me.children(recursive=True):
                 try:
-                    total += process.memory_info().rss
+                    children += process.memory_info().rss
                 except psutil.Error:
                     continue
-            self.peak_bytes = max(self.peak_bytes, total)
+            self.peak_bytes = max(self.peak_bytes, own + children)
+            self.peak_self_bytes = max(self.peak_self_bytes, own)
+            self.peak_children_bytes = max(self.peak_children_bytes, children)
             self._stop.wait(self._every_s)
 
     def __enter__(self) -> PeakMemory:
@@ -63,11 +72,41 @@ class PeakMemory:
         self._thread.join()
 
 
-def _days_for(users: int, items: int, events: int) -> int:
-    """The period that gives about `events` events for `users` shoppers (from a 2,000-shopper pilot)."""
-    pilot = generate_store(StoreSpec(users=2_000, items=min(items, 2_000), days=30, seed=1, end=END))
-    per_user_day = len(pilot.events) / (2_000 * 30)
-    return int(np.clip(round(events / max(1.0, users * per_user_day)), 14, 365))
+# The period of every benchmark store: long enough for the ranker's two 21-day label windows and the
+# 90-day popularity window, as in production and in the evaluation's synthetic store. A shorter period
+# would leave the training windows empty and the benchmark would skip the ranker's training.
+DAYS = 90
+
+
+@dataclass(frozen=True)
+class Preset:
+    users: int
+    items: int
+    events: int
+
+
+# Store sizes of `carousel bench batch --preset`; explicit --users/--items/--events override them.
+PRESETS: dict[str, Preset] = {
+    "small": Preset(users=20_000, items=2_000, events=1_000_000),
+    "medium": Preset(users=200_000, items=20_000, events=5_000_000),
+    "large": Preset(users=1_000_000, items=100_000, events=20_000_000),
+}
+
+
+def store_size(preset: str, users: int | None, items: int | None, events: int | None) -> Preset:
+    """The preset's size with every figure given explicitly (not None) taking its place."""
+    base = PRESETS[preset]
+    return Preset(
+        users=base.users if users is None else users,
+        items=base.items if items is None else items,
+        events=base.events if events is None else events,
+    )
+
+
+def store_spec(users: int, items: int, events: int) -> StoreSpec:
+    """The store with `users` shoppers, `items` items and about `events` events over `DAYS` days: the
+    generator makes about users x events_per_user events whatever the period (within 1%)."""
+    return StoreSpec(users=users, items=items, days=DAYS, seed=5, end=END, events_per_user=events / users)
 
 
 def redis_bytes_per_list(client: redis.Redis, sample: int = 500) -> float:
@@ -85,11 +124,10 @@ def bench_batch(
 ) -> dict[str, Any]:
     from jobs import pipeline
 
-    days = _days_for(users, items, events)
     started = time.perf_counter()
-    store = generate_store(StoreSpec(users=users, items=items, days=days, seed=5, end=END))
+    store = generate_store(store_spec(users, items, events))
     progress(
-        f"generated {len(store.events):,} events over {days} days in {time.perf_counter() - started:.1f}s"
+        f"generated {len(store.events):,} events over {DAYS} days in {time.perf_counter() - started:.1f}s"
     )
     with tempfile.TemporaryDirectory(prefix="carousel-bench-batch-") as tmp:
         root = Path(tmp)
@@ -128,10 +166,16 @@ def bench_batch(
                     f"incremental run ({len(active):,} active shoppers): {incremental_total:.1f}s {incremental.stages}"
                 )
             per_list = redis_bytes_per_list(redis.Redis.from_url(redis_url))
+            # What the full run trained, so a store too small to train the ranker cannot pass unnoticed.
+            full_model = json.loads(
+                (pipeline.run_dir(run_settings, "bench-full") / "manifest.json").read_text()
+            )["model"]
         finally:
             stop_server(redis_url)
     return {
         "events": int(len(store.events)),
+        "events_requested": int(events),
+        "days": DAYS,
         "users": int(len(store.users)),
         "items": int(len(store.items)),
         "mode": "full",
@@ -141,8 +185,13 @@ def bench_batch(
         "incremental_stages": {k: round(float(v), 2) for k, v in incremental.stages.items()},
         "incremental_active_users": int(len(active)),
         "redis_bytes_per_list": round(per_list, 1),
+        "ranker": full_model["ranker"],
+        "ranker_train_rows": int(full_model["ranker_train_rows"]),
+        "full_counts": {k: int(v) for k, v in full.counts.items()},
         "list_length_stored": settings.list_length + settings.list_overflow,
         "peak_rss_mb": round(memory.peak_bytes / 1e6, 1),
+        "peak_rss_mb_python": round(memory.peak_self_bytes / 1e6, 1),
+        "peak_rss_mb_spark_jvm": round(memory.peak_children_bytes / 1e6, 1),
         "seconds_per_million_events": round(full_total / max(1e-9, len(store.events) / 1e6), 2),
     }
 

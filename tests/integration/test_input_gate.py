@@ -27,6 +27,7 @@ EVENTS_DDL = (
     "user_id string, session_id string, item_id string, event_type string, ts timestamp, "
     "quantity int, price double, country string, device string, referrer string"
 )
+EVENTS_DDL_COLUMNS = [column.split()[0] for column in EVENTS_DDL.split(", ")]
 
 
 def _ts(text: str) -> datetime:
@@ -123,6 +124,25 @@ def test_input_metrics_counts_by_hand(spark: Any) -> None:
     }
     assert {k: int(row[k]) for k in expected} == expected
     assert pd.Timestamp(row["max_ts"]).tz_localize(None) == pd.Timestamp("2026-11-02T00:00:00")
+
+
+def test_duplicates_are_rows_equal_in_every_column_nulls_and_nan_included(spark: Any) -> None:
+    """Rows count as duplicates exactly when grouping would merge them: NaN prices and nulls in the same
+    columns do; a value that moves to another null column, or -0.0 against 0.0, is no difference."""
+    when = _ts("2026-10-31T12:00:00")
+    rows: list[tuple[Any, ...]] = [
+        ("u1", "s1", "i1", "view", when, 1, float("nan"), "GB", None, None),
+        ("u1", "s1", "i1", "view", when, 1, float("nan"), "GB", None, None),  # duplicate (NaN == NaN)
+        ("u1", "s1", "i1", "view", when, 1, 0.0, "GB", "web", None),
+        ("u1", "s1", "i1", "view", when, 1, -0.0, "GB", "web", None),  # duplicate (-0.0 == 0.0)
+        ("u1", "s1", "i1", "view", when, 1, 0.0, "GB", None, "web"),  # not one: the null moved
+    ]
+    metrics = _metrics(spark, rows)
+    expected = (
+        spark.createDataFrame(rows, EVENTS_DDL).count()
+        - spark.createDataFrame(rows, EVENTS_DDL).groupBy(*EVENTS_DDL_COLUMNS).count().count()
+    )
+    assert int(metrics["duplicate_rows"].iloc[0]) == expected == 2
 
 
 def test_input_metrics_of_empty_input_are_zeros(spark: Any) -> None:

@@ -61,7 +61,8 @@ def test_interaction_weights_sum_and_damp(spark: SparkSession, events: object) -
 
 def test_user_item_stats_count_purchase_sessions_and_recency(spark: SparkSession, events: object) -> None:
     """Purchases are counted per session, units summed, recency measured from as_of."""
-    got = features.user_item_stats(events.where("user_id = 'u1'"), AS_OF).collect()[0]  # type: ignore[attr-defined]
+    touches = features.session_touches(events.where("user_id = 'u1'"))  # type: ignore[attr-defined]
+    got = features.user_item_stats(touches, AS_OF).collect()[0]
     assert (got.ui_purchases, got.ui_units, got.ui_views, got.ui_carts) == (2, 4.0, 1, 1)
     assert got.ui_days_since_purchase == pytest.approx(1.0)
 

@@ -100,6 +100,57 @@ def test_ranker_learns_and_lists_are_complete(fs: model.FeatureSet) -> None:
     assert set(lists["reason_code"]) <= set(model.REASONS)
 
 
+def test_features_match_plain_left_merges(fs: model.FeatureSet) -> None:
+    """add_features' integer-key joins give the values of plain pandas left merges on the string ids."""
+    als = model.fit_als(fs.interactions, model.AlsParams(factors=8, iterations=5))
+    users = fs.users["user_id"].to_numpy()
+    cands = model.build_candidates(fs, als, users, model.co_visitation(fs, users), als_k=10, popular_k=5)
+    # Drop a few feature rows so that the joins also have misses to fill.
+    fs.user_item = fs.user_item.iloc[::2]
+    fs.affinity = fs.affinity.iloc[1:]
+    featured = model.add_features(cands, fs, als)
+    expected = (
+        cands.merge(fs.user_item, on=["user_id", "item_id"], how="left")
+        .merge(
+            fs.items[["item_id", "category", "item_price", "pop_7d", "pop_trend"]], on="item_id", how="left"
+        )
+        .merge(fs.users, on="user_id", how="left")
+        .merge(fs.affinity, on=["user_id", "category"], how="left")
+    )
+    expected["ui_views"] = expected["ui_views"].fillna(0.0)
+    expected["cat_affinity"] = expected["cat_affinity"].fillna(0.0)
+    for col in ("ui_views", "ui_days_since_touch", "category", "pop_7d", "u_events", "cat_affinity"):
+        pd.testing.assert_series_equal(featured[col], expected[col], check_dtype=False)
+    assert featured["ui_views"].eq(0).any() and featured["cat_affinity"].eq(0).any()
+
+
+def test_lists_filled_after_blocks_equal_lists_built_at_once(fs: model.FeatureSet) -> None:
+    """Lists built block by block and filled once equal top_lists over everyone, fill scores included."""
+    rng = np.random.default_rng(1)
+    featured = pd.DataFrame(
+        {
+            "user_id": np.repeat([f"u{u}" for u in range(6)], [1, 9, 2, 9, 3, 9]),
+            "item_id": [f"i{i}" for i in rng.integers(1, 40, size=33)],
+        }
+    ).drop_duplicates()
+    for col in ("ui_purchases", "ui_views", "ui_carts", "src_als", "src_cooc", "src_new"):
+        featured[col] = rng.integers(0, 2, size=len(featured)).astype(float)
+    scores = rng.normal(size=len(featured))
+    fill = fs.popular_items(12)
+    whole = model.top_lists(featured, scores, n=8, fill=fill)
+    empty = pd.DataFrame({"item_id": pd.Series(dtype=object)})
+    first = (featured["user_id"] < "u3").to_numpy()
+    blocks = pd.concat(
+        [
+            model.top_lists(featured[first], scores[first], n=8, fill=empty),
+            model.top_lists(featured[~first], scores[~first], n=8, fill=empty),
+        ],
+        ignore_index=True,
+    )
+    assert (blocks.groupby("user_id").size() < 8).any()
+    pd.testing.assert_frame_equal(model.fill_short_lists(blocks, 8, fill), whole)
+
+
 def test_top_lists_refill_short_lists_from_popular(fs: model.FeatureSet) -> None:
     """A shopper with two candidates still gets n items, the extra ones marked popular."""
     featured = pd.DataFrame(

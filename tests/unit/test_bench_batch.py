@@ -1,0 +1,45 @@
+"""Unit tests for the sizing of `carousel bench batch` (`carousel.bench.batch`): presets and stores."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from carousel.bench.batch import DAYS, PRESETS, Preset, store_size, store_spec
+from carousel.cli import build_parser
+from jobs.generate import generate_store
+
+
+@pytest.mark.parametrize(("users", "items", "events"), [(2_000, 300, 100_000), (500, 2_000, 60_000)])
+def test_store_has_the_requested_events_within_ten_percent(users: int, items: int, events: int) -> None:
+    """The generated store holds the requested number of events within 10%, whatever the ratios."""
+    store = generate_store(store_spec(users, items, events))
+    assert abs(len(store.events) - events) <= 0.1 * events
+    assert len(store.users) == users and len(store.items) == items
+
+
+def test_store_spans_both_ranker_label_windows() -> None:
+    """The events cover more than the two 21-day label windows, so the benchmark trains the ranker."""
+    store = generate_store(store_spec(300, 100, 10_000))
+    span = store.events["ts"].max() - store.events["ts"].min()
+    assert DAYS > 2 * 21
+    assert span > pd.Timedelta(days=2 * 21)
+
+
+def test_presets_grow_to_the_issue_sizes() -> None:
+    """The large preset is the issue's 1M shoppers, 100k items and 20M events; each preset is larger."""
+    assert PRESETS["large"].users == 1_000_000
+    assert PRESETS["large"].items == 100_000
+    assert PRESETS["large"].events == 20_000_000
+    sizes = [PRESETS[name].events for name in ("small", "medium", "large")]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 3
+
+
+def test_explicit_figures_override_the_preset() -> None:
+    """`--preset` fills in what --users/--items/--events leave unset, and nothing else."""
+    args = build_parser().parse_args(
+        ["bench", "batch", "--preset", "medium", "--events", "7000", "--out", "x"]
+    )
+    size = store_size(args.preset, args.users, args.items, args.events)
+    assert size == Preset(users=200_000, items=20_000, events=7_000)
+    assert store_size("small", None, None, None) == PRESETS["small"]
