@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import redis
 
 from carousel.bench import profile
 from carousel.bench.publisher import COUNTRIES, publish_synthetic
@@ -349,6 +350,10 @@ def _during_publish(
         *(sys.executable, "-m", "carousel.bench.publisher", "--redis-url", redis_url),
         *("--lists", str(lists), "--nice", "10"),
     ]
+    # Redis's own record of anything that held it up for 10 ms or more (commands, scripts, memory).
+    monitor = redis.Redis.from_url(redis_url)
+    monitor.config_set("latency-monitor-threshold", 10)
+    monitor.execute_command("LATENCY", "RESET")
     publisher = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert publisher.stdout is not None
     if publisher.stdout.readline().strip() != "publishing":
@@ -369,4 +374,13 @@ def _during_publish(
         "p50_ms": p50s[len(p50s) // 2],
         "p99_ms": max(s["p99_ms"] for s in slices),
         "errors": int(sum(s["errors"] for s in slices)),
+        "slice_p99_ms": [s["p99_ms"] for s in slices],
+        "redis_latency_events": [
+            {"event": _text(e[0]), "latest_ms": int(e[2]), "max_ms": int(e[3])}
+            for e in monitor.execute_command("LATENCY", "LATEST")
+        ],
     }
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
