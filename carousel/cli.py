@@ -321,6 +321,15 @@ def cmd_publish(args: argparse.Namespace) -> int:
         rolled_from, now_live = publish.rollback(client)
         console.print(f"rolled back: {rolled_from} -> {now_live} is live")
         return 0
+    if args.action == "migrate":
+        from jobs.migrate_keys import migrate_keys
+
+        done = migrate_keys(client)
+        console.print(
+            f"moved to the current key layout: {done.consents} consent records, "
+            f"{done.shopper_hashes} shoppers' list hashes, {done.version_keys} version keys"
+        )
+        return 0
     live = publish.live_version(client)
     versions = publish.published_versions(client)
     runs = history(settings).recent(20)
@@ -580,8 +589,11 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--workers", type=int, default=1)
     srv.set_defaults(func=cmd_serve)
 
-    pub = sub.add_parser("publish", help="what is live; roll back")
-    pub.add_argument("action", choices=["status", "rollback"])
+    pub = sub.add_parser(
+        "publish",
+        help="what is live; roll back; migrate a Redis written by an older carousel to the key layout",
+    )
+    pub.add_argument("action", choices=["status", "rollback", "migrate"])
     pub.add_argument("--json", action="store_true")
     pub.set_defaults(func=cmd_publish)
 
