@@ -262,15 +262,30 @@ class CoVisitation:
             return out
         u = pd.Index(self.user_ids).get_indexer(pd.Index(user_ids))
         i = pd.Index(self.item_ids).get_indexer(pd.Index(item_ids))
-        for row, (uu, ii) in enumerate(zip(u, i, strict=True)):
-            if uu < 0 or ii < 0:
-                continue
-            own = self.shopper_items.getrow(uu)
-            column = self.item_item.getcol(ii)
-            contribution = own.multiply(column.T)
-            if contribution.nnz:
-                best = contribution.indices[int(np.argmax(contribution.data))]
-                out[row] = self.item_ids[best]
+        rows = np.flatnonzero((u >= 0) & (i >= 0))
+        if not len(rows):
+            return out
+        # All pairs at once (a loop of sparse row x column products took 10% of a 3M-event run): every
+        # pair's own items j with their interest a_j, times the item-item score b_j of j and the pair's
+        # item; the best nonzero a_j * b_j wins, the lowest j on a tie.
+        own = (
+            self.shopper_items
+            if self.shopper_items.has_sorted_indices
+            else self.shopper_items.sorted_indices()
+        )
+        starts = own.indptr[u[rows]]
+        lengths = own.indptr[u[rows] + 1] - starts
+        pair = np.repeat(np.arange(len(rows)), lengths)
+        position = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
+        own_items = own.indices[position]
+        value = own.data[position] * np.asarray(self.item_item[own_items, i[rows][pair]]).ravel()
+        keep = value != 0
+        pair, own_items, value = pair[keep], own_items[keep], value[keep]
+        if not len(pair):
+            return out
+        order = np.lexsort((own_items, -value, pair))
+        first = order[np.r_[True, pair[order][1:] != pair[order][:-1]]]
+        out[rows[pair[first]]] = self.item_ids[own_items[first]]
         return out
 
     def top(self, k: int) -> pd.DataFrame:

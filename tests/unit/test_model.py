@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from jobs import model
 
@@ -247,3 +248,31 @@ def test_goes_with_reason_names_the_shoppers_own_item() -> None:
     titles = pd.Series({"i2": "BLUE MUG", "i5": "RED SAUCER"})
     explained = model.explain_goes_with(lists, covis, titles)
     assert explained["reason_text"].tolist() == ["Goes with Blue Mug", "Goes with Red Saucer"]
+
+
+def test_anchors_name_the_shoppers_item_that_contributes_most() -> None:
+    """The vectorized `anchors` equals, pair by pair, the sparse row x column product it replaced (ties
+    go to the lowest item, unknown shoppers or items get None)."""
+    rng = np.random.default_rng(3)
+    shopper_items = sp.random(80, 40, density=0.1, random_state=1, format="csr")
+    item_item = sp.random(40, 40, density=0.15, random_state=2, format="csr")
+    shopper_items.data = np.round(shopper_items.data * 4) / 4  # coarse values make ties
+    item_item.data = np.round(item_item.data * 4) / 4
+    users = np.array([f"u{k}" for k in range(80)], dtype=object)
+    items = np.array([f"i{k}" for k in range(40)], dtype=object)
+    covis = model.CoVisitation(
+        users, items, (shopper_items @ item_item).tocsr(), shopper_items, item_item.tocsc()
+    )
+    asked_users = rng.choice(np.append(users, "stranger"), 2_000)
+    asked_items = rng.choice(np.append(items, "unknown"), 2_000)
+    expected = []
+    for user, item in zip(asked_users, asked_items, strict=True):
+        if user == "stranger" or item == "unknown":
+            expected.append(None)
+            continue
+        contribution = shopper_items.getrow(int(user[1:])).multiply(item_item.tocsc().getcol(int(item[1:])).T)
+        best = contribution.indices[int(np.argmax(contribution.data))] if contribution.nnz else None
+        expected.append(None if best is None else items[best])
+    got = covis.anchors(pd.Series(asked_users), pd.Series(asked_items))
+    assert list(got) == expected
+    assert sum(a is not None for a in expected) > 500  # the case is not trivially all None
