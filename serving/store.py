@@ -238,7 +238,11 @@ class RedisListStore:
         keys = realtime.subject_keys(user_id=user_id, session_id=session_id)
         if keys is None:
             return None, None, realtime.EMPTY_STATE
-        owned = (keyspace.user_key(user_id), consent_key(user_id)) if user_id else (keys.cart, keys.cart)
+        if user_id:
+            owned = (keyspace.user_key(user_id), consent_key(user_id))
+        else:
+            # A visitor has no list and no consent record: keys that never exist, in the session's slot.
+            owned = (f"{keys.cart}:no-list", f"{keys.cart}:no-consent")
         reply = await self.call(
             lambda: self._read_shopper([*owned, keys.cart, keys.purchases, keys.interest], [version, base])
         )

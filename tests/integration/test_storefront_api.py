@@ -302,3 +302,18 @@ def test_an_anonymous_session_gets_the_list_of_the_department_it_browses(
     assert client.post("/v1/events", json={"events": views}).status_code == 202
     body = _get(client, session_id=session, country="Germany", n=10)
     assert body["source"] == "segment" and _ids(body) == ITEMS[20:30]  # category:garden first
+
+
+def test_an_anonymous_visitor_with_a_cart_gets_the_overlay_not_a_fallback(
+    api: tuple[TestClient, list[str]],
+) -> None:
+    """A session's cart lives in the session's keys; reading it must not trip the Redis read (it once
+    passed the cart key where the script expects a hash, so the visitor got the fallback list)."""
+    client, _ = api
+    event = {**_event("ignored", ITEMS[100], "add_to_cart"), "user_id": None, "session_id": "anon-cart"}
+    assert client.post("/v1/events", json={"events": [event]}).status_code == 202
+    time.sleep(2.3)
+    body = _get(client, session_id="anon-cart", country="Germany", n=10)
+    assert body["source"] == "segment"
+    assert body["items"][0]["item_id"] == ITEMS[100]
+    assert body["items"][0]["reason"]["code"] == "cart_reminder"
