@@ -5,6 +5,7 @@ Run with `carousel serve` (uvicorn). Bad input gets a 4xx JSON body naming the f
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -28,6 +29,8 @@ from serving.store import CircuitBreaker, RedisListStore
 
 # Admin writes (consent, erasure, stock) may take longer than a list read but must not hang either.
 ADMIN_TIMEOUT_S = 5.0
+# Connecting to a cluster's nodes and loading the scripts, once at start, off any request's deadline.
+WARM_UP_TIMEOUT_S = 5.0
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -43,6 +46,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             deadline_s=2 * settings.redis_socket_timeout_s + settings.redis_connect_timeout_s,
             breaker=CircuitBreaker(failures=3, reset_after_s=2.0),
         )
+        problem = await store.warm_up(timeout_s=WARM_UP_TIMEOUT_S)
+        if problem is not None:
+            print(
+                f"carousel: Redis not ready at start ({problem}); serving fallbacks until it is",
+                file=sys.stderr,
+            )
         app.state.store = store
         app.state.availability = AvailabilityCache(client)
         app.state.admin_redis = async_client(settings, socket_timeout_s=ADMIN_TIMEOUT_S)

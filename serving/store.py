@@ -273,5 +273,21 @@ class RedisListStore:
     async def ping(self) -> bool:
         return bool(await self.call(lambda: self._client.ping()))
 
+    async def warm_up(self, timeout_s: float) -> str | None:
+        """Do before the first request what would otherwise make it miss its deadline: a cluster client
+        learns which node holds which slot, and the scripts are loaded (on every primary of a cluster).
+        Best effort: Redis may be down at start, and the API must still come up and serve fallbacks;
+        the reason is returned for the caller to report."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                initialize = getattr(self._client, "initialize", None)
+                if initialize is not None:  # redis.asyncio.RedisCluster: fetch the slot map now
+                    await initialize()
+                for source in (keyspace.READ_SHOPPER, keyspace.RESOLVE_USER_LIST):
+                    await self._client.script_load(source)
+        except (RedisError, OSError, TimeoutError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
     async def close(self) -> None:
         await self._client.aclose()

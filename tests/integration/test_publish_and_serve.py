@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 import pandas as pd
@@ -104,6 +105,19 @@ def test_rollback_returns_to_previous_version(redis_client: object) -> None:
     assert publish.live_version(redis_client) == "20261101T000000Z"
     with pytest.raises(publish.PublishError, match="no earlier"):
         publish.rollback(redis_client)
+
+
+def test_start_up_loads_the_scripts_before_any_request(redis_client: object, settings: object) -> None:
+    """The scripts are on every primary before the first request, so no request pays for loading
+    them (or, on a cluster, for learning the slot map) inside its deadline."""
+    redis_client.script_flush()  # type: ignore[attr-defined]
+    shas = [
+        hashlib.sha1(source.encode()).hexdigest()
+        for source in (keyspace.READ_SHOPPER, keyspace.RESOLVE_USER_LIST)
+    ]
+    assert redis_client.script_exists(*shas) == [False, False]  # type: ignore[attr-defined]
+    with TestClient(create_app(settings)):  # type: ignore[arg-type]
+        assert redis_client.script_exists(*shas) == [True, True]  # type: ignore[attr-defined]
 
 
 def test_known_user_gets_personal_list(redis_client: object, api: TestClient) -> None:

@@ -104,3 +104,28 @@ def test_api_keeps_answering_from_fallbacks(
         assert [i["item_id"] for i in served_items] == [
             f"i{k}" for k in range(10)
         ]  # the store's own global list
+
+
+def test_api_started_while_redis_is_down_serves_fallbacks_then_lists(
+    settings: Settings, own_redis: tuple[str, Path], tmp_path: Path
+) -> None:
+    """The start-up warm-up (cluster slots, scripts) is best effort: with Redis down the API still
+    comes up and answers from fallbacks, and it reads the stored lists once Redis is back."""
+    url, _ = own_redis
+    stop_server(url)
+    served = settings.model_copy(update={"redis_url": url})
+    with TestClient(create_app(served)) as client:
+        down = client.get("/v1/recommendations", params={"user_id": "u1", "n": 5})
+        assert down.status_code == 200 and down.json()["source"] == "fallback"
+        # Redis back on the same port, a version published: once the breaker lets a read through
+        # (after its reset delay) the shopper's own list is served.
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        start_server(tmp_path / "redis", port)
+        _publish(url)
+        deadline = time.monotonic() + 10
+        body = down.json()
+        while body["source"] != "personal" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            body = client.get("/v1/recommendations", params={"user_id": "u1", "n": 5}).json()
+        assert body["source"] == "personal", body
+        assert [i["item_id"] for i in body["items"]] == [f"i{k}" for k in range(5)]
