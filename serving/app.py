@@ -21,7 +21,7 @@ from serving import metrics
 from serving.auth import check_tokens_configured
 from serving.catalog import DepartmentCache
 from serving.fallback import FallbackLists
-from serving.responses import error_response
+from serving.responses import error_response, validation_error_response
 from serving.routes import audiences, events, health, items, ops, recommendations, shop, users
 from serving.routes import lift as lift_routes
 from serving.stock import AvailabilityCache
@@ -65,7 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.fallbacks = FallbackLists(settings.var_dir)
     app.state.departments = DepartmentCache()
-    # The storefront's route first: routes are matched in order, on every request.
+    # The storefront's route skips the generic request handling (its docs stay on the router).
+    app.add_middleware(recommendations.FastPath)
     app.include_router(recommendations.router)
     app.include_router(health.router)
     app.include_router(items.router)
@@ -88,12 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
-        problems = [
-            {"field": ".".join(str(p) for p in err["loc"][1:]) or str(err["loc"][0]), "problem": err["msg"]}
-            for err in exc.errors()
-        ]
-        fields = ", ".join(p["field"] for p in problems)
-        return error_response(422, f"invalid request: {fields}", problems=problems)
+        return validation_error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

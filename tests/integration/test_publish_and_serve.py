@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from jobs import publish
 from serving import keyspace
 from serving.app import create_app
+from serving.routes import recommendations
 
 # Every test runs on a single Redis and on a three-primary Redis Cluster.
 pytestmark = [
@@ -118,6 +119,31 @@ def test_start_up_loads_the_scripts_before_any_request(redis_client: object, set
     assert redis_client.script_exists(*shas) == [False, False]  # type: ignore[attr-defined]
     with TestClient(create_app(settings)):  # type: ignore[arg-type]
         assert redis_client.script_exists(*shas) == [True, True]  # type: ignore[attr-defined]
+
+
+def test_fast_path_answers_as_the_routed_handler_does(redis_client: object, settings: object) -> None:
+    """The middleware that takes GET /v1/recommendations ahead of the router gives the same status and
+    body as the FastAPI route it stands in front of, for good and bad queries alike."""
+    _publish(redis_client, "20261101T000000Z", "a")
+    routed = create_app(settings)  # type: ignore[arg-type]
+    routed.user_middleware = [m for m in routed.user_middleware if m.cls is not recommendations.FastPath]
+    queries: list[dict[str, object]] = [
+        {"user_id": "u2", "n": 5},
+        {"session_id": "s-1", "country": "France"},
+        {},
+        {"n": 0},
+        {"n": "many", "user_id": "bad id!"},
+        {"user_id": "u1", "placement": "Home Page"},
+    ]
+    with TestClient(create_app(settings)) as fast, TestClient(routed) as slow:  # type: ignore[arg-type]
+        for params in queries:
+            a, b = (
+                fast.get("/v1/recommendations", params=params),
+                slow.get("/v1/recommendations", params=params),
+            )
+            assert (a.status_code, a.json()) == (b.status_code, b.json()), params
+            assert a.headers["content-type"] == b.headers["content-type"] == "application/json"
+        assert fast.get("/v1/recommendations", params={"n": 0}).json()["problems"][0]["field"] == "n"
 
 
 def test_known_user_gets_personal_list(redis_client: object, api: TestClient) -> None:
