@@ -830,6 +830,7 @@ def publish_lists(settings: Settings, *, run_id: str, progress: Progress | None 
             item_lists=pd.read_parquet(out / "item_lists.parquet")
             if (out / "item_lists.parquet").exists()
             else None,
+            on_step=(lambda name: progress(f"publish: {name}")) if progress else None,
         )
     status = "published" if result.switched else "already_live"
     history(settings).update(

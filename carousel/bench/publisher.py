@@ -3,7 +3,8 @@
 `bench serve` uses it twice: in-process to give the API a version to serve, and as its own process
 (`python -m carousel.bench.publisher`) to publish a second, large version while the API is under load,
 which is how the publish-during-load figures are measured. The process prints `publishing` once its
-frames are built (so only the publish itself is under measurement) and `published <seconds>` at the end.
+frames are built (so only the publish itself is under measurement), `step <seconds> <name>` as each of
+the loader's steps ends, and `published <seconds>` at the end.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -99,7 +101,7 @@ def publish_synthetic(url: str, *, users: int, items: int = 5_000, seed: int = 3
     return built.user_ids
 
 
-def _publish(url: str, built: SyntheticVersion) -> None:
+def _publish(url: str, built: SyntheticVersion, on_step: Callable[[str], None] | None = None) -> None:
     publish_version(
         redis.Redis.from_url(url),
         version=datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ"),
@@ -107,6 +109,7 @@ def _publish(url: str, built: SyntheticVersion) -> None:
         segment_lists=built.segment_lists,
         item_lists=built.item_lists,
         manifest={"run_id": "bench", "generated_at": datetime.now(UTC).isoformat()},
+        on_step=on_step,
     )
 
 
@@ -122,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     built = synthetic_version(users=args.lists, items=args.items, seed=11)
     print("publishing", flush=True)
     started = time.perf_counter()
-    _publish(args.redis_url, built)
+    _publish(
+        args.redis_url,
+        built,
+        lambda name: print(f"step {time.perf_counter() - started:.2f} {name}", flush=True),
+    )
     print(f"published {time.perf_counter() - started:.2f}", flush=True)
     return 0
 

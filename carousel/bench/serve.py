@@ -359,10 +359,13 @@ def _during_publish(
     if publisher.stdout.readline().strip() != "publishing":
         publisher.wait()
         raise RuntimeError(f"the publisher failed before publishing (exit {publisher.returncode})")
-    slices = []
+    started = time.perf_counter()
+    slices, slice_starts = [], []
     while publisher.poll() is None:
+        slice_starts.append(round(time.perf_counter() - started, 1))
         slices.append(run_wrk(wrk, api_url, paths, concurrency=concurrency, duration=PUBLISH_SLICE_S))
-    last = publisher.stdout.read().strip()
+    lines = publisher.stdout.read().strip().splitlines()
+    last = lines[-1] if lines else ""
     if publisher.returncode != 0 or not last.startswith("published"):
         raise RuntimeError(f"the publish under load failed (exit {publisher.returncode}): {last}")
     p50s = sorted(s["p50_ms"] for s in slices)
@@ -375,6 +378,13 @@ def _during_publish(
         "p99_ms": max(s["p99_ms"] for s in slices),
         "errors": int(sum(s["errors"] for s in slices)),
         "slice_p99_ms": [s["p99_ms"] for s in slices],
+        # When each slice began and each loader step ended (seconds from the publish's start), to tell
+        # which step a slow slice overlapped.
+        "slice_start_s": slice_starts,
+        "loader_steps_s": {
+            name: float(at)
+            for _, at, name in (line.split(" ", 2) for line in lines if line.startswith("step "))
+        },
         "redis_latency_events": [
             {"event": _text(e[0]), "latest_ms": int(e[2]), "max_ms": int(e[3])}
             for e in monitor.execute_command("LATENCY", "LATEST")

@@ -27,6 +27,10 @@ def test_bench_serve_writes_the_contract_report(tmp_path: Path) -> None:
     during = report["during_publish"]
     assert during["lists"] == 2000 and during["publish_s"] > 0 and during["slices"] >= 1
     assert during["errors"] == 0 and during["rps"] > 0
+    steps = during["loader_steps_s"]
+    assert list(steps)[0] == "checked" and list(steps)[-1] == "pruned" and "switched" in steps
+    assert list(steps.values()) == sorted(steps.values())
+    assert len(during["slice_start_s"]) == during["slices"]
 
 
 def test_bench_serve_refuses_a_publish_smaller_than_the_served_shoppers(tmp_path: Path) -> None:
