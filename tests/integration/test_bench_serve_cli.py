@@ -31,6 +31,9 @@ def test_bench_serve_writes_the_contract_report(tmp_path: Path) -> None:
     assert list(steps)[0] == "checked" and list(steps)[-1] == "pruned" and "switched" in steps
     assert list(steps.values()) == sorted(steps.values())
     assert len(during["slice_start_s"]) == during["slices"]
+    control = during["control"]
+    assert len(control["slice_p99_ms"]) == during["slices"] and control["errors"] == 0
+    assert during["p99_ratio_to_control"] == pytest.approx(during["p99_ms"] / control["p99_ms"], abs=0.01)
 
 
 def test_bench_serve_refuses_a_publish_smaller_than_the_served_shoppers(tmp_path: Path) -> None:

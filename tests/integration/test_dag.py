@@ -52,6 +52,14 @@ def test_dags_import_without_errors(dagbag: object) -> None:
     assert set(DAGS) <= set(dagbag.dags)  # type: ignore[attr-defined]
 
 
+def test_publish_task_runs_the_loader_without_numpy_huge_pages(dagbag: object) -> None:
+    """The loader shares its host with the API; its huge-page faults stalled the API (jobs.publish)."""
+    publish_task = dagbag.dags["carousel_refresh"].get_task("publish")  # type: ignore[attr-defined]
+    assert publish_task.env == {"NUMPY_MADVISE_HUGEPAGE": "0"} and publish_task.append_env
+    compute = dagbag.dags["carousel_refresh"].get_task("compute")  # type: ignore[attr-defined]
+    assert not compute.env
+
+
 @pytest.mark.parametrize("dag_id", sorted(DAGS))
 def test_dag_scheduling_invariants(dagbag: object, dag_id: str) -> None:
     """On data intervals (refresh every 15 minutes, retrain nightly), no catch-up, one run at a time, a
