@@ -89,3 +89,49 @@ def test_a_failed_connection_fails_every_waiting_call(redis_url: str) -> None:
             await dead.aclose()
 
     assert all(isinstance(r, OSError | aredis.ConnectionError) for r in _run(redis_url, scenario))
+
+
+def test_the_batchers_connection_stays_in_step_after_errors_and_is_reused(redis_url: str) -> None:
+    """On a single Redis the batcher writes on its own connection: an error reply is read like any other,
+    so the next batch on the same connection gets its own replies."""
+
+    async def scenario(client: Any) -> tuple[list[Any], list[Any], int]:
+        batcher = ScriptBatcher(client, FAIL_ON_BAD)
+        first = await asyncio.gather(
+            batcher(["k"], ["bad"]), batcher(["k"], ["one"]), batcher(["k"], ["bad"]), return_exceptions=True
+        )
+        second = await asyncio.gather(batcher(["k"], ["two"]), batcher(["k"], ["three"]))
+        idle = len(batcher._idle)
+        await batcher.aclose()
+        return list(first), list(second), idle
+
+    first, second, idle = _run(redis_url, scenario)
+    assert isinstance(first[0], ResponseError) and first[1] == b"one" and isinstance(first[2], ResponseError)
+    assert second == [b"two", b"three"]
+    assert idle == 1
+
+
+def test_a_timed_out_connection_is_not_reused(redis_url: str) -> None:
+    """A reply that misses the socket timeout leaves its connection half-read: it is dropped, and the
+    next call answers on a fresh one."""
+    slow = (
+        "local function now() local t = redis.call('TIME') return t[1] + t[2] / 1e6 end "
+        "local start = now() while now() - start < tonumber(ARGV[1]) do end return ARGV[1]"
+    )
+
+    async def scenario(_: Any) -> tuple[Any, Any, int]:
+        client = aredis.Redis.from_url(redis_url, socket_timeout=0.1)
+        try:
+            batcher = ScriptBatcher(client, slow)
+            await client.script_load(slow)
+            timed_out = (await asyncio.gather(batcher(["k"], ["0.3"]), return_exceptions=True))[0]
+            idle_after_timeout = len(batcher._idle)
+            await asyncio.sleep(0.4)
+            return timed_out, await batcher(["k"], ["0"]), idle_after_timeout
+        finally:
+            await client.aclose()
+
+    timed_out, answer, idle_after_timeout = _run(redis_url, scenario)
+    assert isinstance(timed_out, aredis.TimeoutError | TimeoutError)
+    assert idle_after_timeout == 0
+    assert answer == b"0"
