@@ -31,7 +31,7 @@ from configs.settings import Settings
 from jobs import features, model
 from jobs.input_check import InputValidationFailed, check_inputs
 from jobs.model_store import ModelStore, StoredModel
-from jobs.publish import PublishResult, publish_version
+from jobs.publish import PublishResult, SortedListsFile, publish_version
 from jobs.run_history import RunHistory, folder_name
 from jobs.spark import spark_session
 
@@ -582,6 +582,9 @@ def _compute(
     seg_lists = _segment_lists(settings, events, items, users, as_of, fs)
     modelling.unpersist()
 
+    if not user_lists["user_id"].is_monotonic_increasing:
+        # Sorted by shopper, the loader can read the file in blocks of whole lists (`SortedListsFile`).
+        user_lists = user_lists.sort_values(["user_id", "rank"], kind="stable", ignore_index=True)
     user_lists.to_parquet(out / "user_lists.parquet", index=False)
     seg_lists.to_parquet(out / "segment_lists.parquet", index=False)
     departments = fs.items[["item_id", "category"]].assign(
@@ -805,6 +808,13 @@ def _drift_baseline(settings: Settings, user_lists: pd.DataFrame, version: str) 
 
 
 # -- stage 3: publish ---------------------------------------------------------------------------------
+def _user_lists_to_publish(path: Path) -> pd.DataFrame | SortedListsFile:
+    """The shoppers' lists, streamed block by block when the file is sorted by shopper (every run since
+    the loader streams; an older run's file is read whole)."""
+    lists = SortedListsFile(path)
+    return lists if lists.is_sorted() else pd.read_parquet(path)
+
+
 def publish_lists(settings: Settings, *, run_id: str, progress: Progress | None = None) -> PublishResult:
     """Load the validated lists into Redis as a new version and switch the live pointer."""
     manifest = _read_manifest(settings, run_id)
@@ -817,7 +827,7 @@ def publish_lists(settings: Settings, *, run_id: str, progress: Progress | None 
         result = publish_version(
             client,
             version=manifest["version"],
-            user_lists=pd.read_parquet(out / "user_lists.parquet"),
+            user_lists=_user_lists_to_publish(out / "user_lists.parquet"),
             segment_lists=pd.read_parquet(out / "segment_lists.parquet"),
             manifest={
                 "run_id": run_id,

@@ -19,12 +19,15 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
@@ -110,12 +113,69 @@ def loader_env() -> dict[str, str]:
     return {**os.environ, "NUMPY_MADVISE_HUGEPAGE": "0"}
 
 
+# Rows of a sorted lists file encoded and written at a time (whole lists: about 20k shoppers of 30).
+BLOCK_ROWS = 600_000
+
+
+@dataclass(frozen=True)
+class SortedListsFile:
+    """A run's lists in a Parquet file sorted by owner (as `jobs.pipeline` writes them), read in blocks
+    of whole lists, so the loader holds one block and never the run's tens of millions of rows (a
+    million shoppers' lists read whole took the loader to 9.3 GB)."""
+
+    path: Path
+    key_column: str = "user_id"
+    block_rows: int = BLOCK_ROWS
+    # Erasure digests of shoppers whose lists are left out as the blocks are read.
+    erased: frozenset[str] = frozenset()
+
+    def rows(self) -> int:
+        return int(pq.ParquetFile(self.path).metadata.num_rows)
+
+    def is_sorted(self) -> bool:
+        """Whether the owners are in ascending order (read as one Arrow column, not Python strings)."""
+        owners = pq.read_table(self.path, columns=[self.key_column]).column(0).combine_chunks()
+        if len(owners) < 2:
+            return True
+        return bool(pc.all(pc.less_equal(owners.slice(0, len(owners) - 1), owners.slice(1))).as_py())
+
+    def blocks(self) -> Iterator[pd.DataFrame]:
+        """Frames of whole lists, in owner order; raises `PublishError` on rows out of owner order."""
+        carry: pd.DataFrame | None = None
+        last: Any = None
+        for batch in pq.ParquetFile(self.path).iter_batches(batch_size=self.block_rows):
+            frame = batch.to_pandas()
+            if carry is not None:
+                frame = pd.concat([carry, frame], ignore_index=True)
+            owners = frame[self.key_column].to_numpy()
+            if (last is not None and owners[0] <= last) or bool((owners[1:] < owners[:-1]).any()):
+                raise PublishError(f"{self.path} is not sorted by {self.key_column}: nothing switched")
+            # The last owner's list may go on in the next batch: it waits for it.
+            tail = int(np.searchsorted(owners, owners[-1], side="left"))
+            if tail > 0:
+                last = owners[tail - 1]
+                yield self._kept(frame.iloc[:tail])
+            carry = frame.iloc[tail:]
+        if carry is not None and len(carry):
+            yield self._kept(carry)
+
+    def _kept(self, block: pd.DataFrame) -> pd.DataFrame:
+        return _drop_erased(block, set(self.erased)) if self.erased else block
+
+
+Lists = pd.DataFrame | SortedListsFile
+
+
+def _blocks(lists: Lists) -> Iterator[pd.DataFrame]:
+    return lists.blocks() if isinstance(lists, SortedListsFile) else iter([lists])
+
+
 def content_digest(
-    user_lists: pd.DataFrame, segment_lists: pd.DataFrame, item_lists: pd.DataFrame | None = None
+    user_lists: Lists, segment_lists: pd.DataFrame, item_lists: pd.DataFrame | None = None
 ) -> str:
     """SHA-256 over every (owner, payload) of a version in a fixed order: equal digests, equal content."""
     digest = _Digest()
-    frames = [("u", user_lists, "user_id"), ("s", segment_lists, "segment")]
+    frames: list[tuple[str, Lists, str]] = [("u", user_lists, "user_id"), ("s", segment_lists, "segment")]
     if item_lists is not None:
         frames.append(("i", item_lists, "anchor_id"))
     for kind, frame, column in frames:
@@ -130,12 +190,13 @@ class _Digest:
     def __init__(self) -> None:
         self._sha = hashlib.sha256()
 
-    def payloads(self, kind: str, lists: pd.DataFrame, key_column: str) -> Iterator[tuple[str, bytes]]:
-        for owner, payload in list_payloads(lists, key_column):
-            self._sha.update(f"{kind}:{owner}\n".encode())
-            self._sha.update(payload)
-            self._sha.update(b"\n")
-            yield owner, payload
+    def payloads(self, kind: str, lists: Lists, key_column: str) -> Iterator[tuple[str, bytes]]:
+        for block in _blocks(lists):
+            for owner, payload in list_payloads(block, key_column):
+                self._sha.update(f"{kind}:{owner}\n".encode())
+                self._sha.update(payload)
+                self._sha.update(b"\n")
+                yield owner, payload
 
     def hexdigest(self) -> str:
         return self._sha.hexdigest()
@@ -191,7 +252,7 @@ def publish_version(
     client: Any,
     *,
     version: str,
-    user_lists: pd.DataFrame,
+    user_lists: Lists,
     segment_lists: pd.DataFrame,
     manifest: dict[str, Any],
     keep_versions: int = 2,
@@ -209,7 +270,8 @@ def publish_version(
         Sortable version id (the data interval end), e.g. ``20261129T004500Z``.
     user_lists, segment_lists : pandas.DataFrame
         The run's validated output (`user_id`/`segment`, `rank`, `item_id`, `score`, reason columns).
-        For a delta, `user_lists` holds only the shoppers whose inputs changed.
+        For a delta, `user_lists` holds only the shoppers whose inputs changed. The shoppers' lists
+        may also be a `SortedListsFile`, encoded and written block by block.
     manifest : dict
         Stored as the version's meta key and read by the API (`generated_at`, run id, counts).
     kind : "full" or "delta"
@@ -226,7 +288,8 @@ def publish_version(
     if kind == "delta" and item_lists is not None:
         raise PublishError("similar-item lists belong to full versions; a delta inherits its base's")
     # A run computed before a shopper was erased must not bring their list back.
-    user_lists = _without_erased(client, user_lists)
+    erased = _erased_digests(client)
+    user_lists = _without_erased(user_lists, erased)
     live = _decode(client.get(keyspace.LIVE_KEY))
     if live == version:
         # A rerun of the interval that is already live: nothing to switch and nothing to rewrite; say
@@ -325,15 +388,29 @@ def publish_version(
     return PublishResult(version, version, switched, n_users, n_segments, removed, kind, base, digest)
 
 
-def _without_erased(client: Any, user_lists: pd.DataFrame) -> pd.DataFrame:
-    from serving.erasure import ERASURES_KEY, erasure_digest
+def _erased_digests(client: Any) -> set[str]:
+    from serving.erasure import ERASURES_KEY
 
-    digests = {d.decode() if isinstance(d, bytes) else str(d) for d in client.smembers(ERASURES_KEY)}
-    if not digests or user_lists.empty:
+    return {d.decode() if isinstance(d, bytes) else str(d) for d in client.smembers(ERASURES_KEY)}
+
+
+def _without_erased(user_lists: Lists, digests: set[str]) -> Lists:
+    """The lists without erased shoppers' (a file's blocks are filtered as they are read)."""
+    if not digests:
         return user_lists
-    users = pd.Series(user_lists["user_id"].unique())
+    if isinstance(user_lists, SortedListsFile):
+        return replace(user_lists, erased=frozenset(digests))
+    return _drop_erased(user_lists, digests)
+
+
+def _drop_erased(frame: pd.DataFrame, digests: set[str]) -> pd.DataFrame:
+    from serving.erasure import erasure_digest
+
+    if frame.empty:
+        return frame
+    users = pd.Series(frame["user_id"].unique())
     erased = users[users.map(lambda u: erasure_digest(str(u)) in digests)]
-    return user_lists[~user_lists["user_id"].isin(erased)] if len(erased) else user_lists
+    return frame[~frame["user_id"].isin(erased)] if len(erased) else frame
 
 
 def _retained_pairs(client: Any, version: str, base: str, keep_versions: int) -> list[str]:
@@ -409,11 +486,17 @@ def _slot_batches(client: Any, entries: Iterable[tuple[Any, bytes]]) -> Iterator
 KEY_OVERHEAD_BYTES = 90
 
 
-def estimate_bytes(
-    user_lists: pd.DataFrame, segment_lists: pd.DataFrame, version: str, sample: int = 2_000
-) -> int:
-    """Memory the version will take in Redis, from the encoded size of a sample of its lists."""
+def estimate_bytes(user_lists: Lists, segment_lists: pd.DataFrame, version: str, sample: int = 2_000) -> int:
+    """Memory the version will take in Redis, from the encoded size of a sample of its lists (a sorted
+    file's first block, scaled to its rows)."""
     total = 0
+    if isinstance(user_lists, SortedListsFile):
+        first = next(user_lists.blocks(), None)
+        if first is not None and len(first):
+            rows = user_lists.rows()
+            per_block = estimate_bytes(first, segment_lists.iloc[0:0], version, sample)
+            total += int(per_block * rows / len(first))
+        user_lists = pd.DataFrame(columns=["user_id"])
     for frame, column, key_of in (
         # A shopper's list is a field (named by the version) of their hash.
         (user_lists, "user_id", lambda v, owner: keyspace.user_key(owner) + v),

@@ -2,26 +2,31 @@
 
 `bench serve` uses it twice: in-process to give the API a version to serve, and as its own process
 (`python -m carousel.bench.publisher`) to publish a second, large version while the API is under load,
-which is how the publish-during-load figures are measured. The process prints `publishing` once its
-frames are built (so only the publish itself is under measurement), `step <seconds> <name>` as each of
-the loader's steps ends, and `published <seconds>` at the end.
+which is how the publish-during-load figures are measured. That process writes the shoppers' lists to
+a sorted Parquet file first, as the pipeline's compute stage leaves them, and publishes from it block by
+block, as the publish stage does. It prints `publishing` once the file is written (so only the publish
+is under measurement), `step <seconds> <name>` as each of the loader's steps ends, and
+`published <seconds>` at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import redis
 
-from jobs.publish import publish_version
+from jobs.publish import SortedListsFile, publish_version
 
 LIST_LENGTH = 30  # 20 served + 10 overflow, as the pipeline stores them
 COUNTRIES = ("Germany", "France", "United Kingdom", "Spain", "Italy")
@@ -101,11 +106,16 @@ def publish_synthetic(url: str, *, users: int, items: int = 5_000, seed: int = 3
     return built.user_ids
 
 
-def _publish(url: str, built: SyntheticVersion, on_step: Callable[[str], None] | None = None) -> None:
+def _publish(
+    url: str,
+    built: SyntheticVersion,
+    on_step: Callable[[str], None] | None = None,
+    user_lists: SortedListsFile | None = None,
+) -> None:
     publish_version(
         redis.Redis.from_url(url),
         version=datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ"),
-        user_lists=built.user_lists,
+        user_lists=built.user_lists if user_lists is None else user_lists,
         segment_lists=built.segment_lists,
         item_lists=built.item_lists,
         manifest={"run_id": "bench", "generated_at": datetime.now(UTC).isoformat()},
@@ -122,15 +132,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.nice:
         os.nice(args.nice)
-    built = synthetic_version(users=args.lists, items=args.items, seed=11)
-    print("publishing", flush=True)
-    started = time.perf_counter()
-    _publish(
-        args.redis_url,
-        built,
-        lambda name: print(f"step {time.perf_counter() - started:.2f} {name}", flush=True),
-    )
-    print(f"published {time.perf_counter() - started:.2f}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="carousel-publisher-") as tmp:
+        # As the pipeline's publish stage does: the shoppers' lists come from the run's sorted Parquet
+        # file, read block by block; the frames built here are gone before the publish starts.
+        built = synthetic_version(users=args.lists, items=args.items, seed=11)
+        path = Path(tmp) / "user_lists.parquet"
+        built.user_lists.to_parquet(path, index=False)
+        built = replace(built, user_lists=built.user_lists.iloc[0:0], user_ids=[])
+        gc.collect()
+        print("publishing", flush=True)
+        started = time.perf_counter()
+        _publish(
+            args.redis_url,
+            built,
+            lambda name: print(f"step {time.perf_counter() - started:.2f} {name}", flush=True),
+            user_lists=SortedListsFile(path),
+        )
+        print(f"published {time.perf_counter() - started:.2f}", flush=True)
     return 0
 
 

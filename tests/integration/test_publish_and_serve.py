@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 from jobs import publish
 from serving import keyspace
 from serving.app import create_app
+from serving.erasure import ERASURES_KEY, erasure_digest
 from serving.routes import recommendations
 
 # Every test runs on a single Redis and on a three-primary Redis Cluster.
@@ -214,3 +216,25 @@ def test_a_version_id_published_again_is_served_with_its_new_content(
         again = api.get("/v1/recommendations", params={"session_id": "s-1"}).json()
     assert again["version"] == "20261102T000000Z"
     assert again["items"][0]["item_id"] == "c-global-1"
+
+
+def test_a_sorted_lists_file_is_published_block_by_block(redis_client: object, tmp_path: Path) -> None:
+    """The loader's streaming path: lists read from a sorted Parquet file in blocks smaller than a list
+    are stored whole, an erased shopper's list is left out, and the digest is the frame path's."""
+    users, segments = _lists("a", [f"u{k}" for k in range(1, 8)])
+    users.to_parquet(tmp_path / "user_lists.parquet", index=False)
+    redis_client.sadd(ERASURES_KEY, erasure_digest("u3"))  # type: ignore[attr-defined]
+    streamed = publish.publish_version(
+        redis_client,
+        version="20261101T000000Z",
+        user_lists=publish.SortedListsFile(tmp_path / "user_lists.parquet", block_rows=5),
+        segment_lists=segments,
+        manifest={"run_id": "a"},
+    )
+    kept = users[users["user_id"] != "u3"]
+    assert streamed.user_lists == 6
+    assert streamed.digest == publish.content_digest(kept, segments)
+    stored = publish.read_user_list(redis_client, "20261101T000000Z", "u7")
+    assert stored is not None
+    assert [i["item_id"] for i in keyspace.decode_items(stored)] == [f"a-u7-{r}" for r in range(1, 13)]
+    assert publish.read_user_list(redis_client, "20261101T000000Z", "u3") is None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import orjson
 import pandas as pd
+import pytest
 
-from jobs.publish import list_payloads, significant
+from jobs.publish import PublishError, SortedListsFile, content_digest, list_payloads, significant
 from serving import consent, keyspace, realtime
 
 
@@ -94,3 +97,44 @@ def test_vectorized_payloads_equal_encoding_each_list_on_its_own() -> None:
             zip(group["item_id"], scores, group["reason_code"], group["reason_text"], strict=True)
         )
     assert dict(list_payloads(frame, "user_id")) == expected
+
+
+def _lists(users: int, length: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "user_id": np.repeat([f"u{k:04d}" for k in range(users)], length),
+            "rank": np.tile(np.arange(1, length + 1), users),
+            "item_id": [f"i{k}" for k in rng.integers(0, 500, users * length)],
+            "score": rng.random(users * length),
+            "reason_code": "popular",
+            "reason_text": keyspace.REASON_TEXTS["popular"],
+        }
+    )
+    return frame.sample(frac=1.0, random_state=1).sort_values("user_id", kind="stable", ignore_index=True)
+
+
+def test_a_sorted_file_read_in_blocks_gives_the_whole_frames_lists_and_digest(tmp_path: Path) -> None:
+    """Blocks that cut lists in the middle (7 rows each, lists of 5, ranks shuffled within a list) still
+    give every list whole, in owner order: the same payloads and digest as the frame read at once."""
+    frame = _lists(users=40, length=5)
+    frame.to_parquet(tmp_path / "lists.parquet", index=False, row_group_size=11)
+    source = SortedListsFile(tmp_path / "lists.parquet", block_rows=7)
+    assert source.is_sorted() and source.rows() == 200
+    blocks = list(source.blocks())
+    assert len(blocks) > 10 and sum(len(b) for b in blocks) == 200
+    assert all(b["user_id"].iloc[-1] < c["user_id"].iloc[0] for b, c in zip(blocks, blocks[1:], strict=False))
+    streamed = [pair for block in blocks for pair in list_payloads(block, "user_id")]
+    assert streamed == list(list_payloads(frame, "user_id"))
+    segments = frame.rename(columns={"user_id": "segment"}).head(10)
+    assert content_digest(source, segments) == content_digest(frame, segments)
+
+
+def test_an_unsorted_file_is_detected_and_refused_block_by_block(tmp_path: Path) -> None:
+    frame = _lists(users=10, length=3)
+    shuffled = pd.concat([frame.iloc[15:], frame.iloc[:15]], ignore_index=True)
+    shuffled.to_parquet(tmp_path / "lists.parquet", index=False)
+    source = SortedListsFile(tmp_path / "lists.parquet", block_rows=4)
+    assert not source.is_sorted()
+    with pytest.raises(PublishError, match="not sorted by user_id"):
+        list(source.blocks())
