@@ -147,6 +147,8 @@ class SortedListsFile:
             frame = batch.to_pandas()
             if carry is not None:
                 frame = pd.concat([carry, frame], ignore_index=True)
+            if frame.empty:
+                continue
             owners = frame[self.key_column].to_numpy()
             if (last is not None and owners[0] <= last) or bool((owners[1:] < owners[:-1]).any()):
                 raise PublishError(f"{self.path} is not sorted by {self.key_column}: nothing switched")
