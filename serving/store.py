@@ -104,7 +104,7 @@ class ScriptBatcher:
     its worker (py-spy, `bench serve --profile`). On a cluster the client's pipelines route each
     EVALSHA to the node of its keys."""
 
-    def __init__(self, client: Any, source: str, *, max_idle: int = 32) -> None:
+    def __init__(self, client: Any, source: str, *, max_connections: int = 64, max_idle: int = 32) -> None:
         self._client = client
         self._source = source
         self._sha = hashlib.sha1(source.encode()).hexdigest()
@@ -112,6 +112,9 @@ class ScriptBatcher:
         self._pool = client.connection_pool if isinstance(client, aredis.Redis) else None
         self._idle: list[Any] = []
         self._max_idle = max_idle
+        # Batches in flight at once (one connection each): while Redis stalls, new batches wait for a
+        # slot instead of opening connections without bound.
+        self._slots = asyncio.Semaphore(max_connections)
 
     async def __call__(self, keys: list[str], args: list[str]) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -152,11 +155,18 @@ class ScriptBatcher:
                 pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
             return replies
+        async with self._slots:
+            return await self._send_on_own_connection(batch)
+
+    async def _send_on_own_connection(
+        self, batch: list[tuple[list[str], list[str], asyncio.Future[Any]]]
+    ) -> list[Any]:
+        assert self._pool is not None
         connection = self._idle.pop() if self._idle else self._pool.make_connection()
         try:
             commands = [("EVALSHA", self._sha, len(keys), *keys, *args) for keys, args, _ in batch]
             await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
-            replies = []
+            replies: list[Any] = []
             for _ in batch:  # every reply is read, errors included, so the connection stays in step
                 try:
                     replies.append(await connection.read_response())

@@ -135,3 +135,30 @@ def test_a_timed_out_connection_is_not_reused(redis_url: str) -> None:
     assert isinstance(timed_out, aredis.TimeoutError | TimeoutError)
     assert idle_after_timeout == 0
     assert answer == b"0"
+
+
+def test_batches_in_flight_are_bounded_by_the_connection_limit(redis_url: str) -> None:
+    """Five batches formed in five event-loop turns, one connection allowed: they take turns on it."""
+
+    async def scenario(client: Any) -> tuple[list[Any], int]:
+        batcher = ScriptBatcher(client, ECHO, max_connections=1)
+        made = 0
+        original = client.connection_pool.make_connection
+
+        def counting() -> Any:
+            nonlocal made
+            made += 1
+            return original()
+
+        client.connection_pool.make_connection = counting
+        calls = []
+        for i in range(5):
+            calls.append(asyncio.ensure_future(batcher([f"k{i}"], [f"a{i}"])))
+            await asyncio.sleep(0)  # the next call lands in a later turn: a batch of its own
+        replies = list(await asyncio.gather(*calls))
+        await batcher.aclose()
+        return replies, made
+
+    replies, made = _run(redis_url, scenario)
+    assert replies == [[f"k{i}".encode(), f"a{i}".encode()] for i in range(5)]
+    assert made == 1
