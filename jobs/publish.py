@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -162,7 +163,7 @@ class SortedListsFile:
             yield self._kept(carry)
 
     def _kept(self, block: pd.DataFrame) -> pd.DataFrame:
-        return _drop_erased(block, set(self.erased)) if self.erased else block
+        return _drop_erased(block, self.erased) if self.erased else block
 
 
 Lists = pd.DataFrame | SortedListsFile
@@ -405,7 +406,7 @@ def _without_erased(user_lists: Lists, digests: set[str]) -> Lists:
     return _drop_erased(user_lists, digests)
 
 
-def _drop_erased(frame: pd.DataFrame, digests: set[str]) -> pd.DataFrame:
+def _drop_erased(frame: pd.DataFrame, digests: AbstractSet[str]) -> pd.DataFrame:
     from serving.erasure import erasure_digest
 
     if frame.empty:
@@ -490,30 +491,33 @@ KEY_OVERHEAD_BYTES = 90
 
 def estimate_bytes(user_lists: Lists, segment_lists: pd.DataFrame, version: str, sample: int = 2_000) -> int:
     """Memory the version will take in Redis, from the encoded size of a sample of its lists (a sorted
-    file's first block, scaled to its rows)."""
-    total = 0
-    if isinstance(user_lists, SortedListsFile):
-        first = next(user_lists.blocks(), None)
-        if first is not None and len(first):
-            rows = user_lists.rows()
-            per_block = estimate_bytes(first, segment_lists.iloc[0:0], version, sample)
-            total += int(per_block * rows / len(first))
-        user_lists = pd.DataFrame(columns=["user_id"])
-    for frame, column, key_of in (
-        # A shopper's list is a field (named by the version) of their hash.
-        (user_lists, "user_id", lambda v, owner: keyspace.user_key(owner) + v),
-        (segment_lists, "segment", keyspace.segment_key),
-    ):
-        if frame.empty:
-            continue
-        owners = frame[column].drop_duplicates()
-        picked = owners.sample(min(sample, len(owners)), random_state=0) if len(owners) > sample else owners
-        subset = frame[frame[column].isin(picked)]
-        sizes = [
-            len(payload) + len(key_of(version, owner)) for owner, payload in list_payloads(subset, column)
-        ]
-        total += int(np.mean(sizes) * len(owners)) + KEY_OVERHEAD_BYTES * len(owners)
-    return total
+    file's: from its first block, scaled to its rows)."""
+
+    def shopper_key(v: str, owner: str) -> str:
+        return (
+            keyspace.user_key(owner) + v
+        )  # a shopper's list is a field (named by the version) of their hash
+
+    total = _sampled_bytes(segment_lists, "segment", keyspace.segment_key, version, sample)
+    if not isinstance(user_lists, SortedListsFile):
+        return total + _sampled_bytes(user_lists, "user_id", shopper_key, version, sample)
+    first = next(user_lists.blocks(), None)
+    if first is None or first.empty:
+        return total
+    block_bytes = _sampled_bytes(first, "user_id", shopper_key, version, sample)
+    return total + int(block_bytes * user_lists.rows() / len(first))
+
+
+def _sampled_bytes(
+    frame: pd.DataFrame, column: str, key_of: Callable[[str, str], str], version: str, sample: int
+) -> int:
+    if frame.empty:
+        return 0
+    owners = frame[column].drop_duplicates()
+    picked = owners.sample(min(sample, len(owners)), random_state=0) if len(owners) > sample else owners
+    subset = frame[frame[column].isin(picked)]
+    sizes = [len(payload) + len(key_of(version, owner)) for owner, payload in list_payloads(subset, column)]
+    return int(np.mean(sizes) * len(owners)) + KEY_OVERHEAD_BYTES * len(owners)
 
 
 def check_memory(client: Any, needed_bytes: int, headroom: float = 0.10) -> None:
