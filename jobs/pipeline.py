@@ -21,6 +21,8 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import scipy.sparse as sp
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -261,7 +263,24 @@ def _shoppers_block(fs: model.FeatureSet, users: np.ndarray) -> model.FeatureSet
     )
 
 
-def score_lists(
+# The schema of a run's user_lists.parquet, given to the writer so every block is written alike.
+LIST_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("rank", pa.int64()),
+        ("item_id", pa.string()),
+        ("score", pa.float64()),
+        ("reason_code", pa.string()),
+        ("reason_text", pa.string()),
+    ]
+)
+
+
+def _list_table(lists: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(lists[model.LIST_COLUMNS], schema=LIST_SCHEMA, preserve_index=False)
+
+
+def write_lists(
     fs: model.FeatureSet,
     trained: TrainedModel,
     users: np.ndarray,
@@ -269,23 +288,42 @@ def score_lists(
     *,
     length: int,
     titles: pd.Series,
+    path: Path,
     block_users: int = SCORE_BLOCK_USERS,
-) -> pd.DataFrame:
-    """Every shopper's list (`model.top_lists` with the "goes with" reasons named), built a block of
-    shoppers at a time so memory stays bounded by the block, not by the store. Scoring is per shopper,
-    so the lists are the ones a single `score_shoppers` call over everyone would give; short lists are
-    filled once at the end, below the lowest score of all lists, as `top_lists` does."""
+) -> int:
+    """Every shopper's list (`model.top_lists` with the "goes with" reasons named) written to `path`
+    sorted by shopper, a block of shoppers at a time: memory stays bounded by the block, not by the
+    store, and the loader can stream the file (`SortedListsFile`). Returns the number of lists.
+
+    Scoring is per shopper, so the lists are the ones a single `score_shoppers` call over everyone
+    would give. Short lists are filled below the lowest score of all lists, as `top_lists` does: the
+    blocks go to a side file first, and a second pass fills them once that floor is known."""
     users = np.sort(np.asarray(users, dtype=object))
+    unfilled = path.with_name(f"{path.stem}.unfilled.parquet")
+    floor, short, n_lists = np.inf, False, 0
     no_fill = pd.DataFrame({"item_id": pd.Series(dtype=object)})
-    blocks = []
-    for start in range(0, len(users), block_users):
-        block = users[start : start + block_users]
-        featured, scores, covis = score_shoppers(_shoppers_block(fs, block), trained, block, params)
-        lists = model.top_lists(featured, scores, length, fill=no_fill)
-        blocks.append(model.explain_goes_with(lists, covis, titles))
-        del featured, scores, covis
-    lists = pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame(columns=model.LIST_COLUMNS)
-    return model.fill_short_lists(lists, length, fs.popular_items(length * 2))
+    with pq.ParquetWriter(unfilled, LIST_SCHEMA) as writer:
+        for start in range(0, len(users), block_users):
+            block = users[start : start + block_users]
+            featured, scores, covis = score_shoppers(_shoppers_block(fs, block), trained, block, params)
+            lists = model.explain_goes_with(model.top_lists(featured, scores, length, fill=no_fill), covis, titles)
+            del featured, scores, covis
+            if lists.empty:
+                continue
+            sizes = lists.groupby("user_id", sort=False).size()
+            floor = min(floor, float(lists["score"].min()))
+            short = short or bool((sizes < length).any())
+            n_lists += len(sizes)
+            writer.write_table(_list_table(lists))
+    fill = fs.popular_items(length * 2)
+    if not short or fill.empty:
+        unfilled.replace(path)
+        return n_lists
+    with pq.ParquetWriter(path, LIST_SCHEMA) as writer:
+        for lists in SortedListsFile(unfilled).blocks():
+            writer.write_table(_list_table(model.fill_short_lists(lists, length, fill, floor=floor)))
+    unfilled.unlink()
+    return n_lists
 
 
 @dataclass
@@ -351,7 +389,6 @@ def train_model(
     (`evaluation`) come from a ranker trained on the older windows alone and measured on the newest one,
     so they are out of sample. Returns the model and the feature set as of `as_of`.
     """
-    fs_full = _collect_feature_set(events, items, as_of, params.cooc)
     frames: list[pd.DataFrame] = []
     windows: list[dict[str, Any]] = []
     for window in range(1, params.train_windows + 1):
@@ -372,6 +409,9 @@ def train_model(
         if progress:
             progress(f"training window {window}: {shoppers} shoppers from {cutoff:%Y-%m-%d}")
     train = pd.concat(frames, ignore_index=True) if frames else None
+    # Collected after the windows, whose feature sets are gone by now: a window's and the full feature
+    # set are never held at once (at 20M events each is gigabytes of Python objects).
+    fs_full = _collect_feature_set(events, items, as_of, params.cooc)
     trained = _fit_parts(fs_full, params)
     trained.booster = model.train_ranker(train, params.ranker) if train is not None else None
     trained.train_rows = 0 if train is None else len(train)
@@ -576,16 +616,18 @@ def _compute(
             progress(f"{mode} run with model {model_number}: {len(fs.users)} shoppers to score")
     stored_length = stored_list_length(settings)
     titles = items.select("item_id", "title").toPandas().set_index("item_id")["title"]
-    user_lists = score_lists(
-        fs, trained, fs.users["user_id"].to_numpy(), params, length=stored_length, titles=titles
+    n_user_lists = write_lists(
+        fs,
+        trained,
+        fs.users["user_id"].to_numpy(),
+        params,
+        length=stored_length,
+        titles=titles,
+        path=out / "user_lists.parquet",
     )
     seg_lists = _segment_lists(settings, events, items, users, as_of, fs)
     modelling.unpersist()
 
-    if not user_lists["user_id"].is_monotonic_increasing:
-        # Sorted by shopper, the loader can read the file in blocks of whole lists (`SortedListsFile`).
-        user_lists = user_lists.sort_values(["user_id", "rank"], kind="stable", ignore_index=True)
-    user_lists.to_parquet(out / "user_lists.parquet", index=False)
     seg_lists.to_parquet(out / "segment_lists.parquet", index=False)
     departments = fs.items[["item_id", "category"]].assign(
         department=lambda f: f["category"].astype(str).str.split("/").str[0].str.strip().str.lower()
@@ -599,7 +641,7 @@ def _compute(
     manifest = _manifest(run_id, mode, interval_start, interval_end, as_of, params, trained, model_number, fs)
     manifest["model"]["path"] = str(store.path(model_number))
     manifest["counts"].update(
-        user_lists=int(user_lists["user_id"].nunique()), segment_lists=int(seg_lists["segment"].nunique())
+        user_lists=n_user_lists, segment_lists=int(seg_lists["segment"].nunique())
     )
     return _write_manifest(recorded, manifest)
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 
-from jobs import model
+from configs.settings import Settings
+from jobs import model, pipeline
 
 
 def _feature_set(n_users: int = 60, n_items: int = 40, seed: int = 3) -> model.FeatureSet:
@@ -67,6 +71,25 @@ def test_als_recommends_within_the_taste_cluster(fs: model.FeatureSet) -> None:
     even_user = top[top["user_id"] == "u0"]
     share_even = even_user["item_id"].str[1:].astype(int).mod(2).eq(0).mean()
     assert len(even_user) == 10 and share_even >= 0.8
+
+
+def test_als_top_k_is_the_dense_product_top_k() -> None:
+    """The top-k kernel gives each shopper the items, order and scores of the full product."""
+    rng = np.random.default_rng(3)
+    als = model.AlsModel(
+        user_ids=np.array([f"u{n}" for n in range(300)], dtype=object),
+        item_ids=np.array([f"i{n}" for n in range(2_000)], dtype=object),
+        user_factors=rng.standard_normal((300, 16)).astype(np.float32),
+        item_factors=rng.standard_normal((2_000, 16)).astype(np.float32),
+        matrix=sp.csr_matrix((300, 2_000), dtype=np.float32),
+    )
+    top = als.recommend(25)
+    dense = als.user_factors @ als.item_factors.T
+    order = np.argsort(-dense, axis=1, kind="stable")[:, :25]
+    assert top["user_id"].tolist() == np.repeat(als.user_ids, 25).tolist()
+    assert top["item_id"].tolist() == als.item_ids[order.ravel()].tolist()
+    np.testing.assert_allclose(top["als_score"], np.take_along_axis(dense, order, axis=1).ravel(), rtol=1e-5)
+    assert top["als_rank"].tolist() == list(range(1, 26)) * 300
 
 
 def test_candidates_keep_sources_and_only_in_stock_items(fs: model.FeatureSet) -> None:
@@ -276,3 +299,32 @@ def test_anchors_name_the_shoppers_item_that_contributes_most() -> None:
     got = covis.anchors(pd.Series(asked_users), pd.Series(asked_items))
     assert list(got) == expected
     assert sum(a is not None for a in expected) > 500  # the case is not trivially all None
+
+
+def test_lists_written_block_by_block_are_the_whole_runs_lists(tmp_path: Path) -> None:
+    """Seven shoppers per block, and lists longer than some shoppers' candidates so the second pass
+    fills them: the file holds what scoring everyone at once gives, sorted by shopper."""
+    fs = _feature_set(n_users=60, n_items=80)
+    params = pipeline.ModelParams.from_settings(Settings(candidates_per_user=5))
+    trained = pipeline._fit_parts(fs, params)
+    titles = pd.Series({f"i{n}": f"item {n}" for n in range(80)})
+    users = fs.users["user_id"].to_numpy()[::-1]
+    length = 75
+
+    featured, scores, covis = pipeline.score_shoppers(fs, trained, users, params)
+    whole = model.top_lists(featured, scores, length, fill=fs.popular_items(length * 2))
+    whole = model.explain_goes_with(whole, covis, titles)
+
+    path = tmp_path / "user_lists.parquet"
+    written = pipeline.write_lists(
+        fs, trained, users, params, length=length, titles=titles, path=path, block_users=7
+    )
+    lists = pd.read_parquet(path)
+    assert written == 60 and lists["user_id"].nunique() == 60
+    assert (lists.groupby("user_id").size() == length).all()
+    filled = lists["score"] < whole.loc[whole["reason_code"] != "popular", "score"].min()
+    assert filled.any() and (lists.loc[filled, "reason_code"] == "popular").all()
+    assert lists["user_id"].is_monotonic_increasing
+    pd.testing.assert_frame_equal(lists, whole.astype({"rank": np.int64}), check_dtype=False)
+    assert not list(tmp_path.glob("*.unfilled.parquet"))
+    assert pq.ParquetFile(path).schema_arrow.equals(pipeline.LIST_SCHEMA)
