@@ -1,23 +1,26 @@
 """`carousel bench batch`: the pipeline at a store's size, measured end to end on this machine.
 
 It generates the synthetic store (`--users`, `--items`, about `--events` events over `DAYS` days, or
-one of the `PRESETS`), imports it into a private lake, starts a private Redis, then runs
-the full pipeline (input gate, train + score every shopper, output gate, publish) and one 15-minute
-incremental run with 1% of the shoppers active, timing every stage. While they run it samples the memory
-of this process and its children (the Spark JVM) for the peak, and afterwards measures the Redis memory of
-a sample of stored lists. Writes the contract's JSON and prints a table.
+one of the `PRESETS`), imports it into a private lake, starts a private Redis, then runs the full
+pipeline and one 15-minute incremental run with 1% of the shoppers active as the DAG runs them: one
+`carousel submit STAGE` process per stage (input gate, compute, output gate, publish), timing every
+stage. Each job's peak memory is that of its own process tree (its Python and, for the Spark stages,
+the JVM), sampled while it runs, so the goal "no job above 8 GB" is measured per job and the
+generator's heap in this process counts in none of them. Afterwards it measures the Redis memory of a
+sample of stored lists. Writes the contract's JSON and prints a table.
 """
 
 from __future__ import annotations
 
-import gc
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from carousel.lake import Lake
 from configs.settings import Settings
 from infra.redis_server import free_port, start_server, stop_server
 from jobs.generate import StoreSpec, generate_store
+from jobs.publish import loader_env
 from serving import keyspace
 
 Progress = Callable[[str], None]
@@ -37,31 +41,39 @@ END = pd.Timestamp("2026-11-01T00:00:00Z")
 
 
 class PeakMemory:
-    """Samples the resident memory of this process and all its descendants every `every_s` seconds:
-    the peak of their sum, and the peaks of this process (Python) and of its descendants (the Spark
-    JVM) on their own."""
+    """Samples the resident memory of `root` (default: this process) and all its descendants every
+    `every_s` seconds: the peak of their sum, and the peaks of the Python processes and of the JVMs
+    (Spark's driver) on their own."""
 
-    def __init__(self, every_s: float = 0.5) -> None:
+    def __init__(self, root: psutil.Process | None = None, every_s: float = 0.5) -> None:
         self.peak_bytes = 0
-        self.peak_self_bytes = 0
-        self.peak_children_bytes = 0
+        self.peak_python_bytes = 0
+        self.peak_jvm_bytes = 0
+        self._root = root or psutil.Process()
         self._every_s = every_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        me = psutil.Process()
         while not self._stop.is_set():
-            own = me.memory_info().rss
-            children = 0
-            for process in me.children(recursive=True):
+            python = jvm = 0
+            try:
+                tree = [self._root, *self._root.children(recursive=True)]
+            except psutil.Error:
+                return
+            for process in tree:
                 try:
-                    children += process.memory_info().rss
+                    rss = process.memory_info().rss
+                    is_jvm = process.name().startswith("java")
                 except psutil.Error:
                     continue
-            self.peak_bytes = max(self.peak_bytes, own + children)
-            self.peak_self_bytes = max(self.peak_self_bytes, own)
-            self.peak_children_bytes = max(self.peak_children_bytes, children)
+                if is_jvm:
+                    jvm += rss
+                else:
+                    python += rss
+            self.peak_bytes = max(self.peak_bytes, python + jvm)
+            self.peak_python_bytes = max(self.peak_python_bytes, python)
+            self.peak_jvm_bytes = max(self.peak_jvm_bytes, jvm)
             self._stop.wait(self._every_s)
 
     def __enter__(self) -> PeakMemory:
@@ -71,6 +83,105 @@ class PeakMemory:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+# The DAG's stages of a refresh run, in order, and their names in the report.
+STAGES = {"check_inputs": "inputs", "compute": "compute", "validate": "validate", "publish": "publish"}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One stage run as its own process: wall time (process start included) and peak memory."""
+
+    stage: str
+    seconds: float
+    peak_rss_mb: float
+    peak_rss_mb_python: float
+    peak_rss_mb_spark_jvm: float
+
+
+def run_job(
+    stage: str,
+    *,
+    run_id: str,
+    mode: str,
+    interval_end: pd.Timestamp,
+    interval_start: pd.Timestamp | None,
+    env: dict[str, str],
+    log_dir: Path,
+    progress: Progress,
+) -> Job:
+    """`carousel submit STAGE` as the DAG's task runs it; raises with the log's tail when it fails."""
+    command = [
+        str(Path(sys.executable).parent / "carousel"),
+        "submit",
+        stage,
+        "--run-id",
+        run_id,
+        "--mode",
+        mode,
+        "--interval-end",
+        interval_end.isoformat(),
+    ]
+    if interval_start is not None:
+        command += ["--interval-start", interval_start.isoformat()]
+    log = log_dir / f"{run_id}.{stage}.log"
+    # The loader runs as the DAG's publish task does (see `jobs.publish.loader_env`).
+    job_env = {**env, **loader_env()} if stage == "publish" else env
+    started = time.perf_counter()
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=job_env, text=True, errors="replace"
+        )
+        assert process.stdout is not None
+        with PeakMemory(psutil.Process(process.pid)) as memory:
+            # Everything goes to the job's log; the stage's own progress lines are shown as well.
+            for line in process.stdout:
+                out.write(line)
+                if f"  {stage}: " in line:
+                    progress(f"  {run_id} {line.strip()}")
+            code = process.wait()
+    seconds = time.perf_counter() - started
+    if code != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-15:]
+        raise RuntimeError(f"{stage} of {run_id} failed (exit {code}):\n" + "\n".join(tail))
+    return Job(
+        stage=STAGES[stage],
+        seconds=seconds,
+        peak_rss_mb=memory.peak_bytes / 1e6,
+        peak_rss_mb_python=memory.peak_python_bytes / 1e6,
+        peak_rss_mb_spark_jvm=memory.peak_jvm_bytes / 1e6,
+    )
+
+
+def run_pipeline(
+    *,
+    run_id: str,
+    mode: str,
+    interval_end: pd.Timestamp,
+    interval_start: pd.Timestamp | None = None,
+    env: dict[str, str],
+    log_dir: Path,
+    progress: Progress,
+) -> list[Job]:
+    jobs = []
+    for stage in STAGES:
+        job = run_job(
+            stage,
+            run_id=run_id,
+            mode=mode,
+            interval_end=interval_end,
+            interval_start=interval_start,
+            env=env,
+            log_dir=log_dir,
+            progress=progress,
+        )
+        progress(
+            f"{run_id} {job.stage}: {job.seconds:.1f}s, peak {job.peak_rss_mb:,.0f} MB "
+            f"(Python {job.peak_rss_mb_python:,.0f}, JVM {job.peak_rss_mb_spark_jvm:,.0f})"
+        )
+        jobs.append(job)
+    return jobs
 
 
 # The period of every benchmark store: long enough for the ranker's two 21-day label windows and the
@@ -137,48 +248,50 @@ def bench_batch(
             run_settings = settings.model_copy(
                 update={"redis_url": redis_url, "var_dir": root / "var", "lake_dir": root / "var" / "lake"}
             )
+            env = {
+                **os.environ,
+                "CAROUSEL_REDIS_URL": redis_url,
+                "CAROUSEL_VAR_DIR": str(run_settings.var_dir),
+                "CAROUSEL_LAKE_DIR": str(run_settings.lake_dir),
+            }
             lake = Lake(run_settings.lake_dir)
             lake.upsert_items(store.items, source="bench items")
             lake.upsert_users(store.users, source="bench users")
             lake.append_events(store.events, now=END, source="bench events")
-            # The events live in the lake now: held here too they would count (gigabytes at 20M) in the
-            # peak of a process the pipeline's jobs never share with the generator.
             n_events = int(len(store.events))
             shoppers, catalog = store.users, store.items
+            # The jobs run in processes of their own; the generated events are not needed here again.
             del store
-            gc.collect()
-            with PeakMemory() as memory:
-                t0 = time.perf_counter()
-                full = pipeline.run_refresh(
-                    run_settings, interval_end=END.to_pydatetime(), run_id="bench-full", mode="full"
-                )
-                full_total = time.perf_counter() - t0
-                progress(f"full pipeline: {full_total:.1f}s {full.stages}")
-                consenting = shoppers.loc[shoppers["consent_personalization"], "user_id"].to_numpy()
-                active = np.random.default_rng(2).choice(
-                    consenting, size=max(1, len(shoppers) // 100), replace=False
-                )
-                late = _activity(active, catalog["item_id"].to_numpy())
-                lake.append_events(late, now=END + pd.Timedelta(minutes=15), source="bench late events")
-                t0 = time.perf_counter()
-                incremental = pipeline.run_refresh(
-                    run_settings,
-                    interval_start=END.to_pydatetime(),
-                    interval_end=(END + timedelta(minutes=15)).to_pydatetime(),
-                    run_id="bench-incremental",
-                    mode="incremental",
-                )
-                incremental_total = time.perf_counter() - t0
-                progress(
-                    f"incremental run ({len(active):,} active shoppers): {incremental_total:.1f}s {incremental.stages}"
-                )
+            full = run_pipeline(
+                run_id="bench-full", mode="full", interval_end=END, env=env, log_dir=root, progress=progress
+            )
+            full_total = sum(job.seconds for job in full)
+            progress(f"full pipeline: {full_total:.1f}s")
+            consenting = shoppers.loc[shoppers["consent_personalization"], "user_id"].to_numpy()
+            active = np.random.default_rng(2).choice(
+                consenting, size=max(1, len(shoppers) // 100), replace=False
+            )
+            late = _activity(active, catalog["item_id"].to_numpy())
+            lake.append_events(late, now=END + pd.Timedelta(minutes=15), source="bench late events")
+            incremental = run_pipeline(
+                run_id="bench-incremental",
+                mode="incremental",
+                interval_start=END,
+                interval_end=END + pd.Timedelta(minutes=15),
+                env=env,
+                log_dir=root,
+                progress=progress,
+            )
+            incremental_total = sum(job.seconds for job in incremental)
+            progress(f"incremental run ({len(active):,} active shoppers): {incremental_total:.1f}s")
             per_list = redis_bytes_per_list(redis.Redis.from_url(redis_url))
             # What the full run trained, so a store too small to train the ranker cannot pass unnoticed.
-            full_model = json.loads(
+            full_manifest = json.loads(
                 (pipeline.run_dir(run_settings, "bench-full") / "manifest.json").read_text()
-            )["model"]
+            )
         finally:
             stop_server(redis_url)
+    biggest = max([*full, *incremental], key=lambda job: job.peak_rss_mb)
     return {
         "events": n_events,
         "events_requested": int(events),
@@ -186,19 +299,25 @@ def bench_batch(
         "users": int(len(shoppers)),
         "items": int(len(catalog)),
         "mode": "full",
-        "stages": {k: round(float(v), 2) for k, v in full.stages.items()},
+        "stages": {job.stage: round(job.seconds, 2) for job in full},
         "total_s": round(full_total, 2),
         "incremental_total_s": round(incremental_total, 2),
-        "incremental_stages": {k: round(float(v), 2) for k, v in incremental.stages.items()},
+        "incremental_stages": {job.stage: round(job.seconds, 2) for job in incremental},
         "incremental_active_users": int(len(active)),
         "redis_bytes_per_list": round(per_list, 1),
-        "ranker": full_model["ranker"],
-        "ranker_train_rows": int(full_model["ranker_train_rows"]),
-        "full_counts": {k: int(v) for k, v in full.counts.items()},
+        "ranker": full_manifest["model"]["ranker"],
+        "ranker_train_rows": int(full_manifest["model"]["ranker_train_rows"]),
+        "full_counts": {k: int(v) for k, v in full_manifest["counts"].items()},
         "list_length_stored": settings.list_length + settings.list_overflow,
-        "peak_rss_mb": round(memory.peak_bytes / 1e6, 1),
-        "peak_rss_mb_python": round(memory.peak_self_bytes / 1e6, 1),
-        "peak_rss_mb_spark_jvm": round(memory.peak_children_bytes / 1e6, 1),
+        # The biggest job's peak (each stage is a job of its own, as in the DAG), then every job's.
+        "peak_rss_mb": round(biggest.peak_rss_mb, 1),
+        "peak_rss_mb_python": round(biggest.peak_rss_mb_python, 1),
+        "peak_rss_mb_spark_jvm": round(biggest.peak_rss_mb_spark_jvm, 1),
+        "peak_job": f"{'incremental' if any(job is biggest for job in incremental) else 'full'} {biggest.stage}",
+        "jobs_peak_rss_mb": {
+            "full": {job.stage: round(job.peak_rss_mb, 1) for job in full},
+            "incremental": {job.stage: round(job.peak_rss_mb, 1) for job in incremental},
+        },
         "seconds_per_million_events": round(full_total / max(1e-9, n_events / 1e6), 2),
     }
 
