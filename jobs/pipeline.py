@@ -239,28 +239,38 @@ def score_shoppers(
 SCORE_BLOCK_USERS = 10_000
 
 
+def _shopper_frames(fs: model.FeatureSet, change: Callable[[pd.DataFrame], pd.DataFrame]) -> model.FeatureSet:
+    """`fs` with `change` applied to each of its shopper-level frames; item-level frames are shared."""
+    return replace(
+        fs,
+        interactions=change(fs.interactions),
+        user_item=change(fs.user_item),
+        users=change(fs.users),
+        affinity=change(fs.affinity),
+        interest=change(fs.interest),
+    )
+
+
+def _by_shopper(fs: model.FeatureSet) -> model.FeatureSet:
+    """`fs` with every shopper-level frame sorted by user_id (`_sorted` already does; a frame that is
+    not is sorted here), checked once so that `_shoppers_block` can slice each block."""
+    return _shopper_frames(
+        fs, lambda frame: frame if frame["user_id"].is_monotonic_increasing else _sorted(frame, ["user_id"])
+    )
+
+
 def _shoppers_block(fs: model.FeatureSet, users: np.ndarray) -> model.FeatureSet:
-    """`fs` with its shopper-level frames cut down to `users` (sorted ids): the frames are sorted by
-    user_id (`_sorted`), so each block is a slice; item-level frames are shared."""
+    """`fs` (sorted by `_by_shopper`) with its shopper-level frames cut down to `users` (sorted ids):
+    each is a slice found by binary search."""
     lo, hi = users[0], users[-1]
 
     def rows_of(frame: pd.DataFrame) -> pd.DataFrame:
-        ids = frame["user_id"]
-        if ids.is_monotonic_increasing:
-            ids_array = ids.to_numpy()
-            start = int(np.searchsorted(ids_array, lo, side="left"))
-            end = int(np.searchsorted(ids_array, hi, side="right"))
-            return frame.iloc[start:end]
-        return frame[ids.isin(pd.Index(users))]
+        ids = frame["user_id"].to_numpy()
+        start = int(np.searchsorted(ids, lo, side="left"))
+        end = int(np.searchsorted(ids, hi, side="right"))
+        return frame.iloc[start:end]
 
-    return replace(
-        fs,
-        interactions=rows_of(fs.interactions),
-        user_item=rows_of(fs.user_item),
-        users=rows_of(fs.users),
-        affinity=rows_of(fs.affinity),
-        interest=rows_of(fs.interest),
-    )
+    return _shopper_frames(fs, rows_of)
 
 
 # The schema of a run's user_lists.parquet, given to the writer so every block is written alike.
@@ -299,6 +309,7 @@ def write_lists(
     would give. Short lists are filled below the lowest score of all lists, as `top_lists` does: the
     blocks go to a side file first, and a second pass fills them once that floor is known."""
     users = np.sort(np.asarray(users, dtype=object))
+    fs = _by_shopper(fs)
     unfilled = path.with_name(f"{path.stem}.unfilled.parquet")
     floor, short, n_lists = np.inf, False, 0
     no_fill = pd.DataFrame({"item_id": pd.Series(dtype=object)})
@@ -365,12 +376,15 @@ def _training_window(
     if not len(train_users) or fs.interactions.empty:
         return None
     parts = _fit_parts(fs, params)
+    fs = _by_shopper(fs)
     frames = []
     for start in range(0, len(train_users), SCORE_BLOCK_USERS):
         block = train_users[start : start + SCORE_BLOCK_USERS]
         featured, _, _ = score_shoppers(_shoppers_block(fs, block), parts, block, params)
         labelled = model.label_candidates(featured, future)
-        frames.append(labelled[labelled.groupby("user_id")["label"].transform("max") > 0])
+        # Only what the ranker and its evaluation read: the shopper (its group), features and label.
+        bought = labelled.groupby("user_id")["label"].transform("max") > 0
+        frames.append(labelled.loc[bought, ["user_id", *model.FEATURES, "label"]])
     return pd.concat(frames, ignore_index=True), len(train_users)
 
 
@@ -408,16 +422,22 @@ def train_model(
         )
         if progress:
             progress(f"training window {window}: {shoppers} shoppers from {cutoff:%Y-%m-%d}")
+    # The ranker is trained, and its training rows dropped, before the full feature set is collected:
+    # the windows' candidates, a window's feature set and the full one are never held at once (at 20M
+    # events each is gigabytes).
+    evaluation = _window_evaluation(frames, params)
     train = pd.concat(frames, ignore_index=True) if frames else None
-    # Collected after the windows, whose feature sets are gone by now: a window's and the full feature
-    # set are never held at once (at 20M events each is gigabytes of Python objects).
+    del frames
+    booster = model.train_ranker(train, params.ranker) if train is not None else None
+    train_rows = 0 if train is None else len(train)
+    del train
     fs_full = _collect_feature_set(events, items, as_of, params.cooc)
     trained = _fit_parts(fs_full, params)
-    trained.booster = model.train_ranker(train, params.ranker) if train is not None else None
-    trained.train_rows = 0 if train is None else len(train)
+    trained.booster = booster
+    trained.train_rows = train_rows
     trained.train_cutoff = as_of - timedelta(days=params.label_days)
     trained.windows = windows
-    trained.evaluation = _window_evaluation(frames, params)
+    trained.evaluation = evaluation
     return trained, fs_full
 
 

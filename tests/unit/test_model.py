@@ -328,3 +328,58 @@ def test_lists_written_block_by_block_are_the_whole_runs_lists(tmp_path: Path) -
     pd.testing.assert_frame_equal(lists, whole.astype({"rank": np.int64}), check_dtype=False)
     assert not list(tmp_path.glob("*.unfilled.parquet"))
     assert pq.ParquetFile(path).schema_arrow.equals(pipeline.LIST_SCHEMA)
+
+
+def test_stored_values_of_a_sparse_product_are_found_for_any_pairs() -> None:
+    """The binary search over stored keys reads what SciPy's fancy indexing reads, including pairs
+    with nothing stored, on a product whose column indices SciPy left unsorted."""
+    rng = np.random.default_rng(5)
+    left = sp.random(50, 80, density=0.1, format="csr", random_state=rng)
+    right = sp.random(80, 120, density=0.1, format="csr", random_state=rng)
+    product = (left @ right).tocsr()
+    product.indices = product.indices.copy()
+    for row in range(product.shape[0]):  # reverse each row's entries: unsorted, same matrix
+        start, end = product.indptr[row], product.indptr[row + 1]
+        product.indices[start:end] = product.indices[start:end][::-1].copy()
+        product.data[start:end] = product.data[start:end][::-1].copy()
+    product.has_sorted_indices = False
+    rows, cols = rng.integers(0, 50, 5_000), rng.integers(0, 120, 5_000)
+    found = model._csr_at(product, rows, cols)
+    np.testing.assert_array_equal(found, np.asarray(product[rows, cols]).ravel())
+    assert (found == 0).any() and (found > 0).any()
+    assert not model._csr_at(sp.csr_matrix((3, 4)), np.array([0, 2]), np.array([1, 3])).any()
+
+
+def test_list_order_is_the_stable_sort_by_shopper_score_and_item() -> None:
+    rng = np.random.default_rng(6)
+    ranked = pd.DataFrame(
+        {
+            "user_id": rng.choice(["u10", "u2", "u3", "ü1"], 400),
+            "item_id": [f"i{n}" for n in rng.permutation(400)],
+            "score": rng.integers(0, 5, 400).astype(float),  # many ties: the item id decides them
+        }
+    )
+    expected = ranked.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True], kind="stable")
+    pd.testing.assert_frame_equal(ranked.iloc[model._list_order(ranked)], expected)
+
+
+def test_als_scores_pairs_chunk_by_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dot products of any pairs, NaN where the shopper or item is unknown, whatever the chunk size."""
+    rng = np.random.default_rng(8)
+    als = model.AlsModel(
+        user_ids=np.array(["a", "b", "c"], dtype=object),
+        item_ids=np.array(["x", "y"], dtype=object),
+        user_factors=rng.standard_normal((3, 4)).astype(np.float32),
+        item_factors=rng.standard_normal((2, 4)).astype(np.float32),
+        matrix=sp.csr_matrix((3, 2), dtype=np.float32),
+    )
+    users = pd.Series(list(rng.choice(["a", "b", "c", "new"], 50)))
+    items = pd.Series(list(rng.choice(["x", "y", "gone"], 50)))
+    monkeypatch.setattr(model, "PAIR_CHUNK", 7)
+    scores = als.score_pairs(users, items)
+    for user, item, score in zip(users, items, scores, strict=True):
+        if user == "new" or item == "gone":
+            assert np.isnan(score)
+        else:
+            u, i = "abc".index(user), "xy".index(item)
+            assert score == pytest.approx(float(als.user_factors[u] @ als.item_factors[i]), rel=1e-5)
