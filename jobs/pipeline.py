@@ -307,7 +307,8 @@ def write_lists(
 
     Scoring is per shopper, so the lists are the ones a single `score_shoppers` call over everyone
     would give. Short lists are filled below the lowest score of all lists, as `top_lists` does: the
-    blocks go to a side file first, and a second pass fills them once that floor is known."""
+    blocks go to a side file first, and a second pass fills them once that floor is known. The side
+    file becomes `path` by a rename, so `path` is never seen half written."""
     users = np.sort(np.asarray(users, dtype=object))
     fs = _by_shopper(fs)
     unfilled = path.with_name(f"{path.stem}.unfilled.parquet")
@@ -327,13 +328,15 @@ def write_lists(
             n_lists += len(sizes)
             writer.write_table(_list_table(lists))
     fill = fs.popular_items(length * 2)
-    if not short or fill.empty:
-        unfilled.replace(path)
-        return n_lists
-    with pq.ParquetWriter(path, LIST_SCHEMA) as writer:
-        for lists in SortedListsFile(unfilled).blocks():
-            writer.write_table(_list_table(model.fill_short_lists(lists, length, fill, floor=floor)))
-    unfilled.unlink()
+    if short and not fill.empty:
+        filled = path.with_name(f"{path.stem}.filled.parquet")
+        with pq.ParquetWriter(filled, LIST_SCHEMA) as writer:
+            for lists in SortedListsFile(unfilled).blocks():
+                writer.write_table(_list_table(model.fill_short_lists(lists, length, fill, floor=floor)))
+        unfilled.unlink()
+        unfilled = filled
+    # Renamed into place whole: a run that fails part way never leaves a truncated file behind.
+    unfilled.replace(path)
     return n_lists
 
 

@@ -326,7 +326,7 @@ def test_lists_written_block_by_block_are_the_whole_runs_lists(tmp_path: Path) -
     assert filled.any() and (lists.loc[filled, "reason_code"] == "popular").all()
     assert lists["user_id"].is_monotonic_increasing
     pd.testing.assert_frame_equal(lists, whole.astype({"rank": np.int64}), check_dtype=False)
-    assert not list(tmp_path.glob("*.unfilled.parquet"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["user_lists.parquet"]
     assert pq.ParquetFile(path).schema_arrow.equals(pipeline.LIST_SCHEMA)
 
 
