@@ -312,8 +312,8 @@ class CoVisitation:
 
 def _csr_at(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """`matrix[rows, cols]` as a flat array (0 where nothing is stored), by binary search of every pair
-    in the stored entries' sorted (row, column) keys: SciPy's fancy indexing of a shopper x item
-    product took 36 s of a 20M-event run, this a fraction of that."""
+    in the stored entries' sorted (row, column) keys: 1.7x faster than SciPy's fancy indexing on a
+    block's shopper x item product (10M stored values, 1.5M pairs), which took 36 s of a 20M-event run."""
     ordered = matrix if matrix.has_sorted_indices else matrix.sorted_indices()
     width = np.int64(max(1, ordered.shape[1]))
     stored = np.repeat(np.arange(ordered.shape[0], dtype=np.int64), np.diff(ordered.indptr)) * width
@@ -655,14 +655,17 @@ class RankerParams:
 def train_ranker(labelled: pd.DataFrame, params: RankerParams) -> lgb.Booster | None:
     """LightGBM lambdarank on shoppers with at least one bought candidate; None when there are none."""
     positives = labelled.groupby("user_id")["label"].transform("max") > 0
-    train = labelled[positives]
+    # Copies are made only when rows go or move: the pipeline's windows hold buying shoppers alone,
+    # sorted by shopper, and at 20M events each copy of them is over a gigabyte.
+    train = labelled if positives.all() else labelled[positives]
     if train.empty:
         return None
     users = train["user_id"].drop_duplicates()
     if len(users) > params.max_train_users:
         keep = users.sample(params.max_train_users, random_state=params.seed)
         train = train[train["user_id"].isin(keep)]
-    train = train.sort_values("user_id", kind="stable")
+    if not train["user_id"].is_monotonic_increasing:
+        train = train.sort_values("user_id", kind="stable")
     groups = train.groupby("user_id", sort=False).size().to_numpy()
     dataset = lgb.Dataset(
         train[list(FEATURES)].to_numpy(dtype=np.float64),
@@ -761,8 +764,8 @@ def fill_short_lists(
     score of all `lists`.
 
     Separate from `top_lists` so that lists built shopper by shopper are filled exactly as if they had
-    been built at once: blocks filled one by one with the lowest score of every block as their floor
-    come out as the whole filled at once.
+    been built at once: blocks filled one by one, each with the lowest score of all blocks as its
+    floor, come out as the whole filled at once.
     """
     counts = lists.groupby("user_id").size()
     short = counts[counts < n].index

@@ -385,9 +385,12 @@ def _training_window(
         block = train_users[start : start + SCORE_BLOCK_USERS]
         featured, _, _ = score_shoppers(_shoppers_block(fs, block), parts, block, params)
         labelled = model.label_candidates(featured, future)
-        # Only what the ranker and its evaluation read: the shopper (its group), features and label.
+        # Only what the ranker and its evaluation read: the shopper (its group), features and label,
+        # sorted by shopper as the ranker groups them (the blocks are in shopper order, so the window
+        # comes out sorted and the ranker need not copy it to sort it).
         bought = labelled.groupby("user_id")["label"].transform("max") > 0
-        frames.append(labelled.loc[bought, ["user_id", *model.FEATURES, "label"]])
+        kept = labelled.loc[bought, ["user_id", *model.FEATURES, "label"]]
+        frames.append(kept.sort_values("user_id", kind="stable"))
     return pd.concat(frames, ignore_index=True), len(train_users)
 
 
