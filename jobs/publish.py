@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -105,13 +105,18 @@ class PublishResult:
     identical: bool | None = None
 
 
-def loader_env() -> dict[str, str]:
-    """The environment a loader process should get when it shares a machine with the API: NumPy's huge
-    pages off. With them on, the loader's multi-gigabyte arrays fault in 2 MB pages and every process on
-    a 2-core VM stalls meanwhile (measured: worst 5 s slice p99 of the API 183-557 ms while a loader only
-    encoded 1M lists, 28 ms with them off; Redis itself logged 35 ms stalls with no command of the
-    loader's). NumPy reads the variable when it is imported, so it is set for the process it starts."""
-    return {**os.environ, "NUMPY_MADVISE_HUGEPAGE": "0"}
+# What a loader process should get when it shares a machine with the API: NumPy's huge pages off. With
+# them on, the loader's multi-gigabyte arrays fault in 2 MB pages and every process on a 2-core VM stalls
+# meanwhile (measured: worst 5 s slice p99 of the API 183-557 ms while a loader only encoded 1M lists,
+# 28 ms with them off; Redis itself logged 35 ms stalls with no command of the loader's). NumPy reads the
+# variable when it is imported, so it is set for the process that is started.
+LOADER_ENV = {"NUMPY_MADVISE_HUGEPAGE": "0"}
+
+
+def loader_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`base` (this process's environment by default) with `LOADER_ENV` on top, and nothing else of this
+    process's: a caller that points its job at another Redis or var/ keeps what it set."""
+    return {**(os.environ if base is None else base), **LOADER_ENV}
 
 
 # Rows of a sorted lists file encoded and written at a time (whole lists: about 20k shoppers of 30).
@@ -494,9 +499,8 @@ def estimate_bytes(user_lists: Lists, segment_lists: pd.DataFrame, version: str,
     file's: from its first block, scaled to its rows)."""
 
     def shopper_key(v: str, owner: str) -> str:
-        return (
-            keyspace.user_key(owner) + v
-        )  # a shopper's list is a field (named by the version) of their hash
+        # A shopper's list is a field of their hash, named by the version: key and field both count.
+        return keyspace.user_key(owner) + v
 
     total = _sampled_bytes(segment_lists, "segment", keyspace.segment_key, version, sample)
     if not isinstance(user_lists, SortedListsFile):

@@ -41,15 +41,15 @@ END = pd.Timestamp("2026-11-01T00:00:00Z")
 
 
 class PeakMemory:
-    """Samples the resident memory of `root` (default: this process) and all its descendants every
-    `every_s` seconds: the peak of their sum, and the peaks of the Python processes and of the JVMs
-    (Spark's driver) on their own."""
+    """Samples the resident memory of `root` (a job's process) and all its descendants every `every_s`
+    seconds: the peak of their sum, and the peaks of the Python processes and of the JVMs (Spark's
+    driver) on their own."""
 
-    def __init__(self, root: psutil.Process | None = None, every_s: float = 0.5) -> None:
+    def __init__(self, root: psutil.Process, every_s: float = 0.5) -> None:
         self.peak_bytes = 0
         self.peak_python_bytes = 0
         self.peak_jvm_bytes = 0
-        self._root = root or psutil.Process()
+        self._root = root
         self._every_s = every_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -127,7 +127,7 @@ def run_job(
         command += ["--interval-start", interval_start.isoformat()]
     log = log_dir / f"{run_id}.{stage}.log"
     # The loader runs as the DAG's publish task does (see `jobs.publish.loader_env`).
-    job_env = {**env, **loader_env()} if stage == "publish" else env
+    job_env = loader_env(env) if stage == "publish" else env
     started = time.perf_counter()
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -164,6 +164,8 @@ def run_pipeline(
     log_dir: Path,
     progress: Progress,
 ) -> list[Job]:
+    """Every stage of one run (`STAGES`, in the DAG's order) as its own job, each timed and sampled on
+    its own; the first job that fails stops the run with its log's tail."""
     jobs = []
     for stage in STAGES:
         job = run_job(

@@ -1,4 +1,4 @@
-"""Unit tests for the sizing of `carousel bench batch` (`carousel.bench.batch`): presets and stores."""
+"""Unit tests for `carousel bench batch` (`carousel.bench.batch`): presets, stores and its jobs' environment."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 from carousel.bench.batch import DAYS, PRESETS, Preset, store_size, store_spec
 from carousel.cli import build_parser
 from jobs.generate import generate_store
+from jobs.publish import loader_env
 
 
 @pytest.mark.parametrize(("users", "items", "events"), [(2_000, 300, 100_000), (500, 2_000, 60_000)])
@@ -43,3 +44,12 @@ def test_explicit_figures_override_the_preset() -> None:
     size = store_size(args.preset, args.users, args.items, args.events)
     assert size == Preset(users=200_000, items=20_000, events=7_000)
     assert store_size("small", None, None, None) == PRESETS["small"]
+
+
+def test_loader_env_keeps_the_environment_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A publish job started with an environment of its own (the bench's private Redis) keeps it: only
+    the loader's NumPy setting is added, nothing of this process's environment."""
+    monkeypatch.setenv("CAROUSEL_REDIS_URL", "redis://127.0.0.1:6399/0")
+    given = {"CAROUSEL_REDIS_URL": "redis://127.0.0.1:7001/0", "PATH": "/usr/bin"}
+    assert loader_env(given) == {**given, "NUMPY_MADVISE_HUGEPAGE": "0"}
+    assert loader_env()["CAROUSEL_REDIS_URL"] == "redis://127.0.0.1:6399/0"
