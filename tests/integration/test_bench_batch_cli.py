@@ -1,0 +1,48 @@
+"""`carousel bench batch` end to end at a toy size: it generates a store, imports it into its own lake,
+starts its own Redis, runs every stage of a full and an incremental run as a job of its own and writes
+the contract's JSON. Only that the work was done and measured is checked; how fast is what it prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from carousel import cli
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_batch_writes_the_contract_report(
+    tmp_path: Path, redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As under `make test`, this process's environment points at a Redis of its own: the bench must
+    # publish into its private Redis all the same, not here (its publish job once inherited this URL).
+    monkeypatch.setenv("CAROUSEL_REDIS_URL", redis_url)
+    out = tmp_path / "batch.json"
+    argv = ["bench", "batch", "--users", "400", "--items", "80", "--events", "30000", "--out", str(out)]
+    assert cli.main(argv) == 0
+    report = orjson.loads(out.read_bytes())
+    assert report["mode"] == "full" and report["users"] == 400 and report["items"] == 80
+    assert abs(report["events"] - 30_000) <= 3_000
+    stages = ["inputs", "compute", "validate", "publish"]
+    assert list(report["stages"]) == stages and list(report["incremental_stages"]) == stages
+    assert report["total_s"] == pytest.approx(sum(report["stages"].values()), abs=0.05)
+    assert report["incremental_total_s"] == pytest.approx(sum(report["incremental_stages"].values()), abs=0.05)
+    assert report["incremental_active_users"] == 4
+    assert report["full_counts"]["user_lists"] > 0 and report["ranker_train_rows"] >= 0
+    assert 0 < report["redis_bytes_per_list"] < 10_000
+    assert redis_client.dbsize() == 0
+    # Every job was sampled, each with its own process tree; the reported peak is the biggest job's,
+    # the compute job's with its Spark JVM.
+    jobs = report["jobs_peak_rss_mb"]
+    assert list(jobs["full"]) == stages and all(mb > 0 for mb in jobs["full"].values())
+    assert report["peak_rss_mb"] == max(mb for run in jobs.values() for mb in run.values())
+    run, stage = report["peak_job"].split()
+    assert jobs[run][stage] == report["peak_rss_mb"]
+    assert stage == "compute" and report["peak_rss_mb_spark_jvm"] > 0 and report["peak_rss_mb_python"] > 0
+    assert report["seconds_per_million_events"] == pytest.approx(
+        report["total_s"] / (report["events"] / 1e6), rel=0.01
+    )
