@@ -126,10 +126,10 @@ def input_metrics(events: DataFrame, interval_end: datetime) -> DataFrame:
     """
     end = F.lit(interval_end).cast("timestamp")
 
-    # One aggregate over the events, no grouping of whole rows: the duplicates are counted as rows minus
-    # distinct row fingerprints, a 64-bit hash of the ten columns, so the only shuffle carries three
-    # narrow columns (user, item, fingerprint) instead of every row. Two different rows share a
-    # fingerprint with a chance of about rows^2 / 2^65 (1e-5 at 20M rows): at worst one duplicate too many.
+    # No grouping of whole rows: the duplicates are counted as rows minus distinct row fingerprints, a
+    # 64-bit hash of the ten columns, so the shuffles carry one narrow column each (fingerprint, user,
+    # item) instead of every row. Two different rows share a fingerprint with a chance of about
+    # rows^2 / 2^65 (1e-5 at 20M rows): at worst one duplicate too many.
     def rows_where(condition: Column) -> Column:
         # sum over no rows is null; coalesce so an empty input gives 0 (and fails only the rows check).
         return F.coalesce(F.sum(F.when(condition, F.lit(1))), F.lit(0)).cast("long")
@@ -146,12 +146,21 @@ def input_metrics(events: DataFrame, interval_end: datetime) -> DataFrame:
         rows_where(F.col("ts") > end).alias("future_rows"),
         rows_where(bad_price).alias("negative_or_bad_price_rows"),
         rows_where(F.col("quantity") < 1).alias("bad_quantity_rows"),
-        F.countDistinct(_row_fingerprint()).alias("_distinct_rows"),
         F.max("ts").alias("max_ts"),
-        F.countDistinct("user_id").alias("distinct_users"),
-        F.countDistinct("item_id").alias("distinct_items"),
     ]
-    return events.agg(*aggregates).select(
+
+    # Each distinct count is an aggregate of its own over one column, joined to the one row of counts.
+    # In the same aggregate as the counts Spark expands every row once per distinct count and shuffles
+    # them all; alone, each column is deduplicated within its partitions before the shuffle.
+    def distinct(column: Column, name: str) -> DataFrame:
+        return events.select(column.alias("value")).distinct().agg(F.count("value").alias(name))
+
+    return (
+        events.agg(*aggregates)
+        .crossJoin(distinct(_row_fingerprint(), "_distinct_rows"))
+        .crossJoin(distinct(F.col("user_id"), "distinct_users"))
+        .crossJoin(distinct(F.col("item_id"), "distinct_items"))
+    ).select(
         *_COUNT_COLUMNS[:-1],
         (F.col("rows") - F.col("_distinct_rows")).alias("duplicate_rows"),
         "max_ts",
