@@ -104,6 +104,31 @@ def test_candidates_keep_sources_and_only_in_stock_items(fs: model.FeatureSet) -
     assert flagged == own
 
 
+def test_scores_by_slices_of_a_column_order_matrix_are_the_whole_frames(
+    fs: model.FeatureSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ranker trained and scoring through `feature_matrix` (column order, filled per column) and in
+    slices of `PREDICT_ROWS` gives the scores of one predict over the frame's row-order copy, and a
+    ranker trained on that copy is the same ranker."""
+    als = model.fit_als(fs.interactions, model.AlsParams(factors=8, iterations=5))
+    users = fs.users["user_id"].to_numpy()
+    cands = model.build_candidates(fs, als, users, model.co_visitation(fs, users), als_k=10, popular_k=5)
+    labelled = model.label_candidates(model.add_features(cands, fs, als), fs.interactions[["user_id", "item_id"]])
+    params = model.RankerParams(num_boost_round=20, min_data_in_leaf=5)
+    booster = model.train_ranker(labelled, params)
+    assert booster is not None
+    row_order = labelled[list(model.FEATURES)].to_numpy(dtype=np.float64)
+    matrix = model.feature_matrix(labelled)
+    assert matrix.flags["F_CONTIGUOUS"] and np.array_equal(matrix, row_order, equal_nan=True)
+    monkeypatch.setattr(model, "PREDICT_ROWS", 7)
+    assert len(labelled) > 3 * 7
+    np.testing.assert_array_equal(model.score_candidates(labelled, booster), booster.predict(row_order))
+    monkeypatch.setattr(model, "feature_matrix", lambda frame: frame[list(model.FEATURES)].to_numpy(np.float64))
+    row_order_booster = model.train_ranker(labelled, params)
+    assert row_order_booster is not None
+    assert row_order_booster.model_to_string() == booster.model_to_string()
+
+
 def test_ranker_learns_and_lists_are_complete(fs: model.FeatureSet) -> None:
     """A ranker trained on labels = 'bought before' ranks history first; lists have n unique items."""
     als = model.fit_als(fs.interactions, model.AlsParams(factors=8, iterations=5))
