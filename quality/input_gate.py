@@ -71,7 +71,7 @@ from quality.output_gate import (
     _write_json,
 )
 
-__all__ = ["REQUIRED_COLUMNS", "input_metrics", "validate_run_inputs"]
+__all__ = ["REQUIRED_COLUMNS", "input_counts", "input_metrics", "row_keys", "validate_run_inputs"]
 
 # Event columns that must be filled on every row (carousel.schema's non-nullable events columns).
 REQUIRED_COLUMNS: Final = ("session_id", "item_id", "event_type", "ts", "quantity", "price")
@@ -124,30 +124,11 @@ def input_metrics(events: DataFrame, interval_end: datetime) -> DataFrame:
         ``distinct_users`` (null user ids not counted) and ``distinct_items``. Counts are 0, not
         null, on empty input.
     """
-    end = F.lit(interval_end).cast("timestamp")
-
     # No grouping of whole rows: the duplicates are counted as rows minus distinct row fingerprints, a
     # 64-bit hash of the ten columns, so the shuffles carry one narrow column each (fingerprint, user,
     # item) instead of every row. Two different rows share a fingerprint with a chance of about
     # rows^2 / 2^65 (1e-5 at 20M rows): at worst one duplicate too many.
-    def rows_where(condition: Column) -> Column:
-        # sum over no rows is null; coalesce so an empty input gives 0 (and fails only the rows check).
-        return F.coalesce(F.sum(F.when(condition, F.lit(1))), F.lit(0)).cast("long")
-
-    price = F.col("price")
-    # Spark orders NaN above every number, so `price < 0` misses it: test NaN and infinity explicitly.
-    bad_price = (price < 0) | F.isnan(price) | (price == F.lit(float("inf")))
-    aggregates = [
-        rows_where(F.lit(True)).alias("rows"),
-        rows_where(F.col("ts") >= end - F.expr("INTERVAL 1 DAY")).alias("rows_in_last_day"),
-        *(rows_where(F.col(c).isNull()).alias(f"null_{c}") for c in REQUIRED_COLUMNS),
-        # A null event type is reported by null_event_type only (isin gives null, when() skips it).
-        rows_where(~F.col("event_type").isin(*EVENT_TYPES)).alias("unknown_event_types"),
-        rows_where(F.col("ts") > end).alias("future_rows"),
-        rows_where(bad_price).alias("negative_or_bad_price_rows"),
-        rows_where(F.col("quantity") < 1).alias("bad_quantity_rows"),
-        F.max("ts").alias("max_ts"),
-    ]
+    aggregates = _count_aggregates(interval_end)
 
     # Each distinct count is an aggregate of its own over one column, joined to the one row of counts.
     # In the same aggregate as the counts Spark expands every row once per distinct count and shuffles
@@ -167,6 +148,53 @@ def input_metrics(events: DataFrame, interval_end: datetime) -> DataFrame:
         "distinct_users",
         "distinct_items",
     )
+
+
+def input_counts(events: DataFrame, interval_end: datetime) -> DataFrame:
+    """The counts of :func:`input_metrics` that add up over parts of the events, and ``max_ts``: one row.
+
+    With :func:`row_keys` this is what the gate reads from new lake parts only
+    (``quality.input_ledger``); ``rows_in_last_day`` and the duplicate and distinct counts come from
+    the keys there."""
+    return events.agg(*_count_aggregates(interval_end)).drop("rows_in_last_day")
+
+
+def row_keys(events: DataFrame) -> DataFrame:
+    """Per event: its row fingerprint (as :func:`input_metrics` counts duplicates), 64-bit hashes of
+    its shopper and item ids (null for a null id) and its time in microseconds since the epoch."""
+
+    def key(column: str) -> Column:
+        return F.when(F.col(column).isNotNull(), F.xxhash64(F.col(column)))
+
+    return events.select(
+        _row_fingerprint().alias("fingerprint"),
+        key("user_id").alias("user"),
+        key("item_id").alias("item"),
+        F.unix_micros("ts").alias("ts_us"),
+    )
+
+
+def _count_aggregates(interval_end: datetime) -> list[Column]:
+    end = F.lit(interval_end).cast("timestamp")
+
+    def rows_where(condition: Column) -> Column:
+        # sum over no rows is null; coalesce so an empty input gives 0 (and fails only the rows check).
+        return F.coalesce(F.sum(F.when(condition, F.lit(1))), F.lit(0)).cast("long")
+
+    price = F.col("price")
+    # Spark orders NaN above every number, so `price < 0` misses it: test NaN and infinity explicitly.
+    bad_price = (price < 0) | F.isnan(price) | (price == F.lit(float("inf")))
+    return [
+        rows_where(F.lit(True)).alias("rows"),
+        rows_where(F.col("ts") >= end - F.expr("INTERVAL 1 DAY")).alias("rows_in_last_day"),
+        *(rows_where(F.col(c).isNull()).alias(f"null_{c}") for c in REQUIRED_COLUMNS),
+        # A null event type is reported by null_event_type only (isin gives null, when() skips it).
+        rows_where(~F.col("event_type").isin(*EVENT_TYPES)).alias("unknown_event_types"),
+        rows_where(F.col("ts") > end).alias("future_rows"),
+        rows_where(bad_price).alias("negative_or_bad_price_rows"),
+        rows_where(F.col("quantity") < 1).alias("bad_quantity_rows"),
+        F.max("ts").alias("max_ts"),
+    ]
 
 
 def _row_fingerprint() -> Column:

@@ -73,6 +73,10 @@ def test_incremental_run_rescores_only_active_shoppers(
     assert delta.published.user_lists == len(active) < full_users
     manifest = pipeline._read_manifest(settings, "delta-1")
     assert manifest["mode"] == "incremental" and manifest["model"]["number"] == 1
+    # The input gate read only the new part; its counts still cover the whole lake.
+    inputs = (pipeline.history(settings).get("delta-1") or {})["inputs"]
+    assert (inputs["parts_scanned"], inputs["rows_scanned"]) == (1, len(events))
+    assert inputs["rows"] == (pipeline.history(settings).get("full-1") or {})["inputs"]["rows"] + len(events)
     # The output gate compared the delta's lists with the live ones (drift) and kept the figures.
     verdict = json.loads((pipeline.run_dir(settings, "delta-1") / "validation.json").read_text())
     gate = json.loads(Path(verdict["results_path"]).read_text())
