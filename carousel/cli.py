@@ -447,6 +447,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         stage_args += ["--interval-start", args.interval_start]
     if args.stage not in jobs.entry.SPARK_STAGES:
         return jobs.entry.main(stage_args)
+    from jobs.spark import DRIVER_JAVA_OPTIONS
+
     spark_submit = Path(sys.executable).parent / "spark-submit"
     command = [
         str(spark_submit) if spark_submit.exists() else "spark-submit",
@@ -454,6 +456,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         settings.spark_master,
         "--driver-memory",
         settings.spark_driver_memory,
+        # The driver JVM starts before the job's session is built, so its options are given here.
+        "--driver-java-options",
+        DRIVER_JAVA_OPTIONS,
         # Driver and executors run this project's Python (its venv has every dependency).
         "--conf",
         f"spark.pyspark.python={sys.executable}",
