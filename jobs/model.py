@@ -9,10 +9,14 @@ The same functions serve the production pipeline and the offline evaluation.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 import implicit
 import lightgbm as lgb
+import lleaves
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -694,28 +698,55 @@ def train_ranker(labelled: pd.DataFrame, params: RankerParams) -> lgb.Booster | 
     return lgb.train(booster_params, dataset, num_boost_round=params.num_boost_round)
 
 
-def feature_matrix(frame: pd.DataFrame) -> np.ndarray:
-    """`FEATURES` of `frame` as the ranker reads them: one float64 matrix in column order, filled column by
-    column. Selecting the columns as a frame and converting that made two copies (memray: 1.0 GB for a
-    scoring block of 10,000 shoppers at 5M events, where the matrix is 0.55 GB)."""
-    matrix = np.empty((len(frame), len(FEATURES)), dtype=np.float64, order="F")
+def feature_matrix(frame: pd.DataFrame, order: Literal["C", "F"] = "F") -> np.ndarray:
+    """`FEATURES` of `frame` as one float64 matrix, filled column by column: in column order LightGBM
+    trains on it without a copy, in row order the compiled ranker scores it fastest. Selecting the
+    columns as a frame and converting that made two copies (memray: 1.0 GB for a scoring block of
+    10,000 shoppers at 5M events, where the matrix is 0.55 GB)."""
+    matrix = np.empty((len(frame), len(FEATURES)), dtype=np.float64, order=order)
     for j, column in enumerate(FEATURES):
         matrix[:, j] = frame[column].to_numpy(dtype=np.float64)
     return matrix
 
 
-# Candidates scored by one LightGBM predict call: scores do not depend on the rows beside them, so a
-# block's candidates are scored a slice at a time and only a slice's matrix (about 60 MB) is held.
+class CompiledRanker:
+    """A trained LightGBM ranker compiled to native code by lleaves (LLVM): the same trees, scored
+    about 9x faster than `Booster.predict` on this 2-core machine (2M rows of 29 features, 200 trees:
+    0.34 s vs 3.0 s). Scores agree with LightGBM's to floating-point rounding (about 1e-15), and the
+    compiled code gives the same scores on every run. Compiling takes about half a second, once per
+    model and process.
+
+    Parameters
+    ----------
+    booster
+        A trained ranker (`train_ranker`, or a stored model's).
+    """
+
+    def __init__(self, booster: lgb.Booster) -> None:
+        self.booster = booster
+        with tempfile.TemporaryDirectory(prefix="carousel-ranker-") as folder:
+            path = Path(folder) / "ranker.txt"
+            booster.save_model(str(path))
+            self._compiled = lleaves.Model(model_file=str(path))
+            self._compiled.compile()
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        """Scores of the rows of a `feature_matrix` (row order is the fast one)."""
+        return np.asarray(self._compiled.predict(matrix), dtype=np.float64)
+
+
+# Candidates scored at once: scores do not depend on the rows beside them, so a block's candidates are
+# scored a slice at a time and only a slice's matrix (about 60 MB) is held.
 PREDICT_ROWS = 262_144
 
 
-def score_candidates(featured: pd.DataFrame, booster: lgb.Booster | None) -> np.ndarray:
+def score_candidates(featured: pd.DataFrame, ranker: CompiledRanker | None) -> np.ndarray:
     """Ranker scores, or a transparent fallback (history, then ALS, then popularity) without a ranker."""
-    if booster is not None:
+    if ranker is not None:
         scores = np.empty(len(featured), dtype=np.float64)
         for start in range(0, len(featured), PREDICT_ROWS):
             rows = featured.iloc[start : start + PREDICT_ROWS]
-            scores[start : start + len(rows)] = booster.predict(feature_matrix(rows))
+            scores[start : start + len(rows)] = ranker.predict(feature_matrix(rows, order="C"))
         return scores
     fallback = (
         3.0 * np.log1p(featured["ui_purchases"].to_numpy())

@@ -122,7 +122,10 @@ def test_scores_by_slices_of_a_column_order_matrix_are_the_whole_frames(
     assert matrix.flags["F_CONTIGUOUS"] and np.array_equal(matrix, row_order, equal_nan=True)
     monkeypatch.setattr(model, "PREDICT_ROWS", 7)
     assert len(labelled) > 3 * 7
-    np.testing.assert_array_equal(model.score_candidates(labelled, booster), booster.predict(row_order))
+    scores = model.score_candidates(labelled, model.CompiledRanker(booster))
+    # The compiled trees are LightGBM's, to floating-point rounding (a summation order of its own).
+    np.testing.assert_allclose(scores, booster.predict(row_order), rtol=0, atol=1e-12)
+    assert np.array_equal(model.score_candidates(labelled, model.CompiledRanker(booster)), scores)
     monkeypatch.setattr(model, "feature_matrix", lambda frame: frame[list(model.FEATURES)].to_numpy(np.float64))
     row_order_booster = model.train_ranker(labelled, params)
     assert row_order_booster is not None
@@ -138,7 +141,7 @@ def test_ranker_learns_and_lists_are_complete(fs: model.FeatureSet) -> None:
     labelled = model.label_candidates(featured, fs.interactions[["user_id", "item_id"]])
     booster = model.train_ranker(labelled, model.RankerParams(num_boost_round=30, min_data_in_leaf=5))
     assert booster is not None
-    scores = model.score_candidates(labelled, booster)
+    scores = model.score_candidates(labelled, model.CompiledRanker(booster))
     lists = model.top_lists(labelled, scores, n=12, fill=fs.popular_items(30))
     sizes = lists.groupby("user_id").size()
     assert (sizes == 12).all() and len(sizes) == len(users)
