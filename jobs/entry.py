@@ -34,8 +34,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from configs.settings import get_settings
-    from jobs import pipeline
-    from jobs.input_check import check_inputs
 
     settings = get_settings()
     started = time.perf_counter()
@@ -63,9 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
     elif args.stage == "check_inputs":
+        # Not the pipeline's modules (LightGBM, lleaves, implicit: about 2 s of imports) for the gate.
+        from jobs.input_check import check_inputs
+
         verdict = check_inputs(settings, run_id=args.run_id, interval_end=args.interval_end)
         say(f"inputs passed ({verdict['rows']:,} events)")
     elif args.stage in ("compute", "train"):
+        from jobs import pipeline
+
         manifest = pipeline.compute_lists(
             settings,
             run_id=args.run_id,
@@ -80,8 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             + (f": {lists:,} personal lists" if lists is not None else "")
         )
     elif args.stage == "validate":
+        from jobs import pipeline
+
         pipeline.validate_lists(settings, run_id=args.run_id, progress=say)
     else:
+        from jobs import pipeline
+
         result = pipeline.publish_lists(settings, run_id=args.run_id, progress=say)
         say(f"version {result.version} {'is live' if result.switched else 'was already live'}")
     return 0

@@ -25,7 +25,7 @@ from carousel.lake import Lake
 from configs.settings import Settings
 from jobs.run_history import RunHistory
 from jobs.spark import spark_session
-from quality.input_ledger import ADDITIVE_COUNTS, DAY_US, LakeSummary
+from quality.input_ledger import ADDITIVE_COUNTS, DAY_US, LakeSummary, sorted_unique
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -144,9 +144,9 @@ def _scan(
         parts={p.name: signatures[p.name] for p in parts},
         counts={k: int(counts[k]) for k in ADDITIVE_COUNTS},
         max_ts=newest,
-        fingerprints=np.unique(values("fingerprint")),
-        users=np.unique(values("user")),
-        items=np.unique(values("item")),
+        fingerprints=sorted_unique(values("fingerprint")),
+        users=sorted_unique(values("user")),
+        items=sorted_unique(values("item")),
         recent_ts=times if newest is None else times[np.searchsorted(times, newest - DAY_US) :],
     )
 

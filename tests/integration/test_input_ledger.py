@@ -21,7 +21,7 @@ from carousel.schema import EVENTS_SCHEMA
 from configs.settings import Settings
 from jobs.input_check import lake_summary
 from quality.input_gate import _COUNT_COLUMNS, METRIC_COLUMNS, input_metrics
-from quality.input_ledger import ADDITIVE_COUNTS, LakeSummary
+from quality.input_ledger import ADDITIVE_COUNTS, LakeSummary, sorted_unique
 
 pytestmark = pytest.mark.integration
 
@@ -176,3 +176,10 @@ def test_merging_unions_the_keys_and_keeps_the_last_day() -> None:
     assert merged.metrics(2 * day + 1)["rows_in_last_day"] == 2
     with pytest.raises(ValueError, match="summarised twice"):
         merged.merge(one)
+
+
+def test_sorted_unique_is_numpys_unique() -> None:
+    """The sort-based unique gives `np.unique`'s values, empty and repeated inputs included."""
+    values = np.random.default_rng(3).integers(-50, 50, 1_000, dtype=np.int64)
+    for sample in (values, values[:0], np.full(7, -2, dtype=np.int64)):
+        assert np.array_equal(sorted_unique(sample), np.unique(sample))
