@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 
 from carousel.lake import Lake
 from configs.settings import Settings
-from jobs.run_history import RunHistory
+from jobs.run_history import RunHistory, folder_name
 from jobs.spark import spark_session
 from quality.input_ledger import ADDITIVE_COUNTS, DAY_US, LakeSummary, sorted_unique
 
@@ -100,7 +100,8 @@ def lake_summary(
     # A part drained after the interval ended holds later events: counted up to the end this run, kept
     # out of the summary until a run's end is past all of it.
     partial = [p for p in new if p not in complete]
-    scratch = settings.quality_dir / "inputs_ledger" / f"scan-{run_id}"
+    # Executors write the scanned rows' keys here: like the lake, on storage every node sees.
+    scratch = settings.quality_dir / "inputs_ledger" / f"scan-{folder_name(run_id)}"
     try:
         summary = kept.merge(_scan(spark, complete, signatures, interval_end, scratch))
         if complete:

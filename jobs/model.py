@@ -12,7 +12,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import implicit
 import lightgbm as lgb
@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from implicit.cpu.topk import topk
+from pandas.api.extensions import ExtensionDtype, take
 from threadpoolctl import threadpool_limits
 
 from serving import keyspace
@@ -492,22 +493,20 @@ def build_candidates(
     in_stock = pd.Index(item_ids).isin(fs.in_stock_items())[item_codes]
     first = ~pd.Series(keys).duplicated().to_numpy() & in_stock
     cand_keys = pd.Index(keys[first])
-    columns: list[pd.DataFrame] = [
-        pd.DataFrame(
-            {
-                "user_id": np.asarray(user_ids, dtype=object)[user_codes[first]],
-                "item_id": np.asarray(item_ids, dtype=object)[item_codes[first]],
-            }
-        )
+    columns: list[Columns] = [
+        {
+            "user_id": np.asarray(user_ids, dtype=object)[user_codes[first]],
+            "item_id": np.asarray(item_ids, dtype=object)[item_codes[first]],
+        }
     ]
     offsets = np.cumsum([0, *(len(f) for f in sources)])
     for source, start, end in zip(sources, offsets[:-1], offsets[1:], strict=True):
         at = pd.Index(keys[start:end]).get_indexer(cand_keys)
-        columns.append(_rows_at(source.drop(columns=["user_id", "item_id"]), at))
+        columns.append(_columns_at(source, at, skip=("user_id", "item_id")))
     item_of_candidate = item_codes[first]
     popular_at = pd.Index(popular["item_id"]).get_indexer(item_ids)[item_of_candidate]
-    columns.append(_rows_at(popular.drop(columns="item_id"), popular_at))
-    cands = pd.concat(columns, axis=1)
+    columns.append(_columns_at(popular, popular_at, skip=("item_id",)))
+    cands = _frame(*columns)
     for col in ("src_als", "src_history", "src_pop", "src_cooc", "src_new"):
         cands[col] = cands[col].fillna(0.0)
     missing = cands["cooc_score"].isna()
@@ -518,10 +517,36 @@ def build_candidates(
     return cands
 
 
-def _rows_at(right: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
-    """The rows of `right` at `positions` (-1: a row of NaN), as a left merge on a key unique in `right`
-    gives them, including its dtypes (an integer column with a missing row becomes float)."""
-    return right.reset_index(drop=True).reindex(positions).reset_index(drop=True)
+# A frame's columns by name: NumPy arrays, or pandas' extension arrays.
+Columns = dict[str, Any]
+
+
+def _columns_at(right: pd.DataFrame, positions: np.ndarray | None, skip: tuple[str, ...] = ()) -> Columns:
+    """The columns of `right` but `skip`, at `positions` (-1: missing; None: every row as it is), as a
+    left merge on a key unique in `right` gives them, dtypes included (an integer column with a missing
+    row becomes float, a boolean one object). Column by column into one frame (`_frame`): the frames of
+    a reindex, then a concat, copied every column two or three times (a sixth of the compute job's
+    time at 5M events)."""
+    columns: Columns = {}
+    for name in right.columns:
+        if name in skip:
+            continue
+        column = right[name]
+        values = column.array if isinstance(column.dtype, ExtensionDtype) else column.to_numpy()
+        columns[name] = values if positions is None else take(values, positions, allow_fill=True)
+    return columns
+
+
+def _frame(*parts: Columns) -> pd.DataFrame:
+    """One frame of the parts' columns, in order; a column name in two parts is an error (a concat
+    would have kept both)."""
+    data: Columns = {}
+    for part in parts:
+        repeated = data.keys() & part.keys()
+        if repeated:
+            raise ValueError(f"columns joined twice: {sorted(repeated)}")
+        data.update(part)
+    return pd.DataFrame(data, copy=False)
 
 
 def _positions(keys: pd.Index, wanted: np.ndarray | pd.Series) -> np.ndarray:
@@ -592,22 +617,23 @@ def add_features(cands: pd.DataFrame, fs: FeatureSet, als: AlsModel) -> pd.DataF
     item_codes, item_ids = pd.factorize(cands["item_id"].to_numpy(object))
     user_index, item_index = pd.Index(user_ids), pd.Index(item_ids)
 
-    def per_user(frame: pd.DataFrame) -> pd.DataFrame:
+    def per_user(frame: pd.DataFrame) -> Columns:
         at = _positions(pd.Index(frame["user_id"]), user_ids)[user_codes]
-        return _rows_at(frame.drop(columns="user_id"), at)
+        return _columns_at(frame, at, skip=("user_id",))
 
-    def per_item(frame: pd.DataFrame) -> pd.DataFrame:
+    def per_item(frame: pd.DataFrame) -> Columns:
         at = _positions(pd.Index(frame["item_id"]), item_ids)[item_codes]
-        return _rows_at(frame.drop(columns="item_id"), at)
+        return _columns_at(frame, at, skip=("item_id",))
 
     parts = [
-        cands.reset_index(drop=True),
-        _rows_at(
-            fs.user_item.drop(columns=["user_id", "item_id"]),
+        _columns_at(cands, None),
+        _columns_at(
+            fs.user_item,
             _pair_positions(
                 (user_index, fs.user_item["user_id"], user_codes),
                 (item_index, fs.user_item["item_id"], item_codes),
             ),
+            skip=("user_id", "item_id"),
         ),
     ]
     user_rebuy, item_rebuy = rebuy_rates(fs.user_item, stored=fs.item_rebuy)
@@ -615,13 +641,13 @@ def add_features(cands: pd.DataFrame, fs: FeatureSet, als: AlsModel) -> pd.DataF
     item_cols = ["item_id", "category", "item_price", *[f"pop_{w}d" for w in POP_WINDOWS], "pop_all"]
     item_part = per_item(fs.items[[*item_cols, "pop_trend", "item_age_days"]])
     parts += [item_part, per_user(fs.users)]
-    category_codes, categories = pd.factorize(item_part["category"].to_numpy(object))
+    category_codes, categories = pd.factorize(np.asarray(item_part["category"], dtype=object))
     affinity_at = _pair_positions(
         (user_index, fs.affinity["user_id"], user_codes),
         (pd.Index(categories), fs.affinity["category"], category_codes),
     )
-    parts.append(_rows_at(fs.affinity.drop(columns=["user_id", "category"]), affinity_at))
-    out = pd.concat(parts, axis=1)
+    parts.append(_columns_at(fs.affinity, affinity_at, skip=("user_id", "category")))
+    out = _frame(*parts)
     missing_als = out["als_score"].isna()
     if missing_als.any():
         out.loc[missing_als, "als_score"] = als.score_pairs(

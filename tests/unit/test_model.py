@@ -176,6 +176,36 @@ def test_features_match_plain_left_merges(fs: model.FeatureSet) -> None:
     assert featured["ui_views"].eq(0).any() and featured["cat_affinity"].eq(0).any()
 
 
+def test_columns_at_positions_are_a_left_merge_dtypes_included() -> None:
+    """Rows taken column by column at positions (-1 for a miss) equal a left merge on a unique key, dtypes
+    included (ints with a miss become float, booleans object), with and without misses and on an empty
+    right side; a column joined twice is an error."""
+    right = pd.DataFrame(
+        {
+            "key": ["a", "b", "c"],
+            "count": np.array([1, 2, 3], dtype=np.int32),
+            "big": np.array([10, 20, 30], dtype=np.int64),
+            "rate": [0.5, np.nan, 1.5],
+            "flag": [True, False, True],
+            "name": ["x", None, "z"],
+            "seen": pd.to_datetime(["2026-01-01", "2026-02-01", None]),
+            "kind": pd.Categorical(["p", "q", "p"]),
+        }
+    )
+    for wanted in (["c", "zz", "a", "a", "b"], ["b", "a"], []):
+        left = pd.DataFrame({"key": wanted})
+        expected = left.merge(right, on="key", how="left").drop(columns="key")
+        positions = pd.Index(right["key"]).get_indexer(pd.Index(wanted))
+        got = model._frame(model._columns_at(right, positions, skip=("key",)))
+        pd.testing.assert_frame_equal(got, expected)
+    empty = right.iloc[:0]
+    got = model._frame(model._columns_at(empty, np.array([-1, -1]), skip=("key",)))
+    expected = pd.DataFrame({"key": ["a", "b"]}).merge(empty, on="key", how="left").drop(columns="key")
+    pd.testing.assert_frame_equal(got, expected)
+    with pytest.raises(ValueError, match="joined twice"):
+        model._frame(model._columns_at(right, None), model._columns_at(right, None, skip=("key",)))
+
+
 def test_lists_filled_after_blocks_equal_lists_built_at_once(fs: model.FeatureSet) -> None:
     """Lists built block by block and filled once equal top_lists over everyone, fill scores included."""
     rng = np.random.default_rng(1)
