@@ -7,7 +7,7 @@ same on `local[*]` and on a cluster.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -225,6 +225,9 @@ def segment_popularity(
     recent = events.where(
         (F.col("event_type") == "purchase")
         & (F.col("ts") < F.lit(as_of))
+        # A bound on `ts` itself, a day wider than the exact test after it: Spark hands it to the
+        # Parquet reader, which skips row groups of older events (lake parts are sorted by time).
+        & (F.col("ts") >= F.lit(as_of - timedelta(days=days + 1)))
         & (_days_before(as_of, F.col("ts")) <= days)
     ).join(in_stock, "item_id")
     buyer = F.coalesce(F.col("user_id"), F.concat(F.lit("session:"), F.col("session_id")))
@@ -234,22 +237,19 @@ def segment_popularity(
         "referrer": "referrer",
         "category": "department",
     }
-    parts = [
-        recent.groupBy(F.lit("global").alias("segment"), "item_id").agg(
-            F.countDistinct(buyer).alias("buyers")
-        )
-    ]
+    # Every purchase once per segment it belongs to, then one aggregation: one scan of the events, where
+    # an aggregation per segment dimension read them once each.
+    segments = [F.lit("global")]
     for dimension in SEGMENT_DIMENSIONS:
         value = F.lower(F.trim(F.col(value_columns[dimension])))
-        parts.append(
-            recent.where(value.isNotNull() & (value != ""))
-            .groupBy(F.concat(F.lit(f"{dimension}:"), value).alias("segment"), "item_id")
-            .agg(F.countDistinct(buyer).alias("buyers"))
-        )
-    out = parts[0]
-    for part in parts[1:]:
-        out = out.unionByName(part)
-    return out.where(F.col("buyers") >= min_buyers)
+        segments.append(F.when(value.isNotNull() & (value != ""), F.concat(F.lit(f"{dimension}:"), value)))
+    return (
+        recent.select("item_id", buyer.alias("buyer"), F.explode(F.array(*segments)).alias("segment"))
+        .where(F.col("segment").isNotNull())
+        .groupBy("segment", "item_id")
+        .agg(F.countDistinct("buyer").alias("buyers"))
+        .where(F.col("buyers") >= min_buyers)
+    )
 
 
 def session_baskets(events: DataFrame, as_of: datetime, half_life_days: float | None) -> DataFrame:

@@ -100,7 +100,8 @@ def _collect_feature_set(
     cover only them; item-level frames always cover every event. Without `baskets` the session baskets
     are skipped (a run scoring with a stored model takes the item-item similarity from it)."""
     cooc = cooc or model.CoocParams()
-    own = events if shoppers is None else events.join(F.broadcast(shoppers), "user_id")
+    # The given shoppers' events are read by several feature frames: kept once, they are a small share.
+    own = events if shoppers is None else events.join(F.broadcast(shoppers), "user_id").cache()
     basket_frame = (
         features.session_baskets(events, as_of, cooc.basket_half_life).toPandas()
         if baskets
@@ -123,6 +124,8 @@ def _collect_feature_set(
         ),
     )
     touches.unpersist()
+    if shoppers is not None:
+        own.unpersist()
     return feature_set
 
 
@@ -626,7 +629,12 @@ def _compute(
 
     # Consent withdrawn and erasures made through the API since the lake's users table was written.
     events = _without_withdrawn_shoppers(settings, spark, events)
-    modelling = features.modelling_events(events, users, as_of).cache()
+    modelling = features.modelling_events(events, users, as_of)
+    if mode != "incremental":
+        # Training and scoring everyone read the modelling events many times over; an incremental run
+        # reads them twice (its shoppers' events, items' statistics), where caching them all would cost
+        # more than it saves.
+        modelling = modelling.cache()
     params = ModelParams.from_settings(settings)
     store = ModelStore(settings.models_dir)
     out = run_dir(settings, run_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pyspark.sql import Row, SparkSession
@@ -93,3 +93,25 @@ def test_segment_popularity_counts_buyers_per_context_segment(spark: SparkSessio
         "segment string, item_id string, buyers long",
     )
     assertDataFrameEqual(got.select("segment", "item_id", "buyers"), expected)
+
+
+def test_segment_popularity_window_ends_exactly_days_before_as_of(spark: SparkSession) -> None:
+    """A purchase exactly `days` before as_of counts, one a second older does not."""
+    items = spark.createDataFrame(
+        [("a", True, "home"), ("b", True, "home")], "item_id string, in_stock boolean, category string"
+    )
+    oldest = AS_OF - timedelta(days=30)
+    events = spark.createDataFrame(
+        [
+            ("u1", "s1", "a", "purchase", oldest, "France", None, None),
+            ("u2", "s2", "b", "purchase", oldest - timedelta(seconds=1), "France", None, None),
+        ],
+        "user_id string, session_id string, item_id string, event_type string, ts timestamp, "
+        "country string, device string, referrer string",
+    )
+    got = features.segment_popularity(events, items, AS_OF, days=30)
+    assert sorted((r.segment, r.item_id) for r in got.collect()) == [
+        ("category:home", "a"),
+        ("country:france", "a"),
+        ("global", "a"),
+    ]
