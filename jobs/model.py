@@ -525,8 +525,8 @@ def _columns_at(right: pd.DataFrame, positions: np.ndarray | None, skip: tuple[s
     """The columns of `right` but `skip`, at `positions` (-1: missing; None: every row as it is), as a
     left merge on a key unique in `right` gives them, dtypes included (an integer column with a missing
     row becomes float, a boolean one object). Column by column into one frame (`_frame`): the frames of
-    a reindex, then a concat, copied every column two or three times (a sixth of the compute job's
-    time at 5M events)."""
+    a reindex, then a concat, copied every column two or three times (the 5M-event compute job took
+    277 s with them, 245 s without)."""
     columns: Columns = {}
     for name in right.columns:
         if name in skip:
