@@ -12,7 +12,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export GX_ANALYTICS_ENABLED := false
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 
-.PHONY: demo test bootstrap venv lint browsers clean-var
+.PHONY: demo test unit bootstrap venv lint browsers clean-var
 
 venv: $(STAMP)
 
@@ -27,9 +27,16 @@ $(STAMP): pyproject.toml
 bootstrap: venv
 	@$(BIN)/carousel infra up
 
+# ruff (lint and format), mypy, and the architecture's import contracts (pyproject.toml: [tool.importlinter]).
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy carousel configs jobs serving quality infra dags
+	$(BIN)/lint-imports
+
+# The unit tier alone: no JVM, Redis or network (sockets are blocked there), in seconds.
+unit: venv
+	$(BIN)/pytest tests/unit -q -p no:cacheprovider
 
 # The browser tests drive Debian's chromium + chromedriver: installed here when the machine lacks them.
 browsers: venv

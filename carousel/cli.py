@@ -62,7 +62,7 @@ def _now() -> pd.Timestamp:
 
 # -- generate -----------------------------------------------------------------------------------------
 def cmd_generate(args: argparse.Namespace) -> int:
-    from jobs.generate import StoreSpec, generate_store, write_store
+    from jobs.ingest.synthetic import StoreSpec, generate_store, write_store
 
     started = time.perf_counter()
     end = pd.Timestamp(args.end, tz="UTC") if args.end else _now().floor("h")
@@ -78,7 +78,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 # -- import -------------------------------------------------------------------------------------------
 def cmd_import(args: argparse.Namespace) -> int:
     from carousel.lake import Lake, file_digest
-    from jobs import adapters
+    from jobs.ingest import adapters
 
     settings = _settings()
     path = Path(args.path)
@@ -117,7 +117,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 # -- refresh ------------------------------------------------------------------------------------------
 def cmd_refresh(args: argparse.Namespace) -> int:
-    from jobs.pipeline import run_refresh
+    """Every stage of the refresh DAG in a row, in this process."""
+    from jobs.stages.refresh import run_refresh
 
     settings = _settings()
     interval_end = _timestamp(args.interval_end, "--interval-end") if args.interval_end else datetime.now(UTC)
@@ -130,10 +131,11 @@ def cmd_refresh(args: argparse.Namespace) -> int:
         mode=args.mode,
         progress=_progress(started),
     )
-    kind = "incremental" if result.published.kind == "delta" else "full"
+    published = result.published
+    kind = "incremental" if published.kind == "delta" else "full"
     console.print(
-        f"published {kind} version {result.version} (run {result.run_id}): "
-        f"{result.published.user_lists:,} personal lists, {result.published.segment_lists} segment lists "
+        f"published {kind} version {published.version} (run {result.run_id}): "
+        f"{published.user_lists:,} personal lists, {published.segment_lists} segment lists "
         f"in {time.perf_counter() - started:.1f}s"
     )
     return 0
@@ -141,28 +143,26 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 # -- retrain ------------------------------------------------------------------------------------------
 def cmd_retrain(args: argparse.Namespace) -> int:
-    from jobs.input_check import check_inputs
-    from jobs.pipeline import compute_lists, version_for
+    """Every stage of the retrain DAG in a row, in this process."""
+    from jobs.stages import RETRAIN
+    from jobs.stages.run import StageRun, run_stages, version_for
 
     settings = _settings()
     interval_end = _timestamp(args.interval_end, "--interval-end") if args.interval_end else datetime.now(UTC)
     run_id = f"retrain__{version_for(interval_end)}"
     started = time.perf_counter()
-    say = _progress(started)
-    check_inputs(settings, run_id=run_id, interval_end=interval_end)
-    say("inputs passed")
-    manifest = compute_lists(settings, run_id=run_id, interval_end=interval_end, mode="train", progress=say)
-    model = manifest["model"]
+    job = StageRun(settings, run_id, interval_end, None, "train", _progress(started))
+    model = run_stages(RETRAIN, job)["train"].value.model
     console.print(
-        f"trained model {model['number']} (run {run_id}) in {time.perf_counter() - started:.1f}s; "
-        f"out-of-sample figures: {json.dumps(model['evaluation'])}"
+        f"trained model {model.number} (run {run_id}) in {time.perf_counter() - started:.1f}s; "
+        f"out-of-sample figures: {json.dumps(model.evaluation)}"
     )
     return 0
 
 
 # -- drain-events -------------------------------------------------------------------------------------
 def cmd_drain_events(args: argparse.Namespace) -> int:
-    from jobs.drain import DrainError, drain_events
+    from jobs.ingest.drain import DrainError, drain_events
 
     settings = _settings()
     interval_end = _timestamp(args.interval_end, "--interval-end") if args.interval_end else datetime.now(UTC)
@@ -225,15 +225,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # -- evaluate -----------------------------------------------------------------------------------------
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from carousel.schema import validate_events, validate_items
-    from jobs import adapters
-    from jobs.baselines import BASELINES, tune_baselines
-    from jobs.evaluate import EvaluationError, run_evaluation, write_report
+    from jobs.evaluation.baselines import BASELINES, tune_baselines
+    from jobs.evaluation.protocol import EvaluationError, run_evaluation
+    from jobs.evaluation.ranker import evaluation_ranker
+    from jobs.evaluation.report import write_report
+    from jobs.ingest import adapters
 
-    # The ranker is part of every report; without it the comparison the report exists for is missing.
-    try:
-        from jobs.pipeline import evaluation_ranker
-    except ImportError as exc:
-        raise CommandError(f"the ranker is not available (jobs.pipeline.evaluation_ranker): {exc}") from None
     path = Path(args.input)
     if not path.is_file():
         raise CommandError(f"no such file: {path}")
@@ -311,18 +308,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # -- publish ------------------------------------------------------------------------------------------
 def cmd_publish(args: argparse.Namespace) -> int:
-    from carousel.redis_conn import sync_client
-    from jobs import publish
-    from jobs.pipeline import history
+    from carousel.cache.client import sync_client
+    from carousel.cache.versions import live_version, published_versions, read_meta
+    from jobs.publishing.retention import rollback
+    from jobs.stages.run import history
 
     settings = _settings()
     client = sync_client(settings)
     if args.action == "rollback":
-        rolled_from, now_live = publish.rollback(client)
+        rolled_from, now_live = rollback(client)
         console.print(f"rolled back: {rolled_from} -> {now_live} is live")
         return 0
     if args.action == "migrate":
-        from jobs.migrate_keys import migrate_keys
+        from jobs.publishing.migrate import migrate_keys
 
         done = migrate_keys(client)
         console.print(
@@ -330,12 +328,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
             f"{done.shopper_hashes} shoppers' list hashes, {done.version_keys} version keys"
         )
         return 0
-    live = publish.live_version(client)
-    versions = publish.published_versions(client)
+    live = live_version(client)
+    versions = published_versions(client)
     runs = history(settings).recent(20)
     previous = [v for v in versions if v != live]
     status: dict[str, Any] = {"live": live, "previous": previous, "runs": runs}
-    meta = (publish.read_meta(client, live) or {}) if live else {}
+    meta = (read_meta(client, live) or {}) if live else {}
     status["live_meta"] = meta
     if args.json:
         sys.stdout.write(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -358,9 +356,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 # -- report -------------------------------------------------------------------------------------------
 def cmd_report(args: argparse.Namespace) -> int:
-    """`report lift`: treatment vs holdout conversion and revenue (jobs/lift.py) as JSON and a summary."""
+    """`report lift`: treatment vs holdout conversion and revenue (`jobs.evaluation.lift`) as JSON and a summary."""
     from carousel.lake import Lake
-    from jobs.lift import (
+    from jobs.evaluation.lift import (
         LiftError,
         last_event_time,
         lift_report,
@@ -430,6 +428,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     import subprocess
 
     import jobs.entry
+    from jobs.stages import SPARK_STAGES
 
     settings = _settings()
     _timestamp(args.interval_end, "--interval-end")
@@ -445,9 +444,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.interval_start:
         _timestamp(args.interval_start, "--interval-start")
         stage_args += ["--interval-start", args.interval_start]
-    if args.stage not in jobs.entry.SPARK_STAGES:
+    if args.stage not in SPARK_STAGES:
         return jobs.entry.main(stage_args)
-    from jobs.spark import DRIVER_JAVA_OPTIONS
+    from jobs.features.session import DRIVER_JAVA_OPTIONS
 
     spark_submit = Path(sys.executable).parent / "spark-submit"
     command = [
@@ -491,6 +490,8 @@ def cmd_infra(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from jobs.stages import MODES, STAGES
+
     parser = argparse.ArgumentParser(prog="carousel", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -508,7 +509,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("path")
     imp.set_defaults(func=cmd_import)
 
-    ref = sub.add_parser("refresh", help="one pipeline run: compute, validate, publish")
+    ref = sub.add_parser(
+        "refresh",
+        help="one pipeline run: every stage of the refresh DAG (drain, check inputs, compute, validate, "
+        "publish, audiences)",
+    )
     ref.add_argument(
         "--mode",
         choices=["full", "incremental", "auto"],
@@ -617,19 +622,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_report)
 
     sbm = sub.add_parser("submit", help="run one pipeline stage with spark-submit (used by the DAG)")
-    sbm.add_argument(
-        "stage",
-        choices=["drain_events", "check_inputs", "compute", "train", "validate", "publish", "audiences"],
-    )
+    sbm.add_argument("stage", choices=STAGES)
     sbm.add_argument("--run-id", required=True)
     sbm.add_argument("--interval-end", required=True, help="the run's data interval end (ISO timestamp)")
     sbm.add_argument("--interval-start", help="the run's data interval start (ISO timestamp)")
-    sbm.add_argument(
-        "--mode",
-        choices=["auto", "full", "rescore", "incremental", "train"],
-        default="full",
-        help="compute mode",
-    )
+    sbm.add_argument("--mode", choices=MODES, default="full", help="compute mode")
     sbm.set_defaults(func=cmd_submit)
 
     inf = sub.add_parser("infra", help="check Java and make sure Redis is reachable (starting it if needed)")
@@ -642,10 +639,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from carousel.schema import SchemaError
-    from jobs.input_check import InputValidationFailed
-    from jobs.model_store import ModelStoreError
-    from jobs.pipeline import PipelineError
-    from jobs.publish import PublishError
+    from jobs.ingest.drain import DrainError
+    from jobs.publishing import PublishError
+    from jobs.ranking.store import ModelStoreError
+    from jobs.stages.run import PipelineError
 
     try:
         code: int = args.func(args)
@@ -653,9 +650,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (
         CommandError,
         SchemaError,
+        DrainError,
         PipelineError,
         PublishError,
-        InputValidationFailed,
         ModelStoreError,
     ) as exc:
         console.print(f"[bold red]error:[/bold red] {exc}")

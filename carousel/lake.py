@@ -11,7 +11,7 @@ Layout::
 
 Every write validates first and only then writes to a temporary file that is renamed into place, so a
 refused or interrupted import leaves what the lake already held untouched. A stream part's name is its
-identity: the newest one tells the drain (`jobs/drain.py`) how far the stream is in the lake, and a
+identity: the newest one tells the drain (`jobs.ingest.drain`) how far the stream is in the lake, and a
 retried write of the same entries replaces the file with the same rows.
 """
 
@@ -23,6 +23,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -135,6 +136,14 @@ class Lake:
 
     def read_users(self) -> pd.DataFrame | None:
         return pq.read_table(self.users_path).to_pandas() if self.users_path.exists() else None
+
+    def opted_out(self, purpose: Literal["personalization", "marketing"]) -> list[str]:
+        """The users table's shoppers who did not consent to `purpose` (a filtered column read)."""
+        if not self.users_path.exists():
+            return []
+        column = f"consent_{purpose}"
+        table = pq.read_table(self.users_path, columns=["user_id", column], filters=[(column, "==", False)])
+        return [str(user) for user in table.column("user_id").to_pylist()]
 
     def _imported_digests(self) -> dict[str, dict[str, object]]:
         if not self._imports_path.exists():

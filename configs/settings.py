@@ -100,6 +100,12 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
     @property
+    def stored_list_length(self) -> int:
+        """Items stored per list: the served length plus an overflow that refills a list at read time
+        when some of its items became unavailable."""
+        return self.list_length + self.list_overflow
+
+    @property
     def runs_dir(self) -> Path:
         return self.var_dir / "runs"
 

@@ -2,13 +2,14 @@
 publish -> audiences.
 
 This file only wires tasks (see `pipeline_tasks.py`). `drain_events` first moves the events the API
-accepted up to the interval end from Redis into the lake (exactly once, `jobs/drain.py`). The compute
+accepted up to the interval end from Redis into the lake (exactly once, `jobs.ingest.drain`). The compute
 stage runs in `auto` mode: with the newest model from `carousel_retrain` it rescores only the shoppers
 active in the run's data interval (folding them into ALS with the item factors fixed) and publishes them
 as a delta on top of the live version; after a retrain (a newer model than the live version's) it
 rescores every shopper once; with no model yet it trains one. Stages hand over through the run's folder,
 so a retried task redoes only its own stage, and a rerun of an interval publishes identical content.
-`audiences` then refreshes the marketing audiences from the lake (`jobs/audiences.py`).
+`audiences` then refreshes the marketing audiences from the lake (`jobs.marketing.audiences`). The stage
+list is `jobs.stages.REFRESH`, which `carousel refresh` runs too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable
 
 from dags.pipeline_tasks import default_args, stage_tasks
+from jobs.stages import REFRESH
 
 with DAG(
     dag_id="carousel_refresh",
@@ -31,4 +33,4 @@ with DAG(
     tags=["carousel"],
     doc_md=__doc__,
 ) as dag:
-    stage_tasks(("drain_events", "check_inputs", "compute", "validate", "publish", "audiences"), mode="auto")
+    stage_tasks(REFRESH, mode="auto")

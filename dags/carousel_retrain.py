@@ -15,6 +15,7 @@ import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable
 
 from dags.pipeline_tasks import default_args, stage_tasks
+from jobs.stages import RETRAIN
 
 with DAG(
     dag_id="carousel_retrain",
@@ -27,4 +28,4 @@ with DAG(
     tags=["carousel"],
     doc_md=__doc__,
 ) as dag:
-    stage_tasks(("check_inputs", "train"), mode="train")
+    stage_tasks(RETRAIN, mode="train")

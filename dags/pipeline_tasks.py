@@ -44,7 +44,7 @@ def stage_tasks(stages: Sequence[str], *, mode: str) -> list[BashOperator]:
                 "--interval-end '{{ data_interval_end.isoformat() }}'"
             ),
             # The loader often shares a host with the API: NumPy's huge pages off for it (see
-            # `jobs.publish.loader_env`, which measured the stalls they cause).
+            # `jobs.publishing.loader.LOADER_ENV`).
             env={"NUMPY_MADVISE_HUGEPAGE": "0"} if stage == "publish" else None,
             append_env=True,
             cwd=PROJECT_DIR,

@@ -42,10 +42,10 @@ def demo_tokens() -> dict[str, str]:
 
 def _shopper_with_personal_list() -> str:
     """A consenting treatment shopper who has a personal list in the live version (for the printed URL)."""
-    from carousel.redis_conn import sync_client
+    from carousel.cache.client import sync_client
+    from carousel.cache.versions import live_version, read_user_list
+    from carousel.rules.holdout import TREATMENT, assign_variant
     from configs.settings import get_settings
-    from jobs.publish import live_version, read_user_list
-    from serving.variant import TREATMENT, assign_variant
 
     settings = get_settings()
     client = sync_client(settings)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from serving.keyspace import LISTPACK_VALUE_BYTES
+from carousel.cache.payload import LISTPACK_VALUE_BYTES
 
 MANAGED_HOST = "127.0.0.1"
 MANAGED_PORT = 6399

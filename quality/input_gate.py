@@ -5,9 +5,9 @@ The gate has two halves so that it scales to tens of millions of events:
 :func:`input_metrics`
     A pure Spark transform (DataFrame in, DataFrame out, no I/O, no wall clock: the run's
     ``interval_end`` is passed in) that reduces the events to ONE row of counts. Raw events never
-    reach pandas or GX. The pipeline's gate (``jobs/input_check.py``) builds the same row from
+    reach pandas or GX. The pipeline's gate (``jobs.stages.check_inputs``) builds the same row from
     :func:`input_counts` and :func:`row_keys` over the lake parts it has not read yet, merged into the
-    summary it keeps of the others (``quality/input_ledger.py``).
+    summary it keeps of the others (``quality.lake_scan``, ``quality.input_ledger``).
 :func:`validate_run_inputs`
     Takes that row as pandas (``input_metrics(...).toPandas()``), derives two ratios (``duplicate_rate``
     and ``volume_ratio`` against recent successful runs) and validates the one-row table with one GX
@@ -114,7 +114,7 @@ def input_metrics(events: DataFrame, interval_end: datetime) -> DataFrame:
     interval_end
         End of the run's data interval; later timestamps count as ``future_rows`` and
         ``rows_in_last_day`` counts ``ts >= interval_end - 1 day``. A naive datetime is read in the
-        Spark session time zone (UTC in :func:`jobs.spark.spark_session`).
+        Spark session time zone (UTC in :func:`jobs.features.session.spark_session`).
 
     Returns
     -------

@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from carousel.redis_conn import async_client
+from carousel.cache.client import async_client
 from configs.settings import Settings, get_settings
 from serving import metrics
 from serving.auth import check_tokens_configured

@@ -1,5 +1,5 @@
 """The catalog's departments as the API needs them: item_id -> department (the top level of the
-category path), read from the live version (`keyspace.departments_key`) once per version and held in
+category path), read from the live version (`carousel.cache.keys.departments_key`) once per version and held in
 memory. Used to turn a visitor's views into category interest and to pick the `category:<department>`
 segment list that fits an anonymous session."""
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from serving import keyspace
+from carousel.cache.keys import departments_key
 
 
 class DepartmentCache:
@@ -20,7 +20,7 @@ class DepartmentCache:
     async def load(self, store: Any, version: str) -> dict[str, str]:
         """The map of `version` (fetched when the live version changed; empty if it has none)."""
         if version != self._version:
-            raw = await store.call(lambda: store.client.get(keyspace.departments_key(version)))
+            raw = await store.call(lambda: store.client.get(departments_key(version)))
             self._departments = orjson.loads(raw) if raw else {}
             self._version = version
         return self._departments

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from serving import keyspace
+from carousel.cache.payload import decode_items
 
 BUNDLED = Path(__file__).parent / "static" / "fallback_list.json"
 
@@ -34,7 +34,7 @@ class FallbackLists:
         """Keep the live version's global list (a stored payload; written to disk once per version)."""
         if version == self._version:
             return
-        self._version, self._items = version, keyspace.decode_items(payload)
+        self._version, self._items = version, decode_items(payload)
         try:
             self._disk.parent.mkdir(parents=True, exist_ok=True)
             staging = self._disk.with_suffix(".tmp")

@@ -4,7 +4,7 @@ Pure functions over plain data (the stored list, the shopper's real-time state, 
 the similar-items lists), so the rules are tested without Redis:
 
 * items bought recently are removed;
-* a cart left alone longer than `cart_abandon_after_s` brings its items to the front (`cart_reminder`),
+* a cart left alone longer than `cart_abandon_after_s` brings its items to the front (`cart_reminder`, the rule of `carousel.rules.carts`),
   followed by items that go with them (`completes_cart`);
 * a recent purchase brings items that go with it (`bought_with`);
 * duplicates are removed, unavailable items skipped, and the list cut to `n`.
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
-from serving import keyspace
+from carousel.rules.carts import CART_REMINDER, COMPLETES_CART, abandoned_cart
+from carousel.rules.reasons import REASON_TEXTS
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,8 @@ EMPTY_TRIGGERS = Triggers([], [])
 def triggers(
     cart: Mapping[str, float], purchases: Mapping[str, float], *, now: float, cart_abandon_after_s: float
 ) -> Triggers:
-    """The cart counts as abandoned once its newest addition is older than the window."""
-    abandoned: list[str] = []
-    if cart and now - max(cart.values()) >= cart_abandon_after_s:
-        abandoned = [item for item, _ in sorted(cart.items(), key=lambda kv: -kv[1]) if item not in purchases]
+    """What fires now: the abandoned cart (`carousel.rules.carts`) and the recent purchases."""
+    abandoned = abandoned_cart(cart, purchases, now=now, after_s=cart_abandon_after_s)
     bought = [item for item, _ in sorted(purchases.items(), key=lambda kv: -kv[1])]
     return Triggers(abandoned, bought)
 
@@ -62,10 +61,10 @@ def apply_overlay(
     skip = bought | unavailable
     front: list[dict[str, Any]] = []
     for item_id in fired.abandoned_cart:
-        front.append(_item(item_id, "cart_reminder"))
+        front.append(_item(item_id, CART_REMINDER))
     for anchor in fired.abandoned_cart:
         front.extend(
-            _item(c["item_id"], "completes_cart", c.get("score")) for c in complements.get(anchor, [])[:2]
+            _item(c["item_id"], COMPLETES_CART, c.get("score")) for c in complements.get(anchor, [])[:2]
         )
     for anchor in fired.recent_purchases[:2]:
         front.extend(
@@ -89,5 +88,5 @@ def _item(item_id: str, code: str, score: Any = None) -> dict[str, Any]:
     return {
         "item_id": item_id,
         "score": float(score) if isinstance(score, int | float) else 1.0,
-        "reason": {"code": code, "text": keyspace.REASON_TEXTS[code]},
+        "reason": {"code": code, "text": REASON_TEXTS[code]},
     }

@@ -17,8 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-UNAVAILABLE_KEY = "carousel:unavailable"
-PRICES_KEY = "carousel:prices"
+from carousel.cache.keys import PRICES_KEY, UNAVAILABLE_KEY
 
 
 @dataclass(frozen=True)

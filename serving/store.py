@@ -1,7 +1,7 @@
 """The API's read side of the list cache: the live pointer, version metadata and stored lists.
 
 `ListStore` is the small interface the routes use; `RedisListStore` implements it on the shared key
-layout (`serving/keyspace.py`). The live pointer is cached for a second per process so a list read is a
+layout (`carousel.cache`). The live pointer is cached for a second per process so a list read is a
 single round trip (one script on the shopper's key); a publish is seen by every worker within that
 second.
 
@@ -23,7 +23,10 @@ from typing import Any, Protocol, TypeVar
 import redis.asyncio as aredis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from serving import keyspace
+from carousel.cache import keys
+from carousel.cache.payload import decode_meta
+from carousel.cache.scripts import READ_SHOPPER, RESOLVE_USER_LIST
+from serving.realtime import EMPTY_STATE, ShopperState, state_from_flat
 
 T = TypeVar("T")
 # Segment and similar-item lists kept in memory per process (a few hundred bytes each).
@@ -41,7 +44,7 @@ class ListStore(Protocol):
     async def item_list(self, version: str, base: str, item_id: str) -> bytes | None: ...
     async def shopper(
         self, version: str, base: str, user_id: str | None, session_id: str | None
-    ) -> tuple[bytes | None, bool | None, Any]: ...
+    ) -> tuple[bytes | None, bool | None, ShopperState]: ...
     async def segment_list(self, version: str, segment: str) -> bytes | None: ...
     async def ping(self) -> bool: ...
 
@@ -208,8 +211,8 @@ class RedisListStore:
         self.breaker = breaker or CircuitBreaker()
         self._pointer: tuple[float, str | None] = (-1e9, None)
         self._meta: dict[str, dict[str, Any]] = {}
-        self._resolve = client.register_script(keyspace.RESOLVE_USER_LIST)
-        self._read_shopper = ScriptBatcher(client, keyspace.READ_SHOPPER)
+        self._resolve = client.register_script(RESOLVE_USER_LIST)
+        self._read_shopper = ScriptBatcher(client, READ_SHOPPER)
         # A version's lists never change once written, so the few segment lists and the similar-item
         # lists the overlay reads are kept per (version, key): no round trip after the first.
         self._immutable: OrderedDict[tuple[str, str], bytes | None] = OrderedDict()
@@ -236,7 +239,7 @@ class RedisListStore:
         now = time.monotonic()
         if now - fetched_at < self._pointer_ttl_s:
             return version
-        raw = await self.call(lambda: self._client.get(keyspace.LIVE_KEY))
+        raw = await self.call(lambda: self._client.get(keys.LIVE_KEY))
         version = raw.decode() if raw else None
         if version != self._pointer[1]:
             # A version id can come back with other content (rolled back, then its interval rerun):
@@ -249,20 +252,20 @@ class RedisListStore:
     async def version_meta(self, version: str) -> dict[str, Any] | None:
         if version in self._meta:
             return self._meta[version]
-        raw = await self.call(lambda: self._client.get(keyspace.meta_key(version)))
+        raw = await self.call(lambda: self._client.get(keys.meta_key(version)))
         if raw is None:
             return None
-        meta = keyspace.decode_meta(raw)
+        meta = decode_meta(raw)
         self._meta = {version: meta}  # only the live version's meta is worth keeping
         return meta
 
     async def user_list(self, version: str, base: str, user_id: str) -> bytes | None:
         """The shopper's list in `version` (a full version is its own base; a delta builds on one)."""
-        return await self._resolved(keyspace.user_key(user_id), version, base)
+        return await self._resolved(keys.user_key(user_id), version, base)
 
     async def item_list(self, version: str, base: str, item_id: str) -> bytes | None:
         """The item's similar items in `version` (written by full versions, resolved like shoppers')."""
-        key = keyspace.item_key(item_id)
+        key = keys.item_key(item_id)
         return await self._cached(version, key, lambda: self._resolve(keys=[key], args=[version, base]))
 
     async def _resolved(self, key: str, version: str, base: str) -> bytes | None:
@@ -271,31 +274,27 @@ class RedisListStore:
 
     async def shopper(
         self, version: str, base: str, user_id: str | None, session_id: str | None
-    ) -> tuple[bytes | None, bool | None, Any]:
+    ) -> tuple[bytes | None, bool | None, ShopperState]:
         """A shopper's list, personalization consent and real-time state, or a visitor's session state,
         with ONE script call (the keys share a hash tag, so this holds on a cluster too)."""
-        from serving import realtime
-        from serving.consent import consent_key
-
-        keys = realtime.subject_keys(user_id=user_id, session_id=session_id)
-        if keys is None:
-            return None, None, realtime.EMPTY_STATE
+        state_keys = keys.state_keys(user_id=user_id, session_id=session_id)
+        if state_keys is None:
+            return None, None, EMPTY_STATE
         if user_id:
-            owned = (keyspace.user_key(user_id), consent_key(user_id))
+            owned = (keys.user_key(user_id), keys.consent_key(user_id))
         else:
             # A visitor has no list and no consent record: keys that never exist, in the session's slot.
-            owned = (f"{keys.cart}:no-list", f"{keys.cart}:no-consent")
-        reply = await self.call(
-            lambda: self._read_shopper([*owned, keys.cart, keys.purchases, keys.interest], [version, base])
-        )
+            owned = (f"{state_keys.cart}:no-list", f"{state_keys.cart}:no-consent")
+        read = [*owned, state_keys.cart, state_keys.purchases, state_keys.interest]
+        reply = await self.call(lambda: self._read_shopper(read, [version, base]))
         if not isinstance(reply, list):  # the list alone: no consent record, no real-time state
-            return reply or None, None, realtime.EMPTY_STATE
+            return reply or None, None, EMPTY_STATE
         listed, consent, cart, purchases, interest = reply
-        state = realtime.state_from_flat(cart, purchases, interest)
+        state = state_from_flat(cart, purchases, interest)
         return listed or None, None if consent is None else consent == b"1", state
 
     async def segment_list(self, version: str, segment: str) -> bytes | None:
-        key = keyspace.segment_key(version, segment)
+        key = keys.segment_key(version, segment)
         return await self._cached(version, key, lambda: self._client.get(key))
 
     async def _cached(
@@ -325,7 +324,7 @@ class RedisListStore:
                 initialize = getattr(self._client, "initialize", None)
                 if initialize is not None:  # redis.asyncio.RedisCluster: fetch the slot map now
                     await initialize()
-                for source in (keyspace.READ_SHOPPER, keyspace.RESOLVE_USER_LIST):
+                for source in (READ_SHOPPER, RESOLVE_USER_LIST):
                     await self._client.script_load(source)
         except (RedisError, OSError, TimeoutError) as exc:
             return f"{type(exc).__name__}: {exc}"

@@ -9,6 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from shop_store import ShopStore, publish_shop_store
+
+from configs.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 # py4j logs at INFO from finalizers after pytest closed its streams ("--- Logging error ---" at exit).
@@ -115,7 +119,7 @@ def settings(tmp_path: Path, redis_url: str, redis_kind: str) -> object:
 @pytest.fixture(scope="session")
 def spark() -> Iterator[object]:
     from configs.settings import Settings
-    from jobs.spark import spark_session
+    from jobs.features.session import spark_session
 
     session = spark_session(Settings(spark_master="local[2]", spark_driver_memory="2g"))
     yield session
@@ -140,7 +144,7 @@ def load_small_store(settings: object, *, users: int = 600, seed: int = 11) -> o
     import pandas as pd
 
     from carousel.lake import Lake
-    from jobs.generate import StoreSpec, generate_store
+    from jobs.ingest.synthetic import StoreSpec, generate_store
 
     end = pd.Timestamp(STORE_END_ISO)
     store = generate_store(StoreSpec(users=users, items=200, days=50, seed=seed, end=end))
@@ -155,3 +159,27 @@ def load_small_store(settings: object, *, users: int = 600, seed: int = 11) -> o
 def small_store() -> object:
     """`small_store(settings, users=..., seed=...)` loads a generated store into that lake."""
     return load_small_store
+
+
+# The cart abandonment delay of the served app: short, so a reminder takes seconds to show, not minutes.
+CART_ABANDON_AFTER_S = 2
+
+
+@pytest.fixture
+def shop_store(settings: Settings, redis_client: redis.Redis) -> ShopStore:
+    """The small store the storefront-page tests share (`shop_store.py`), published."""
+    return publish_shop_store(settings, redis_client)
+
+
+@pytest.fixture
+def shop_settings(settings: Settings) -> Settings:
+    """The app's settings for these tests. Redis timeouts are generous: the pages are under test, not
+    latency, and a browser, uvicorn and Redis share two busy cores here (the default 50 ms socket
+    timeout would turn a slow answer into a fallback list now and then)."""
+    return settings.model_copy(
+        update={
+            "cart_abandon_after_s": CART_ABANDON_AFTER_S,
+            "redis_socket_timeout_s": 1.0,
+            "redis_connect_timeout_s": 1.0,
+        }
+    )

@@ -29,12 +29,13 @@ import pandas as pd
 import psutil
 import redis
 
+from carousel.cache.keys import USER_PREFIX
 from carousel.lake import Lake
 from configs.settings import Settings
 from infra.redis_server import free_port, start_server, stop_server
-from jobs.generate import StoreSpec, generate_store
-from jobs.publish import loader_env
-from serving import keyspace
+from jobs.ingest.synthetic import StoreSpec, generate_store
+from jobs.publishing.loader import loader_env
+from jobs.stages.run import run_dir
 
 Progress = Callable[[str], None]
 END = pd.Timestamp("2026-11-01T00:00:00Z")
@@ -85,7 +86,8 @@ class PeakMemory:
         self._thread.join()
 
 
-# The DAG's stages of a refresh run, in order, and their names in the report.
+# The refresh stages the benchmark times, in order, and their names in the report. The refresh DAG also
+# drains the API's event stream (empty here) and builds the audiences; the goals are for the list pipeline.
 STAGES = {"check_inputs": "inputs", "compute": "compute", "validate": "validate", "publish": "publish"}
 
 
@@ -126,12 +128,17 @@ def run_job(
     if interval_start is not None:
         command += ["--interval-start", interval_start.isoformat()]
     log = log_dir / f"{run_id}.{stage}.log"
-    # The loader runs as the DAG's publish task does (see `jobs.publish.loader_env`).
+    # The loader runs as the DAG's publish task does (see `jobs.publishing.loader.loader_env`).
     job_env = loader_env(env) if stage == "publish" else env
     started = time.perf_counter()
     with log.open("w") as out:
         process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=job_env, text=True, errors="replace"
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=job_env,
+            text=True,
+            errors="replace",
         )
         assert process.stdout is not None
         with PeakMemory(psutil.Process(process.pid)) as memory:
@@ -226,7 +233,7 @@ def store_spec(users: int, items: int, events: int) -> StoreSpec:
 def redis_bytes_per_list(client: redis.Redis, sample: int = 500) -> float:
     """Mean MEMORY USAGE of stored shopper hashes (one list each after a full publish)."""
     sizes = []
-    for key in client.scan_iter(match=keyspace.USER_PREFIX + "*", count=1_000):
+    for key in client.scan_iter(match=USER_PREFIX + "*", count=1_000):
         sizes.append(int(client.memory_usage(key, samples=0) or 0))
         if len(sizes) >= sample:
             break
@@ -236,8 +243,6 @@ def redis_bytes_per_list(client: redis.Redis, sample: int = 500) -> float:
 def bench_batch(
     *, users: int, items: int, events: int, settings: Settings, progress: Progress
 ) -> dict[str, Any]:
-    from jobs import pipeline
-
     started = time.perf_counter()
     store = generate_store(store_spec(users, items, events))
     progress(
@@ -288,9 +293,7 @@ def bench_batch(
             progress(f"incremental run ({len(active):,} active shoppers): {incremental_total:.1f}s")
             per_list = redis_bytes_per_list(redis.Redis.from_url(redis_url))
             # What the full run trained, so a store too small to train the ranker cannot pass unnoticed.
-            full_manifest = json.loads(
-                (pipeline.run_dir(run_settings, "bench-full") / "manifest.json").read_text()
-            )
+            full_manifest = json.loads((run_dir(run_settings, "bench-full") / "manifest.json").read_text())
         finally:
             stop_server(redis_url)
     biggest = max([*full, *incremental], key=lambda job: job.peak_rss_mb)

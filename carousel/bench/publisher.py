@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 import redis
 
-from jobs.publish import SortedListsFile, publish_version
+from jobs.publishing.lists_file import SortedListsFile
+from jobs.publishing.loader import publish_version
 
 LIST_LENGTH = 30  # 20 served + 10 overflow, as the pipeline stores them
 COUNTRIES = ("Germany", "France", "United Kingdom", "Spain", "Italy")

@@ -38,9 +38,9 @@ import redis
 
 from carousel.bench import profile
 from carousel.bench.publisher import COUNTRIES, publish_synthetic
+from carousel.cache.keys import LIVE_KEY
 from infra.redis_server import free_port, start_server, stop_server
-from jobs.publish import loader_env
-from serving import keyspace
+from jobs.publishing.loader import loader_env
 
 Progress = Callable[[str], None]
 TOKEN = "bench-admin-token-0123456789"
@@ -225,7 +225,7 @@ def bench_serve(
             with_carts = shoppers[: max(1, users // 10)]
             paths = _request_mix(root / "paths.txt", shoppers, with_carts)
             base_paths = root / "base_paths.txt"
-            base_paths.write_text(f"/get?key={quote(keyspace.LIVE_KEY)}\n" * 10)
+            base_paths.write_text(f"/get?key={quote(LIVE_KEY)}\n" * 10)
             load = {"concurrency": concurrency, "duration": duration}
             profiles: dict[str, Any] = {}
             if profile_dir is not None:
@@ -237,7 +237,7 @@ def bench_serve(
                 _server(
                     _baseline_command(base_port, workers),
                     env,
-                    f"{base_url}/get?key={quote(keyspace.LIVE_KEY)}",
+                    f"{base_url}/get?key={quote(LIVE_KEY)}",
                     root / "base.log",
                 ) as base_process,
             ):
@@ -266,7 +266,7 @@ def bench_serve(
                     during = _during_publish(wrk, api_url, paths, redis_url, publish_lists, concurrency)
                     progress(f"during a publish of {publish_lists:,} lists: {during}")
             port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
-            get_rps = redis_get_rps(port, concurrency=concurrency, key=keyspace.LIVE_KEY)
+            get_rps = redis_get_rps(port, concurrency=concurrency, key=LIVE_KEY)
             progress(f"redis-benchmark GET: {get_rps:,.0f} requests/s")
         finally:
             stop_server(redis_url)

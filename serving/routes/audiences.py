@@ -16,7 +16,8 @@ from typing import Annotated, Literal
 import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from serving import audiences, keyspace
+from carousel.cache.keys import LIVE_KEY
+from serving import audiences
 from serving.auth import MarketingDep
 from serving.deps import SettingsDep, StoreDep
 from serving.responses import error_response, json_response
@@ -42,7 +43,7 @@ async def audience(
     client = request.app.state.admin_redis
     if name == "abandoned_cart" and cursor is None:
         # Carts abandoned since the last batch run join the audience before its first page is read.
-        version = await client.get(keyspace.LIVE_KEY)
+        version = await client.get(LIVE_KEY)
         meta = await store.version_meta(version.decode()) if version else None
         await audiences.promote_abandoned_carts(
             client,

@@ -22,13 +22,13 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from redis.exceptions import RedisError
 
-from carousel.redis_conn import async_client
+from carousel.cache.client import async_client
+from carousel.rules.holdout import assign_variant
 from serving import audiences, realtime
 from serving.deps import SettingsDep
+from serving.inputs import CONTEXT_PATTERN, ID_PATTERN
 from serving.responses import error_response, json_response
-from serving.routes.recommendations import CONTEXT_PATTERN, ID_PATTERN
 from serving.store import StoreUnavailable
-from serving.variant import assign_variant
 
 # Writes get a longer timeout than the API's reads: a write abandoned after Redis applied it turns into
 # a 503, and the client's retry would append the same events to the stream a second time.

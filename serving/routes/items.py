@@ -8,11 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serving import keyspace, stock
+from carousel.cache.payload import decode_items
+from carousel.rules.segments import GLOBAL_SEGMENT
+from serving import stock
 from serving.auth import AdminDep
 from serving.deps import SettingsDep, StoreDep
+from serving.inputs import ID_PATTERN
 from serving.responses import error_response, json_response
-from serving.routes.recommendations import ID_PATTERN
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
 admin_router = APIRouter(prefix="/v1/items", tags=["items"], dependencies=[AdminDep])
@@ -52,12 +54,12 @@ async def similar_items(
     payload = await store.item_list(version, str(meta.get("base") or version), item_id)
     source = "similar"
     if payload is None:
-        payload = await store.segment_list(version, keyspace.GLOBAL_SEGMENT)
+        payload = await store.segment_list(version, GLOBAL_SEGMENT)
         source = "global"
     availability = await request.app.state.availability.get()
     items: list[dict[str, Any]] = [
         item
-        for item in (keyspace.decode_items(payload) if payload else [])
+        for item in (decode_items(payload) if payload else [])
         if item["item_id"] != item_id and item["item_id"] not in availability.unavailable
     ][:n]
     return json_response({"item_id": item_id, "items": items, "source": source, "version": version})

@@ -1,4 +1,4 @@
-"""`GET /ops/lift`: the latest holdout lift report (`carousel report lift`, `jobs/lift.py`) as a plain page.
+"""`GET /ops/lift`: the latest holdout lift report (`carousel report lift`, ``jobs.evaluation.lift``) as a plain page.
 
 It reads `<var_dir>/reports/lift.json` on every request (the CLI replaces it atomically) and shows, for
 the storefront and for each email campaign, conversion rate and revenue per shopper per arm, the
@@ -35,7 +35,7 @@ th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: ta
 Formatter = Callable[[Any], str]
 
 
-# Formatting lives here rather than being imported from jobs.lift: that module pulls in pandas and
+# Formatting lives here rather than being imported from jobs.evaluation.lift: that module pulls in pandas and
 # scipy, which the API process does not otherwise load.
 def _number(value: Any, spec: str, scale: float = 1.0, suffix: str = "") -> str:
     if isinstance(value, bool) or not isinstance(value, int | float):

@@ -19,8 +19,8 @@ from fastapi import APIRouter, Response
 from fastapi.responses import HTMLResponse
 from redis.exceptions import RedisError
 
-from jobs.model_store import ModelStore
-from jobs.run_history import RunHistory
+from carousel.models import ModelCatalog
+from carousel.runs import RunHistory
 from serving.deps import SettingsDep, StoreDep
 from serving.store import StoreUnavailable
 
@@ -34,10 +34,13 @@ th { background: #f4f4f4; } .ok { color: #11772d; } .bad { color: #b00020; } cod
 .legend span { display: inline-block; width: .8rem; height: .8rem; margin: 0 .3rem 0 1rem; }
 """
 _STAGE_COLOURS = {
-    "inputs": "#9aa5b1",
+    "drain_events": "#c9b3e6",
+    "check_inputs": "#9aa5b1",
     "compute": "#2f6fb0",
+    "train": "#5a8fd0",
     "validate": "#e0a100",
     "publish": "#11772d",
+    "audiences": "#c2185b",
 }
 
 
@@ -104,7 +107,7 @@ def _freshness(generated_at: str | None) -> str:
 
 
 def _model_section(settings: Any) -> str:
-    store = ModelStore(settings.models_dir)
+    store = ModelCatalog(settings.models_dir)
     number = store.latest()
     if number is None:
         return "<p>No model trained yet (the nightly <code>carousel_retrain</code> stores them).</p>"

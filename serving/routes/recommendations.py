@@ -25,17 +25,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from serving import keyspace, metrics, realtime
+from carousel.cache.payload import decode_items, iter_items
+from carousel.rules.holdout import HOLDOUT, assign_variant
+from carousel.rules.segments import CONTEXT_DIMENSIONS, GLOBAL_SEGMENT, context_segment
+from serving import metrics, realtime
+from serving.inputs import CONTEXT_PATTERN, ID_PATTERN
 from serving.overlay import EMPTY_TRIGGERS, apply_overlay, triggers
 from serving.responses import error_response, json_response, validation_error_response
 from serving.stock import Availability
 from serving.store import StoreUnavailable
-from serving.variant import HOLDOUT, assign_variant
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
-
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,127}$"
-CONTEXT_PATTERN = r"^[\w .,'()\-/&]{1,64}$"
 
 
 class RecommendationQuery(BaseModel):
@@ -165,21 +165,21 @@ async def _from_redis(
     if payload is None and not holdout and state.interest:
         # A visitor (or a shopper without a personal list yet) browsing one department: its list first.
         department = max(sorted(state.interest), key=lambda d: state.interest[d])
-        payload = await store.segment_list(version, keyspace.context_segment("category", department))
+        payload = await store.segment_list(version, context_segment("category", department))
         source = "segment"
-    for dimension in keyspace.CONTEXT_DIMENSIONS:
+    for dimension in CONTEXT_DIMENSIONS:
         value = getattr(query, dimension)
         if payload is not None:
             break
         if value:
-            payload = await store.segment_list(version, keyspace.context_segment(dimension, value))
+            payload = await store.segment_list(version, context_segment(dimension, value))
             source = "segment"
     if payload is None:
-        payload = await store.segment_list(version, keyspace.GLOBAL_SEGMENT)
+        payload = await store.segment_list(version, GLOBAL_SEGMENT)
         source = "global"
         if payload:
             app_state.fallbacks.remember(version, payload)
-    stored = keyspace.iter_items(payload) if payload else iter(())
+    stored = iter_items(payload) if payload else iter(())
     fired = EMPTY_TRIGGERS
     if state.cart or state.purchases:
         fired = triggers(
@@ -188,7 +188,7 @@ async def _from_redis(
     complements: dict[str, list[dict[str, Any]]] = {}
     if fired.anchors:
         lists = await asyncio.gather(*(store.item_list(version, base, item) for item in fired.anchors))
-        complements = {a: keyspace.decode_items(p) for a, p in zip(fired.anchors, lists, strict=True) if p}
+        complements = {a: decode_items(p) for a, p in zip(fired.anchors, lists, strict=True) if p}
     items = apply_overlay(
         stored,
         fired=fired,
@@ -199,11 +199,9 @@ async def _from_redis(
     )
     if not items and source != "global":
         # Everything filtered away (a tiny segment, all bought): the global list still answers.
-        glob = await store.segment_list(version, keyspace.GLOBAL_SEGMENT)
+        glob = await store.segment_list(version, GLOBAL_SEGMENT)
         items = [
-            i
-            for i in (keyspace.iter_items(glob) if glob else ())
-            if i["item_id"] not in availability.unavailable
+            i for i in (iter_items(glob) if glob else ()) if i["item_id"] not in availability.unavailable
         ][: query.n]
         source = "global"
     return _Answer(items, source, version, meta.get("generated_at"))

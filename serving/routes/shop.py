@@ -27,14 +27,15 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import StringConstraints
 
+from carousel.cache.keys import user_key
+from carousel.cache.scripts import RESOLVE_USER_LIST
 from carousel.lake import Lake
+from carousel.rules.holdout import assign_variant
 from configs.settings import Settings
-from serving import keyspace
 from serving.deps import SettingsDep
+from serving.inputs import CONTEXT_PATTERN, ID_PATTERN
 from serving.responses import error_response, json_response
-from serving.routes.recommendations import CONTEXT_PATTERN, ID_PATTERN
 from serving.store import StoreUnavailable
-from serving.variant import assign_variant
 
 router = APIRouter(tags=["shop"])
 
@@ -187,7 +188,7 @@ async def _have_lists(store: Any, version: str, base: str, user_ids: list[str]) 
     async def resolve() -> list[Any]:
         pipe = store.client.pipeline(transaction=False)
         for user_id in user_ids:
-            pipe.eval(keyspace.RESOLVE_USER_LIST, 1, keyspace.user_key(user_id), version, base)
+            pipe.eval(RESOLVE_USER_LIST, 1, user_key(user_id), version, base)
         results: list[Any] = await pipe.execute()
         return results
 

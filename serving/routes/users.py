@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict
 from serving.auth import AdminDep
 from serving.consent import set_consent
 from serving.erasure import erase_shopper
+from serving.inputs import ID_PATTERN
 from serving.responses import json_response
-from serving.routes.recommendations import ID_PATTERN
 
 router = APIRouter(prefix="/v1/users", tags=["users"], dependencies=[AdminDep])
 

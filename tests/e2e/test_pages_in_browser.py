@@ -22,10 +22,10 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from shop_store import GERMANY_ITEMS, ITEMS, VERSION, ShopStore, item_title, reason_text
 
+from carousel.rules.holdout import assign_variant
 from configs.settings import Settings
 from infra.browser import BrowserUnavailable, chromium_arguments, ensure_chromium
 from serving.app import create_app
-from serving.variant import assign_variant
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from carousel.schema import validate_events, validate_items, validate_users
-from jobs.adapters import OTHER, Imported, read_online_retail, read_rees46
+from jobs.ingest.adapters import OTHER, Imported, read_online_retail, read_rees46
 
 pytestmark = pytest.mark.integration
 

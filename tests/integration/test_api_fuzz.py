@@ -15,7 +15,7 @@ import schemathesis
 from http_server import served
 
 from configs.settings import Settings
-from jobs import publish
+from jobs.publishing import loader
 from serving.app import create_app
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ def _publish(client: redis.Redis) -> None:
     similar = users.rename(columns={"user_id": "anchor_id"}).assign(
         anchor_id=lambda f: f["anchor_id"].str.replace("u", "i")
     )
-    publish.publish_version(
+    loader.publish_version(
         client,
         version="20261101T000000Z",
         user_lists=users,

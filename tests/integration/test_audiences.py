@@ -16,11 +16,11 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from carousel.cache import audiences as audience_rows
+from carousel.rules.holdout import HOLDOUT, TREATMENT, assign_variant
 from configs.settings import Settings
-from jobs import publish
-from serving import audiences
+from jobs.publishing import loader
 from serving.app import create_app
-from serving.variant import HOLDOUT, TREATMENT, assign_variant
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,7 @@ def api(quick: Settings, redis_client: redis.Redis) -> Iterator[TestClient]:
         ]
     )
     empty_users = pd.DataFrame(columns=["user_id", "rank", "item_id", "score", "reason_code", "reason_text"])
-    publish.publish_version(
+    loader.publish_version(
         redis_client,
         version="20261101T000000Z",
         user_lists=empty_users,
@@ -141,7 +141,7 @@ def test_pages_in_json_and_csv_return_every_row_exactly_once(
         }
         for k in range(1_234)
     ]
-    audiences.replace_campaign(redis_client, "browse_abandonment", rows, no_marketing=set())
+    audience_rows.replace_campaign(redis_client, "browse_abandonment", rows, no_marketing=set())
     seen_json: list[str] = []
     cursor = None
     while True:

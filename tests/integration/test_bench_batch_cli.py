@@ -30,7 +30,9 @@ def test_bench_batch_writes_the_contract_report(
     stages = ["inputs", "compute", "validate", "publish"]
     assert list(report["stages"]) == stages and list(report["incremental_stages"]) == stages
     assert report["total_s"] == pytest.approx(sum(report["stages"].values()), abs=0.05)
-    assert report["incremental_total_s"] == pytest.approx(sum(report["incremental_stages"].values()), abs=0.05)
+    assert report["incremental_total_s"] == pytest.approx(
+        sum(report["incremental_stages"].values()), abs=0.05
+    )
     assert report["incremental_active_users"] == 4
     assert report["full_counts"]["user_lists"] > 0 and report["ranker_train_rows"] >= 0
     assert 0 < report["redis_bytes_per_list"] < 10_000

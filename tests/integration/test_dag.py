@@ -12,12 +12,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from carousel.cache import versions
 from carousel.lake import Lake
+from carousel.runs import RunHistory, folder_name
 from configs.settings import Settings
 from infra.airflow_runner import ROOT, DagRunFailed, run_dag_once
-from jobs import publish
-from jobs.model_store import ModelStore
-from jobs.run_history import RunHistory, folder_name
+from jobs.ranking.store import ModelStore
 
 pytestmark = pytest.mark.integration
 
@@ -107,11 +107,11 @@ def test_retrain_then_refresh_runs_through_airflow(
     run_dag_once("carousel_retrain", datetime(2026, 11, 1, 2, tzinfo=UTC), airflow_home=home)
     model = ModelStore(settings.models_dir).describe(1)
     assert model["windows"] and model["train_rows"] > 0 and "ndcg@10" in model["evaluation"]
-    assert publish.live_version(redis_client) is None
+    assert versions.live_version(redis_client) is None
 
     # The logical date is the interval end: this run covers [2026-11-01 01:45, 02:00).
     run_dag_once("carousel_refresh", datetime(2026, 11, 1, 2, tzinfo=UTC), airflow_home=home)
-    full = publish.read_meta(redis_client, "20261101T020000Z")
+    full = versions.read_meta(redis_client, "20261101T020000Z")
     assert full is not None and full["kind"] == "full" and full["model"]["number"] == 1
     assert full["user_lists"] > 0 and full["run_id"].startswith("manual__")
     record = RunHistory(settings.runs_dir / "history.sqlite").get(full["run_id"])
@@ -142,10 +142,10 @@ def test_retrain_then_refresh_runs_through_airflow(
     started = time.perf_counter()
     run_dag_once("carousel_refresh", datetime(2026, 11, 1, 2, 15, tzinfo=UTC), airflow_home=home)
     print(f"incremental carousel_refresh through Airflow: {time.perf_counter() - started:.1f}s")
-    delta = publish.read_meta(redis_client, "20261101T021500Z")
+    delta = versions.read_meta(redis_client, "20261101T021500Z")
     assert delta is not None and (delta["kind"], delta["base"]) == ("delta", "20261101T020000Z")
     assert delta["user_lists"] == 1
-    assert publish.read_user_list(redis_client, "20261101T021500Z", shopper) is not None
+    assert versions.read_user_list(redis_client, "20261101T021500Z", shopper) is not None
     # The last stage wrote this run's audience files for email tools.
     for campaign in ("abandoned_cart", "post_purchase", "browse_abandonment"):
         assert (settings.var_dir / "audiences" / folder_name(delta["run_id"]) / f"{campaign}.csv").exists()
@@ -167,7 +167,7 @@ def test_dag_run_with_bad_inputs_fails_and_keeps_live_version(
     shutil.copy(part, part.with_name("part-replayed-copy.parquet"))
     with pytest.raises(DagRunFailed):
         run_dag_once("carousel_refresh", datetime(2026, 11, 1, tzinfo=UTC), airflow_home=tmp_path / "airflow")
-    assert publish.live_version(redis_client) is None
+    assert versions.live_version(redis_client) is None
     runs = RunHistory(settings.runs_dir / "history.sqlite").recent(5)
     assert runs and runs[0]["status"] == "failed" and runs[0]["failed_stage"] == "inputs"
     assert "duplicate" in " ".join(runs[0]["inputs"]["failures"])

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from carousel import cli
-from jobs.generate import StoreSpec, generate_store, write_store
+from jobs.ingest.synthetic import StoreSpec, generate_store, write_store
 
 pytestmark = pytest.mark.integration
 

@@ -22,13 +22,15 @@ import pytest
 import redis.asyncio as aredis
 from fastapi.testclient import TestClient
 
+from carousel.cache import keys as layout
+from carousel.cache import stream
 from carousel.lake import Lake
+from carousel.rules.holdout import assign_variant
 from configs.settings import Settings
-from jobs import drain
-from jobs.drain import drain_events
+from jobs.ingest import drain
+from jobs.ingest.drain import drain_events
 from serving import realtime
 from serving.app import create_app
-from serving.variant import assign_variant
 
 pytestmark = pytest.mark.integration
 
@@ -170,8 +172,8 @@ def test_a_bad_field_refuses_the_whole_request_naming_it(
     response = api.post("/v1/events", json={"events": [_event(), _event(**overrides)]})
     assert response.status_code == 422, response.text
     assert field in response.json()["error"]
-    assert redis_client.exists(realtime.EVENTS_STREAM) == 0
-    assert redis_client.keys(f"{realtime.PREFIX}:*") == []
+    assert redis_client.exists(layout.EVENTS_STREAM) == 0
+    assert redis_client.keys(f"{layout.REALTIME_PREFIX}:*") == []
 
 
 def test_an_unknown_top_level_field_and_too_many_events_are_refused(
@@ -198,7 +200,7 @@ def test_a_body_over_the_size_limit_gets_413(api: TestClient, settings: Settings
 
     streamed = api.post("/v1/events", content=chunks(), headers=headers)
     assert streamed.status_code == 413
-    assert redis_client.exists(realtime.EVENTS_STREAM) == 0
+    assert redis_client.exists(layout.EVENTS_STREAM) == 0
 
 
 # -- real-time state ---------------------------------------------------------------------------------------
@@ -251,7 +253,7 @@ def test_accepted_events_update_the_shoppers_state(
         "i2": (t0 + timedelta(minutes=50)).timestamp(),
     }
 
-    keys = realtime.user_keys("u1")
+    keys = layout.shopper_state_keys("u1")
     assert 0 < redis_client.ttl(keys.cart) <= settings.realtime_cart_ttl_s
     assert (
         settings.realtime_views_ttl_s < redis_client.ttl(keys.purchases) <= settings.realtime_purchases_ttl_s
@@ -261,8 +263,8 @@ def test_accepted_events_update_the_shoppers_state(
 def test_erasing_a_shopper_deletes_their_keys_and_their_sessions(
     api: TestClient, redis_url: str, redis_client: Any
 ) -> None:
-    """`erase_subject_keys` removes the shopper's keys and the anonymous state of sessions they used,
-    and nobody else's."""
+    """`DELETE /v1/users/{id}` removes the shopper's real-time keys and the anonymous state of the
+    sessions they used, and nobody else's."""
     events = [
         _event(user_id=None, session_id="before-login", item_id="a", event_type="add_to_cart"),
         _event(user_id="u1", session_id="before-login", item_id="b", event_type="purchase"),
@@ -270,10 +272,13 @@ def test_erasing_a_shopper_deletes_their_keys_and_their_sessions(
     ]
     assert api.post("/v1/events", json={"events": events}).status_code == 202
     assert _state(redis_url, user_id=None, session_id="before-login").cart.keys() == {"a"}
-    deleted = realtime.erase_subject_keys(redis_client, "u1")
-    assert deleted == 4  # u1's purchases, cart (holding the removal) and sessions; the session's cart
-    assert redis_client.keys(f"{realtime.PREFIX}:{{u:u1}}:*") == []
-    assert redis_client.keys(f"{realtime.PREFIX}:{{s:before-login}}:*") == []
+    erased = api.delete("/v1/users/u1", headers={"Authorization": "Bearer test-admin-token-0123456789"})
+    assert erased.status_code == 200
+    assert (
+        erased.json()["keys"] == 4
+    )  # u1's purchases, cart (holding the removal) and sessions; the session's cart
+    assert redis_client.keys(f"{layout.REALTIME_PREFIX}:{{u:u1}}:*") == []
+    assert redis_client.keys(f"{layout.REALTIME_PREFIX}:{{s:before-login}}:*") == []
     assert _state(redis_url, user_id="u2", session_id=None).cart.keys() == {"c"}
 
 
@@ -283,9 +288,9 @@ def test_the_stream_holds_every_accepted_event_with_its_variant(
     """Each accepted event is one stream entry with its canonical fields and the shopper's variant."""
     events = _random_events(300, seed=1, end=NOW)
     _post(api, events, chunk=120)
-    entries = redis_client.xrange(realtime.EVENTS_STREAM)
+    entries = redis_client.xrange(layout.EVENTS_STREAM)
     assert len(entries) == len(events)
-    decoded = [realtime.decode_stream_entry(fields) for _, fields in entries]
+    decoded = [stream.decode_stream_entry(fields) for _, fields in entries]
     assert Counter(_row_key(row) for row in decoded) == Counter(_row_key(e) for e in events)
     variants = set()
     for (_, fields), event in zip(entries, events, strict=True):
@@ -308,7 +313,7 @@ def test_the_drain_writes_every_event_once_and_empties_the_stream(
     result = drain_events(settings, interval_end=NOW, batch_size=500)
     assert (result.written, len(result.parts), result.rejected, result.deleted) == (1_200, 3, 0, 0)
     assert _lake_rows(settings) == Counter(_row_key(e) for e in events)
-    assert result.backlog == realtime.StreamBacklog(length=0, pending=0, lag=0, lost=False)
+    assert result.backlog == stream.StreamBacklog(length=0, pending=0, lag=0, lost=False)
     again = drain_events(settings, interval_end=NOW)
     assert (again.written, again.parts, again.drained_through) == (0, (), result.drained_through)
     assert _lake_rows(settings) == Counter(_row_key(e) for e in events)
@@ -339,12 +344,12 @@ def test_entries_erased_while_held_back_are_not_written(
     _post(api, events)
     cut = datetime.fromisoformat(events[59]["ts"])
     assert drain_events(settings, interval_end=cut).written == 60
-    held = redis_client.xrange(realtime.EVENTS_STREAM, count=5)  # read by the drain, held back
-    redis_client.xdel(realtime.EVENTS_STREAM, held[2][0])
+    held = redis_client.xrange(layout.EVENTS_STREAM, count=5)  # read by the drain, held back
+    redis_client.xdel(layout.EVENTS_STREAM, held[2][0])
     result = drain_events(settings, interval_end=NOW)
     assert (result.written, result.deleted) == (39, 1)
     assert _lake_rows(settings) == Counter(_row_key(e) for k, e in enumerate(events) if k != 62)
-    assert result.backlog == realtime.StreamBacklog(length=0, pending=0, lag=0, lost=False)
+    assert result.backlog == stream.StreamBacklog(length=0, pending=0, lag=0, lost=False)
 
 
 def test_a_drain_crashing_after_the_lake_write_is_retried_without_duplicates(
@@ -367,13 +372,13 @@ def test_a_drain_crashing_after_the_lake_write_is_retried_without_duplicates(
     with pytest.raises(RuntimeError, match="killed"):
         drain_events(settings, interval_end=NOW, batch_size=150)
     assert sum(_lake_rows(settings).values()) == 300  # two parts written, the second one unacknowledged
-    assert redis_client.xpending(realtime.EVENTS_STREAM, realtime.DRAIN_GROUP)["pending"] == 150
+    assert redis_client.xpending(layout.EVENTS_STREAM, layout.DRAIN_GROUP)["pending"] == 150
 
     monkeypatch.setattr(drain, "_acknowledge", acknowledge)
     retried = drain_events(settings, interval_end=NOW, batch_size=70)
     assert retried.already_in_lake == 150 and retried.written == 200
     assert _lake_rows(settings) == Counter(_row_key(e) for e in events)
-    assert retried.backlog == realtime.StreamBacklog(length=0, pending=0, lag=0, lost=False)
+    assert retried.backlog == stream.StreamBacklog(length=0, pending=0, lag=0, lost=False)
 
 
 def test_an_entry_the_lake_refuses_is_set_aside_and_the_rest_drained(
@@ -384,7 +389,7 @@ def test_an_entry_the_lake_refuses_is_set_aside_and_the_rest_drained(
     events = _random_events(40, seed=5, end=NOW)
     _post(api, events[:20])
     redis_client.xadd(
-        realtime.EVENTS_STREAM,
+        layout.EVENTS_STREAM,
         {
             "session_id": "s1",
             "item_id": "i1",
@@ -398,7 +403,7 @@ def test_an_entry_the_lake_refuses_is_set_aside_and_the_rest_drained(
     result = drain_events(settings, interval_end=NOW)
     assert (result.written, result.rejected) == (40, 1)
     assert _lake_rows(settings) == Counter(_row_key(e) for e in events)
-    ((_, rejected),) = redis_client.xrange(realtime.REJECTED_STREAM)
+    ((_, rejected),) = redis_client.xrange(layout.REJECTED_STREAM)
     assert b"quantity" in rejected[b"error"] and rejected[b"quantity"] == b"0"
     assert result.backlog.length == 0
 
@@ -410,11 +415,11 @@ def test_the_backlog_reports_events_the_length_cap_dropped(
     _post(api, _random_events(10, seed=6, end=NOW))
     drain_events(settings, interval_end=NOW)
     _post(api, _random_events(10, seed=7, end=NOW))
-    assert realtime.stream_backlog(redis_client) == realtime.StreamBacklog(
+    assert stream.stream_backlog(redis_client) == stream.StreamBacklog(
         length=10, pending=0, lag=10, lost=False
     )
-    redis_client.xtrim(realtime.EVENTS_STREAM, maxlen=4, approximate=False)  # what MAXLEN does when full
-    backlog = realtime.stream_backlog(redis_client)
+    redis_client.xtrim(layout.EVENTS_STREAM, maxlen=4, approximate=False)  # what MAXLEN does when full
+    backlog = stream.stream_backlog(redis_client)
     assert backlog.length == 4 and backlog.lost
 
 
@@ -457,6 +462,4 @@ def test_a_drain_killed_with_sigkill_and_retried_moves_every_event_exactly_once(
     final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert final.returncode == 0, final.stderr
     assert _lake_rows(settings) == Counter(_row_key(e) for e in events)
-    assert realtime.stream_backlog(redis_client) == realtime.StreamBacklog(
-        length=0, pending=0, lag=0, lost=False
-    )
+    assert stream.stream_backlog(redis_client) == stream.StreamBacklog(length=0, pending=0, lag=0, lost=False)

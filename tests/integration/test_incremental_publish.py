@@ -10,8 +10,10 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from jobs import publish
-from serving import keyspace
+from carousel.cache import keys as layout
+from carousel.cache import payload as list_format
+from carousel.cache import versions
+from jobs.publishing import PublishError, loader, retention
 from serving.app import create_app
 
 # Every test runs on a single Redis and on a three-primary Redis Cluster.
@@ -42,9 +44,9 @@ def _lists(tag: str, users: list[str], n: int = 5) -> tuple[pd.DataFrame, pd.Dat
 
 def _publish(
     client: redis.Redis, version: str, tag: str, users: list[str], kind: str
-) -> publish.PublishResult:
+) -> loader.PublishResult:
     user_lists, segments = _lists(tag, users)
-    return publish.publish_version(
+    return loader.publish_version(
         client,
         version=version,
         user_lists=user_lists,
@@ -55,8 +57,8 @@ def _publish(
 
 
 def _tag(client: redis.Redis, version: str, user: str) -> str | None:
-    payload = publish.read_user_list(client, version, user)
-    return None if payload is None else str(keyspace.decode_items(payload)[0]["item_id"]).split("-")[0]
+    payload = versions.read_user_list(client, version, user)
+    return None if payload is None else str(list_format.decode_items(payload)[0]["item_id"]).split("-")[0]
 
 
 @pytest.fixture
@@ -71,10 +73,10 @@ def test_delta_writes_only_its_shoppers_and_the_rest_resolve_to_the_base(
     """After a delta for u1, u1 is served the delta's list and u2/u3 their base list; u2's and u3's
     keys are not touched by the delta."""
     _publish(redis_client, F1, "a", ["u1", "u2", "u3"], "full")
-    before = {u: redis_client.hgetall(keyspace.user_key(u)) for u in ("u2", "u3")}
+    before = {u: redis_client.hgetall(layout.user_key(u)) for u in ("u2", "u3")}
     result = _publish(redis_client, D2, "b", ["u1"], "delta")
     assert (result.kind, result.base, result.user_lists) == ("delta", F1, 1)
-    assert {u: redis_client.hgetall(keyspace.user_key(u)) for u in ("u2", "u3")} == before
+    assert {u: redis_client.hgetall(layout.user_key(u)) for u in ("u2", "u3")} == before
     assert [_tag(redis_client, D2, u) for u in ("u1", "u2", "u3")] == ["b", "a", "a"]
     served = {u: api.get("/v1/recommendations", params={"user_id": u, "n": 3}).json() for u in ("u1", "u2")}
     assert served["u1"]["items"][0]["item_id"].startswith("b-") and served["u1"]["version"] == D2
@@ -86,11 +88,11 @@ def test_rollback_of_a_delta_never_resurfaces_under_a_later_one(redis_client: re
     back for shoppers it does not write."""
     _publish(redis_client, F1, "a", ["u1", "u2"], "full")
     _publish(redis_client, D2, "b", ["u1"], "delta")
-    assert publish.rollback(redis_client) == (D2, F1)
+    assert retention.rollback(redis_client) == (D2, F1)
     assert _tag(redis_client, F1, "u1") == "a"
     _publish(redis_client, D3, "c", ["u2"], "delta")
     assert [_tag(redis_client, D3, u) for u in ("u1", "u2")] == ["a", "c"]
-    assert not any(redis_client.hexists(keyspace.user_key(u), D2) for u in ("u1", "u2"))
+    assert not any(redis_client.hexists(layout.user_key(u), D2) for u in ("u1", "u2"))
 
 
 def test_a_full_version_drops_shoppers_it_does_not_list(redis_client: redis.Redis) -> None:
@@ -103,13 +105,13 @@ def test_a_full_version_drops_shoppers_it_does_not_list(redis_client: redis.Redi
     assert _tag(redis_client, F4, "u2") is None
     assert _tag(redis_client, D2, "u2") == "b"  # still there for a rollback to D2
     _publish(redis_client, "20261103T000000Z", "e", ["u1"], "full")
-    assert not redis_client.exists(keyspace.user_key("u2"))
+    assert not redis_client.exists(layout.user_key("u2"))
 
 
 def test_a_delta_needs_a_live_version(redis_client: redis.Redis) -> None:
-    with pytest.raises(publish.PublishError, match="needs a live version"):
+    with pytest.raises(PublishError, match="needs a live version"):
         _publish(redis_client, D2, "b", ["u1"], "delta")
-    assert publish.live_version(redis_client) is None
+    assert versions.live_version(redis_client) is None
 
 
 def test_rerun_of_the_live_interval_reports_whether_content_is_identical(redis_client: redis.Redis) -> None:

@@ -11,10 +11,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from carousel.cache import keys as layout
+from carousel.cache import payload as list_format
+from carousel.cache import versions
 from carousel.lake import Lake
 from configs.settings import Settings
-from jobs import model_store, pipeline, publish
-from serving import keyspace
+from jobs.publishing import loader
+from jobs.ranking.store import ModelStore
+from jobs.stages import refresh, run
+from jobs.stages.manifest import RunManifest
 
 pytestmark = pytest.mark.integration
 
@@ -53,9 +58,9 @@ def test_incremental_run_rescores_only_active_shoppers(
     settings: Settings, redis_client: object, small_store: Callable[..., pd.DataFrame]
 ) -> None:
     users = small_store(settings)
-    full = pipeline.run_refresh(settings, interval_end=FULL_END, run_id="full-1", mode="full")
+    full = refresh.run_refresh(settings, interval_end=FULL_END, run_id="full-1", mode="full")
     assert full.published.kind == "full"
-    assert model_store.ModelStore(settings.models_dir).latest() == 1
+    assert ModelStore(settings.models_dir).latest() == 1
     full_users = full.published.user_lists
 
     lake = Lake(settings.lake_dir)
@@ -64,42 +69,40 @@ def test_incremental_run_rescores_only_active_shoppers(
     events, active = _new_events(users, items.loc[items["in_stock"], "item_id"].tolist())
     lake.append_events(events, now=pd.Timestamp(DELTA_END), source="late events")
     untouched = [u for u in users["user_id"] if u not in active][:50]
-    before = {u: redis_client.hgetall(keyspace.user_key(u)) for u in untouched}  # type: ignore[attr-defined]
+    before = {u: redis_client.hgetall(layout.user_key(u)) for u in untouched}  # type: ignore[attr-defined]
 
-    delta = pipeline.run_refresh(
+    delta = refresh.run_refresh(
         settings, interval_start=DELTA_START, interval_end=DELTA_END, run_id="delta-1", mode="auto"
     )
     assert (delta.published.kind, delta.published.base) == ("delta", full.version)
     assert delta.published.user_lists == len(active) < full_users
-    manifest = pipeline._read_manifest(settings, "delta-1")
-    assert manifest["mode"] == "incremental" and manifest["model"]["number"] == 1
+    manifest = RunManifest.read(run.run_dir(settings, "delta-1"), "delta-1")
+    assert manifest.mode == "incremental" and manifest.model.number == 1
     # The input gate read only the new part; its counts still cover the whole lake.
-    inputs = (pipeline.history(settings).get("delta-1") or {})["inputs"]
+    inputs = (run.history(settings).get("delta-1") or {})["inputs"]
     assert (inputs["parts_scanned"], inputs["rows_scanned"]) == (1, len(events))
-    assert inputs["rows"] == (pipeline.history(settings).get("full-1") or {})["inputs"]["rows"] + len(events)
+    assert inputs["rows"] == (run.history(settings).get("full-1") or {})["inputs"]["rows"] + len(events)
     # The output gate compared the delta's lists with the live ones (drift) and kept the figures.
-    verdict = json.loads((pipeline.run_dir(settings, "delta-1") / "validation.json").read_text())
+    verdict = json.loads((run.run_dir(settings, "delta-1") / "validation.json").read_text())
     gate = json.loads(Path(verdict["results_path"]).read_text())
     assert gate["statistics"]["drift_compared_users"] == len(active) - 1  # the newcomer has no live list
     assert gate["validations"]["list_drift"]["success"]
     # Nobody else's key was rewritten, and every shopper is still served.
-    assert {u: redis_client.hgetall(keyspace.user_key(u)) for u in untouched} == before  # type: ignore[attr-defined]
+    assert {u: redis_client.hgetall(layout.user_key(u)) for u in untouched} == before  # type: ignore[attr-defined]
     for user in active:
-        payload = publish.read_user_list(redis_client, delta.version, user)
-        assert payload is not None and len(keyspace.decode_items(payload)) == pipeline.stored_list_length(
-            settings
-        )
-    assert publish.read_user_list(redis_client, delta.version, untouched[0]) == publish.read_user_list(
+        payload = versions.read_user_list(redis_client, delta.version, user)
+        assert payload is not None and len(list_format.decode_items(payload)) == settings.stored_list_length
+    assert versions.read_user_list(redis_client, delta.version, untouched[0]) == versions.read_user_list(
         redis_client, full.version, untouched[0]
     )
     # The newcomer's list follows what they looked at: the carted item's category leads.
-    newcomer = keyspace.decode_items(
-        publish.read_user_list(redis_client, delta.version, "newcomer-1") or b"[]"
+    newcomer = list_format.decode_items(
+        versions.read_user_list(redis_client, delta.version, "newcomer-1") or b"[]"
     )
     assert {i["reason"]["code"] for i in newcomer} & {"viewed", "goes_with_yours", "similar_shoppers"}
 
     # A retry of the interval (new run id, as Airflow's clear-and-rerun gives) computes the same bytes.
-    again = pipeline.run_refresh(
+    again = refresh.run_refresh(
         settings,
         interval_start=DELTA_START,
         interval_end=DELTA_END,
@@ -107,8 +110,8 @@ def test_incremental_run_rescores_only_active_shoppers(
         mode="incremental",
     )
     assert not again.published.switched and again.published.identical is True
-    first = pd.read_parquet(pipeline.run_dir(settings, "delta-1") / "user_lists.parquet")
-    second = pd.read_parquet(pipeline.run_dir(settings, "delta-1-retry") / "user_lists.parquet")
+    first = pd.read_parquet(run.run_dir(settings, "delta-1") / "user_lists.parquet")
+    second = pd.read_parquet(run.run_dir(settings, "delta-1-retry") / "user_lists.parquet")
     pd.testing.assert_frame_equal(first, second)
 
 
@@ -119,15 +122,15 @@ def test_full_compute_rerun_is_byte_identical(
     small_store(settings, users=300)
     digests = []
     for run_id in ("again-1", "again-2"):
-        pipeline.compute_lists(settings, run_id=run_id, interval_end=FULL_END, mode="full")
-        out = pipeline.run_dir(settings, run_id)
+        run.run_stage("compute", run.StageRun(settings, run_id, FULL_END, mode="full"))
+        out = run.run_dir(settings, run_id)
         digests.append(
-            publish.content_digest(
+            loader.content_digest(
                 pd.read_parquet(out / "user_lists.parquet"), pd.read_parquet(out / "segment_lists.parquet")
             )
         )
     assert digests[0] == digests[1]
-    store = model_store.ModelStore(settings.models_dir)
+    store = ModelStore(settings.models_dir)
     assert store.numbers() == [1, 2]
     assert store.describe(1)["windows"] == store.describe(2)["windows"]
 
@@ -137,17 +140,17 @@ def test_batch_leaves_out_shoppers_erased_or_opted_out_through_the_api(
 ) -> None:
     """Consent withdrawn and erasures recorded by the API (Redis) are honoured by the next run, even
     though the lake's users table still lists those shoppers as consenting."""
-    from serving.consent import consent_key
-    from serving.erasure import ERASURES_KEY, erasure_digest
+    from carousel.cache.keys import ERASURES_KEY, consent_key
+    from carousel.rules.erasure import erasure_digest
 
     users = small_store(settings, users=250, seed=8)
     consenting = users.loc[users["consent_personalization"], "user_id"].tolist()
     withdrawn, erased = consenting[0], consenting[1]
     redis_client.hset(consent_key(withdrawn), mapping={"personalization": "0", "marketing": "0"})  # type: ignore[attr-defined]
     redis_client.sadd(ERASURES_KEY, erasure_digest(erased))  # type: ignore[attr-defined]
-    result = pipeline.run_refresh(settings, interval_end=FULL_END, run_id="respect-1", mode="full")
-    lists = pd.read_parquet(pipeline.run_dir(settings, "respect-1") / "user_lists.parquet")
+    result = refresh.run_refresh(settings, interval_end=FULL_END, run_id="respect-1", mode="full")
+    lists = pd.read_parquet(run.run_dir(settings, "respect-1") / "user_lists.parquet")
     assert not lists["user_id"].isin([withdrawn, erased]).any()
     assert lists["user_id"].isin(consenting[2:]).any()
     for user in (withdrawn, erased):
-        assert publish.read_user_list(redis_client, result.version, user) is None
+        assert versions.read_user_list(redis_client, result.version, user) is None

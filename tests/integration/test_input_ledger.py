@@ -1,4 +1,4 @@
-"""The input gate's kept lake summary (quality/input_ledger.py, jobs/input_check.py) on a real local Spark.
+"""The input gate's kept lake summary (`quality.input_ledger`, `quality.lake_scan`) on a real local Spark.
 
 Every run's metrics are compared with `input_metrics` over all the lake's events before the run's end,
 the full scan the summary replaces, while parts are added, a part is still being filled past a run's
@@ -19,9 +19,9 @@ from pyspark.sql import functions as F
 from carousel.lake import Lake
 from carousel.schema import EVENTS_SCHEMA
 from configs.settings import Settings
-from jobs.input_check import lake_summary
 from quality.input_gate import _COUNT_COLUMNS, METRIC_COLUMNS, input_metrics
 from quality.input_ledger import ADDITIVE_COUNTS, LakeSummary, sorted_unique
+from quality.lake_scan import lake_summary
 
 pytestmark = pytest.mark.integration
 

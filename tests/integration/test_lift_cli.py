@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 
 from carousel import cli
 from carousel.lake import Lake
+from carousel.rules.holdout import HOLDOUT, TREATMENT, assign_variant
 from configs.settings import Settings, get_settings
 from serving.app import create_app
-from serving.variant import HOLDOUT, TREATMENT, assign_variant
 
 pytestmark = pytest.mark.integration
 

@@ -9,12 +9,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from carousel import cli
+from carousel.cache import keys as layout
+from carousel.cache import payload as list_format
+from carousel.cache import versions
+from carousel.cache.keys import consent_key
+from carousel.rules.reasons import REASON_TEXTS
 from configs.settings import get_settings
-from jobs import publish
-from jobs.migrate_keys import migrate_keys
-from serving import keyspace
+from jobs.publishing import loader
+from jobs.publishing.migrate import migrate_keys
 from serving.app import create_app
-from serving.consent import consent_key
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +26,7 @@ V1, V2 = "20261101T000000Z", "20261102T000000Z"
 
 def _old_layout(client: Any) -> None:
     """What an older build left: untagged consent and list hashes, untagged version bookkeeping."""
-    payload = keyspace.encode_items([("i1", 1.0, "viewed", keyspace.REASON_TEXTS["viewed"])])
+    payload = list_format.encode_items([("i1", 1.0, "viewed", REASON_TEXTS["viewed"])])
     client.hset("carousel:consent:alice", mapping={"personalization": "0", "marketing": "1"})
     client.hset("carousel:consent:bob", mapping={"personalization": "1", "marketing": "0"})
     client.hset("carousel:u:carol", V1, payload)
@@ -40,10 +43,10 @@ def test_old_keys_move_to_the_current_layout_and_newer_values_win(redis_client: 
     assert (done.consents, done.shopper_hashes, done.version_keys) == (2, 1, 3)
     assert redis_client.hgetall(consent_key("alice")) == {b"personalization": b"0", b"marketing": b"1"}
     assert redis_client.hgetall(consent_key("bob")) == {b"personalization": b"1", b"marketing": b"1"}
-    assert redis_client.hget(keyspace.user_key("carol"), V1) is not None
-    assert publish.live_version(redis_client) == V1
-    assert publish.published_versions(redis_client) == [V1]
-    assert redis_client.smembers(keyspace.PENDING_KEY) == {V2.encode()}
+    assert redis_client.hget(layout.user_key("carol"), V1) is not None
+    assert versions.live_version(redis_client) == V1
+    assert versions.published_versions(redis_client) == [V1]
+    assert redis_client.smembers(layout.PENDING_KEY) == {V2.encode()}
     left = [k for k in redis_client.scan_iter() if b"{" not in k]
     assert left == [], left
     assert migrate_keys(redis_client) == type(done)(0, 0, 0)  # a rerun has nothing left to do
@@ -86,7 +89,7 @@ def test_after_migrating_the_api_honours_the_old_consent(
         assert cli.main(["publish", "migrate"]) == 0
     finally:
         get_settings.cache_clear()
-    publish.publish_version(redis_client, version=V2, user_lists=users, segment_lists=segments, manifest={})
+    loader.publish_version(redis_client, version=V2, user_lists=users, segment_lists=segments, manifest={})
     with TestClient(create_app(settings)) as api:
         alice = api.get("/v1/recommendations", params={"user_id": "alice"}).json()
         dave = api.get("/v1/recommendations", params={"user_id": "dave"}).json()

@@ -10,10 +10,14 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from jobs import publish
-from serving import keyspace
+from carousel.cache import keys as layout
+from carousel.cache import payload as list_format
+from carousel.cache import scripts, versions
+from carousel.cache.keys import ERASURES_KEY
+from carousel.rules.erasure import erasure_digest
+from jobs.publishing import PublishError, loader, retention
+from jobs.publishing.lists_file import SortedListsFile
 from serving.app import create_app
-from serving.erasure import ERASURES_KEY, erasure_digest
 from serving.routes import recommendations
 
 # Every test runs on a single Redis and on a three-primary Redis Cluster.
@@ -51,9 +55,9 @@ def _lists(version_tag: str, users: list[str], n: int = 12) -> tuple[pd.DataFram
     return pd.DataFrame(user_rows), pd.DataFrame(seg_rows)
 
 
-def _publish(client: object, version: str, tag: str) -> publish.PublishResult:
+def _publish(client: object, version: str, tag: str) -> loader.PublishResult:
     users, segments = _lists(tag, ["u1", "u2", "u3"])
-    return publish.publish_version(
+    return loader.publish_version(
         client,
         version=version,
         user_lists=users,
@@ -73,41 +77,41 @@ def test_publish_switches_pointer_and_keeps_previous(redis_client: object) -> No
     """A second publish becomes live and the first stays available for rollback."""
     _publish(redis_client, "20261101T000000Z", "a")
     _publish(redis_client, "20261102T000000Z", "b")
-    assert publish.live_version(redis_client) == "20261102T000000Z"
-    assert publish.published_versions(redis_client) == ["20261102T000000Z", "20261101T000000Z"]
-    previous = publish.read_user_list(redis_client, "20261101T000000Z", "u1")
-    assert previous is not None and keyspace.decode_items(previous)[0]["item_id"].startswith("a-")
+    assert versions.live_version(redis_client) == "20261102T000000Z"
+    assert versions.published_versions(redis_client) == ["20261102T000000Z", "20261101T000000Z"]
+    previous = versions.read_user_list(redis_client, "20261101T000000Z", "u1")
+    assert previous is not None and list_format.decode_items(previous)[0]["item_id"].startswith("a-")
 
 
 def test_retention_unlinks_versions_beyond_two(redis_client: object) -> None:
     """After three publishes only the newest two versions keep keys in Redis."""
     for day, tag in ((1, "a"), (2, "b"), (3, "c")):
         _publish(redis_client, f"202611{day:02d}T000000Z", tag)
-    leftovers = list(redis_client.scan_iter(match=keyspace.version_prefix("20261101T000000Z") + "*"))  # type: ignore[attr-defined]
+    leftovers = list(redis_client.scan_iter(match=layout.version_prefix("20261101T000000Z") + "*"))  # type: ignore[attr-defined]
     assert leftovers == []
-    assert publish.published_versions(redis_client) == ["20261103T000000Z", "20261102T000000Z"]
+    assert versions.published_versions(redis_client) == ["20261103T000000Z", "20261102T000000Z"]
     # Shoppers' hashes keep only the fields of the retained versions.
     for user in ("u1", "u2", "u3"):
-        fields = sorted(f.decode() for f in redis_client.hkeys(keyspace.user_key(user)))  # type: ignore[attr-defined]
+        fields = sorted(f.decode() for f in redis_client.hkeys(layout.user_key(user)))  # type: ignore[attr-defined]
         assert fields == ["20261102T000000Z", "20261103T000000Z"]
 
 
 def test_older_version_cannot_replace_newer(redis_client: object) -> None:
     """Publishing an interval older than the live one is refused and the pointer stays."""
     _publish(redis_client, "20261105T000000Z", "new")
-    with pytest.raises(publish.PublishError, match="not newer"):
+    with pytest.raises(PublishError, match="not newer"):
         _publish(redis_client, "20261104T000000Z", "old")
-    assert publish.live_version(redis_client) == "20261105T000000Z"
+    assert versions.live_version(redis_client) == "20261105T000000Z"
 
 
 def test_rollback_returns_to_previous_version(redis_client: object) -> None:
     """Rollback points live at the previous complete version."""
     _publish(redis_client, "20261101T000000Z", "a")
     _publish(redis_client, "20261102T000000Z", "b")
-    assert publish.rollback(redis_client) == ("20261102T000000Z", "20261101T000000Z")
-    assert publish.live_version(redis_client) == "20261101T000000Z"
-    with pytest.raises(publish.PublishError, match="no earlier"):
-        publish.rollback(redis_client)
+    assert retention.rollback(redis_client) == ("20261102T000000Z", "20261101T000000Z")
+    assert versions.live_version(redis_client) == "20261101T000000Z"
+    with pytest.raises(PublishError, match="no earlier"):
+        retention.rollback(redis_client)
 
 
 def test_start_up_loads_the_scripts_before_any_request(redis_client: object, settings: object) -> None:
@@ -116,7 +120,7 @@ def test_start_up_loads_the_scripts_before_any_request(redis_client: object, set
     redis_client.script_flush()  # type: ignore[attr-defined]
     shas = [
         hashlib.sha1(source.encode()).hexdigest()
-        for source in (keyspace.READ_SHOPPER, keyspace.RESOLVE_USER_LIST)
+        for source in (scripts.READ_SHOPPER, scripts.RESOLVE_USER_LIST)
     ]
     assert redis_client.script_exists(*shas) == [False, False]  # type: ignore[attr-defined]
     with TestClient(create_app(settings)):  # type: ignore[arg-type]
@@ -207,7 +211,7 @@ def test_a_version_id_published_again_is_served_with_its_new_content(
         app.state.store._pointer_ttl_s = 0.0  # see every pointer move at once
         first = api.get("/v1/recommendations", params={"session_id": "s-1"}).json()
         assert first["items"][0]["item_id"] == "b-global-1"
-        publish.rollback(redis_client)
+        retention.rollback(redis_client)
         assert (
             api.get("/v1/recommendations", params={"session_id": "s-1"}).json()["version"]
             == "20261101T000000Z"
@@ -224,17 +228,17 @@ def test_a_sorted_lists_file_is_published_block_by_block(redis_client: object, t
     users, segments = _lists("a", [f"u{k}" for k in range(1, 8)])
     users.to_parquet(tmp_path / "user_lists.parquet", index=False)
     redis_client.sadd(ERASURES_KEY, erasure_digest("u3"))  # type: ignore[attr-defined]
-    streamed = publish.publish_version(
+    streamed = loader.publish_version(
         redis_client,
         version="20261101T000000Z",
-        user_lists=publish.SortedListsFile(tmp_path / "user_lists.parquet", block_rows=5),
+        user_lists=SortedListsFile(tmp_path / "user_lists.parquet", block_rows=5),
         segment_lists=segments,
         manifest={"run_id": "a"},
     )
     kept = users[users["user_id"] != "u3"]
     assert streamed.user_lists == 6
-    assert streamed.digest == publish.content_digest(kept, segments)
-    stored = publish.read_user_list(redis_client, "20261101T000000Z", "u7")
+    assert streamed.digest == loader.content_digest(kept, segments)
+    stored = versions.read_user_list(redis_client, "20261101T000000Z", "u7")
     assert stored is not None
-    assert [i["item_id"] for i in keyspace.decode_items(stored)] == [f"a-u7-{r}" for r in range(1, 13)]
-    assert publish.read_user_list(redis_client, "20261101T000000Z", "u3") is None
+    assert [i["item_id"] for i in list_format.decode_items(stored)] == [f"a-u7-{r}" for r in range(1, 13)]
+    assert versions.read_user_list(redis_client, "20261101T000000Z", "u3") is None

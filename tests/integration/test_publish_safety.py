@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 import redis
 
-from jobs import publish
-from serving import keyspace
+from carousel.cache import keys as layout
+from carousel.cache import payload as list_format
+from carousel.cache import versions
+from jobs.publishing import PublishError, loader
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +23,7 @@ NEW = "20261102T000000Z"
 
 WORKER = """
 import sys, numpy as np, pandas as pd, redis
-from jobs.publish import publish_version
+from jobs.publishing.loader import publish_version
 users, n = int(sys.argv[2]), 20
 lists = pd.DataFrame({
     "user_id": np.repeat([f"u{i}" for i in range(users)], n),
@@ -52,26 +54,26 @@ def _lists(tag: str, users: int, n: int = 20) -> tuple[pd.DataFrame, pd.DataFram
 
 def _publish_old(client: redis.Redis) -> None:
     users, segments = _lists("old", 200)
-    publish.publish_version(
+    loader.publish_version(
         client, version=OLD, user_lists=users, segment_lists=segments, manifest={"generated_at": "x"}
     )
 
 
 def _served_version_is_whole(client: redis.Redis, version: str, users: int) -> None:
-    assert publish.live_version(client) == version
+    assert versions.live_version(client) == version
     for u in range(users):
-        payload = publish.read_user_list(client, version, f"u{u}")
+        payload = versions.read_user_list(client, version, f"u{u}")
         assert payload is not None, f"u{u} lost its list"
-        assert {i["item_id"].split("-")[0] for i in keyspace.decode_items(payload)} == {"old"}
+        assert {i["item_id"].split("-")[0] for i in list_format.decode_items(payload)} == {"old"}
     # Shoppers only the half-written version knows have no list in the served one: never a mix.
     for u in (users, users + 1, 39_999):
-        assert publish.read_user_list(client, version, f"u{u}") is None
+        assert versions.read_user_list(client, version, f"u{u}") is None
 
 
 def _fields_of(client: redis.Redis, version: str) -> int:
     return sum(
         1
-        for key in client.scan_iter(match=keyspace.USER_PREFIX + "*", count=10_000)
+        for key in client.scan_iter(match=layout.USER_PREFIX + "*", count=10_000)
         if client.hexists(key, version)
     )
 
@@ -98,14 +100,14 @@ def test_sigkill_mid_publish_leaves_previous_version_served(
     worker.wait()
     assert written >= kill_after_keys
     _served_version_is_whole(redis_client, OLD, 200)
-    assert redis_client.get(keyspace.meta_key(NEW)) is None
+    assert redis_client.get(layout.meta_key(NEW)) is None
 
     users, segments = _lists("next", 50)
-    result = publish.publish_version(
+    result = loader.publish_version(
         redis_client, version="20261103T000000Z", user_lists=users, segment_lists=segments, manifest={}
     )
-    assert result.switched and publish.live_version(redis_client) == "20261103T000000Z"
-    assert list(redis_client.scan_iter(match=keyspace.version_prefix(NEW) + "*", count=10_000)) == []
+    assert result.switched and versions.live_version(redis_client) == "20261103T000000Z"
+    assert list(redis_client.scan_iter(match=layout.version_prefix(NEW) + "*", count=10_000)) == []
     assert _fields_of(redis_client, NEW) == 0
 
 
@@ -117,12 +119,12 @@ def test_memory_check_refuses_a_version_that_does_not_fit(redis_client: redis.Re
     users, segments = _lists("big", 20_000)
     try:
         redis_client.config_set("maxmemory", used + 200_000)
-        with pytest.raises(publish.PublishError, match="maxmemory"):
-            publish.publish_version(
+        with pytest.raises(PublishError, match="maxmemory"):
+            loader.publish_version(
                 redis_client, version=NEW, user_lists=users, segment_lists=segments, manifest={}
             )
     finally:
         redis_client.config_set("maxmemory", before)
     _served_version_is_whole(redis_client, OLD, 200)
-    assert list(redis_client.scan_iter(match=keyspace.version_prefix(NEW) + "*")) == []
+    assert list(redis_client.scan_iter(match=layout.version_prefix(NEW) + "*")) == []
     assert _fields_of(redis_client, NEW) == 0

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from configs.settings import Settings
 from infra.redis_server import free_port, start_server, stop_server
-from jobs import publish
+from jobs.publishing import loader
 from serving.app import create_app
 
 pytestmark = pytest.mark.integration
@@ -51,7 +51,7 @@ def _publish(url: str) -> None:
         }
     )
     segments = lists[lists["user_id"] == "u1"].drop(columns="user_id").assign(segment="global")
-    publish.publish_version(
+    loader.publish_version(
         client,
         version="20261101T000000Z",
         user_lists=lists,

@@ -11,10 +11,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from carousel import cli
+from carousel.cache import versions
 from carousel.lake import Lake
+from carousel.rules.reasons import REASON_TEXTS
 from configs.settings import Settings, get_settings
-from jobs import model, pipeline, publish
-from jobs.adapters import read_online_retail
+from jobs.ingest.adapters import read_online_retail
+from jobs.ranking import scoring
+from jobs.ranking.lists import top_lists
+from jobs.stages import refresh, run
+from jobs.stages.run import PipelineError
 from serving.app import create_app
 
 pytestmark = pytest.mark.integration
@@ -29,7 +34,7 @@ def api(settings: Settings) -> Iterator[TestClient]:
 
 
 def _treatment_user(settings: Settings, candidates: pd.Series) -> str:
-    from serving.variant import TREATMENT, assign_variant
+    from carousel.rules.holdout import TREATMENT, assign_variant
 
     for user in candidates:
         if (
@@ -46,9 +51,9 @@ def test_refresh_publishes_personal_and_segment_lists(
     """After one refresh a known shopper gets >= 10 personal items with reasons, an anonymous visitor
     with a country gets that country's segment list, and the run history records every stage."""
     users = small_store(settings)
-    result = pipeline.run_refresh(settings, interval_end=INTERVAL_END, run_id="test-run")
+    result = refresh.run_refresh(settings, interval_end=INTERVAL_END, run_id="test-run")
     assert result.version == "20261101T000000Z"
-    lists = pd.read_parquet(pipeline.run_dir(settings, "test-run") / "user_lists.parquet")
+    lists = pd.read_parquet(run.run_dir(settings, "test-run") / "user_lists.parquet")
     consenting = users.loc[users["consent_personalization"], "user_id"]
     shopper = _treatment_user(settings, consenting[consenting.isin(lists["user_id"])])
 
@@ -56,7 +61,7 @@ def test_refresh_publishes_personal_and_segment_lists(
     assert body["source"] == "personal" and body["variant"] == "treatment"
     assert len(body["items"]) == 10
     assert len({i["item_id"] for i in body["items"]}) == 10
-    assert all(i["reason"]["code"] in model.REASONS and i["reason"]["text"] for i in body["items"])
+    assert all(i["reason"]["code"] in REASON_TEXTS and i["reason"]["text"] for i in body["items"])
     expected = lists[lists["user_id"] == shopper].sort_values("rank")["item_id"].head(10).tolist()
     assert [i["item_id"] for i in body["items"]] == expected
 
@@ -66,7 +71,7 @@ def test_refresh_publishes_personal_and_segment_lists(
     opted_out = users.loc[~users["consent_personalization"], "user_id"]
     assert not lists["user_id"].isin(opted_out).any()
 
-    record = pipeline.history(settings).get("test-run")
+    record = run.history(settings).get("test-run")
     assert record is not None and record["status"] == "published"
     assert set(record["stages"]) == {"inputs", "compute", "validate", "publish"}
 
@@ -84,9 +89,9 @@ def test_failed_validation_exits_non_zero_and_keeps_live_version(
 ) -> None:
     """A refresh whose lists fail the gate exits 1 through the CLI, and the live version stays."""
     small_store(settings, users=300, seed=5)
-    first = pipeline.run_refresh(settings, interval_end=INTERVAL_END, run_id="good-run")
+    first = refresh.run_refresh(settings, interval_end=INTERVAL_END, run_id="good-run")
 
-    real_top_lists = model.top_lists
+    real_top_lists = top_lists
 
     def duplicated_lists(*args: object, **kwargs: object) -> pd.DataFrame:
         # A ranker bug that repeats each shopper's first item in second place.
@@ -96,7 +101,7 @@ def test_failed_validation_exits_non_zero_and_keeps_live_version(
         lists.loc[second, "item_id"] = lists.loc[second, "user_id"].map(firsts)
         return lists
 
-    monkeypatch.setattr(model, "top_lists", duplicated_lists)
+    monkeypatch.setattr(scoring, "top_lists", duplicated_lists)
     for key, value in {
         "CAROUSEL_REDIS_URL": settings.redis_url,
         "CAROUSEL_VAR_DIR": str(settings.var_dir),
@@ -110,12 +115,15 @@ def test_failed_validation_exits_non_zero_and_keeps_live_version(
     finally:
         get_settings.cache_clear()
     assert code == 1
-    assert publish.live_version(redis_client) == first.version
-    verdict = (pipeline.run_dir(settings, "manual__20261101T001500Z") / "validation.json").read_text()
+    assert versions.live_version(redis_client) == first.version
+    verdict = (run.run_dir(settings, "manual__20261101T001500Z") / "validation.json").read_text()
     assert '"success": false' in verdict and "duplicate" in verdict.lower()
-    with pytest.raises(pipeline.PipelineError, match="has not passed validation"):
-        pipeline.publish_lists(settings, run_id="manual__20261101T001500Z")
-    assert publish.live_version(redis_client) == first.version
+    with pytest.raises(PipelineError, match="has not passed validation"):
+        run.run_stage(
+            "publish",
+            run.StageRun(settings, "manual__20261101T001500Z", datetime(2026, 11, 1, 0, 15, tzinfo=UTC)),
+        )
+    assert versions.live_version(redis_client) == first.version
 
     with TestClient(create_app(settings)) as api:
         ops = api.get("/ops").text
@@ -135,7 +143,7 @@ def test_online_retail_refresh_serves_customer_12347(
     assert imported.users is not None
     lake.upsert_users(imported.users, source="online retail users")
     lake.append_events(imported.events, now=pd.Timestamp("2026-11-29T00:00:00Z"), source=str(path))
-    pipeline.run_refresh(settings, interval_end=datetime(2026, 11, 29, tzinfo=UTC), run_id="retail")
+    refresh.run_refresh(settings, interval_end=datetime(2026, 11, 29, tzinfo=UTC), run_id="retail")
     body = api.get("/v1/recommendations", params={"user_id": "12347", "n": 10}).json()
     if body["variant"] == "holdout":
         pytest.fail("12347 is in the holdout under the default salt: the check needs a treatment shopper")

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from carousel.rules.holdout import HOLDOUT, TREATMENT, assign_variant
 from configs.settings import Settings
-from jobs import publish
+from jobs.publishing import loader
 from serving.app import create_app
-from serving.variant import HOLDOUT, TREATMENT, assign_variant
 
 # Every test runs on a single Redis and on a three-primary Redis Cluster.
 pytestmark = [
@@ -65,7 +65,7 @@ def _publish_store(client: Any, shoppers: list[str]) -> None:
             for row in _rows("anchor_id", it, ITEMS[k + 1 : k + 4], "bought_together")
         ]
     )
-    publish.publish_version(
+    loader.publish_version(
         client,
         version=VERSION,
         user_lists=users,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from carousel.schema import SchemaError, validate_events, validate_items, validate_users
-from jobs.adapters import Imported, derive_category, read_online_retail, read_rees46, read_table_file
+from jobs.ingest.adapters import Imported, derive_category, read_online_retail, read_rees46, read_table_file
 
 NOW = pd.Timestamp("2030-01-01", tz="UTC")
 

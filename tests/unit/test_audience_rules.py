@@ -1,4 +1,4 @@
-"""The batch audience rules (jobs/audiences.py) on hand-made events."""
+"""The batch audience rules (`jobs.marketing.audiences`) on hand-made events."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from jobs.audiences import AudienceRules, apply_rules, compute_audiences
-from serving.erasure import erasure_digest
-from serving.variant import HOLDOUT, assign_variant
+from carousel.rules.erasure import erasure_digest
+from carousel.rules.holdout import HOLDOUT, assign_variant
+from jobs.marketing.audiences import AudienceRules, apply_rules, compute_audiences
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 RULES = AudienceRules(cart_abandon_after_s=3600, post_purchase_after_days=2, post_purchase_until_days=7)

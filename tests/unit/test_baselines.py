@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import baselines as bl
-from jobs import evaluate as ev
-from jobs.generate import StoreSpec, generate_store
-from jobs.model import AlsParams
+from jobs.evaluation import baselines as bl
+from jobs.evaluation import protocol as ev
+from jobs.ingest.synthetic import StoreSpec, generate_store
+from jobs.ranking.als import AlsParams
 
 T0 = pd.Timestamp("2026-01-01", tz="UTC")
 CUTOFF = T0 + pd.Timedelta(days=100)

@@ -7,8 +7,8 @@ import pytest
 
 from carousel.bench.batch import DAYS, PRESETS, Preset, store_size, store_spec
 from carousel.cli import build_parser
-from jobs.generate import generate_store
-from jobs.publish import loader_env
+from jobs.ingest.synthetic import generate_store
+from jobs.publishing.loader import loader_env
 
 
 @pytest.mark.parametrize(("users", "items", "events"), [(2_000, 300, 100_000), (500, 2_000, 60_000)])

@@ -25,7 +25,7 @@ from carousel.schema import (
     validate_items,
     validate_users,
 )
-from jobs.generate import CATEGORIES, Store, StoreSpec, generate_store, main, write_store
+from jobs.ingest.synthetic import CATEGORIES, Store, StoreSpec, generate_store, main, write_store
 
 SPEC = StoreSpec()  # 2,000 users, 500 items, 60 days ending 2026-11-01, ~150k events
 SMALL = StoreSpec(users=300, items=200, days=14, seed=3, events_per_user=20)

@@ -1,7 +1,7 @@
 """The holdout lift report on hand-checkable data: rates, revenue, differences and their intervals.
 
 Expected figures are worked out here from the textbook formulas (with `statistics.NormalDist`, not the
-module's scipy helpers), so a wrong formula in `jobs/lift.py` fails these tests.
+module's scipy helpers), so a wrong formula in `jobs.evaluation.lift` fails these tests.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from statistics import NormalDist
 import pandas as pd
 import pytest
 
-from jobs.lift import LiftError, lift_report
+from carousel.rules.holdout import HOLDOUT, TREATMENT, assign_variant
+from jobs.evaluation.lift import LiftError, lift_report
 from serving.routes.lift import render_report
-from serving.variant import HOLDOUT, TREATMENT, assign_variant
 
 SALT = "lift-test-salt"
 HALF = 50.0

@@ -1,4 +1,4 @@
-"""The stored list format (`serving/keyspace.py`): what the loader writes is what the API serves."""
+"""The stored list format (`carousel.cache.payload`): what the loader writes is what the API serves."""
 
 from __future__ import annotations
 
@@ -9,20 +9,24 @@ import orjson
 import pandas as pd
 import pytest
 
-from jobs.publish import PublishError, SortedListsFile, content_digest, list_payloads, significant
-from serving import consent, keyspace, realtime
+from carousel.cache import keys as layout
+from carousel.cache import payload as list_format
+from carousel.rules.reasons import REASON_TEXTS
+from jobs.publishing import PublishError
+from jobs.publishing.lists_file import SortedListsFile
+from jobs.publishing.loader import content_digest, list_payloads, significant
 
 
 def test_a_list_round_trips_in_the_served_shape_with_standard_texts_left_out() -> None:
     """Decoding gives every item's id, score and reason back; only non-standard texts are stored."""
     rows = [
-        ("i1", 2.5, "similar_shoppers", keyspace.REASON_TEXTS["similar_shoppers"]),
+        ("i1", 2.5, "similar_shoppers", REASON_TEXTS["similar_shoppers"]),
         ("i2", 1.25, "goes_with_yours", "Goes with Red Mug"),
-        ("i3", -0.5, "similar_shoppers", keyspace.REASON_TEXTS["similar_shoppers"]),
+        ("i3", -0.5, "similar_shoppers", REASON_TEXTS["similar_shoppers"]),
         ("i4", -0.75, "popular_in_country", "Popular in Germany"),
     ]
-    payload = keyspace.encode_items(rows)
-    assert keyspace.decode_items(payload) == [
+    payload = list_format.encode_items(rows)
+    assert list_format.decode_items(payload) == [
         {"item_id": i, "score": s, "reason": {"code": c, "text": t}} for i, s, c, t in rows
     ]
     table = orjson.loads(payload)[0]
@@ -35,8 +39,8 @@ def test_a_list_round_trips_in_the_served_shape_with_standard_texts_left_out() -
 
 def test_iter_items_is_lazy() -> None:
     """The API builds only the items it serves: taking two of a thousand builds two."""
-    payload = keyspace.encode_items((f"i{k}", 1.0, "popular", "x") for k in range(1_000))
-    items = keyspace.iter_items(payload)
+    payload = list_format.encode_items((f"i{k}", 1.0, "popular", "x") for k in range(1_000))
+    items = list_format.iter_items(payload)
     assert [next(items)["item_id"], next(items)["item_id"]] == ["i0", "i1"]
 
 
@@ -54,11 +58,11 @@ def test_loader_payloads_follow_rank_order_per_owner() -> None:
             "item_id": ["b2", "a2", "a1", "b1"],
             "score": [0.5, 0.25, 0.75, 0.9],
             "reason_code": "popular",
-            "reason_text": keyspace.REASON_TEXTS["popular"],
+            "reason_text": REASON_TEXTS["popular"],
         }
     )
     decoded = {
-        owner: [i["item_id"] for i in keyspace.decode_items(p)]
+        owner: [i["item_id"] for i in list_format.decode_items(p)]
         for owner, p in list_payloads(frame, "user_id")
     }
     assert decoded == {"a": ["a1", "a2"], "b": ["b1", "b2"]}
@@ -67,10 +71,10 @@ def test_loader_payloads_follow_rank_order_per_owner() -> None:
 def test_a_shoppers_keys_share_one_hash_tag() -> None:
     """List, consent and real-time keys of one shopper land in one cluster slot (one script reads them)."""
     user = "shopper:42}x"
-    keys = [keyspace.user_key(user), consent.consent_key(user), *realtime.user_keys(user).all]
+    keys = [layout.user_key(user), layout.consent_key(user), *layout.shopper_state_keys(user).all]
     tags = {key[key.index("{") + 1 : key.index("}")] for key in keys}
     assert tags == {"u:shopper:42"}
-    assert keyspace.tagged_user_id(consent.consent_key(user), consent.PREFIX) == user
+    assert layout.tagged_user_id(layout.consent_key(user), layout.CONSENT_PREFIX) == user
 
 
 def test_vectorized_payloads_equal_encoding_each_list_on_its_own() -> None:
@@ -92,8 +96,8 @@ def test_vectorized_payloads_equal_encoding_each_list_on_its_own() -> None:
     )
     expected = {}
     for owner, group in frame.sort_values(["user_id", "rank"]).groupby("user_id"):
-        scores = significant(group["score"].to_numpy(), keyspace.SCORE_DIGITS).tolist()
-        expected[owner] = keyspace.encode_items(
+        scores = significant(group["score"].to_numpy(), list_format.SCORE_DIGITS).tolist()
+        expected[owner] = list_format.encode_items(
             zip(group["item_id"], scores, group["reason_code"], group["reason_text"], strict=True)
         )
     assert dict(list_payloads(frame, "user_id")) == expected
@@ -108,7 +112,7 @@ def _lists(users: int, length: int, seed: int = 0) -> pd.DataFrame:
             "item_id": [f"i{k}" for k in rng.integers(0, 500, users * length)],
             "score": rng.random(users * length),
             "reason_code": "popular",
-            "reason_text": keyspace.REASON_TEXTS["popular"],
+            "reason_text": REASON_TEXTS["popular"],
         }
     )
     return frame.sample(frac=1.0, random_state=1).sort_values("user_id", kind="stable", ignore_index=True)

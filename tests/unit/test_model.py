@@ -10,11 +10,26 @@ import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 
+from carousel.rules.reasons import REASON_TEXTS
 from configs.settings import Settings
-from jobs import model, pipeline
+from jobs.features.frames import POP_WINDOWS, FeatureSet
+from jobs.ranking import als as als_module
+from jobs.ranking import ranker
+from jobs.ranking.als import AlsModel, AlsParams, fit_als
+from jobs.ranking.candidate_features import FEATURES, add_features, label_candidates
+from jobs.ranking.candidates import build_candidates
+from jobs.ranking.columns import columns_at, frame_of
+from jobs.ranking.covisitation import CoVisitation, co_visitation
+from jobs.ranking.lists import LIST_SCHEMA, _list_order, explain_goes_with, fill_short_lists, top_lists
+from jobs.ranking.model import ModelParams, fit_parts
+from jobs.ranking.ranker import CompiledRanker, RankerParams, feature_matrix, score_candidates, train_ranker
+from jobs.ranking.scoring import score_shoppers
+from jobs.ranking.segments import new_arrivals, segment_lists
+from jobs.ranking.sparse import csr_at
+from jobs.stages.compute import write_lists
 
 
-def _feature_set(n_users: int = 60, n_items: int = 40, seed: int = 3) -> model.FeatureSet:
+def _feature_set(n_users: int = 60, n_items: int = 40, seed: int = 3) -> FeatureSet:
     """Two taste clusters: even users buy even items, odd users odd items; item 'i0' is out of stock."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -37,7 +52,7 @@ def _feature_set(n_users: int = 60, n_items: int = 40, seed: int = 3) -> model.F
     items["category"] = np.where(np.arange(n_items) % 2 == 0, "even", "odd")
     items["item_price"] = 10.0
     items["in_stock"] = items["item_id"] != "i0"
-    for w in model.POP_WINDOWS:
+    for w in POP_WINDOWS:
         items[f"pop_{w}d"] = items["item_id"].map(pop).fillna(0).astype(float)
     items["pop_all"] = items["pop_90d"]
     items["pop_trend"] = 1.0
@@ -54,19 +69,19 @@ def _feature_set(n_users: int = 60, n_items: int = 40, seed: int = 3) -> model.F
         }
     )
     interest = inter.rename(columns={"weight": "interest"})
-    return model.FeatureSet(
+    return FeatureSet(
         pd.Timestamp("2026-11-29", tz="UTC"), inter, user_item, items, users, affinity, interest=interest
     )
 
 
 @pytest.fixture
-def fs() -> model.FeatureSet:
+def fs() -> FeatureSet:
     return _feature_set()
 
 
-def test_als_recommends_within_the_taste_cluster(fs: model.FeatureSet) -> None:
+def test_als_recommends_within_the_taste_cluster(fs: FeatureSet) -> None:
     """ALS top items of an even shopper are mostly even items (the cluster it learned)."""
-    als = model.fit_als(fs.interactions, model.AlsParams(factors=8, iterations=10))
+    als = fit_als(fs.interactions, AlsParams(factors=8, iterations=10))
     top = als.recommend(10)
     even_user = top[top["user_id"] == "u0"]
     share_even = even_user["item_id"].str[1:].astype(int).mod(2).eq(0).mean()
@@ -76,7 +91,7 @@ def test_als_recommends_within_the_taste_cluster(fs: model.FeatureSet) -> None:
 def test_als_top_k_is_the_dense_product_top_k() -> None:
     """The top-k kernel gives each shopper the items, order and scores of the full product."""
     rng = np.random.default_rng(3)
-    als = model.AlsModel(
+    als = AlsModel(
         user_ids=np.array([f"u{n}" for n in range(300)], dtype=object),
         item_ids=np.array([f"i{n}" for n in range(2_000)], dtype=object),
         user_factors=rng.standard_normal((300, 16)).astype(np.float32),
@@ -92,11 +107,11 @@ def test_als_top_k_is_the_dense_product_top_k() -> None:
     assert top["als_rank"].tolist() == list(range(1, 26)) * 300
 
 
-def test_candidates_keep_sources_and_only_in_stock_items(fs: model.FeatureSet) -> None:
+def test_candidates_keep_sources_and_only_in_stock_items(fs: FeatureSet) -> None:
     """Candidates are unique per (user, item), flagged by source, and never out of stock."""
-    als = model.fit_als(fs.interactions, model.AlsParams(factors=8, iterations=5))
+    als = fit_als(fs.interactions, AlsParams(factors=8, iterations=5))
     users = fs.users["user_id"].to_numpy()
-    cands = model.build_candidates(fs, als, users, model.co_visitation(fs, users), als_k=10, popular_k=5)
+    cands = build_candidates(fs, als, users, co_visitation(fs, users), als_k=10, popular_k=5)
     assert not cands.duplicated(["user_id", "item_id"]).any()
     assert "i0" not in set(cands["item_id"])
     own = set(fs.interactions.loc[fs.interactions["user_id"] == "u1", "item_id"]) - {"i0"}
@@ -105,62 +120,62 @@ def test_candidates_keep_sources_and_only_in_stock_items(fs: model.FeatureSet) -
 
 
 def test_scores_by_slices_of_a_column_order_matrix_are_the_whole_frames(
-    fs: model.FeatureSet, monkeypatch: pytest.MonkeyPatch
+    fs: FeatureSet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The ranker trained and scoring through `feature_matrix` (column order, filled per column) and in
     slices of `PREDICT_ROWS` gives the scores of one predict over the frame's row-order copy, and a
     ranker trained on that copy is the same ranker."""
-    als = model.fit_als(fs.interactions, model.AlsParams(factors=8, iterations=5))
+    als = fit_als(fs.interactions, AlsParams(factors=8, iterations=5))
     users = fs.users["user_id"].to_numpy()
-    cands = model.build_candidates(fs, als, users, model.co_visitation(fs, users), als_k=10, popular_k=5)
-    labelled = model.label_candidates(model.add_features(cands, fs, als), fs.interactions[["user_id", "item_id"]])
-    params = model.RankerParams(num_boost_round=20, min_data_in_leaf=5)
-    booster = model.train_ranker(labelled, params)
+    cands = build_candidates(fs, als, users, co_visitation(fs, users), als_k=10, popular_k=5)
+    labelled = label_candidates(add_features(cands, fs, als), fs.interactions[["user_id", "item_id"]])
+    params = RankerParams(num_boost_round=20, min_data_in_leaf=5)
+    booster = train_ranker(labelled, params)
     assert booster is not None
-    row_order = labelled[list(model.FEATURES)].to_numpy(dtype=np.float64)
-    matrix = model.feature_matrix(labelled)
+    row_order = labelled[list(FEATURES)].to_numpy(dtype=np.float64)
+    matrix = feature_matrix(labelled)
     assert matrix.flags["F_CONTIGUOUS"] and np.array_equal(matrix, row_order, equal_nan=True)
-    monkeypatch.setattr(model, "PREDICT_ROWS", 7)
+    monkeypatch.setattr(ranker, "PREDICT_ROWS", 7)
     assert len(labelled) > 3 * 7
-    scores = model.score_candidates(labelled, model.CompiledRanker(booster))
+    scores = score_candidates(labelled, CompiledRanker(booster))
     # The compiled trees are LightGBM's, to floating-point rounding (a summation order of its own).
     np.testing.assert_allclose(scores, booster.predict(row_order), rtol=0, atol=1e-12)
-    assert np.array_equal(model.score_candidates(labelled, model.CompiledRanker(booster)), scores)
-    monkeypatch.setattr(model, "feature_matrix", lambda frame: frame[list(model.FEATURES)].to_numpy(np.float64))
-    row_order_booster = model.train_ranker(labelled, params)
+    assert np.array_equal(score_candidates(labelled, CompiledRanker(booster)), scores)
+    monkeypatch.setattr(ranker, "feature_matrix", lambda frame: frame[list(FEATURES)].to_numpy(np.float64))
+    row_order_booster = train_ranker(labelled, params)
     assert row_order_booster is not None
     assert row_order_booster.model_to_string() == booster.model_to_string()
 
 
-def test_ranker_learns_and_lists_are_complete(fs: model.FeatureSet) -> None:
+def test_ranker_learns_and_lists_are_complete(fs: FeatureSet) -> None:
     """A ranker trained on labels = 'bought before' ranks history first; lists have n unique items."""
-    als = model.fit_als(fs.interactions, model.AlsParams(factors=8, iterations=5))
+    als = fit_als(fs.interactions, AlsParams(factors=8, iterations=5))
     users = fs.users["user_id"].to_numpy()
-    cands = model.build_candidates(fs, als, users, model.co_visitation(fs, users), als_k=10, popular_k=5)
-    featured = model.add_features(cands, fs, als)
-    labelled = model.label_candidates(featured, fs.interactions[["user_id", "item_id"]])
-    booster = model.train_ranker(labelled, model.RankerParams(num_boost_round=30, min_data_in_leaf=5))
+    cands = build_candidates(fs, als, users, co_visitation(fs, users), als_k=10, popular_k=5)
+    featured = add_features(cands, fs, als)
+    labelled = label_candidates(featured, fs.interactions[["user_id", "item_id"]])
+    booster = train_ranker(labelled, RankerParams(num_boost_round=30, min_data_in_leaf=5))
     assert booster is not None
-    scores = model.score_candidates(labelled, model.CompiledRanker(booster))
-    lists = model.top_lists(labelled, scores, n=12, fill=fs.popular_items(30))
+    scores = score_candidates(labelled, CompiledRanker(booster))
+    lists = top_lists(labelled, scores, n=12, fill=fs.popular_items(30))
     sizes = lists.groupby("user_id").size()
     assert (sizes == 12).all() and len(sizes) == len(users)
     assert not lists.duplicated(["user_id", "item_id"]).any()
     assert lists.groupby("user_id")["rank"].apply(lambda r: list(r) == list(range(1, 13))).all()
     first = lists[lists["rank"] <= 3].merge(fs.interactions, on=["user_id", "item_id"], how="left")
     assert first["weight"].notna().mean() > 0.9
-    assert set(lists["reason_code"]) <= set(model.REASONS)
+    assert set(lists["reason_code"]) <= set(REASON_TEXTS)
 
 
-def test_features_match_plain_left_merges(fs: model.FeatureSet) -> None:
+def test_features_match_plain_left_merges(fs: FeatureSet) -> None:
     """add_features' integer-key joins give the values of plain pandas left merges on the string ids."""
-    als = model.fit_als(fs.interactions, model.AlsParams(factors=8, iterations=5))
+    als = fit_als(fs.interactions, AlsParams(factors=8, iterations=5))
     users = fs.users["user_id"].to_numpy()
-    cands = model.build_candidates(fs, als, users, model.co_visitation(fs, users), als_k=10, popular_k=5)
+    cands = build_candidates(fs, als, users, co_visitation(fs, users), als_k=10, popular_k=5)
     # Drop a few feature rows so that the joins also have misses to fill.
     fs.user_item = fs.user_item.iloc[::2]
     fs.affinity = fs.affinity.iloc[1:]
-    featured = model.add_features(cands, fs, als)
+    featured = add_features(cands, fs, als)
     expected = (
         cands.merge(fs.user_item, on=["user_id", "item_id"], how="left")
         .merge(
@@ -196,17 +211,17 @@ def test_columns_at_positions_are_a_left_merge_dtypes_included() -> None:
         left = pd.DataFrame({"key": wanted})
         expected = left.merge(right, on="key", how="left").drop(columns="key")
         positions = pd.Index(right["key"]).get_indexer(pd.Index(wanted))
-        got = model._frame(model._columns_at(right, positions, skip=("key",)))
+        got = frame_of(columns_at(right, positions, skip=("key",)))
         pd.testing.assert_frame_equal(got, expected)
     empty = right.iloc[:0]
-    got = model._frame(model._columns_at(empty, np.array([-1, -1]), skip=("key",)))
+    got = frame_of(columns_at(empty, np.array([-1, -1]), skip=("key",)))
     expected = pd.DataFrame({"key": ["a", "b"]}).merge(empty, on="key", how="left").drop(columns="key")
     pd.testing.assert_frame_equal(got, expected)
     with pytest.raises(ValueError, match="joined twice"):
-        model._frame(model._columns_at(right, None), model._columns_at(right, None, skip=("key",)))
+        frame_of(columns_at(right, None), columns_at(right, None, skip=("key",)))
 
 
-def test_lists_filled_after_blocks_equal_lists_built_at_once(fs: model.FeatureSet) -> None:
+def test_lists_filled_after_blocks_equal_lists_built_at_once(fs: FeatureSet) -> None:
     """Lists built block by block and filled once equal top_lists over everyone, fill scores included."""
     rng = np.random.default_rng(1)
     featured = pd.DataFrame(
@@ -219,21 +234,21 @@ def test_lists_filled_after_blocks_equal_lists_built_at_once(fs: model.FeatureSe
         featured[col] = rng.integers(0, 2, size=len(featured)).astype(float)
     scores = rng.normal(size=len(featured))
     fill = fs.popular_items(12)
-    whole = model.top_lists(featured, scores, n=8, fill=fill)
+    whole = top_lists(featured, scores, n=8, fill=fill)
     empty = pd.DataFrame({"item_id": pd.Series(dtype=object)})
     first = (featured["user_id"] < "u3").to_numpy()
     blocks = pd.concat(
         [
-            model.top_lists(featured[first], scores[first], n=8, fill=empty),
-            model.top_lists(featured[~first], scores[~first], n=8, fill=empty),
+            top_lists(featured[first], scores[first], n=8, fill=empty),
+            top_lists(featured[~first], scores[~first], n=8, fill=empty),
         ],
         ignore_index=True,
     )
     assert (blocks.groupby("user_id").size() < 8).any()
-    pd.testing.assert_frame_equal(model.fill_short_lists(blocks, 8, fill), whole)
+    pd.testing.assert_frame_equal(fill_short_lists(blocks, 8, fill), whole)
 
 
-def test_top_lists_refill_short_lists_from_popular(fs: model.FeatureSet) -> None:
+def test_top_lists_refill_short_lists_from_popular(fs: FeatureSet) -> None:
     """A shopper with two candidates still gets n items, the extra ones marked popular."""
     featured = pd.DataFrame(
         {
@@ -247,7 +262,7 @@ def test_top_lists_refill_short_lists_from_popular(fs: model.FeatureSet) -> None
             "src_new": [0.0, 0.0],
         }
     )
-    lists = model.top_lists(featured, np.array([2.0, 1.0]), n=5, fill=fs.popular_items(10))
+    lists = top_lists(featured, np.array([2.0, 1.0]), n=5, fill=fs.popular_items(10))
     assert lists["item_id"].tolist()[:2] == ["i1", "i2"]
     assert len(lists) == 5 and lists["item_id"].is_unique
     assert lists["reason_code"].tolist() == ["buy_again", "similar_shoppers", "popular", "popular", "popular"]
@@ -262,7 +277,7 @@ def test_segment_lists_top_up_thin_countries_from_global() -> None:
             "buyers": [9, 7, 5, 3, 2],
         }
     )
-    lists = model.segment_lists(pop, n=3)
+    lists = segment_lists(pop, n=3)
     fr = lists[lists["segment"] == "country:fr"]
     assert fr["item_id"].tolist() == ["c", "a", "b"]
     assert fr["reason_code"].tolist() == ["popular_in_country", "bestseller", "bestseller"]
@@ -279,7 +294,7 @@ def test_exploration_slots_show_new_arrivals_every_fifth_position() -> None:
         }
     )
     fresh = pd.DataFrame({"item_id": ["p1", "n1", "n2", "n3"], "department": ["home"] * 4})
-    lists = model.segment_lists(pop, n=10, fresh=fresh, explore_every=5)
+    lists = segment_lists(pop, n=10, fresh=fresh, explore_every=5)
     items = lists["item_id"].tolist()
     assert items == ["p0", "p1", "p2", "p3", "n1", "p4", "p5", "p6", "p7", "n2"]
     assert lists.loc[lists["item_id"].isin(["n1", "n2"]), "reason_code"].eq("new_arrival").all()
@@ -297,7 +312,7 @@ def test_new_arrivals_are_recent_in_stock_best_sellers_first() -> None:
             "pop_7d": [10.0, 1.0, 4.0, 9.0],
         }
     )
-    fresh = model.new_arrivals(items, max_age_days=14)
+    fresh = new_arrivals(items, max_age_days=14)
     assert fresh["item_id"].tolist() == ["new_fast", "new_slow"]
     assert fresh["department"].tolist() == ["kitchen", "home"]
 
@@ -315,7 +330,7 @@ def test_goes_with_reason_names_the_shoppers_own_item() -> None:
     fs.interest = pd.DataFrame(
         {"user_id": ["shopper", "shopper"], "item_id": ["i2", "i5"], "interest": [3.0, 0.1]}
     )
-    covis = model.co_visitation(fs, np.array(["shopper"], dtype=object))
+    covis = co_visitation(fs, np.array(["shopper"], dtype=object))
     top = covis.top(5)
     assert top["item_id"].tolist()[:2] == ["i3", "i7"]  # i3 goes with the recent, often-bought i2
     lists = pd.DataFrame(
@@ -327,7 +342,7 @@ def test_goes_with_reason_names_the_shoppers_own_item() -> None:
         }
     )
     titles = pd.Series({"i2": "BLUE MUG", "i5": "RED SAUCER"})
-    explained = model.explain_goes_with(lists, covis, titles)
+    explained = explain_goes_with(lists, covis, titles)
     assert explained["reason_text"].tolist() == ["Goes with Blue Mug", "Goes with Red Saucer"]
 
 
@@ -341,9 +356,7 @@ def test_anchors_name_the_shoppers_item_that_contributes_most() -> None:
     item_item.data = np.round(item_item.data * 4) / 4
     users = np.array([f"u{k}" for k in range(80)], dtype=object)
     items = np.array([f"i{k}" for k in range(40)], dtype=object)
-    covis = model.CoVisitation(
-        users, items, (shopper_items @ item_item).tocsr(), shopper_items, item_item.tocsc()
-    )
+    covis = CoVisitation(users, items, (shopper_items @ item_item).tocsr(), shopper_items, item_item.tocsc())
     asked_users = rng.choice(np.append(users, "stranger"), 2_000)
     asked_items = rng.choice(np.append(items, "unknown"), 2_000)
     expected = []
@@ -363,20 +376,18 @@ def test_lists_written_block_by_block_are_the_whole_runs_lists(tmp_path: Path) -
     """Seven shoppers per block, and lists longer than some shoppers' candidates so the second pass
     fills them: the file holds what scoring everyone at once gives, sorted by shopper."""
     fs = _feature_set(n_users=60, n_items=80)
-    params = pipeline.ModelParams.from_settings(Settings(candidates_per_user=5))
-    trained = pipeline._fit_parts(fs, params)
+    params = ModelParams.from_settings(Settings(candidates_per_user=5))
+    trained = fit_parts(fs, params)
     titles = pd.Series({f"i{n}": f"item {n}" for n in range(80)})
     users = fs.users["user_id"].to_numpy()[::-1]
     length = 75
 
-    featured, scores, covis = pipeline.score_shoppers(fs, trained, users, params)
-    whole = model.top_lists(featured, scores, length, fill=fs.popular_items(length * 2))
-    whole = model.explain_goes_with(whole, covis, titles)
+    featured, scores, covis = score_shoppers(fs, trained, users, params)
+    whole = top_lists(featured, scores, length, fill=fs.popular_items(length * 2))
+    whole = explain_goes_with(whole, covis, titles)
 
     path = tmp_path / "user_lists.parquet"
-    written = pipeline.write_lists(
-        fs, trained, users, params, length=length, titles=titles, path=path, block_users=7
-    )
+    written = write_lists(fs, trained, users, params, length=length, titles=titles, path=path, block_users=7)
     lists = pd.read_parquet(path)
     assert written == 60 and lists["user_id"].nunique() == 60
     assert (lists.groupby("user_id").size() == length).all()
@@ -385,7 +396,7 @@ def test_lists_written_block_by_block_are_the_whole_runs_lists(tmp_path: Path) -
     assert lists["user_id"].is_monotonic_increasing
     pd.testing.assert_frame_equal(lists, whole.astype({"rank": np.int64}), check_dtype=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["user_lists.parquet"]
-    assert pq.ParquetFile(path).schema_arrow.equals(pipeline.LIST_SCHEMA)
+    assert pq.ParquetFile(path).schema_arrow.equals(LIST_SCHEMA)
 
 
 def test_stored_values_of_a_sparse_product_are_found_for_any_pairs() -> None:
@@ -402,10 +413,10 @@ def test_stored_values_of_a_sparse_product_are_found_for_any_pairs() -> None:
         product.data[start:end] = product.data[start:end][::-1].copy()
     product.has_sorted_indices = False
     rows, cols = rng.integers(0, 50, 5_000), rng.integers(0, 120, 5_000)
-    found = model._csr_at(product, rows, cols)
+    found = csr_at(product, rows, cols)
     np.testing.assert_array_equal(found, np.asarray(product[rows, cols]).ravel())
     assert (found == 0).any() and (found > 0).any()
-    assert not model._csr_at(sp.csr_matrix((3, 4)), np.array([0, 2]), np.array([1, 3])).any()
+    assert not csr_at(sp.csr_matrix((3, 4)), np.array([0, 2]), np.array([1, 3])).any()
 
 
 def test_list_order_is_the_stable_sort_by_shopper_score_and_item() -> None:
@@ -417,14 +428,16 @@ def test_list_order_is_the_stable_sort_by_shopper_score_and_item() -> None:
             "score": rng.integers(0, 5, 400).astype(float),  # many ties: the item id decides them
         }
     )
-    expected = ranked.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True], kind="stable")
-    pd.testing.assert_frame_equal(ranked.iloc[model._list_order(ranked)], expected)
+    expected = ranked.sort_values(
+        ["user_id", "score", "item_id"], ascending=[True, False, True], kind="stable"
+    )
+    pd.testing.assert_frame_equal(ranked.iloc[_list_order(ranked)], expected)
 
 
 def test_als_scores_pairs_chunk_by_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
     """Dot products of any pairs, NaN where the shopper or item is unknown, whatever the chunk size."""
     rng = np.random.default_rng(8)
-    als = model.AlsModel(
+    als = AlsModel(
         user_ids=np.array(["a", "b", "c"], dtype=object),
         item_ids=np.array(["x", "y"], dtype=object),
         user_factors=rng.standard_normal((3, 4)).astype(np.float32),
@@ -433,7 +446,7 @@ def test_als_scores_pairs_chunk_by_chunk(monkeypatch: pytest.MonkeyPatch) -> Non
     )
     users = pd.Series(list(rng.choice(["a", "b", "c", "new"], 50)))
     items = pd.Series(list(rng.choice(["x", "y", "gone"], 50)))
-    monkeypatch.setattr(model, "PAIR_CHUNK", 7)
+    monkeypatch.setattr(als_module, "PAIR_CHUNK", 7)
     scores = als.score_pairs(users, items)
     for user, item, score in zip(users, items, scores, strict=True):
         if user == "new" or item == "gone":

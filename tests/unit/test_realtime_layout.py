@@ -10,9 +10,10 @@ from typing import get_args
 import pytest
 from redis.crc import key_slot
 
+from carousel.cache import keys as layout
+from carousel.cache import stream
 from carousel.lake import Lake, stream_part
 from carousel.schema import EVENT_TYPES
-from serving import realtime
 from serving.routes.events import EventType
 
 
@@ -32,21 +33,21 @@ class _Event:
 
 def test_every_key_of_a_subject_is_in_one_hash_slot() -> None:
     """A shopper's keys share a hash slot (one round trip, cluster-safe); a session's are its own."""
-    for keys in (realtime.user_keys("u-42@shop.example"), realtime.session_keys("s:abc-1")):
+    for keys in (layout.shopper_state_keys("u-42@shop.example"), layout.session_state_keys("s:abc-1")):
         assert len({key_slot(k.encode()) for k in keys.all}) == 1
-    assert realtime.user_keys("x").cart != realtime.session_keys("x").cart
-    assert realtime.subject_keys(user_id="u1", session_id="s1") == realtime.user_keys("u1")
-    assert realtime.subject_keys(user_id=None, session_id="s1") == realtime.session_keys("s1")
-    assert realtime.subject_keys(user_id=None, session_id=None) is None
+    assert layout.shopper_state_keys("x").cart != layout.session_state_keys("x").cart
+    assert layout.state_keys(user_id="u1", session_id="s1") == layout.shopper_state_keys("u1")
+    assert layout.state_keys(user_id=None, session_id="s1") == layout.session_state_keys("s1")
+    assert layout.state_keys(user_id=None, session_id=None) is None
 
 
 def test_a_stream_entry_round_trips_the_canonical_fields() -> None:
     """Encoded and decoded, an event keeps its exact values; null fields are left out of the entry."""
     ts = datetime(2026, 11, 29, 10, 15, 3, 123456, tzinfo=UTC)
     event = _Event(None, "s1", "i1", "purchase", ts, 3, 0.1 + 0.2, "France", None, None)
-    entry = realtime.stream_entry(event, "holdout")
+    entry = stream.stream_entry(event, "holdout")
     assert entry["variant"] == "holdout" and "user_id" not in entry and "device" not in entry
-    decoded = realtime.decode_stream_entry({k.encode(): v.encode() for k, v in entry.items()})
+    decoded = stream.decode_stream_entry({k.encode(): v.encode() for k, v in entry.items()})
     assert decoded["user_id"] is None and decoded["country"] == "France"
     assert datetime.fromisoformat(decoded["ts"] or "") == ts
     assert float(decoded["price"] or "") == 0.1 + 0.2 and int(decoded["quantity"] or "") == 3

@@ -1,0 +1,34 @@
+"""Segment lists: their names and the reason each kind of segment gives.
+
+Segments are `global` plus one per value of each context dimension: `country:<value>`,
+`device:<value>`, `referrer:<value>` (from the event or the request) and `category:<department>` (the top
+level of an item's category path). Values are trimmed and lower case, in the batch (`segment_popularity`)
+and in the API (`context_segment`) alike.
+"""
+
+from __future__ import annotations
+
+GLOBAL_SEGMENT = "global"
+# The dimensions the batch computes lists for.
+SEGMENT_DIMENSIONS = ("country", "device", "referrer", "category")
+# The order in which an anonymous visitor's context picks a segment list (the first one stored wins).
+CONTEXT_DIMENSIONS = ("country", "device", "referrer")
+
+# (reason code, text template) of each kind of segment list; `{value}` is the segment's value, title-cased.
+SEGMENT_REASONS = {
+    "global": ("bestseller", "Bestseller right now"),
+    "country": ("popular_in_country", "Popular in {value}"),
+    "device": ("popular_on_device", "Popular with shoppers on {value}"),
+    "referrer": ("popular_with_referrer", "Popular with visitors from {value}"),
+    "category": ("popular_in_category", "Popular in {value}"),
+}
+
+
+def context_segment(dimension: str, value: str) -> str:
+    """The segment name for one context value, e.g. ("country", "Germany") -> "country:germany"."""
+    return f"{dimension}:{value.strip().lower()}"
+
+
+def department(category: str) -> str:
+    """The department of a category path: its top level, e.g. "Home/Lighting" -> "home"."""
+    return category.split("/")[0].strip().lower()

@@ -1,0 +1,106 @@
+"""The production ranker as an offline-evaluation `Recommender` (`jobs.evaluation.protocol`): exactly the
+pipeline's training and scoring (`jobs.ranking.training.rank_candidates`) on the evaluation's history."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+
+from configs.settings import get_settings
+from jobs.evaluation.protocol import EvalContext
+from jobs.features import transforms
+from jobs.features.session import spark_session
+from jobs.features.signals import CoocParams
+from jobs.ranking.als import AlsParams
+from jobs.ranking.lists import top_lists
+from jobs.ranking.model import ModelParams
+from jobs.ranking.training import RankedCandidates, rank_candidates
+
+# Where the trained and scored candidates are kept on the context: one training and scoring of every
+# known shopper serves both tasks (they ask for different shoppers).
+_CACHE_KEY = "ranker:ranked"
+
+
+def _catalog_from_events(history: pd.DataFrame) -> pd.DataFrame:
+    """A minimal catalog when only events are given: every item seen, in stock, one unknown category."""
+    grouped = history.groupby("item_id", observed=True)
+    return pd.DataFrame(
+        {
+            "item_id": grouped["ts"].min().index.astype(str),
+            "category": "unknown",
+            "price": grouped["price"].median().to_numpy(dtype="float64"),
+            "in_stock": True,
+            "first_seen": grouped["ts"].min().to_numpy(),
+        }
+    )
+
+
+def _cooc_params(tuned: Any) -> CoocParams:
+    """Co-visitation settings from the evaluation's tuning (unknown keys ignored), else the defaults."""
+    if not isinstance(tuned, dict):
+        return CoocParams()
+    known = set(CoocParams.__dataclass_fields__)
+    return CoocParams(**{k: v for k, v in tuned.items() if k in known})
+
+
+def evaluation_ranker(ctx: EvalContext, users: np.ndarray, k: int, exclude_bought: bool) -> pd.DataFrame:
+    """The production ranker as an offline-evaluation Recommender (see `jobs.evaluation.protocol`).
+
+    Runs exactly the pipeline's `rank_candidates` on the evaluation's history (events before the
+    cutoff) and returns (user_id, item_id, rank). With `exclude_bought`, items the shopper bought before
+    the cutoff are left out (the `new_items` task).
+    """
+    if _CACHE_KEY not in ctx.cache:
+        ctx.cache[_CACHE_KEY] = _rank_everyone(ctx)
+    ranked: RankedCandidates = ctx.cache[_CACHE_KEY]
+    wanted = pd.Index(np.asarray(users, dtype=object))
+    featured, scores = ranked.featured, ranked.scores
+    keep = featured["user_id"].isin(wanted).to_numpy()
+    if exclude_bought:
+        # The same ranker orders the items the shopper never bought (a ranker trained on first purchases
+        # alone did worse on validation: re-buy examples teach it what a shopper's taste is).
+        keep &= featured["ui_purchases"].to_numpy() == 0
+    featured, scores = featured[keep], scores[keep]
+    fill = ranked.features.popular_items(k * 4 + 50)
+    lists = top_lists(featured, scores, k + 50, fill=fill)
+    if exclude_bought:
+        bought = ranked.features.user_item.loc[
+            ranked.features.user_item["ui_purchases"] > 0, ["user_id", "item_id"]
+        ]
+        lists = lists.merge(bought.assign(_bought=True), on=["user_id", "item_id"], how="left")
+        lists = lists[lists["_bought"].isna()].drop(columns="_bought")
+    lists = lists.sort_values(["user_id", "rank"]).groupby("user_id", sort=False).head(k)
+    lists["rank"] = lists.groupby("user_id").cumcount() + 1
+    return lists[["user_id", "item_id", "rank"]].reset_index(drop=True)
+
+
+def _rank_everyone(ctx: EvalContext) -> RankedCandidates:
+    """Train on the history and score every known shopper at the cutoff, as the pipeline does."""
+    settings = get_settings()
+    cutoff = pd.Timestamp(ctx.cutoff).to_pydatetime()
+    spark = spark_session(settings)
+    columns = ["user_id", "session_id", "item_id", "event_type", "ts", "quantity", "price", "country"]
+    history = ctx.history[columns].copy()
+    for col in ("user_id", "session_id", "item_id", "event_type", "country"):
+        history[col] = history[col].astype(object).where(history[col].notna(), cast(Any, None))
+    events = spark.createDataFrame(history)
+    catalog = ctx.items if ctx.items is not None else _catalog_from_events(ctx.history)
+    catalog = catalog[["item_id", "category", "price", "in_stock", "first_seen"]].copy()
+    catalog["item_id"] = catalog["item_id"].astype(str)
+    catalog["category"] = catalog["category"].astype(object).where(catalog["category"].notna(), "unknown")
+    items = spark.createDataFrame(catalog)
+    tuned = ctx.tuned or {}
+    base = ModelParams.from_settings(settings)
+    params = ModelParams(
+        als=AlsParams(**tuned["als"]) if isinstance(tuned.get("als"), dict) else base.als,
+        ranker=base.ranker,
+        label_days=int(tuned.get("label_days", base.label_days)),
+        candidates_per_user=base.candidates_per_user,
+        new_item_days=base.new_item_days,
+        train_windows=base.train_windows,
+        cooc=_cooc_params(tuned.get("cooccurrence")),
+    )
+    modelling = transforms.modelling_events(events, cutoff).cache()
+    return rank_candidates(modelling, items, cutoff, params)

@@ -1,0 +1,167 @@
+"""The evaluation report's files: the JSON of the contract, a Markdown summary and a plot beside it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+
+def write_report(report: Mapping[str, Any], out_path: Path | str) -> dict[str, Path]:
+    """Write the report as JSON, with a Markdown summary and a plot beside it.
+
+    Parameters
+    ----------
+    report:
+        `run_evaluation` output.
+    out_path:
+        The JSON file; ``<stem>.md`` and ``<stem>.png`` go next to it. Parent folders are created.
+
+    Returns
+    -------
+    dict
+        ``{"json": path, "md": path, "png": path}``.
+    """
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+    md = out.with_suffix(".md")
+    png = out.with_suffix(".png")
+    md.write_text(_markdown(report, png.name), encoding="utf-8")
+    _plot(report, png)
+    return {"json": out, "md": md, "png": png}
+
+
+def _best(per_model: Mapping[str, Mapping[str, Any]], exclude: str | None = None) -> tuple[str, float]:
+    candidates = {m: float(v["ndcg@10"]) for m, v in per_model.items() if m != exclude and v}
+    if not candidates:
+        return "-", 0.0
+    name = max(candidates, key=lambda m: candidates[m])
+    return name, candidates[name]
+
+
+def _margin(value: float, reference: float) -> str:
+    if reference <= 0:
+        return "n/a"
+    return f"{(value / reference - 1.0) * 100:+.1f}%"
+
+
+def _markdown(report: Mapping[str, Any], png_name: str) -> str:
+    split = report["split"]
+    lines = [
+        f"# Offline evaluation: {report['dataset']}",
+        "",
+        f"- training data: everything before **{split['train_end']}**",
+        f"- validation window (tuning): [{split.get('val_start', '?')}, {split['test_start']})",
+        f"- test window: [{split['test_start']}, {split['test_end']})",
+    ]
+    stats = report.get("targets", {})
+    if stats:
+        lines.append(
+            f"- scored shoppers: {stats['all']['users']:,} in `all`, {stats['new_items']['users']:,} in "
+            f"`new_items`; {stats['cold_buyers_excluded']:,} buyers without history before the cutoff and "
+            f"{stats['anonymous_purchases_excluded']:,} anonymous purchases are not scored (cold start is "
+            "served by segment lists)"
+        )
+    lines += [
+        "",
+        "Metrics are means over scored shoppers; relevance is binary (bought in the test window).",
+        "",
+    ]
+    for task, per_model in report["tasks"].items():
+        lines += [f"## Task `{task}`", "", "| model | NDCG@10 | Recall@10 | MAP@12 | coverage@10 | users |"]
+        lines.append("|---|---:|---:|---:|---:|---:|")
+        best_name, _ = _best(per_model)
+        for name, m in per_model.items():
+            label = f"**{name}**" if name == best_name else name
+            lines.append(
+                f"| {label} | {m['ndcg@10']:.4f} | {m['recall@10']:.4f} | {m['map@12']:.4f} | "
+                f"{m['coverage@10']:.3f} | {m['users']:,} |"
+            )
+        best_name, best_value = _best(per_model)
+        lines += ["", f"Best model: **{best_name}** (NDCG@10 {best_value:.4f})."]
+        if "ranker" in per_model and per_model["ranker"]:
+            other, other_value = _best(per_model, exclude="ranker")
+            ranker = float(per_model["ranker"]["ndcg@10"])
+            lines.append(
+                f"Ranker vs the best other model ({other}, {other_value:.4f}): "
+                f"**{_margin(ranker, other_value)}** on NDCG@10."
+            )
+        lines.append("")
+    deciles = report.get("deciles", {})
+    if deciles:
+        lines += [
+            f"## NDCG@10 by shopper activity decile (by {report.get('deciles_by', 'activity')}; 1 = least active)",
+            "",
+        ]
+        for task, per_model in deciles.items():
+            models = list(per_model)
+            if not models:
+                continue
+            rows = per_model[models[0]]
+            lines += [f"### `{task}`", "", "| decile | activity | users | " + " | ".join(models) + " |"]
+            lines.append("|---:|---:|---:|" + "---:|" * len(models))
+            for i, row in enumerate(rows):
+                values = " | ".join(f"{per_model[m][i]['ndcg@10']:.4f}" for m in models)
+                activity = f"{row.get('activity_min', '')}–{row.get('activity_max', '')}"
+                lines.append(f"| {row['decile']} | {activity} | {row['users']:,} | {values} |")
+            if "ranker" in per_model and "als" in per_model:
+                ratios = [
+                    _margin(r["ndcg@10"], a["ndcg@10"])
+                    for r, a in zip(per_model["ranker"], per_model["als"], strict=True)
+                ]
+                lines += ["", "Ranker vs ALS per decile: " + ", ".join(ratios)]
+            lines.append("")
+    tuned = report.get("tuned") or {}
+    if tuned:
+        lines += ["## Hyper-parameters chosen on the validation window", ""]
+        for model, params in tuned.items():
+            if model != "new_items":
+                lines.append(f"- `{model}`: `{orjson.dumps(params).decode()}`")
+        for model, params in (tuned.get("new_items") or {}).items():
+            lines.append(f"- `{model}` in `new_items`: `{orjson.dumps(params).decode()}`")
+        lines.append("")
+    timings = report.get("timings_s") or {}
+    if timings:
+        lines += ["## Timings (seconds)", "", "| stage | s |", "|---|---:|"]
+        lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in timings.items()]
+        lines.append("")
+    lines += [f"![NDCG@10 per model and by activity decile]({png_name})", ""]
+    return "\n".join(lines)
+
+
+def _plot(report: Mapping[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a server
+    import matplotlib.pyplot as plt
+
+    tasks = list(report["tasks"])
+    models = list(dict.fromkeys(m for task in tasks for m in report["tasks"][task]))
+    fig, axes = plt.subplots(1, 1 + len(tasks), figsize=(5.5 * (1 + len(tasks)), 4.5))
+    ax = axes[0]
+    width = 0.8 / max(1, len(models))
+    x = np.arange(len(tasks))
+    for i, model in enumerate(models):
+        values = [float(report["tasks"][t].get(model, {}).get("ndcg@10", 0.0)) for t in tasks]
+        ax.bar(x + (i - (len(models) - 1) / 2) * width, values, width, label=model)
+    ax.set_xticks(x, tasks)
+    ax.set_ylabel("NDCG@10")
+    ax.set_title(f"{report['dataset']}: NDCG@10 per model")
+    ax.legend(fontsize="small")
+    for ax, task in zip(axes[1:], tasks, strict=True):
+        for model in models:
+            rows = report.get("deciles", {}).get(task, {}).get(model, [])
+            if rows:
+                ax.plot([r["decile"] for r in rows], [r["ndcg@10"] for r in rows], marker="o", label=model)
+        ax.set_xlabel(f"activity decile (by {report.get('deciles_by', 'activity')})")
+        ax.set_ylabel("NDCG@10")
+        ax.set_title(f"{task}: NDCG@10 by activity decile")
+        ax.set_xticks(range(1, 11))
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,43 @@
+"""The SparkSession for carousel's jobs: master from `CAROUSEL_SPARK_MASTER` (default `local[*]`).
+
+Only the stages (`jobs.stages`) and the evaluation's ranker adapter call `spark_session`; transforms
+receive DataFrames.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from configs.settings import Settings
+
+# The driver JVM's options. A pipeline job's JVM mostly waits while Python trains and scores (minutes at
+# 20M events), yet G1 keeps every heap page it ever touched: collecting when idle (JEP 346) with less
+# free heap kept lets it hand them back to the machine while the job's Python peaks.
+DRIVER_JAVA_OPTIONS = (
+    "-Dlog4j2.level=ERROR -XX:G1PeriodicGCInterval=5000 -XX:MinHeapFreeRatio=10 -XX:MaxHeapFreeRatio=30"
+)
+
+
+def spark_session(settings: Settings, app_name: str = "carousel") -> SparkSession:
+    """Build (or reuse) the session configured from settings; on a cluster the same code runs unchanged."""
+    # Executors must run the same Python as the driver (the project's venv).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(settings.spark_master)
+        .config("spark.driver.memory", settings.spark_driver_memory)
+        .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.adaptive.enabled", "true")
+        .config("spark.driver.extraJavaOptions", DRIVER_JAVA_OPTIONS)
+    )
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark

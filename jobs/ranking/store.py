@@ -1,0 +1,114 @@
+"""Numbered model versions on disk: what the nightly retrain writes and the 15-minute refresh reads.
+
+A model is a folder ``<models_dir>/<NNNN>/`` holding everything an incremental run needs to score
+shoppers without training anything:
+
+    model.json        number, data interval, training windows, parameters, evaluation figures
+    als_items.npz     ALS item factors and the item ids of their rows (the refresh keeps them fixed and
+                      folds active shoppers in)
+    covis.npz         the item-item co-visitation matrix and its item ids
+    item_rebuy.parquet  per-item re-buy rates and the overall rate the ranker's features use
+    ranker.txt        the LightGBM booster (absent when the window had no purchases to learn from)
+
+A model is written to a temporary folder and renamed into place (`carousel.models` reads the folders).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from carousel.models import MODEL_FILE, ModelCatalog
+
+
+class ModelStoreError(RuntimeError):
+    """No usable model (none trained yet, or a model folder is damaged)."""
+
+
+@dataclass
+class StoredModel:
+    """A loaded model version."""
+
+    number: int
+    meta: dict[str, Any]
+    item_ids: np.ndarray
+    item_factors: np.ndarray
+    covis_item_ids: np.ndarray
+    covis: sp.csr_matrix
+    item_rebuy: pd.DataFrame
+    overall_rebuy: float
+    booster: lgb.Booster | None
+
+
+class ModelStore(ModelCatalog):
+    """The model folders, written and loaded whole."""
+
+    def save(
+        self,
+        *,
+        meta: dict[str, Any],
+        item_ids: np.ndarray,
+        item_factors: np.ndarray,
+        covis_item_ids: np.ndarray,
+        covis: sp.csr_matrix,
+        item_rebuy: pd.DataFrame,
+        overall_rebuy: float,
+        booster: lgb.Booster | None,
+        keep: int = 5,
+    ) -> int:
+        """Write the next numbered model atomically and drop the oldest beyond `keep`; returns its number."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        number = (self.latest() or 0) + 1
+        staging = self.root / f".tmp-{number:04d}-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        np.savez(
+            staging / "als_items.npz",
+            item_ids=np.asarray(item_ids, dtype=str),
+            item_factors=np.asarray(item_factors, dtype=np.float32),
+        )
+        sp.save_npz(staging / "covis.npz", sp.csr_matrix(covis))
+        np.save(staging / "covis_items.npy", np.asarray(covis_item_ids, dtype=str))
+        item_rebuy.to_parquet(staging / "item_rebuy.parquet", index=False)
+        if booster is not None:
+            booster.save_model(str(staging / "ranker.txt"))
+        full_meta = {**meta, "number": number, "overall_rebuy": overall_rebuy, "ranker": booster is not None}
+        (staging / MODEL_FILE).write_text(json.dumps(full_meta, indent=2, default=str))
+        staging.rename(self.path(number))
+        for old in self.numbers()[:-keep]:
+            shutil.rmtree(self.path(old), ignore_errors=True)
+        return number
+
+    def load(self, number: int | None = None) -> StoredModel:
+        number = self.latest() if number is None else number
+        if number is None:
+            raise ModelStoreError(
+                f"no trained model under {self.root}: run the nightly retrain "
+                "(`carousel retrain` or the carousel_retrain DAG) first"
+            )
+        folder = self.path(number)
+        try:
+            meta = self.describe(number)
+            als = np.load(folder / "als_items.npz")
+            ranker = folder / "ranker.txt"
+            return StoredModel(
+                number=number,
+                meta=meta,
+                item_ids=als["item_ids"].astype(object),
+                item_factors=als["item_factors"],
+                covis_item_ids=np.load(folder / "covis_items.npy").astype(object),
+                covis=sp.load_npz(folder / "covis.npz").tocsr(),
+                item_rebuy=pd.read_parquet(folder / "item_rebuy.parquet"),
+                overall_rebuy=float(meta["overall_rebuy"]),
+                booster=lgb.Booster(model_file=str(ranker)) if ranker.exists() else None,
+            )
+        except (OSError, KeyError, ValueError) as exc:
+            raise ModelStoreError(f"model {number} at {folder} cannot be read: {exc}") from exc

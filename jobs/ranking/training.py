@@ -1,0 +1,201 @@
+"""Training: the ranker learns from label windows before `as_of` (features up to a cutoff, the next
+`label_days` of purchases as labels), ALS and co-visitation are fitted on everything before `as_of`, and
+the model's out-of-sample figures come from a ranker trained on the older windows and measured on the
+newest. The Spark side (the windows' feature sets and labels) runs on the cluster; fitting runs here on
+the driver, on the windows' buying shoppers (at most `RankerParams.max_train_users` of them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from jobs.features.collect import collect_feature_set
+from jobs.features.frames import FeatureSet
+from jobs.ranking.candidate_features import FEATURES, label_candidates
+from jobs.ranking.covisitation import CoVisitation
+from jobs.ranking.metrics import hit_metrics
+from jobs.ranking.model import ModelParams, TrainedModel, fit_parts
+from jobs.ranking.ranker import CompiledRanker, score_candidates, train_ranker
+from jobs.ranking.scoring import SCORE_BLOCK_USERS, by_shopper, score_shoppers, shoppers_block
+
+Progress = Callable[[str], None]
+
+
+def training_window(
+    events: DataFrame, items: DataFrame, cutoff: datetime, label_end: datetime, params: ModelParams
+) -> tuple[pd.DataFrame, int] | None:
+    """Candidates with features as of `cutoff`, labelled by the purchases in [cutoff, label_end), of
+    the shoppers with at least one bought candidate, and how many shoppers bought in the window.
+
+    Only those shoppers teach the ranker or measure it (`train_ranker` and `window_evaluation` drop
+    the others), so the others' candidates are dropped block by block as they are scored: memory
+    follows the buying shoppers of one block, not every buyer's candidates at once."""
+    future = (
+        events.where(
+            (F.col("ts") >= F.lit(cutoff))
+            & (F.col("ts") < F.lit(label_end))
+            & (F.col("event_type") == "purchase")
+        )
+        .select("user_id", "item_id")
+        .distinct()
+        .toPandas()
+    )
+    fs = collect_feature_set(events.where(F.col("ts") < F.lit(cutoff)), items, cutoff, params.cooc)
+    train_users = np.sort(fs.users["user_id"][fs.users["user_id"].isin(future["user_id"])].to_numpy())
+    if not len(train_users) or fs.interactions.empty:
+        return None
+    parts = fit_parts(fs, params)
+    fs = by_shopper(fs)
+    frames = []
+    for start in range(0, len(train_users), SCORE_BLOCK_USERS):
+        block = train_users[start : start + SCORE_BLOCK_USERS]
+        featured, _, _ = score_shoppers(shoppers_block(fs, block), parts, block, params)
+        labelled = label_candidates(featured, future)
+        # Only what the ranker and its evaluation read: the shopper (its group), features and label,
+        # sorted by shopper as the ranker groups them (the blocks are in shopper order, so the window
+        # comes out sorted and the ranker need not copy it to sort it).
+        bought = labelled.groupby("user_id")["label"].transform("max") > 0
+        kept = labelled.loc[bought, ["user_id", *FEATURES, "label"]]
+        frames.append(kept.sort_values("user_id", kind="stable"))
+    return pd.concat(frames, ignore_index=True), len(train_users)
+
+
+def train_model(
+    events: DataFrame,
+    items: DataFrame,
+    as_of: datetime,
+    params: ModelParams,
+    progress: Progress | None = None,
+) -> tuple[TrainedModel, FeatureSet]:
+    """Fit ALS, the co-visitation similarity and the LightGBM ranker as of `as_of`.
+
+    `events` are modelling events (known, consenting shoppers) strictly before `as_of`. The ranker learns
+    from `train_windows` windows: features computed up to `as_of - w * label_days` with the purchases of
+    the following `label_days` as labels (more windows, more examples of sparse shoppers). Its figures
+    (`evaluation`) come from a ranker trained on the older windows alone and measured on the newest one,
+    so they are out of sample. Returns the model and the feature set as of `as_of`.
+    """
+    frames: list[pd.DataFrame] = []
+    windows: list[dict[str, Any]] = []
+    for window in range(1, params.train_windows + 1):
+        cutoff = as_of - timedelta(days=params.label_days * window)
+        label_end = cutoff + timedelta(days=params.label_days)
+        window_result = training_window(events, items, cutoff, label_end, params)
+        if window_result is None:
+            continue
+        labelled, shoppers = window_result
+        del window_result
+        # A shopper of one window is a ranker group of its own: the window's number above the shopper's
+        # position. Integers, not "w1:<id>" strings (5.4M new Python strings at 20M events), and set in
+        # place (`assign` would copy every column); the windows stay in order, so the ranker sorts none.
+        positions = pd.factorize(labelled["user_id"], sort=True)[0].astype(np.int64)
+        labelled["user_id"] = (window << 32) + positions
+        frames.append(labelled)
+        del labelled
+        windows.append(
+            {
+                "features_until": cutoff.isoformat(),
+                "labels_until": label_end.isoformat(),
+                "shoppers": shoppers,
+            }
+        )
+        if progress:
+            progress(f"training window {window}: {shoppers} shoppers from {cutoff:%Y-%m-%d}")
+    # The ranker is trained, and its training rows dropped, before the full feature set is collected:
+    # the windows' candidates, a window's feature set and the full one are never held at once (at 20M
+    # events each is gigabytes).
+    evaluation = window_evaluation(frames, params)
+    train = pd.concat(frames, ignore_index=True) if frames else None
+    del frames
+    booster = train_ranker(train, params.ranker) if train is not None else None
+    train_rows = 0 if train is None else len(train)
+    del train
+    fs_full = collect_feature_set(events, items, as_of, params.cooc)
+    trained = fit_parts(fs_full, params)
+    trained.booster = booster
+    trained.train_rows = train_rows
+    trained.train_cutoff = as_of - timedelta(days=params.label_days)
+    trained.windows = windows
+    trained.evaluation = evaluation
+    return trained, fs_full
+
+
+def window_evaluation(frames: list[pd.DataFrame], params: ModelParams) -> dict[str, Any]:
+    """NDCG@10 on the newest label window of a ranker trained on the older windows only, against the
+    candidates ordered by ALS score: out-of-sample figures kept with every model."""
+    if len(frames) < 2:
+        return {"note": "fewer than two label windows with purchases: no out-of-sample figures"}
+    # With the default two windows the older one is used as it is (a concat would copy it whole).
+    newest, older = frames[0], (frames[1] if len(frames) == 2 else pd.concat(frames[1:], ignore_index=True))
+    booster = train_ranker(older, params.ranker)
+    bought = newest.groupby("user_id")["label"].transform("max") > 0
+    buyers = newest if bought.all() else newest[bought]  # the pipeline's windows hold buyers only
+    if booster is None or buyers.empty:
+        return {"note": "no buyers to measure on"}
+    ranker_scores = score_candidates(buyers, CompiledRanker(booster))
+    als_scores = np.nan_to_num(buyers["als_score"].to_numpy(dtype="float64"), nan=-1e9)
+    return {
+        "window": "newest label window; ranker trained on the older windows",
+        "shoppers": int(buyers["user_id"].nunique()),
+        "ndcg@10": {
+            "ranker": round(_mean_ndcg(buyers, ranker_scores), 4),
+            "als": round(_mean_ndcg(buyers, als_scores), 4),
+        },
+    }
+
+
+@dataclass
+class RankedCandidates:
+    """Candidates of every scored shopper with their features and ranker scores, as of one moment."""
+
+    features: FeatureSet
+    featured: pd.DataFrame
+    scores: np.ndarray
+    covis: CoVisitation
+    trained: TrainedModel
+
+    @property
+    def booster(self) -> lgb.Booster | None:
+        return self.trained.booster
+
+
+def rank_candidates(
+    events: DataFrame,
+    items: DataFrame,
+    as_of: datetime,
+    params: ModelParams,
+    *,
+    users: np.ndarray | None = None,
+    progress: Progress | None = None,
+) -> RankedCandidates:
+    """Train (`train_model`) and score every shopper's candidates at `as_of`: the full run and the
+    offline evaluation. `users` limits scoring to some shoppers (the evaluation's test users); default:
+    every shopper with events."""
+    trained, fs_full = train_model(events, items, as_of, params, progress)
+    score_users = fs_full.users["user_id"].to_numpy() if users is None else np.asarray(users, dtype=object)
+    if progress:
+        progress(f"scoring {len(score_users)} shoppers")
+    featured, scores, covis = score_shoppers(fs_full, trained, score_users, params)
+    return RankedCandidates(fs_full, featured, scores, covis, trained)
+
+
+def _mean_ndcg(labelled: pd.DataFrame, scores: np.ndarray) -> float:
+    """Mean NDCG@10 over the shoppers of `labelled` (user_id, label) of their candidates ordered by
+    `scores` (ties keep the candidates' order)."""
+    order = np.lexsort((-scores, labelled["user_id"].to_numpy()))
+    users = labelled["user_id"].to_numpy()[order]
+    labels = labelled["label"].to_numpy()[order]
+    starts = np.searchsorted(users, users, side="left")
+    ranks = np.arange(len(users)) - starts + 1
+    hit = labels > 0
+    n_targets = pd.Series(labels, dtype="float64").groupby(users).sum()
+    return float(hit_metrics(users[hit], ranks[hit], n_targets)["ndcg@10"].mean())

@@ -1,0 +1,320 @@
+"""Stage `compute` (and `train`, its train mode): the run's lists, written into the run's folder.
+
+Extract: the lake's events before the interval end (Spark), without the shoppers who do not consent to
+personalization or were erased; the model (trained here, or the newest stored one). Transform: the
+feature sets (Spark), every shopper scored block by block (`jobs.ranking.scoring.score_block`), segment
+lists and similar items. Load: `user_lists.parquet` (sorted by shopper, for the loader to stream),
+`segment_lists.parquet`, `item_lists.parquet`, `departments.parquet` and `manifest.json`.
+
+Modes (`jobs.stages.MODES`): `train` fits a new numbered model and writes no lists; `full` trains and
+scores every shopper; `rescore` scores every shopper with the newest stored model; `incremental` loads
+the newest model and scores only the shoppers with events in the data interval, folding them into ALS
+with the item factors fixed; `auto` picks one (`resolve_mode`). Segment lists are rebuilt by every mode
+that writes lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from carousel.cache.client import sync_client
+from carousel.cache.shoppers import erased_digests, recorded_consents
+from carousel.cache.versions import live_version, read_meta
+from carousel.lake import Lake
+from carousel.rules.consent import opted_out
+from carousel.rules.erasure import DIGEST_PREFIX
+from carousel.rules.segments import department
+from configs.settings import Settings
+from jobs.features import transforms
+from jobs.features.collect import collect_feature_set
+from jobs.features.frames import FeatureSet, sorted_frame
+from jobs.features.session import spark_session
+from jobs.publishing.lists_file import SortedListsFile
+from jobs.ranking.lists import LIST_SCHEMA, fill_short_lists, list_table, similar_item_lists
+from jobs.ranking.model import ModelParams, TrainedModel, save_model
+from jobs.ranking.scoring import SCORE_BLOCK_USERS, by_shopper, score_block, shoppers_block
+from jobs.ranking.segments import new_arrivals, segment_lists
+from jobs.ranking.store import ModelStore
+from jobs.ranking.training import train_model
+from jobs.stages.manifest import ModelInfo, RunCounts, RunManifest
+from jobs.stages.run import PipelineError, StageResult, StageRun, data_interval, version_for
+
+
+def run(job: StageRun) -> StageResult:
+    manifest = compute_lists(job)
+    lists = manifest.counts.user_lists
+    return StageResult(
+        f"{manifest.mode} run with model {manifest.model.number}"
+        + (f": {lists:,} personal lists" if lists is not None else ""),
+        manifest,
+    )
+
+
+def compute_lists(job: StageRun) -> RunManifest:
+    """Build the run's lists (or, in train mode, its model) into the run's folder."""
+    start, end = data_interval(job)
+    settings = job.settings
+    job.history.update(
+        job.run_id,
+        status="running",
+        interval_start=start.isoformat(),
+        interval_end=end.isoformat(),
+        version=version_for(end),
+    )
+    mode = resolve_mode(settings, job.mode)
+    inputs = _read_inputs(settings, end, cache_modelling=mode != "incremental")
+    folder = job.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    params = ModelParams.from_settings(settings)
+    store = ModelStore(settings.models_dir)
+    if mode in ("full", "train"):
+        job.say(f"{mode} run as of {inputs.as_of.isoformat()}: training")
+        trained, fs = train_model(inputs.modelling, inputs.items, inputs.as_of, params, job.progress)
+        number = save_model(store, trained, run_id=job.run_id, interval_end=end, as_of=inputs.as_of, fs=fs)
+        job.say(f"model {number} saved under {store.path(number)}: {trained.evaluation}")
+    else:
+        # A rerun of this run reuses the model it used first, so the interval's lists come out the same.
+        stored = store.load(_model_of_earlier_attempt(folder))
+        number, trained = stored.number, TrainedModel.from_stored(stored, params)
+        shoppers = None
+        if mode == "incremental":
+            shoppers = inputs.modelling.where(F.col("ts") >= F.lit(start)).select("user_id").distinct()
+        fs = collect_feature_set(
+            inputs.modelling, inputs.items, inputs.as_of, params.cooc, shoppers=shoppers, baskets=False
+        )
+        job.say(f"{mode} run with model {number}: {len(fs.users)} shoppers to score")
+    manifest = RunManifest(
+        run_id=job.run_id,
+        mode=mode,
+        version=version_for(end),
+        interval_start=start.isoformat(),
+        interval_end=end.isoformat(),
+        as_of=inputs.as_of.isoformat(),
+        model=_model_info(params, trained, number),
+        counts=RunCounts(
+            modelled_users=int(len(fs.users)),
+            items=int(len(fs.items)),
+            in_stock_items=int(fs.items["in_stock"].sum()),
+            interactions=int(len(fs.interactions)),
+        ),
+    )
+    if mode != "train":
+        user_lists, segments = _write_lists(settings, inputs, fs, trained, params, mode=mode, folder=folder)
+        manifest.model.path = str(store.path(number))
+        manifest.counts.user_lists, manifest.counts.segment_lists = user_lists, segments
+    inputs.modelling.unpersist()
+    manifest.write(folder)
+    # A train run ends here; a run that writes lists goes on to validate and publish.
+    done = {"status": "trained"} if mode == "train" else {}
+    job.history.update(
+        job.run_id,
+        mode=mode,
+        counts=manifest.counts.model_dump(exclude_none=True),
+        model=manifest.model.model_dump(exclude_none=True),
+        **done,
+    )
+    return manifest
+
+
+def resolve_mode(settings: Settings, mode: str) -> str:
+    """`auto`: train when there is no model yet; score everyone when nothing is live or a newer model
+    than the live version's has been trained (the nightly retrain); else incremental."""
+    if mode != "auto":
+        return mode
+    latest = ModelStore(settings.models_dir).latest()
+    if latest is None:
+        return "full"
+    client = sync_client(settings)
+    live = live_version(client)
+    meta = read_meta(client, live) if live else None
+    if meta is None:
+        return "rescore"
+    live_model = (meta.get("model") or {}).get("number")
+    return "incremental" if live_model == latest else "rescore"
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What the run reads from the lake, as Spark frames."""
+
+    # Every event before the interval end, without the shoppers who do not consent or were erased
+    # (segment lists count anonymous sessions too).
+    events: DataFrame
+    items: DataFrame
+    # Known shoppers' events before `as_of`: what the models learn from and score.
+    modelling: DataFrame
+    as_of: datetime
+
+
+def _read_inputs(settings: Settings, interval_end: datetime, *, cache_modelling: bool) -> _Inputs:
+    lake = Lake(settings.lake_dir)
+    if not lake.has_data():
+        raise PipelineError(
+            f"the lake at {settings.lake_dir} has no events or items yet: run `carousel import ...` first"
+        )
+    spark = spark_session(settings)
+    events = spark.read.parquet(str(lake.events_dir)).where(F.col("ts") < F.lit(interval_end))
+    items = spark.read.parquet(str(lake.items_path))
+    newest = events.agg(F.max("ts")).first()
+    if newest is None or newest[0] is None:
+        raise PipelineError(f"the lake holds no events before {interval_end.isoformat()}")
+    # The model's "now" is just after the newest event: windows stay meaningful on historic data.
+    as_of = min(newest[0].astimezone(UTC) + timedelta(seconds=1), interval_end)
+    events = _without_withdrawn_shoppers(settings, spark, lake, events)
+    modelling = transforms.modelling_events(events, as_of)
+    if cache_modelling:
+        # Training and scoring everyone read the modelling events many times over; an incremental run
+        # reads them twice (its shoppers' events, items' statistics), where caching them all would cost
+        # more than it saves.
+        modelling = modelling.cache()
+    return _Inputs(events, items, modelling, as_of)
+
+
+def _without_withdrawn_shoppers(
+    settings: Settings, spark: SparkSession, lake: Lake, events: DataFrame
+) -> DataFrame:
+    """`events` without the shoppers who do not consent to personalization (the users table and the
+    API's consent records, `carousel.rules.consent`) and without erased shoppers."""
+    client = sync_client(settings)
+    out = sorted(opted_out(lake.opted_out("personalization"), recorded_consents(client), "personalization"))
+    digests = sorted(erased_digests(client))
+    return transforms.without_shoppers(
+        events,
+        _frame(spark, "user_id", out) if out else None,
+        _frame(spark, "digest", digests) if digests else None,
+        DIGEST_PREFIX,
+    )
+
+
+def _frame(spark: SparkSession, column: str, values: list[str]) -> DataFrame:
+    """A one-column Spark frame of strings from the driver."""
+    return spark.createDataFrame(pd.DataFrame({column: pd.Series(values, dtype=object)}), f"{column} string")
+
+
+def _model_of_earlier_attempt(folder: Path) -> int | None:
+    """The model an earlier attempt of this run scored with, if it got that far."""
+    path = folder / "manifest.json"
+    return RunManifest.model_validate_json(path.read_text()).model.number if path.exists() else None
+
+
+def _model_info(params: ModelParams, trained: TrainedModel, number: int) -> ModelInfo:
+    return ModelInfo(
+        number=number,
+        als=params.als.__dict__,
+        ranker="lightgbm-lambdarank" if trained.booster is not None else "none: no purchases in label window",
+        train_cutoff=trained.train_cutoff.isoformat() if trained.train_cutoff else None,
+        ranker_train_rows=trained.train_rows,
+        evaluation=trained.evaluation,
+    )
+
+
+def _write_lists(
+    settings: Settings,
+    inputs: _Inputs,
+    fs: FeatureSet,
+    trained: TrainedModel,
+    params: ModelParams,
+    *,
+    mode: str,
+    folder: Path,
+) -> tuple[int, int]:
+    """Every list file of the run; returns the numbers of personal and segment lists."""
+    length = settings.stored_list_length
+    titles = inputs.items.select("item_id", "title").toPandas().set_index("item_id")["title"]
+    user_lists = write_lists(
+        fs,
+        trained,
+        fs.users["user_id"].to_numpy(),
+        params,
+        length=length,
+        titles=titles,
+        path=folder / "user_lists.parquet",
+    )
+    segments = _segment_lists(settings, inputs, fs)
+    segments.to_parquet(folder / "segment_lists.parquet", index=False)
+    departments = fs.items[["item_id"]].assign(department=fs.items["category"].astype(str).map(department))
+    departments.to_parquet(folder / "departments.parquet", index=False)
+    if mode != "incremental":
+        # Similar items change with the model only: full versions carry them, deltas inherit the base's.
+        similar_item_lists(trained.similarity, fs.items, length).to_parquet(
+            folder / "item_lists.parquet", index=False
+        )
+    return user_lists, int(segments["segment"].nunique())
+
+
+def write_lists(
+    fs: FeatureSet,
+    trained: TrainedModel,
+    users: np.ndarray,
+    params: ModelParams,
+    *,
+    length: int,
+    titles: pd.Series,
+    path: Path,
+    block_users: int = SCORE_BLOCK_USERS,
+) -> int:
+    """Every shopper's list written to `path` sorted by shopper, a block of shoppers at a time
+    (`score_block`): memory stays bounded by the block, not by the store, and the loader can stream the
+    file (`SortedListsFile`). Returns the number of lists.
+
+    Scoring is per shopper, so the lists are the ones scoring everyone at once would give. Short lists
+    are filled below the lowest score of all lists (`fill_short_lists`): the blocks go to a side file
+    first, and a second pass fills them once that floor is known. The side file becomes `path` by a
+    rename, so `path` is never seen half written."""
+    users = np.sort(np.asarray(users, dtype=object))
+    fs = by_shopper(fs)
+    _ = trained.ranker  # compiled once, here, so scoring a block touches no file
+    unfilled = path.with_name(f"{path.stem}.unfilled.parquet")
+    floor, short, n_lists = np.inf, False, 0
+    with pq.ParquetWriter(unfilled, LIST_SCHEMA) as writer:
+        for start in range(0, len(users), block_users):
+            block = users[start : start + block_users]
+            lists = score_block(
+                shoppers_block(fs, block), trained, block, params, length=length, titles=titles
+            )
+            if lists.empty:
+                continue
+            sizes = lists.groupby("user_id", sort=False).size()
+            floor = min(floor, float(lists["score"].min()))
+            short = short or bool((sizes < length).any())
+            n_lists += len(sizes)
+            writer.write_table(list_table(lists))
+    fill = fs.popular_items(length * 2)
+    if short and not fill.empty:
+        filled = path.with_name(f"{path.stem}.filled.parquet")
+        with pq.ParquetWriter(filled, LIST_SCHEMA) as writer:
+            for lists in SortedListsFile(unfilled).blocks():
+                writer.write_table(list_table(fill_short_lists(lists, length, fill, floor=floor)))
+        unfilled.unlink()
+        unfilled = filled
+    # Renamed into place whole: a run that fails part way never leaves a truncated file behind.
+    unfilled.replace(path)
+    return n_lists
+
+
+def _segment_lists(settings: Settings, inputs: _Inputs, fs: FeatureSet) -> pd.DataFrame:
+    """Segment lists (global, country, device, referrer, category) from every event before `as_of`:
+    anonymous sessions count, shoppers without personalization consent do not."""
+    as_of = inputs.as_of
+    segment_events = inputs.events.where(F.col("ts") < F.lit(as_of))
+    popularity = transforms.segment_popularity(
+        segment_events, inputs.items, as_of, settings.popularity_days
+    ).toPandas()
+    if popularity.empty:
+        # A quiet window: fall back to all-time popularity so segment lists are never empty.
+        popularity = transforms.segment_popularity(segment_events, inputs.items, as_of, 36_500).toPandas()
+    popularity = sorted_frame(popularity, list(popularity.columns))
+    return segment_lists(
+        popularity,
+        settings.stored_list_length,
+        fresh=new_arrivals(fs.items, settings.new_item_days),
+        explore_every=settings.explore_every,
+    )
