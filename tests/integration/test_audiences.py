@@ -111,7 +111,7 @@ def test_abandoned_cart_audience_follows_the_rules(api: TestClient, quick: Setti
     first = rows[shopper]
     assert first["items"][0] == {
         "item_id": "i5",
-        "reason": {"code": "in_your_cart", "text": "Still in your cart"},
+        "reason": {"code": "cart_reminder", "text": "Still in your cart"},
     }
     assert {i["item_id"] for i in first["items"][1:]} <= {"i6", "i7", "i8"}
     assert first["variant"] == TREATMENT and first["held_out"] is False

@@ -169,7 +169,7 @@ def test_dag_run_with_bad_inputs_fails_and_keeps_live_version(
         run_dag_once("carousel_refresh", datetime(2026, 11, 1, tzinfo=UTC), airflow_home=tmp_path / "airflow")
     assert versions.live_version(redis_client) is None
     runs = RunHistory(settings.runs_dir / "history.sqlite").recent(5)
-    assert runs and runs[0]["status"] == "failed" and runs[0]["failed_stage"] == "inputs"
+    assert runs and runs[0]["status"] == "failed" and runs[0]["failed_stage"] == "check_inputs"
     assert "duplicate" in " ".join(runs[0]["inputs"]["failures"])
     docs = Path(runs[0]["inputs"]["docs_index"]).read_text()
     assert "Failed" in docs

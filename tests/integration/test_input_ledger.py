@@ -77,7 +77,7 @@ def _full_scan(spark: Any, lake: Lake, end: datetime) -> dict[str, Any]:
 def _summary(
     spark: Any, settings: Settings, lake: Lake, end: datetime, run: str
 ) -> tuple[dict[str, Any], dict[str, int]]:
-    summary, scanned = lake_summary(settings, spark, lake, end, run)
+    summary, scanned = lake_summary(spark, lake, end, quality_dir=settings.quality_dir, run_id=run)
     end_us = (end - datetime(1970, 1, 1, tzinfo=UTC)) // pd.Timedelta(microseconds=1)
     return summary.metrics(end_us), scanned
 
