@@ -43,10 +43,9 @@ Storage layout under ``quality_dir`` (shared with :mod:`quality.output_gate`)
 
 from __future__ import annotations
 
-import shutil
 import statistics as stats
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -64,6 +63,7 @@ from quality.output_gate import (
     _RUN_ID_PATTERN,
     _RUN_SITE,
     GateResult,
+    _empty_folder,
     _failure_lines,
     _json_equal,
     _locked,
@@ -122,9 +122,9 @@ def input_metrics(events: DataFrame, interval_end: datetime) -> DataFrame:
         Exactly one row with the columns of ``METRIC_COLUMNS``: ``rows``, ``rows_in_last_day``,
         ``null_<column>`` for each of ``REQUIRED_COLUMNS``, ``unknown_event_types``, ``future_rows``,
         ``negative_or_bad_price_rows``, ``bad_quantity_rows``, ``duplicate_rows`` (rows minus
-        distinct rows over all canonical columns, rows told apart by a 64-bit fingerprint), ``max_ts`` (null without rows),
-        ``distinct_users`` (null user ids not counted) and ``distinct_items``. Counts are 0, not
-        null, on empty input.
+        distinct rows over all canonical columns, rows told apart by a 64-bit fingerprint),
+        ``max_ts`` (null without rows), ``distinct_users`` (null user ids not counted) and
+        ``distinct_items``. Counts are 0, not null, on empty input.
     """
     # No grouping of whole rows: the duplicates are counted as rows minus distinct row fingerprints, a
     # 64-bit hash of the ten columns, so the shuffles carry one narrow column each (fingerprint, user,
@@ -258,32 +258,10 @@ def validate_run_inputs(
         a bound is out of range. These are caller errors, not data-quality failures.
     """
     started = time.perf_counter()
-    _check_run_id(run_id)
-    if not 0.0 <= max_duplicate_rate <= 1.0:
-        raise ValueError(f"max_duplicate_rate must be within [0, 1], got {max_duplicate_rate}")
-    if min_volume_ratio < 0.0:
-        raise ValueError(f"min_volume_ratio must be >= 0, got {min_volume_ratio}")
-    if any(v < 0 for v in recent_volumes):
-        raise ValueError(f"recent_volumes must be >= 0, got {list(recent_volumes)}")
-    missing = [c for c in _COUNT_COLUMNS if c not in metrics.columns]
-    if missing or len(metrics) != 1:
-        raise ValueError(
-            f"metrics must be the one row of input_metrics; rows={len(metrics)}, lacks {missing}"
-        )
+    _check_input_arguments(run_id, metrics, recent_volumes, max_duplicate_rate, min_volume_ratio)
 
     counts = {c: int(metrics[c].iloc[0]) for c in _COUNT_COLUMNS}
-    rows = counts["rows"]
-    baseline = float(stats.median(recent_volumes)) if recent_volumes else 0.0
-    # No (usable) history: the volume check has nothing to compare with, so it passes.
-    volume_ratio = rows / baseline if baseline > 0 else 1.0
-    duplicate_rate = counts["duplicate_rows"] / rows if rows else 0.0
-    table = pd.DataFrame(
-        {
-            **{c: [v] for c, v in counts.items()},
-            "duplicate_rate": [duplicate_rate],
-            "volume_ratio": [volume_ratio],
-        }
-    )
+    table, ratios = _derive_table(counts, recent_volumes)
     parameters: dict[str, Any] = {
         "max_duplicate_rate": float(max_duplicate_rate),
         "min_volume_ratio": float(min_volume_ratio),
@@ -293,31 +271,13 @@ def validate_run_inputs(
     run_dir = quality_dir / "runs" / run_id / "inputs"
     docs_dir = run_dir / "data_docs"
     # A re-run of the same run id replaces its input docs; the output gate's folder is a sibling.
-    shutil.rmtree(docs_dir, ignore_errors=True)
-    docs_dir.mkdir(parents=True, exist_ok=True)
-
-    context = _open_inputs_context(quality_dir)
-    _point_run_site_at(context, docs_dir)
-    checkpoint_result = context.checkpoints.get(_NAME).run(
-        batch_parameters={"dataframe": table},
-        expectation_parameters=parameters,
-        run_id=RunIdentifier(run_name=run_id),
-    )
-    ((result_id, validation),) = checkpoint_result.run_results.items()
-    context.build_data_docs(site_names=[_RUN_SITE], resource_identifiers=[result_id])
+    _empty_folder(docs_dir)
+    validation = _run_checkpoint(quality_dir, docs_dir, run_id, table, parameters)
 
     validation_json = validation.to_json_dict()
     failures = _failure_lines(_TABLE_LABEL, validation_json)
     success = bool(validation.success)
-    statistics: dict[str, float] = {
-        **{c: float(v) for c, v in counts.items()},
-        "duplicate_rate": duplicate_rate,
-        "volume_ratio": volume_ratio,
-        "volume_baseline": baseline,
-        "recent_runs": float(len(recent_volumes)),
-        "evaluated_expectations": float(validation.statistics["evaluated_expectations"]),
-        "unsuccessful_expectations": float(validation.statistics["unsuccessful_expectations"]),
-    }
+    statistics = _input_statistics(counts, ratios, recent_volumes, validation)
     statistics["elapsed_seconds"] = time.perf_counter() - started
 
     extra = {c: metrics[c].iloc[0] for c in ("max_ts", "distinct_users", "distinct_items") if c in metrics}
@@ -345,45 +305,133 @@ def validate_run_inputs(
     )
 
 
+def _check_input_arguments(
+    run_id: str,
+    metrics: pd.DataFrame,
+    recent_volumes: Sequence[int],
+    max_duplicate_rate: float,
+    min_volume_ratio: float,
+) -> None:
+    """Reject caller errors (unsafe run id, bounds out of range, not the metrics row) with ValueError."""
+    _check_run_id(run_id)
+    if not 0.0 <= max_duplicate_rate <= 1.0:
+        raise ValueError(f"max_duplicate_rate must be within [0, 1], got {max_duplicate_rate}")
+    if min_volume_ratio < 0.0:
+        raise ValueError(f"min_volume_ratio must be >= 0, got {min_volume_ratio}")
+    if any(v < 0 for v in recent_volumes):
+        raise ValueError(f"recent_volumes must be >= 0, got {list(recent_volumes)}")
+    missing = [c for c in _COUNT_COLUMNS if c not in metrics.columns]
+    if missing or len(metrics) != 1:
+        raise ValueError(
+            f"metrics must be the one row of input_metrics; rows={len(metrics)}, lacks {missing}"
+        )
+
+
 def _check_run_id(run_id: str) -> None:
     # Thin wrapper: output_gate._check_arguments bundles the run-id check with output-only arguments.
     if not _RUN_ID_PATTERN.fullmatch(run_id) or ".." in run_id:
         raise ValueError(f"run_id {run_id!r} is not a safe folder name")
 
 
+def _derive_table(
+    counts: Mapping[str, int], recent_volumes: Sequence[int]
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """The one-row table GX validates (the counts plus two ratios), and the ratios with their baseline."""
+    rows = counts["rows"]
+    baseline = float(stats.median(recent_volumes)) if recent_volumes else 0.0
+    ratios = {
+        "duplicate_rate": counts["duplicate_rows"] / rows if rows else 0.0,
+        # No (usable) history: the volume check has nothing to compare with, so it passes.
+        "volume_ratio": rows / baseline if baseline > 0 else 1.0,
+        "volume_baseline": baseline,
+    }
+    table = pd.DataFrame(
+        {
+            **{c: [v] for c, v in counts.items()},
+            "duplicate_rate": [ratios["duplicate_rate"]],
+            "volume_ratio": [ratios["volume_ratio"]],
+        }
+    )
+    return table, ratios
+
+
+def _run_checkpoint(
+    quality_dir: Path, docs_dir: Path, run_id: str, table: pd.DataFrame, parameters: dict[str, Any]
+) -> Any:
+    """Validate the metrics table with the gate's checkpoint and build the run's input Data Docs."""
+    context = _open_inputs_context(quality_dir)
+    _point_run_site_at(context, docs_dir)
+    checkpoint_result = context.checkpoints.get(_NAME).run(
+        batch_parameters={"dataframe": table},
+        expectation_parameters=parameters,
+        run_id=RunIdentifier(run_name=run_id),
+    )
+    ((result_id, validation),) = checkpoint_result.run_results.items()
+    context.build_data_docs(site_names=[_RUN_SITE], resource_identifiers=[result_id])
+    return validation
+
+
+def _input_statistics(
+    counts: Mapping[str, int], ratios: Mapping[str, float], recent_volumes: Sequence[int], validation: Any
+) -> dict[str, float]:
+    """The metrics, derived ratios and expectation counts, for the gate's result and results.json."""
+    return {
+        **{c: float(v) for c, v in counts.items()},
+        **ratios,
+        "recent_runs": float(len(recent_volumes)),
+        "evaluated_expectations": float(validation.statistics["evaluated_expectations"]),
+        "unsuccessful_expectations": float(validation.statistics["unsuccessful_expectations"]),
+    }
+
+
 def _expectations() -> list[gxe.Expectation]:
     """The suite: on a one-row table, min/max of a column is its value, so results show it directly."""
-
-    def zero(column: str, problem: str, description: str) -> gxe.Expectation:
-        return _labelled(
-            gxe.ExpectColumnMaxToBeBetween(column=column, min_value=0, max_value=0, description=description),
-            problem,
-        )
-
-    expectations = [
+    return [
         _labelled(
             gxe.ExpectColumnMinToBeBetween(
                 column="rows", min_value=1, description="The run has input events (rows >= 1)"
             ),
             "no input events",
         ),
+        *_zero_count_expectations(),
+        *_ratio_expectations(),
+    ]
+
+
+def _zero_count_expectations() -> list[gxe.Expectation]:
+    """One expectation per count of bad rows (nulls, unknown types, future times, bad prices, quantities)."""
+    return [
         *(
-            zero(f"null_{c}", f"null {c}", f"Required column {c} is never null (null_{c} == 0)")
+            _zero(f"null_{c}", f"null {c}", f"Required column {c} is never null (null_{c} == 0)")
             for c in REQUIRED_COLUMNS
         ),
-        zero(
+        _zero(
             "unknown_event_types",
             "unknown event type",
             f"Every event type is one of {', '.join(EVENT_TYPES)} (unknown_event_types == 0)",
         ),
-        zero("future_rows", "future timestamps", "No event after the run's interval end (future_rows == 0)"),
-        zero(
+        _zero("future_rows", "future timestamps", "No event after the run's interval end (future_rows == 0)"),
+        _zero(
             "negative_or_bad_price_rows",
             "negative or non-finite price",
             "Prices are finite and >= 0 (negative_or_bad_price_rows == 0)",
         ),
-        zero("bad_quantity_rows", "quantity below 1", "Quantities are >= 1 (bad_quantity_rows == 0)"),
-        # The two parametrised checks keep GX's sentence: it is where Data Docs show the resolved bound.
+        _zero("bad_quantity_rows", "quantity below 1", "Quantities are >= 1 (bad_quantity_rows == 0)"),
+    ]
+
+
+def _zero(column: str, problem: str, description: str) -> gxe.Expectation:
+    return _labelled(
+        gxe.ExpectColumnMaxToBeBetween(column=column, min_value=0, max_value=0, description=description),
+        problem,
+    )
+
+
+def _ratio_expectations() -> list[gxe.Expectation]:
+    """The duplicate-rate and volume checks, whose bounds are suite parameters filled in per run."""
+    # No description: Data Docs would show it instead of GX's sentence, which is where they show the
+    # resolved bound.
+    return [
         _labelled(
             gxe.ExpectColumnMaxToBeBetween(
                 column="duplicate_rate",
@@ -401,7 +449,6 @@ def _expectations() -> list[gxe.Expectation]:
             "input volume dropped vs recent runs",
         ),
     ]
-    return expectations
 
 
 def _labelled(expectation: gxe.Expectation, problem: str) -> gxe.Expectation:
@@ -425,6 +472,14 @@ def _open_inputs_context(quality_dir: Path) -> Any:
 
 def _ensure_objects(context: Any) -> None:
     """Data source, asset, suite, validation definition and checkpoint; written only when missing/changed."""
+    batch_definition = _ensure_batch_definition(context)
+    _ensure_suite(context)
+    _ensure_validation_definition(context, batch_definition)
+    _ensure_checkpoint(context)
+
+
+def _ensure_batch_definition(context: Any) -> Any:
+    """The whole-dataframe batch definition of this gate's asset, with its data source and asset."""
     try:
         datasource = context.data_sources.get(_DATASOURCE)
     except KeyError:
@@ -434,10 +489,12 @@ def _ensure_objects(context: Any) -> None:
     except LookupError:
         asset = datasource.add_dataframe_asset(name=_ASSET)
     try:
-        batch_definition = asset.get_batch_definition(_BATCH_DEFINITION)
+        return asset.get_batch_definition(_BATCH_DEFINITION)
     except KeyError:
-        batch_definition = asset.add_batch_definition_whole_dataframe(_BATCH_DEFINITION)
+        return asset.add_batch_definition_whole_dataframe(_BATCH_DEFINITION)
 
+
+def _ensure_suite(context: Any) -> None:
     desired = _expectations()
     # Constructor-built suite (see output_gate._ensure_suite for why not add_expectation on a new suite).
     try:
@@ -447,6 +504,8 @@ def _ensure_objects(context: Any) -> None:
     except DataContextError:
         context.suites.add(gx.ExpectationSuite(name=_NAME, expectations=desired))
 
+
+def _ensure_validation_definition(context: Any, batch_definition: Any) -> None:
     try:
         definition = context.validation_definitions.get(_NAME)
         current = definition.suite.name == _NAME and definition.data.id == batch_definition.id
@@ -457,6 +516,8 @@ def _ensure_objects(context: Any) -> None:
             gx.ValidationDefinition(name=_NAME, data=batch_definition, suite=context.suites.get(_NAME))
         )
 
+
+def _ensure_checkpoint(context: Any) -> None:
     result_format = {"result_format": "SUMMARY"}
     try:
         checkpoint = context.checkpoints.get(_NAME)

@@ -222,83 +222,26 @@ def validate_run_output(
     _require_columns("catalog", catalog, ("item_id", "in_stock"))
 
     stock = _stock_by_item(catalog)
-    in_stock_items = int(stock.sum())
-    expected_length = min(list_length, in_stock_items)
-    # round() first: 0.07 * 100 is 7.000000000000001 in floating point and must not become 8.
-    min_covered_users = math.ceil(round(min_user_coverage * active_users, 9))
-    parameters: dict[str, Any] = {
-        "expected_list_length": expected_length,
-        "min_covered_users": min_covered_users,
-    }
-
-    user_rows, user_sizes = _derive_tables(user_lists, "user_id", stock)
-    segment_rows, segment_sizes = _derive_tables(segment_lists, "segment", stock)
-    # Null for empty lists: GX's distinct-value count skips nulls, so only non-empty lists cover a user.
-    user_sizes["covered_user_id"] = user_sizes["user_id"].where(user_sizes["n_items"] > 0)
-    frames = {
-        _USER_ROWS: user_rows,
-        _USER_SIZES: user_sizes,
-        _SEGMENT_ROWS: segment_rows,
-        _SEGMENT_SIZES: segment_sizes,
-    }
-    tables: tuple[str, ...] = _TABLES
+    parameters = _list_parameters(int(stock.sum()), active_users, list_length, min_user_coverage)
+    frames = _list_tables(user_lists, segment_lists, stock)
     drift_row: dict[str, float] = {}
     if drift is not None and not drift.live_lists.empty:
         drift_row, drift_parameters = _drift_figures(user_lists, drift)
+        # No sampled shopper has a new list: overlap and coverage would be 0 by construction, not drift.
         if drift_row["compared_users"] > 0:
             frames[_DRIFT] = pd.DataFrame([drift_row])
             parameters.update(drift_parameters)
-            tables = _ALL_TABLES
 
     quality_dir = Path(quality_dir)
     run_dir = quality_dir / "runs" / run_id
     docs_dir = run_dir / "data_docs"
     # A re-run of the same run id replaces its docs instead of mixing pages of both attempts.
-    shutil.rmtree(docs_dir, ignore_errors=True)
-    docs_dir.mkdir(parents=True, exist_ok=True)
+    _empty_folder(docs_dir)
+    validations = _run_checkpoints(quality_dir, docs_dir, run_id, frames, parameters)
 
-    context = _open_context(quality_dir)
-    _point_run_site_at(context, docs_dir)
-    gx_run_id = RunIdentifier(run_name=run_id)
-    validations: dict[str, Any] = {}
-    result_ids: list[Any] = []
-    for table in tables:
-        checkpoint = context.checkpoints.get(_NAME_PREFIX + table)
-        # Batch parameters go to every validation definition of a checkpoint, so each table (each its
-        # own dataframe) has its own checkpoint.
-        checkpoint_result = checkpoint.run(
-            batch_parameters={"dataframe": frames[table]},
-            expectation_parameters=parameters,
-            run_id=gx_run_id,
-        )
-        ((result_id, validation),) = checkpoint_result.run_results.items()
-        validations[table] = validation
-        result_ids.append(result_id)
-    # One Data Docs build for the four results. An UpdateDataDocsAction on each checkpoint would do the
-    # same work four times (each rebuilds the site index), about 0.5-1 s per call for nothing.
-    context.build_data_docs(site_names=[_RUN_SITE], resource_identifiers=result_ids)
-
-    failures = [line for table in tables for line in _failure_lines(table, validations[table].to_json_dict())]
-    evaluated = sum(int(v.statistics["evaluated_expectations"]) for v in validations.values())
-    unsuccessful = sum(int(v.statistics["unsuccessful_expectations"]) for v in validations.values())
-    covered_users = int(user_sizes["covered_user_id"].nunique())
-    statistics: dict[str, float] = {
-        "user_lists": float(len(user_sizes)),
-        "user_rows": float(len(user_rows)),
-        "covered_users": float(covered_users),
-        "active_users": float(active_users),
-        "user_coverage": covered_users / active_users if active_users else 0.0,
-        "min_covered_users": float(min_covered_users),
-        "expected_list_length": float(expected_length),
-        "segment_lists": float(len(segment_sizes)),
-        "segment_rows": float(len(segment_rows)),
-        "catalog_items": float(len(stock)),
-        "in_stock_items": float(in_stock_items),
-        "evaluated_expectations": float(evaluated),
-        "unsuccessful_expectations": float(unsuccessful),
-        **{f"drift_{k}": v for k, v in drift_row.items()},
-    }
+    failures = [line for table, v in validations.items() for line in _failure_lines(table, v.to_json_dict())]
     success = all(v.success for v in validations.values())
+    statistics = _output_statistics(frames, validations, stock, active_users, parameters, drift_row)
     statistics["elapsed_seconds"] = time.perf_counter() - started
 
     results_path = run_dir / "results.json"
@@ -321,6 +264,106 @@ def validate_run_output(
         docs_index=docs_dir / "index.html",
         statistics=statistics,
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# The gate's steps
+# --------------------------------------------------------------------------------------------------
+
+
+def _list_parameters(
+    in_stock_items: int, active_users: int, list_length: int, min_user_coverage: float
+) -> dict[str, Any]:
+    """The run-dependent bounds of the size suites, passed to GX as suite parameters."""
+    return {
+        "expected_list_length": min(list_length, in_stock_items),
+        # round() first: 0.07 * 100 is 7.000000000000001 in floating point and must not become 8.
+        "min_covered_users": math.ceil(round(min_user_coverage * active_users, 9)),
+    }
+
+
+def _list_tables(
+    user_lists: pd.DataFrame, segment_lists: pd.DataFrame, stock: pd.Series
+) -> dict[str, pd.DataFrame]:
+    """The four tables GX validates, by table name: per-item rows and per-list sizes of both list kinds."""
+    user_rows, user_sizes = _derive_tables(user_lists, "user_id", stock)
+    segment_rows, segment_sizes = _derive_tables(segment_lists, "segment", stock)
+    # Null for empty lists: GX's distinct-value count skips nulls, so only non-empty lists cover a user.
+    user_sizes["covered_user_id"] = user_sizes["user_id"].where(user_sizes["n_items"] > 0)
+    return {
+        _USER_ROWS: user_rows,
+        _USER_SIZES: user_sizes,
+        _SEGMENT_ROWS: segment_rows,
+        _SEGMENT_SIZES: segment_sizes,
+    }
+
+
+def _empty_folder(path: Path) -> None:
+    """Make ``path`` an empty folder, removing whatever an earlier attempt left in it."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def _run_checkpoints(
+    quality_dir: Path,
+    docs_dir: Path,
+    run_id: str,
+    frames: Mapping[str, pd.DataFrame],
+    parameters: dict[str, Any],
+) -> dict[str, Any]:
+    """Validate each table with its own checkpoint, then build the run's Data Docs; results by table."""
+    context = _open_context(quality_dir)
+    _point_run_site_at(context, docs_dir)
+    gx_run_id = RunIdentifier(run_name=run_id)
+    validations: dict[str, Any] = {}
+    result_ids: list[Any] = []
+    for table, frame in frames.items():
+        checkpoint = context.checkpoints.get(_NAME_PREFIX + table)
+        # Batch parameters go to every validation definition of a checkpoint, so each table (each its
+        # own dataframe) has its own checkpoint.
+        checkpoint_result = checkpoint.run(
+            batch_parameters={"dataframe": frame},
+            expectation_parameters=parameters,
+            run_id=gx_run_id,
+        )
+        ((result_id, validation),) = checkpoint_result.run_results.items()
+        validations[table] = validation
+        result_ids.append(result_id)
+    # One Data Docs build for all the results. An UpdateDataDocsAction on each checkpoint would do the
+    # same work once per table, and each of those builds rebuilds the whole site index.
+    context.build_data_docs(site_names=[_RUN_SITE], resource_identifiers=result_ids)
+    return validations
+
+
+def _output_statistics(
+    frames: Mapping[str, pd.DataFrame],
+    validations: Mapping[str, Any],
+    stock: pd.Series,
+    active_users: int,
+    parameters: Mapping[str, Any],
+    drift_row: Mapping[str, float],
+) -> dict[str, float]:
+    """Sizes, coverage and expectation counts of the run, for the gate's result and results.json."""
+    user_sizes = frames[_USER_SIZES]
+    covered_users = int(user_sizes["covered_user_id"].nunique())
+    evaluated = sum(int(v.statistics["evaluated_expectations"]) for v in validations.values())
+    unsuccessful = sum(int(v.statistics["unsuccessful_expectations"]) for v in validations.values())
+    return {
+        "user_lists": float(len(user_sizes)),
+        "user_rows": float(len(frames[_USER_ROWS])),
+        "covered_users": float(covered_users),
+        "active_users": float(active_users),
+        "user_coverage": covered_users / active_users if active_users else 0.0,
+        "min_covered_users": float(parameters["min_covered_users"]),
+        "expected_list_length": float(parameters["expected_list_length"]),
+        "segment_lists": float(len(frames[_SEGMENT_SIZES])),
+        "segment_rows": float(len(frames[_SEGMENT_ROWS])),
+        "catalog_items": float(len(stock)),
+        "in_stock_items": float(int(stock.sum())),
+        "evaluated_expectations": float(evaluated),
+        "unsuccessful_expectations": float(unsuccessful),
+        **{f"drift_{k}": v for k, v in drift_row.items()},
+    }
 
 
 # --------------------------------------------------------------------------------------------------

@@ -573,42 +573,17 @@ def run_evaluation(
 
     # Targets first: when there is nothing to score, say so before any model is tuned or fitted.
     t0 = time.perf_counter()
-    targets = build_targets(events, split.test_start, split.test_end)
+    targets = _test_targets(events, split, test_days)
     stats = targets["stats"]
-    if not stats["all"]["users"]:
-        raise EvaluationError(
-            f"no shopper with history before {split.test_start:%Y-%m-%d %H:%M} bought anything in the "
-            f"{test_days}-day test period ({stats['window_purchases']} purchase events there); nothing to score"
-        )
     timings["targets"] = round(time.perf_counter() - t0, 3)
     say(
         f"targets: {stats['all']['users']:,} shoppers ({stats['all']['pairs']:,} pairs) in all, "
         f"{stats['new_items']['users']:,} in new_items; {stats['cold_buyers_excluded']:,} cold buyers "
         "left out"
     )
-
-    tuned: dict[str, Any] = {}
-    validation: Any = None
-    if tune is not None:
-        t0 = time.perf_counter()
-        # The tuner gets only the past of the test period, so no choice can depend on it.
-        before_test = events.loc[events["ts"] < split.test_start].reset_index(drop=True)
-        tuned = dict(tune(before_test, items_n, split))
-        # Validation scores are a record for the report, not parameters for the models.
-        validation = tuned.pop("validation", None)
-        timings["tune"] = round(time.perf_counter() - t0, 3)
-        say(f"tuned on validation in {timings['tune']:.1f}s:")
-        for line in _tuned_lines(tuned):
-            say(line)
-
+    tuned, validation = _tuned(tune, events, items_n, split, timings, say)
     ctx = make_context(events, items_n, split.test_start, seed=seed, tuned=tuned)
-    deciles: dict[str, tuple[pd.DataFrame, str]] = {}
-    measure: str | None = None
-    for task in TASKS:
-        task_users = np.asarray(targets[task]["user_id"].unique(), dtype=object)
-        deciles[task] = activity_deciles(ctx.history, task_users, measure)
-        measure = deciles[task][1]
-
+    deciles, measure = _task_deciles(ctx, targets)
     scored = score_models(ctx, targets, models, k=k, progress=say, timings=timings)
 
     t0 = time.perf_counter()
@@ -641,6 +616,55 @@ def run_evaluation(
         "tuned": tuned,
         "validation": validation,
     }
+
+
+def _test_targets(events: pd.DataFrame, split: Split, test_days: int) -> dict[str, Any]:
+    """`build_targets` of the test period; `EvaluationError` when no known shopper bought in it."""
+    targets = build_targets(events, split.test_start, split.test_end)
+    stats = targets["stats"]
+    if not stats["all"]["users"]:
+        raise EvaluationError(
+            f"no shopper with history before {split.test_start:%Y-%m-%d %H:%M} bought anything in the "
+            f"{test_days}-day test period ({stats['window_purchases']} purchase events there); nothing to score"
+        )
+    return targets
+
+
+def _tuned(
+    tune: TuneFn | None,
+    events: pd.DataFrame,
+    items: pd.DataFrame | None,
+    split: Split,
+    timings: dict[str, float],
+    say: Progress,
+) -> tuple[dict[str, Any], Any]:
+    """The hyper-parameters `tune` chooses on the validation window, and its validation scores."""
+    if tune is None:
+        return {}, None
+    t0 = time.perf_counter()
+    # The tuner gets only the past of the test period, so no choice can depend on it.
+    before_test = events.loc[events["ts"] < split.test_start].reset_index(drop=True)
+    tuned = dict(tune(before_test, items, split))
+    # Validation scores are a record for the report, not parameters for the models.
+    validation = tuned.pop("validation", None)
+    timings["tune"] = round(time.perf_counter() - t0, 3)
+    say(f"tuned on validation in {timings['tune']:.1f}s:")
+    for line in _tuned_lines(tuned):
+        say(line)
+    return tuned, validation
+
+
+def _task_deciles(
+    ctx: EvalContext, targets: Mapping[str, Any]
+) -> tuple[dict[str, tuple[pd.DataFrame, str]], str | None]:
+    """Each task's shoppers cut into activity deciles, both tasks by the measure chosen for `all`."""
+    deciles: dict[str, tuple[pd.DataFrame, str]] = {}
+    measure: str | None = None
+    for task in TASKS:
+        task_users = np.asarray(targets[task]["user_id"].unique(), dtype=object)
+        deciles[task] = activity_deciles(ctx.history, task_users, measure)
+        measure = deciles[task][1]
+    return deciles, measure
 
 
 def _tuned_lines(tuned: Mapping[str, Any]) -> list[str]:

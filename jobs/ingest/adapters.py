@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,6 +258,15 @@ def _read_source_csv(path: Path, columns: list[str], name: str) -> pd.DataFrame:
     return raw
 
 
+def _line_counts(lines_read: int, keep: pd.Series, drops: Mapping[str, pd.Series]) -> dict[str, int]:
+    """The report's ``lines_read``, ``kept`` and one ``dropped_<reason>`` per drop mask, in that order."""
+    return {
+        "lines_read": lines_read,
+        "kept": int(keep.sum()),
+        **{f"dropped_{reason}": int(mask.sum()) for reason, mask in drops.items()},
+    }
+
+
 def _build_items(
     events: pd.DataFrame, titles: pd.Series, categories: pd.Series, brands: pd.Series
 ) -> pd.DataFrame:
@@ -410,42 +419,87 @@ def read_online_retail(path: Path) -> Imported:
         If the file is missing, unreadable, empty or lacks a column.
     """
     raw = _read_source_csv(path, _ONLINE_RETAIL_COLUMNS, "online retail")
-    invoice = _upper_code(raw["InvoiceNo"])
-    code = _upper_code(raw["StockCode"])
-    quantity = _numbers(raw["Quantity"])
-    price = _numbers(raw["UnitPrice"])
-    ts = _per_distinct(raw["InvoiceDate"], _parse_invoice_dates)
-    is_cancellation = _per_distinct(invoice, lambda text: text.str.startswith("C")).eq(True)
-    is_product = _per_distinct(code, lambda text: text.str.fullmatch(_PRODUCT_CODE)).eq(True)
+    lines = _parse_invoice_lines(raw)
+    drops, keep = _invoice_line_drops(lines)
+    kept = raw.loc[keep]
+    events = _invoice_line_events(kept, lines, keep)
+    items, categories = _online_retail_items(events, kept)
+    users = _online_retail_users(events)
 
+    event_category = events["item_id"].map(categories).fillna(OTHER)
+    report = {
+        **_line_counts(len(raw), keep, drops),
+        "anonymous_events": int(events["user_id"].isna().sum()),
+        "customers": len(users),
+        "items": len(items),
+        "categorised_events": int((event_category != OTHER).sum()),
+    }
+    return Imported(events=events, items=items, users=users, report=report)
+
+
+@dataclass(frozen=True)
+class _InvoiceLines:
+    """The parsed columns of the Online Retail lines, indexed like the raw frame; missing when unparseable."""
+
+    invoice: pd.Series
+    code: pd.Series
+    quantity: pd.Series
+    price: pd.Series
+    ts: pd.Series
+
+
+def _parse_invoice_lines(raw: pd.DataFrame) -> _InvoiceLines:
+    return _InvoiceLines(
+        invoice=_upper_code(raw["InvoiceNo"]),
+        code=_upper_code(raw["StockCode"]),
+        quantity=_numbers(raw["Quantity"]),
+        price=_numbers(raw["UnitPrice"]),
+        ts=_per_distinct(raw["InvoiceDate"], _parse_invoice_dates),
+    )
+
+
+def _invoice_line_drops(lines: _InvoiceLines) -> tuple[dict[str, pd.Series], pd.Series]:
+    """A mask per drop reason of `read_online_retail`, each line under its first reason; the kept lines."""
+    is_cancellation = _per_distinct(lines.invoice, lambda text: text.str.startswith("C")).eq(True)
+    is_product = _per_distinct(lines.code, lambda text: text.str.fullmatch(_PRODUCT_CODE)).eq(True)
     malformed = (
-        quantity.isna()
-        | (np.mod(quantity.fillna(0), 1) != 0)
-        | price.isna()
-        | ts.isna()
-        | invoice.isna()
-        | code.isna()
+        lines.quantity.isna()
+        | (np.mod(lines.quantity.fillna(0), 1) != 0)
+        | lines.price.isna()
+        | lines.ts.isna()
+        | lines.invoice.isna()
+        | lines.code.isna()
     )
     cancellation = ~malformed & is_cancellation
     rest = ~malformed & ~cancellation
     non_product = rest & ~is_product
     rest &= ~non_product
-    non_positive_quantity = rest & (quantity <= 0)
+    non_positive_quantity = rest & (lines.quantity <= 0)
     rest &= ~non_positive_quantity
-    bad_price = rest & (price <= 0)
+    bad_price = rest & (lines.price <= 0)
     keep = rest & ~bad_price
+    drops = {
+        "malformed": malformed,
+        "cancellation": cancellation,
+        "non_product": non_product,
+        "non_positive_quantity": non_positive_quantity,
+        "bad_price": bad_price,
+    }
+    return drops, keep
 
-    kept = raw.loc[keep]
+
+def _invoice_line_events(kept: pd.DataFrame, lines: _InvoiceLines, keep: pd.Series) -> pd.DataFrame:
+    """One purchase event per kept line (``kept`` is the raw frame's kept lines)."""
     country = _blank_to_na(kept["Country"])
-    events = pd.DataFrame(
+    return pd.DataFrame(
         {
             "user_id": _id_string(kept["CustomerID"]),
-            "session_id": "inv-" + invoice[keep],
-            "item_id": code[keep],
+            "session_id": "inv-" + lines.invoice[keep],
+            "item_id": lines.code[keep],
             "event_type": "purchase",
-            "ts": ts[keep],
-            "quantity": quantity[keep].astype("int64"),
-            "price": price[keep],
+            "ts": lines.ts[keep],
+            "quantity": lines.quantity[keep].astype("int64"),
+            "price": lines.price[keep],
             # 'Unspecified' is the retailer's placeholder, not a country.
             "country": _none_for_missing(country.mask(country == "Unspecified")),
             "device": None,
@@ -453,34 +507,25 @@ def read_online_retail(path: Path) -> Imported:
         }
     )[EVENT_COLUMNS].reset_index(drop=True)
 
+
+def _online_retail_items(events: pd.DataFrame, kept: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """The items, titled by their most frequent description, and each item's category (by item id)."""
     descriptions = _blank_to_na(kept["Description"]).reset_index(drop=True)
     titles = _most_frequent(events["item_id"], descriptions)
     categories = pd.Series(derive_category(titles).to_numpy(), index=titles.index, dtype=object)
-    items = _build_items(events, titles, categories, pd.Series(dtype=object))
+    return _build_items(events, titles, categories, pd.Series(dtype=object)), categories
 
+
+def _online_retail_users(events: pd.DataFrame) -> pd.DataFrame:
+    """One row per customer, with the customer's most frequent country."""
     customers = events["user_id"].dropna().unique()
     user_country = _most_frequent(events["user_id"], events["country"])
     users = pd.DataFrame({"user_id": pd.Series(customers, dtype=object).sort_values(ignore_index=True)})
     users["country"] = _none_for_missing(users["user_id"].map(user_country))
-    # No consent is recorded in the data set; True is a demo/evaluation choice (see the docstring).
+    # No consent is recorded in the data set; True is a demo/evaluation choice (see read_online_retail).
     users["consent_personalization"] = True
     users["consent_marketing"] = True
-
-    event_category = events["item_id"].map(categories).fillna(OTHER)
-    report = {
-        "lines_read": len(raw),
-        "kept": int(keep.sum()),
-        "dropped_malformed": int(malformed.sum()),
-        "dropped_cancellation": int(cancellation.sum()),
-        "dropped_non_product": int(non_product.sum()),
-        "dropped_non_positive_quantity": int(non_positive_quantity.sum()),
-        "dropped_bad_price": int(bad_price.sum()),
-        "anonymous_events": int(events["user_id"].isna().sum()),
-        "customers": len(users),
-        "items": len(items),
-        "categorised_events": int((event_category != OTHER).sum()),
-    }
-    return Imported(events=events, items=items, users=users[USER_COLUMNS], report=report)
+    return users[USER_COLUMNS]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -559,70 +604,105 @@ def read_rees46(path: Path) -> Imported:
         If the file is missing, unreadable, empty or lacks a column.
     """
     raw = _read_source_csv(path, _REES46_COLUMNS, "rees46")
-    ts = _per_distinct(raw["event_time"], _parse_rees46_times)
-    event_type = _per_distinct(
-        raw["event_type"], lambda text: text.str.strip().str.lower().map(_REES46_EVENT_TYPES)
+    lines = _parse_rees46_lines(raw)
+    drops, keep = _rees46_drops(lines)
+    session, filled = _rees46_sessions(lines, keep)
+    events = _rees46_events(lines, session, keep)
+    items = _rees46_items(events, raw.loc[keep].reset_index(drop=True))
+    users = _rees46_users(events)
+
+    report = {
+        **_line_counts(len(raw), keep, drops),
+        "filled_sessions": int(filled.sum()),
+        "users": len(users),
+        "items": len(items),
+    }
+    return Imported(events=events, items=items, users=users, report=report)
+
+
+@dataclass(frozen=True)
+class _Rees46Lines:
+    """The parsed columns of the REES46 lines, indexed like the raw frame; missing when unparseable."""
+
+    ts: pd.Series
+    event_type: pd.Series
+    item_id: pd.Series
+    user_id: pd.Series
+    session: pd.Series
+    price: pd.Series
+
+
+def _parse_rees46_lines(raw: pd.DataFrame) -> _Rees46Lines:
+    return _Rees46Lines(
+        ts=_per_distinct(raw["event_time"], _parse_rees46_times),
+        event_type=_per_distinct(
+            raw["event_type"], lambda text: text.str.strip().str.lower().map(_REES46_EVENT_TYPES)
+        ),
+        item_id=_id_string(raw["product_id"]),
+        user_id=_id_string(raw["user_id"]),
+        session=_blank_to_na(raw["user_session"]),
+        price=_numbers(raw["price"]),
     )
-    item_id = _id_string(raw["product_id"])
-    user_id = _id_string(raw["user_id"])
-    session = _blank_to_na(raw["user_session"])
-    price = _numbers(raw["price"])
 
-    malformed = ts.isna() | item_id.isna() | (user_id.isna() & session.isna())
-    unknown_type = ~malformed & event_type.isna()
+
+def _rees46_drops(lines: _Rees46Lines) -> tuple[dict[str, pd.Series], pd.Series]:
+    """A mask per drop reason of `read_rees46`, each line under its first reason; and the kept lines."""
+    malformed = lines.ts.isna() | lines.item_id.isna() | (lines.user_id.isna() & lines.session.isna())
+    unknown_type = ~malformed & lines.event_type.isna()
     rest = ~malformed & ~unknown_type
-    bad_price = rest & (price.isna() | (price <= 0))
+    bad_price = rest & (lines.price.isna() | (lines.price <= 0))
     keep = rest & ~bad_price
+    return {"malformed": malformed, "unknown_event_type": unknown_type, "bad_price": bad_price}, keep
 
+
+def _rees46_sessions(lines: _Rees46Lines, keep: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Every line's session, a kept line's missing one filled as ``<user_id>-<YYYY-MM-DD>``; the filled."""
+    session = lines.session
     fill = keep & session.isna()
     if fill.any():
         session = session.copy()
-        session.loc[fill] = user_id[fill] + "-" + ts[fill].dt.strftime("%Y-%m-%d")
+        session.loc[fill] = lines.user_id[fill] + "-" + lines.ts[fill].dt.strftime("%Y-%m-%d")
+    return session, fill
 
-    events = pd.DataFrame(
+
+def _rees46_events(lines: _Rees46Lines, session: pd.Series, keep: pd.Series) -> pd.DataFrame:
+    return pd.DataFrame(
         {
-            "user_id": user_id[keep],
+            "user_id": lines.user_id[keep],
             "session_id": session[keep],
-            "item_id": item_id[keep],
-            "event_type": event_type[keep],
-            "ts": ts[keep],
+            "item_id": lines.item_id[keep],
+            "event_type": lines.event_type[keep],
+            "ts": lines.ts[keep],
             "quantity": np.ones(int(keep.sum()), dtype="int64"),
-            "price": price[keep],
+            "price": lines.price[keep],
             "country": None,
             "device": None,
             "referrer": None,
         }
     )[EVENT_COLUMNS].reset_index(drop=True)
 
-    kept = raw.loc[keep].reset_index(drop=True)
+
+def _rees46_items(events: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
+    """The items, with their most frequent category and brand (``kept``: the kept raw lines, renumbered)."""
     code = _blank_to_na(kept["category_code"]).astype("string").str.replace(".", "/", regex=False)
     category_id = _id_string(kept["category_id"]).astype("string")
     category = code.fillna("cat-" + category_id).fillna(OTHER).astype(object)
     brand = _blank_to_na(kept["brand"])
-    items = _build_items(
+    return _build_items(
         events,
         titles=pd.Series(dtype=object),
         categories=_most_frequent(events["item_id"], category),
         brands=_most_frequent(events["item_id"], brand),
     )
 
+
+def _rees46_users(events: pd.DataFrame) -> pd.DataFrame:
     users = pd.DataFrame({"user_id": pd.Series(events["user_id"].dropna().unique(), dtype=object)})
     users = users.sort_values("user_id", ignore_index=True)
     users["country"] = None
     users["consent_personalization"] = True
     users["consent_marketing"] = True
-
-    report = {
-        "lines_read": len(raw),
-        "kept": int(keep.sum()),
-        "dropped_malformed": int(malformed.sum()),
-        "dropped_unknown_event_type": int(unknown_type.sum()),
-        "dropped_bad_price": int(bad_price.sum()),
-        "filled_sessions": int(fill.sum()),
-        "users": len(users),
-        "items": len(items),
-    }
-    return Imported(events=events, items=items, users=users[USER_COLUMNS], report=report)
+    return users[USER_COLUMNS]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -671,6 +751,15 @@ def read_table_file(path: Path) -> pd.DataFrame:
         no rows.
     """
     path = Path(path)
+    kind = _table_kind(path)
+    df = _read_table(path, kind)
+    if df.empty:
+        raise SchemaError(f"{path}: file has no rows")
+    return df
+
+
+def _table_kind(path: Path) -> str:
+    """The file's format (``.csv``, ``.csv.gz`` or ``.parquet``), once it is known to be a non-empty file."""
     kind = _suffix(path)
     if kind not in (".csv", ".csv.gz", ".parquet"):
         raise SchemaError(
@@ -680,12 +769,16 @@ def read_table_file(path: Path) -> pd.DataFrame:
         raise SchemaError(f"{path}: no such file (or not a regular file)")
     if path.stat().st_size == 0:
         raise SchemaError(f"{path}: file is empty")
+    return kind
+
+
+def _read_table(path: Path, kind: str) -> pd.DataFrame:
+    """Parse the file as ``kind``; any failure to read or parse is a SchemaError."""
     try:
         if kind == ".parquet":
-            df = pd.read_parquet(path)
-        else:
-            # Strings for the canonical text columns; pandas ignores names the file does not have.
-            df = pd.read_csv(path, dtype={name: "string" for name in _TEXT_COLUMNS})
+            return pd.read_parquet(path)
+        # Strings for the canonical text columns; pandas ignores names the file does not have.
+        return pd.read_csv(path, dtype={name: "string" for name in _TEXT_COLUMNS})
     except pd.errors.EmptyDataError:
         raise SchemaError(f"{path}: file is empty") from None
     except (
@@ -698,6 +791,3 @@ def read_table_file(path: Path) -> pd.DataFrame:
         pa.ArrowException,
     ) as exc:
         raise SchemaError(f"{path}: cannot read {kind} file: {exc}") from None
-    if df.empty:
-        raise SchemaError(f"{path}: file has no rows")
-    return df
