@@ -14,6 +14,7 @@ import orjson
 import pandas as pd
 
 from carousel.cache.audiences import CAMPAIGNS, encode_row
+from carousel.cache.client import AsyncRedis, text
 from carousel.cache.keys import (
     NO_MARKETING_KEY,
     PENDING_CARTS_KEY,
@@ -37,7 +38,7 @@ ROW_ITEMS = 6
 COMPLEMENT_ANCHORS = 3
 
 
-async def note_carts(client: Any, events: Iterable[EventLike]) -> None:
+async def note_carts(client: AsyncRedis, events: Iterable[EventLike]) -> None:
     """Remember shoppers who put something in their cart (their cart may become abandoned)."""
     latest: dict[str, float] = {}
     for event in events:
@@ -48,15 +49,15 @@ async def note_carts(client: Any, events: Iterable[EventLike]) -> None:
 
 
 async def promote_abandoned_carts(
-    client: Any, *, now: float, settings: Settings, version: str | None, base: str | None
+    client: AsyncRedis, *, now: float, settings: Settings, version: str | None, base: str | None
 ) -> int:
     """Turn the carts left alone past the window since the last batch run into `abandoned_cart` rows
     (same consent, erasure, holdout and cap rules as the batch). Returns how many rows were added."""
     window = float(settings.cart_abandon_after_s)
-    due = await client.zrangebyscore(PENDING_CARTS_KEY, "-inf", now - window)
+    due: Any = await client.zrangebyscore(PENDING_CARTS_KEY, "-inf", now - window)
     added = 0
     for raw in due:
-        user = raw.decode()
+        user = text(raw)
         state = await realtime.read_state(client, user_id=user, session_id=None)
         await client.zrem(PENDING_CARTS_KEY, user)
         cart = abandoned_cart(state.cart, state.purchases, now=now, after_s=window)
@@ -95,7 +96,7 @@ async def promote_abandoned_carts(
     return added
 
 
-async def drop_shopper(client: Any, user_id: str) -> None:
+async def drop_shopper(client: AsyncRedis, user_id: str) -> None:
     """Remove a shopper from every audience (consent withdrawn, erasure)."""
     for campaign in CAMPAIGNS:
         pipe = client.pipeline(transaction=True)
@@ -133,7 +134,7 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
 
 
 async def page(
-    client: Any, campaign: str, *, cursor: str | None, limit: int, include_held_out: bool
+    client: AsyncRedis, campaign: str, *, cursor: str | None, limit: int, include_held_out: bool
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of rows in (triggered_at, user_id) order after `cursor`, and the next cursor."""
     after = decode_cursor(cursor) if cursor else None
@@ -141,14 +142,16 @@ async def page(
     low = "-inf" if after is None else str(after[0])
     offset = 0
     while len(rows) < limit:
-        batch = await client.zrangebyscore(
+        batch: Any = await client.zrangebyscore(
             audience_index_key(campaign), low, "+inf", start=offset, num=limit * 2, withscores=True
         )
         if not batch:
             return rows, None
         offset += len(batch)
         candidates = [
-            (m.decode(), s) for m, s in batch if after is None or (s, m.decode()) > (after[0], after[1])
+            (text(m), float(s))
+            for m, s in batch
+            if after is None or (float(s), text(m)) > (after[0], after[1])
         ]
         payloads = (
             await client.hmget(audience_rows_key(campaign), [m for m, _ in candidates]) if candidates else []

@@ -5,11 +5,10 @@ segment list that fits an anonymous session."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 
 from carousel.cache.keys import departments_key
+from serving.store import ListStore
 
 
 class DepartmentCache:
@@ -17,7 +16,7 @@ class DepartmentCache:
         self._version: str | None = None
         self._departments: dict[str, str] = {}
 
-    async def load(self, store: Any, version: str) -> dict[str, str]:
+    async def load(self, store: ListStore, version: str) -> dict[str, str]:
         """The map of `version` (fetched when the live version changed; empty if it has none)."""
         if version != self._version:
             raw = await store.call(lambda: store.client.get(departments_key(version)))

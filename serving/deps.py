@@ -1,7 +1,7 @@
 """Shared FastAPI dependencies: the settings and the list store, built once at start-up.
 
 They are `async def` on purpose: FastAPI runs a plain `def` dependency in the thread pool, a thread
-hop per dependency per request that cost the recommendations route a third of its throughput."""
+hop per dependency per request that the hot routes cannot afford."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from carousel.cache.client import AsyncRedis, text
 from carousel.cache.keys import (
     ERASURES_KEY,
     EVENTS_STREAM,
@@ -26,15 +27,15 @@ from serving import audiences
 _STREAM_CHUNK = 1_000
 
 
-async def erase_shopper(client: Any, user_id: str) -> dict[str, int]:
+async def erase_shopper(client: AsyncRedis, user_id: str) -> dict[str, int]:
     """Delete everything naming `user_id` and record the erasure's digest; returns what was removed."""
     await client.sadd(ERASURES_KEY, erasure_digest(user_id))
     keys = shopper_state_keys(user_id)
-    sessions = await client.zrange(keys.sessions, 0, -1)
+    sessions: Any = await client.zrange(keys.sessions, 0, -1)
     deleted = int(await client.delete(user_key(user_id), consent_key(user_id)))
     deleted += int(await client.delete(*keys.all))
     for session in sessions:  # each session's keys live in their own hash slot
-        deleted += int(await client.delete(*session_state_keys(session.decode()).all))
+        deleted += int(await client.delete(*session_state_keys(text(session)).all))
     await audiences.drop_shopper(client, user_id)
     events = 0
     for stream in (EVENTS_STREAM, REJECTED_STREAM):
@@ -42,19 +43,19 @@ async def erase_shopper(client: Any, user_id: str) -> dict[str, int]:
     return {"keys": deleted, "stream_entries": events}
 
 
-async def _drop_stream_entries(client: Any, stream: str, user_id: str) -> int:
+async def _drop_stream_entries(client: AsyncRedis, stream: str, user_id: str) -> int:
     """XDEL the stream entries of one shopper (a scan of the stream: erasures are rare)."""
     dropped = 0
     start = "-"
     target = user_id.encode()
     while True:
-        entries = await client.xrange(stream, min=start, max="+", count=_STREAM_CHUNK)
+        entries: Any = await client.xrange(stream, min=start, max="+", count=_STREAM_CHUNK)
         if not entries:
             return dropped
-        doomed = [entry_id for entry_id, fields in entries if fields.get(b"user_id") == target]
+        doomed = [entry_id for entry_id, fields in entries if (fields or {}).get(b"user_id") == target]
         if doomed:
             dropped += int(await client.xdel(stream, *doomed))
-        last = entries[-1][0].decode()
+        last = text(entries[-1][0])
         start = "(" + last
         if len(entries) < _STREAM_CHUNK:
             return dropped

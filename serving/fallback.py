@@ -4,7 +4,8 @@ process read (in memory, also kept on disk) -> a list bundled with the package. 
 The on-disk copy (`<var_dir>/fallback/global.json`) survives restarts, so an API process started
 while Redis is down still serves the store's own bestsellers. The bundled list
 (`serving/static/fallback_list.json`, the demo store's bestsellers) is the very last resort; a store
-replaces it by pointing `CAROUSEL_FALLBACK_FILE` at a list of its own items.
+that wants its own before its first publish writes that list to the on-disk copy's path (the same
+format: a JSON array of served items).
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from carousel.cache.client import AsyncRedis
 from carousel.cache.keys import EVENTS_STREAM, SubjectKeys, state_keys
 from carousel.cache.scripts import RECORD_EVENTS
 from carousel.cache.stream import EventLike, stream_entry
@@ -108,7 +109,7 @@ def _by_subject(events: Iterable[EventLike]) -> list[tuple[SubjectKeys, str | No
 
 
 async def record_events(
-    client: Any,
+    client: AsyncRedis,
     events: Sequence[EventLike],
     *,
     variant_of: Callable[[str], str],
@@ -167,9 +168,10 @@ async def record_events(
         subject = event.user_id or event.session_id
         if subject not in variants:
             variants[subject] = variant_of(subject)
+        entry: dict[Any, Any] = stream_entry(event, variants[subject])
         stream.xadd(
             EVENTS_STREAM,
-            stream_entry(event, variants[subject]),
+            entry,
             maxlen=config.stream_maxlen,
             approximate=True,
         )
@@ -181,7 +183,7 @@ def _scores(pairs: Iterable[tuple[bytes, float]]) -> dict[str, float]:
     return {member.decode(): float(score) for member, score in pairs}
 
 
-async def read_state(client: Any, *, user_id: str | None, session_id: str | None) -> ShopperState:
+async def read_state(client: AsyncRedis, *, user_id: str | None, session_id: str | None) -> ShopperState:
     """The real-time state of a signed-in shopper (else of the session), in one round trip.
 
     Parameters

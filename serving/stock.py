@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from carousel.cache.client import AsyncRedis, text
 from carousel.cache.keys import PRICES_KEY, UNAVAILABLE_KEY
 
 
@@ -26,7 +27,9 @@ class Availability:
     prices: dict[str, float]
 
 
-async def set_item_state(client: Any, item_id: str, *, in_stock: bool | None, price: float | None) -> None:
+async def set_item_state(
+    client: AsyncRedis, item_id: str, *, in_stock: bool | None, price: float | None
+) -> None:
     pipe = client.pipeline(transaction=False)
     if in_stock is True:
         pipe.srem(UNAVAILABLE_KEY, item_id)
@@ -40,7 +43,7 @@ async def set_item_state(client: Any, item_id: str, *, in_stock: bool | None, pr
 class AvailabilityCache:
     """The overrides, read from Redis at most every `ttl_s` seconds."""
 
-    def __init__(self, client: Any, *, ttl_s: float = 1.0) -> None:
+    def __init__(self, client: AsyncRedis, *, ttl_s: float = 1.0) -> None:
         self._client = client
         self._ttl_s = ttl_s
         self._fetched_at = -1e9
@@ -66,13 +69,9 @@ class AvailabilityCache:
         members, prices = await (run(fetch) if run else fetch())
         self._state = Availability(
             frozenset(m.decode() if isinstance(m, bytes) else str(m) for m in members),
-            {_text(k): float(v) for k, v in prices.items()},
+            {text(k): float(v) for k, v in prices.items()},
         )
         return self._state
 
     def invalidate(self) -> None:
         self._fetched_at = -1e9
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

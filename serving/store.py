@@ -24,6 +24,7 @@ import redis.asyncio as aredis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from carousel.cache import keys
+from carousel.cache.client import AsyncRedis, text
 from carousel.cache.payload import decode_meta
 from carousel.cache.scripts import READ_SHOPPER, RESOLVE_USER_LIST
 from serving.realtime import EMPTY_STATE, ShopperState, state_from_flat
@@ -38,6 +39,11 @@ class StoreUnavailable(RuntimeError):
 
 
 class ListStore(Protocol):
+    """What the routes read lists through (`RedisListStore`; a test may give another)."""
+
+    @property
+    def client(self) -> AsyncRedis: ...
+    async def call(self, operation: Callable[[], Awaitable[T]]) -> T: ...
     async def live_version(self) -> str | None: ...
     async def version_meta(self, version: str) -> dict[str, Any] | None: ...
     async def user_list(self, version: str, base: str, user_id: str) -> bytes | None: ...
@@ -103,11 +109,13 @@ class ScriptBatcher:
     per-call cost is paid once per batch.
 
     On a single Redis the batcher writes each batch on a connection of its own and reads the replies
-    back: redis-py's pipeline object, pool bookkeeping and retry wrapper around it cost the route 15% of
-    its worker (py-spy, `bench serve --profile`). On a cluster the client's pipelines route each
+    back: redis-py's pipeline object, pool bookkeeping and retry wrapper around it are a large share of
+    the route's cost (`bench serve --profile`, docs/performance.md). On a cluster the client's pipelines route each
     EVALSHA to the node of its keys."""
 
-    def __init__(self, client: Any, source: str, *, max_connections: int = 64, max_idle: int = 32) -> None:
+    def __init__(
+        self, client: AsyncRedis, source: str, *, max_connections: int = 64, max_idle: int = 32
+    ) -> None:
         self._client = client
         self._source = source
         self._sha = hashlib.sha1(source.encode()).hexdigest()
@@ -199,7 +207,7 @@ class RedisListStore:
 
     def __init__(
         self,
-        client: Any,
+        client: AsyncRedis,
         *,
         pointer_ttl_s: float = 1.0,
         deadline_s: float = 0.1,
@@ -218,7 +226,7 @@ class RedisListStore:
         self._immutable: OrderedDict[tuple[str, str], bytes | None] = OrderedDict()
 
     @property
-    def client(self) -> Any:
+    def client(self) -> AsyncRedis:
         return self._client
 
     async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
@@ -240,7 +248,7 @@ class RedisListStore:
         if now - fetched_at < self._pointer_ttl_s:
             return version
         raw = await self.call(lambda: self._client.get(keys.LIVE_KEY))
-        version = raw.decode() if raw else None
+        version = text(raw) if raw else None
         if version != self._pointer[1]:
             # A version id can come back with other content (rolled back, then its interval rerun):
             # what was kept for the old pointer is dropped.
@@ -253,7 +261,7 @@ class RedisListStore:
         if version in self._meta:
             return self._meta[version]
         raw = await self.call(lambda: self._client.get(keys.meta_key(version)))
-        if raw is None:
+        if not isinstance(raw, bytes):
             return None
         meta = decode_meta(raw)
         self._meta = {version: meta}  # only the live version's meta is worth keeping
@@ -295,7 +303,7 @@ class RedisListStore:
 
     async def segment_list(self, version: str, segment: str) -> bytes | None:
         key = keys.segment_key(version, segment)
-        return await self._cached(version, key, lambda: self._client.get(key))
+        return await self._cached(version, key, lambda: self._get(key))
 
     async def _cached(
         self, version: str, key: str, read: Callable[[], Awaitable[bytes | None]]
@@ -310,6 +318,11 @@ class RedisListStore:
         if len(self._immutable) > IMMUTABLE_CACHE_SIZE:
             self._immutable.popitem(last=False)
         return value
+
+    async def _get(self, key: str) -> bytes | None:
+        """A string key's value (the meta and segment lists are stored as bytes)."""
+        value = await self._client.get(key)
+        return value if isinstance(value, bytes) else None
 
     async def ping(self) -> bool:
         return bool(await self.call(lambda: self._client.ping()))

@@ -38,6 +38,7 @@ import redis
 
 from carousel.bench import profile
 from carousel.bench.publisher import COUNTRIES, publish_synthetic
+from carousel.cache.client import text
 from carousel.cache.keys import LIVE_KEY
 from infra.redis_server import free_port, start_server, stop_server
 from jobs.publishing.loader import loader_env
@@ -413,7 +414,7 @@ def _during_publish(
             for _, at, name in (line.split(" ", 2) for line in lines if line.startswith("step "))
         },
         "redis_latency_events": [
-            {"event": _text(e[0]), "latest_ms": int(e[2]), "max_ms": int(e[3])}
+            {"event": text(e[0]), "latest_ms": int(e[2]), "max_ms": int(e[3])}
             for e in monitor.execute_command("LATENCY", "LATEST")
         ],
     }
@@ -426,7 +427,3 @@ def _lazyfree_pending(client: Any) -> bool:
 def _median(values: Iterable[float]) -> float:
     ordered = sorted(values)
     return ordered[len(ordered) // 2]
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

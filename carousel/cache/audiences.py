@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pandas as pd
 
+from carousel.cache.client import SyncRedis, text
 from carousel.cache.keys import NO_MARKETING_KEY, audience_index_key, audience_rows_key
 
 CAMPAIGNS = ("abandoned_cart", "post_purchase", "browse_abandonment")
@@ -41,7 +42,7 @@ def encode_row(row: Mapping[str, Any]) -> bytes:
 
 # -- batch side (sync client) ---------------------------------------------------------------------------
 def replace_campaign(
-    client: Any, campaign: str, rows: Iterable[Mapping[str, Any]], *, no_marketing: set[str]
+    client: SyncRedis, campaign: str, rows: Iterable[Mapping[str, Any]], *, no_marketing: set[str]
 ) -> None:
     """Swap in a campaign's new rows at once (readers see the old or the new audience, never a mix)."""
     rows = list(rows)
@@ -66,10 +67,11 @@ def replace_campaign(
     refreshed.execute()
 
 
-def current_trigger_times(client: Any) -> dict[tuple[str, str], pd.Timestamp]:
+def current_trigger_times(client: SyncRedis) -> dict[tuple[str, str], pd.Timestamp]:
     """(campaign, user) -> triggered_at of every row in Redis: what the frequency cap compares with."""
     out: dict[tuple[str, str], pd.Timestamp] = {}
     for campaign in CAMPAIGNS:
-        for user, score in client.zrange(audience_index_key(campaign), 0, -1, withscores=True):
-            out[(campaign, user.decode())] = pd.Timestamp(score, unit="s", tz="UTC")
+        rows: Any = client.zrange(audience_index_key(campaign), 0, -1, withscores=True)
+        for user, score in rows:
+            out[(campaign, text(user))] = pd.Timestamp(score, unit="s", tz="UTC")
     return out

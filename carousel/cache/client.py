@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import redis
 import redis.asyncio as aredis
@@ -11,8 +11,20 @@ from redis.cluster import RedisCluster
 
 from configs.settings import Settings
 
+# The clients carousel's code is written against: a single Redis or a Redis Cluster, blocking (the batch,
+# the CLI) or asyncio (the API).
+SyncRedis: TypeAlias = redis.Redis | RedisCluster
+AsyncRedis: TypeAlias = aredis.Redis | AsyncRedisCluster
 
-def sync_client(settings: Settings, *, socket_timeout_s: float = 30.0) -> Any:
+
+def text(reply: bytes | str | memoryview | int | float) -> str:
+    """A Redis reply as text: the clients return bytes (they are not built to decode replies)."""
+    if isinstance(reply, bytes | bytearray | memoryview):
+        return bytes(reply).decode()
+    return str(reply)
+
+
+def sync_client(settings: Settings, *, socket_timeout_s: float = 30.0) -> SyncRedis:
     """A blocking client for batch jobs and the CLI (generous timeout: bulk pipelines take a while)."""
     kwargs: dict[str, Any] = {
         "socket_timeout": socket_timeout_s,
@@ -23,7 +35,7 @@ def sync_client(settings: Settings, *, socket_timeout_s: float = 30.0) -> Any:
     return redis.Redis.from_url(settings.redis_url, **kwargs)
 
 
-def async_client(settings: Settings, *, socket_timeout_s: float | None = None) -> Any:
+def async_client(settings: Settings, *, socket_timeout_s: float | None = None) -> AsyncRedis:
     """The API's client: short timeouts so a slow Redis turns into a fallback, not a hung request
     (`socket_timeout_s` overrides the setting for writes that must not be abandoned half-way)."""
     kwargs: dict[str, Any] = {

@@ -13,6 +13,8 @@ from typing import Any
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
+from carousel.cache.client import SyncRedis
+
 # The shopper's (or item's) list in version ARGV[1] whose base is ARGV[2]: the newest field in
 # [base, version].
 _NEWEST_FIELD = """
@@ -158,7 +160,7 @@ class PipelinedScript:
     cluster pipelines refuse `Script` objects but route a raw EVALSHA by its keys). Loaded on every
     primary first."""
 
-    def __init__(self, client: Any, source: str) -> None:
+    def __init__(self, client: SyncRedis, source: str) -> None:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
         client.script_load(source)
 
@@ -170,7 +172,9 @@ class PipelinedScript:
 KEYS_PER_CALL = 64
 
 
-def slot_batches(client: Any, entries: Iterable[tuple[Any, bytes]]) -> Iterator[list[tuple[Any, bytes]]]:
+def slot_batches(
+    client: SyncRedis, entries: Iterable[tuple[Any, bytes]]
+) -> Iterator[list[tuple[Any, bytes]]]:
     """(key, payload) entries in groups of up to `KEYS_PER_CALL` for one script call each: consecutive on
     a single Redis; on a cluster grouped by hash slot first, since a script's keys must share one."""
     if not isinstance(client, RedisCluster):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from carousel.cache.client import SyncRedis
 from carousel.cache.keys import CONSENT_PREFIX, ERASURES_KEY, tagged_user_id
 from carousel.rules.consent import Consent
 
@@ -27,7 +28,7 @@ def consent_record(personalization: bool, marketing: bool) -> dict[str, str]:
     return {"personalization": "1" if personalization else "0", "marketing": "1" if marketing else "0"}
 
 
-def recorded_consents(client: Any) -> dict[str, Consent]:
+def recorded_consents(client: SyncRedis) -> dict[str, Consent]:
     """Every consent record the API holds, by shopper (a SCAN)."""
     out = {}
     for key in client.scan_iter(match=CONSENT_PREFIX + "*", count=5_000):
@@ -35,6 +36,6 @@ def recorded_consents(client: Any) -> dict[str, Consent]:
     return out
 
 
-def erased_digests(client: Any) -> set[str]:
+def erased_digests(client: SyncRedis) -> set[str]:
     """The digests of every erased shopper (`carousel.rules.erasure.erasure_digest`)."""
     return {d.decode() if isinstance(d, bytes) else str(d) for d in client.smembers(ERASURES_KEY)}

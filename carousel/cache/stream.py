@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from redis.exceptions import ResponseError
 
+from carousel.cache.client import SyncRedis
 from carousel.cache.keys import DRAIN_GROUP, EVENTS_STREAM
 
 # The canonical event fields in stream order; user_id, country, device and referrer may be absent.
@@ -145,7 +146,7 @@ def _no_stream(exc: ResponseError) -> StreamBacklog:
     return _backlog(None, [])  # no stream yet: nothing was ever accepted
 
 
-def stream_backlog(client_sync: Any) -> StreamBacklog:
+def stream_backlog(client_sync: SyncRedis) -> StreamBacklog:
     """The stream's backlog through a blocking client (the drain, the CLI)."""
     try:
         return _backlog(client_sync.xinfo_stream(EVENTS_STREAM), client_sync.xinfo_groups(EVENTS_STREAM))

@@ -14,37 +14,38 @@ from typing import Any
 import pandas as pd
 
 from carousel.cache import keys, payload
+from carousel.cache.client import SyncRedis, text
 from carousel.cache.scripts import RESOLVE_USER_LIST, PipelinedScript
 
 # Keys read per pipeline round trip.
 BATCH = 2_000
 
 
-def published_versions(client: Any) -> list[str]:
+def published_versions(client: SyncRedis) -> list[str]:
     """Versions still held in Redis, newest first."""
     return [decode(v) or "" for v in client.lrange(keys.HISTORY_KEY, 0, -1)]
 
 
-def live_version(client: Any) -> str | None:
+def live_version(client: SyncRedis) -> str | None:
     return decode(client.get(keys.LIVE_KEY))
 
 
-def read_meta(client: Any, version: str) -> dict[str, Any] | None:
+def read_meta(client: SyncRedis, version: str) -> dict[str, Any] | None:
     raw = client.get(keys.meta_key(version))
-    return payload.decode_meta(raw) if raw else None
+    return payload.decode_meta(raw) if isinstance(raw, bytes) else None
 
 
-def read_user_list(client: Any, version: str, user_id: str) -> bytes | None:
+def read_user_list(client: SyncRedis, version: str, user_id: str) -> bytes | None:
     """The shopper's stored list as `version` resolves it (what the API serves), or None."""
     return _resolve(client, version, keys.user_key(user_id))
 
 
-def read_item_list(client: Any, version: str, item_id: str) -> bytes | None:
+def read_item_list(client: SyncRedis, version: str, item_id: str) -> bytes | None:
     """The item's similar items as `version` resolves them, or None."""
     return _resolve(client, version, keys.item_key(item_id))
 
 
-def _resolve(client: Any, version: str, key: str) -> bytes | None:
+def _resolve(client: SyncRedis, version: str, key: str) -> bytes | None:
     meta = read_meta(client, version)
     if meta is None:
         return None
@@ -53,7 +54,7 @@ def _resolve(client: Any, version: str, key: str) -> bytes | None:
     return value
 
 
-def read_user_lists(client: Any, version: str, user_ids: list[str]) -> pd.DataFrame:
+def read_user_lists(client: SyncRedis, version: str, user_ids: list[str]) -> pd.DataFrame:
     """Many shoppers' lists as `version` resolves them (pipelined), as rows user_id, rank, item_id, score;
     shoppers without a list in that version have no rows."""
     meta = read_meta(client, version)
@@ -79,6 +80,4 @@ def read_user_lists(client: Any, version: str, user_ids: list[str]) -> pd.DataFr
 
 def decode(value: Any) -> str | None:
     """A Redis reply as text (None stays None)."""
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return None if value is None else text(value)

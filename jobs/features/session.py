@@ -13,8 +13,8 @@ from pyspark.sql import SparkSession
 
 from configs.settings import Settings
 
-# The driver JVM's options. A pipeline job's JVM mostly waits while Python trains and scores (minutes at
-# 20M events), yet G1 keeps every heap page it ever touched: collecting when idle (JEP 346) with less
+# The driver JVM's options. A pipeline job's JVM mostly waits while Python trains and scores (minutes on a
+# large store), yet G1 keeps every heap page it ever touched: collecting when idle (JEP 346) with less
 # free heap kept lets it hand them back to the machine while the job's Python peaks.
 DRIVER_JAVA_OPTIONS = (
     "-Dlog4j2.level=ERROR -XX:G1PeriodicGCInterval=5000 -XX:MinHeapFreeRatio=10 -XX:MaxHeapFreeRatio=30"

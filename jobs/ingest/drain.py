@@ -38,7 +38,7 @@ from typing import Any
 import pandas as pd
 from redis.exceptions import ResponseError
 
-from carousel.cache.client import sync_client
+from carousel.cache.client import SyncRedis, sync_client, text
 from carousel.cache.keys import DRAIN_GROUP, EVENTS_STREAM, REJECTED_STREAM
 from carousel.cache.stream import STREAM_FIELDS, StreamBacklog, decode_stream_entry, stream_backlog, stream_id
 from carousel.lake import Lake, stream_part
@@ -175,7 +175,7 @@ def _single_drain(lake_root: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _ensure_group(client: Any) -> None:
+def _ensure_group(client: SyncRedis) -> None:
     try:
         # From the stream's start: events accepted before the first drain are drained too.
         client.xgroup_create(EVENTS_STREAM, DRAIN_GROUP, id="0", mkstream=True)
@@ -184,15 +184,21 @@ def _ensure_group(client: Any) -> None:
             raise
 
 
-def _read(client: Any, cursor: str, count: int) -> list[Entry]:
-    reply = client.xreadgroup(DRAIN_GROUP, CONSUMER, {EVENTS_STREAM: cursor}, count=count)
+def _read(client: SyncRedis, cursor: str, count: int) -> list[Entry]:
+    reply: Any = client.xreadgroup(DRAIN_GROUP, CONSUMER, {EVENTS_STREAM: cursor}, count=count)
     if not reply:
         return []
-    return [(entry_id.decode(), fields or {}) for entry_id, fields in reply[0][1]]
+    # [[stream, [(entry id, fields or None for an entry deleted since it was read), ...]]]
+    return [(text(entry_id), fields or {}) for entry_id, fields in reply[0][1]]
 
 
 def _drain_batch(
-    client: Any, lake: Lake, entries: list[Entry], end: datetime, tally: _Tally, say: Callable[[str], None]
+    client: SyncRedis,
+    lake: Lake,
+    entries: list[Entry],
+    end: datetime,
+    tally: _Tally,
+    say: Callable[[str], None],
 ) -> bool:
     """Move one batch in stream order; True when an event after `end` stopped the drain."""
     handled: list[str] = []  # in the lake, rejected or deleted: acknowledged once the writes are done
@@ -241,7 +247,7 @@ def _number(text: str | None, kind: type[int] | type[float]) -> object:
 
 
 def _write_rows(
-    client: Any,
+    client: SyncRedis,
     lake: Lake,
     rows: list[dict[str, Any]],
     ids: list[str],
@@ -308,17 +314,18 @@ def _refusal(row: dict[str, Any], end: datetime) -> str:
     return "refused with the rows around it"
 
 
-def _reject(client: Any, entry_id: str, fields: dict[bytes, bytes], reason: str, tally: _Tally) -> None:
+def _reject(client: SyncRedis, entry_id: str, fields: dict[bytes, bytes], reason: str, tally: _Tally) -> None:
+    rejected: dict[Any, Any] = {**fields, b"entry_id": entry_id.encode(), b"error": reason.encode()}
     client.xadd(
         REJECTED_STREAM,
-        {**fields, b"entry_id": entry_id.encode(), b"error": reason.encode()},
+        rejected,
         maxlen=REJECTED_MAXLEN,
         approximate=True,
     )
     tally.rejected += 1
 
 
-def _acknowledge(client: Any, ids: list[str]) -> None:
+def _acknowledge(client: SyncRedis, ids: list[str]) -> None:
     """Acknowledge handled entries and trim the stream up to the last of them, in one transaction.
 
     Everything below the last handled id is handled (entries are handled in stream order), so trimming by

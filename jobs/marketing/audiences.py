@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from carousel.cache import versions
+from carousel.cache.client import SyncRedis
 from carousel.cache.payload import decode_items
 from carousel.rules.carts import CART_REMINDER, COMPLETES_CART, abandoned_cart
 from carousel.rules.erasure import erasure_digest
@@ -189,7 +190,7 @@ def apply_rules(
 class ListReader:
     """Similar items and personal lists of the live version, read once per id."""
 
-    def __init__(self, client: Any, version: str | None) -> None:
+    def __init__(self, client: SyncRedis, version: str | None) -> None:
         self._client, self._version = client, version
         self._item, self._user = versions.read_item_list, versions.read_user_list
         self._cache: dict[tuple[str, str], list[str]] = {}

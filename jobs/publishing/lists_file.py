@@ -24,8 +24,7 @@ BLOCK_ROWS = 600_000
 @dataclass(frozen=True)
 class SortedListsFile:
     """A run's lists in a Parquet file sorted by owner (as the compute stage writes them), read in blocks
-    of whole lists, so the loader holds one block and never the run's tens of millions of rows (a
-    million shoppers' lists read whole took the loader to 9.3 GB)."""
+    of whole lists, so the loader holds one block and never the run's tens of millions of rows."""
 
     path: Path
     key_column: str = "user_id"

@@ -26,6 +26,7 @@ import orjson
 import pandas as pd
 
 from carousel.cache import keys
+from carousel.cache.client import SyncRedis
 from carousel.cache.payload import SCORE_DIGITS, encode_columns, encode_meta, reason_entry
 from carousel.cache.scripts import SWITCH_FORWARD, WRITE_AND_PRUNE, PipelinedScript, slot_batches
 from carousel.cache.shoppers import erased_digests
@@ -59,10 +60,9 @@ class PublishResult:
 
 
 # What a loader process should get when it shares a machine with the API: NumPy's huge pages off. With
-# them on, the loader's multi-gigabyte arrays fault in 2 MB pages and every process on a 2-core VM stalls
-# meanwhile (measured: worst 5 s slice p99 of the API 183-557 ms while a loader only encoded 1M lists,
-# 28 ms with them off; Redis itself logged 35 ms stalls with no command of the loader's). NumPy reads the
-# variable when it is imported, so it is set for the process that is started.
+# them on, the loader's multi-gigabyte arrays fault in 2 MB pages and every process on a small machine
+# stalls meanwhile, the API and Redis included (docs/performance.md). NumPy reads the variable when it is
+# imported, so it is set for the process that is started.
 LOADER_ENV = {"NUMPY_MADVISE_HUGEPAGE": "0"}
 
 
@@ -151,7 +151,7 @@ def significant(values: np.ndarray, digits: int) -> np.ndarray:
 
 
 def publish_version(
-    client: Any,
+    client: SyncRedis,
     *,
     version: str,
     user_lists: Lists,
@@ -190,8 +190,7 @@ def publish_version(
     if kind == "delta" and item_lists is not None:
         raise PublishError("similar-item lists belong to full versions; a delta inherits its base's")
     # A run computed before a shopper was erased must not bring their list back.
-    erased = erased_digests(client)
-    user_lists = _without_erased(user_lists, erased)
+    user_lists = _without_erased(user_lists, erased_digests(client))
     live = decode(client.get(keys.LIVE_KEY))
     if live == version:
         # A rerun of the interval that is already live: nothing to switch and nothing to rewrite; say
@@ -199,87 +198,31 @@ def publish_version(
         digest = content_digest(user_lists, segment_lists, item_lists)
         stored = (read_meta(client, version) or {}).get("digest")
         return PublishResult(version, version, False, 0, 0, [], kind, "", digest, stored == digest)
-    if live is not None and live > version:
-        raise PublishError(f"version {version} is not newer than the live version {live}; nothing published")
-    if kind == "delta":
-        live_meta = read_meta(client, live) if live else None
-        if live_meta is None:
-            raise PublishError(
-                f"incremental version {version} needs a live version to build on and there is none: "
-                "run a full refresh first"
-            )
-        base = str(live_meta.get("base") or live)
-    else:
-        base = version
+    base = _base_of(client, version, kind, live)
     # A version this loader (or a killed one) left half-written is cleared before writing anew.
     sweep_abandoned(client, keep=set())
     check_memory(client, estimate_bytes(user_lists, segment_lists, version))
     client.sadd(keys.PENDING_KEY, version)
     retained = retained_pairs(client, version, base, keep_versions)
     step("checked")
-    write = PipelinedScript(client, WRITE_AND_PRUNE)
-    # The digest is taken as the lists are encoded for writing (in `content_digest`'s order), so a
-    # million lists are encoded once.
-    digest_of = _Digest()
-    pipe = client.pipeline(transaction=False)
-
-    def write_hashed(entries: Iterator[tuple[str, bytes]], key_of: Callable[[str], str]) -> list[str]:
-        written: list[str] = []
-        pending = 0
-        for batch in slot_batches(client, ((key_of(owner), payload) for owner, payload in entries)):
-            keys = [key for key, _ in batch]
-            args = [version, version, len(retained) // 2, *retained, *(p for _, p in batch)]
-            write.queue(pipe, keys, args)
-            written.extend(keys)
-            pending += len(keys)
-            if pending >= WRITE_BATCH:
-                _execute(pipe)
-                pending = 0
-        _execute(pipe)
-        return written
-
-    user_keys = write_hashed(digest_of.payloads("u", user_lists, "user_id"), keys.user_key)
+    writer = _VersionWriter(client, version, retained)
+    user_keys = writer.hashed(writer.digest.payloads("u", user_lists, "user_id"), keys.user_key)
     step("shoppers written")
-    segment_keys: list[str] = []
-    for owner, payload in digest_of.payloads("s", segment_lists, "segment"):
-        segment_keys.append(keys.segment_key(version, owner))
-        pipe.set(segment_keys[-1], payload)
-    if departments is not None:
-        segment_keys.append(keys.departments_key(version))
-        pipe.set(segment_keys[-1], orjson.dumps(departments))
-    _execute(pipe)
+    segment_keys = writer.segments(segment_lists, departments)
     item_keys: list[str] = []
     if item_lists is not None:
-        item_keys = write_hashed(digest_of.payloads("i", item_lists, "anchor_id"), keys.item_key)
+        item_keys = writer.hashed(writer.digest.payloads("i", item_lists, "anchor_id"), keys.item_key)
     step("segments and items written")
-    digest = digest_of.hexdigest()
     missing = _missing_fields(client, user_keys + item_keys, version) + _missing_keys(client, segment_keys)
     if missing:
         raise PublishError(
             f"version {version} is incomplete: {len(missing)} lists missing, e.g. {missing[0]}"
         )
     step("verified")
-    n_users = len(user_keys)
-    n_segments = len(segment_keys)
-    meta = {
-        **manifest,
-        "version": version,
-        "kind": kind,
-        "base": base,
-        "digest": digest,
-        "user_lists": n_users,
-        "segment_lists": n_segments,
-        "item_lists": len(item_keys),
-    }
-    client.set(keys.meta_key(version), encode_meta(meta))
-    now_live = decode(client.eval(SWITCH_FORWARD, 1, keys.LIVE_KEY, version))
-    switched = now_live == version
-    if not switched:
-        raise PublishError(
-            f"a newer version {now_live} went live during this publish; {version} not switched"
-        )
-    client.lpush(keys.HISTORY_KEY, version)
-    client.srem(keys.PENDING_KEY, version)
+    digest = writer.digest.hexdigest()
+    counts = {"user_lists": len(user_keys), "segment_lists": len(segment_keys), "item_lists": len(item_keys)}
+    meta = {**manifest, "version": version, "kind": kind, "base": base, "digest": digest, **counts}
+    _switch(client, version, meta)
     step("switched")
     removed = apply_retention(client, keep_versions=keep_versions)
     step("retention applied")
@@ -287,7 +230,76 @@ def publish_version(
         # Shoppers absent from a full version keep old fields no retained version resolves to: drop them.
         prune_users(client, retained_pairs(client, version, base, keep_versions))
         step("pruned")
-    return PublishResult(version, version, switched, n_users, n_segments, removed, kind, base, digest)
+    return PublishResult(
+        version, version, True, len(user_keys), len(segment_keys), removed, kind, base, digest
+    )
+
+
+def _base_of(client: SyncRedis, version: str, kind: Kind, live: str | None) -> str:
+    """The base the new version builds on: itself when full, the live version's base when a delta."""
+    if live is not None and live > version:
+        raise PublishError(f"version {version} is not newer than the live version {live}; nothing published")
+    if kind == "full":
+        return version
+    live_meta = read_meta(client, live) if live else None
+    if live_meta is None:
+        raise PublishError(
+            f"incremental version {version} needs a live version to build on and there is none: "
+            "run a full refresh first"
+        )
+    return str(live_meta.get("base") or live)
+
+
+class _VersionWriter:
+    """Writes one version's lists in pipelined batches, taking the content digest as the lists are
+    encoded (in `content_digest`'s order), so a million lists are encoded once."""
+
+    def __init__(self, client: SyncRedis, version: str, retained: list[str]) -> None:
+        self.client, self.version, self.retained = client, version, retained
+        self.digest = _Digest()
+        self.pipe = client.pipeline(transaction=False)
+        self.script = PipelinedScript(client, WRITE_AND_PRUNE)
+
+    def hashed(self, entries: Iterator[tuple[str, bytes]], key_of: Callable[[str], str]) -> list[str]:
+        """Each (owner, payload) as the version's field of the owner's hash; the keys written."""
+        written: list[str] = []
+        pending = 0
+        pairs = len(self.retained) // 2
+        for batch in slot_batches(self.client, ((key_of(owner), payload) for owner, payload in entries)):
+            batch_keys = [key for key, _ in batch]
+            args = [self.version, self.version, pairs, *self.retained, *(p for _, p in batch)]
+            self.script.queue(self.pipe, batch_keys, args)
+            written.extend(batch_keys)
+            pending += len(batch_keys)
+            if pending >= WRITE_BATCH:
+                _execute(self.pipe)
+                pending = 0
+        _execute(self.pipe)
+        return written
+
+    def segments(self, segment_lists: pd.DataFrame, departments: dict[str, str] | None) -> list[str]:
+        """The segment lists (and the department map) under the version's own prefix; the keys written."""
+        written: list[str] = []
+        for owner, payload in self.digest.payloads("s", segment_lists, "segment"):
+            written.append(keys.segment_key(self.version, owner))
+            self.pipe.set(written[-1], payload)
+        if departments is not None:
+            written.append(keys.departments_key(self.version))
+            self.pipe.set(written[-1], orjson.dumps(departments))
+        _execute(self.pipe)
+        return written
+
+
+def _switch(client: SyncRedis, version: str, meta: dict[str, Any]) -> None:
+    """Write the version's meta, then move the live pointer forward to it (one atomic script)."""
+    client.set(keys.meta_key(version), encode_meta(meta))
+    now_live = decode(client.eval(SWITCH_FORWARD, 1, keys.LIVE_KEY, version))
+    if now_live != version:
+        raise PublishError(
+            f"a newer version {now_live} went live during this publish; {version} not switched"
+        )
+    client.lpush(keys.HISTORY_KEY, version)
+    client.srem(keys.PENDING_KEY, version)
 
 
 def _without_erased(user_lists: Lists, digests: set[str]) -> Lists:
@@ -333,7 +345,7 @@ def _sampled_bytes(
     return int(np.mean(sizes) * len(owners)) + KEY_OVERHEAD_BYTES * len(owners)
 
 
-def check_memory(client: Any, needed_bytes: int, headroom: float = 0.10) -> None:
+def check_memory(client: SyncRedis, needed_bytes: int, headroom: float = 0.10) -> None:
     """Refuse to load when Redis's maxmemory leaves no room for the new version.
 
     Without this, a full Redis would evict (or refuse) keys half-way through, possibly live ones.
@@ -354,7 +366,7 @@ def check_memory(client: Any, needed_bytes: int, headroom: float = 0.10) -> None
             )
 
 
-def _missing_keys(client: Any, keys: list[str]) -> list[str]:
+def _missing_keys(client: SyncRedis, keys: list[str]) -> list[str]:
     missing: list[str] = []
     for start in range(0, len(keys), BATCH):
         chunk = keys[start : start + BATCH]
@@ -365,7 +377,7 @@ def _missing_keys(client: Any, keys: list[str]) -> list[str]:
     return missing
 
 
-def _missing_fields(client: Any, keys: list[str], field: str) -> list[str]:
+def _missing_fields(client: SyncRedis, keys: list[str], field: str) -> list[str]:
     missing: list[str] = []
     for start in range(0, len(keys), BATCH):
         chunk = keys[start : start + BATCH]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from carousel.cache import keys
+from carousel.cache.client import SyncRedis
 from carousel.cache.keys import CONSENT_PREFIX, consent_key
 
 OLD_LIVE, OLD_HISTORY, OLD_PENDING = "carousel:live", "carousel:history", "carousel:pending"
@@ -29,14 +30,14 @@ class Migrated:
     version_keys: int
 
 
-def migrate_keys(client: Any) -> Migrated:
+def migrate_keys(client: SyncRedis) -> Migrated:
     """Copy every old-layout key to its new name (new values win) and delete the old one."""
     consents = _move_hashes(client, CONSENT_PREFIX, consent_key)
     hashes = _move_hashes(client, keys.USER_PREFIX, keys.user_key)
     return Migrated(consents, hashes, _move_versions(client))
 
 
-def _move_hashes(client: Any, prefix: str, new_key: Any) -> int:
+def _move_hashes(client: SyncRedis, prefix: str, new_key: Any) -> int:
     moved = 0
     for raw in list(client.scan_iter(match=prefix + "*", count=5_000)):
         key = raw.decode() if isinstance(raw, bytes) else str(raw)
@@ -44,7 +45,7 @@ def _move_hashes(client: Any, prefix: str, new_key: Any) -> int:
             continue  # already the current layout
         target = new_key(key[len(prefix) :])
         newer = client.hgetall(target)
-        old = {f: v for f, v in client.hgetall(key).items() if f not in newer}
+        old: dict[Any, Any] = {f: v for f, v in client.hgetall(key).items() if f not in newer}
         if old:
             client.hset(target, mapping=old)
         client.delete(key)
@@ -52,7 +53,7 @@ def _move_hashes(client: Any, prefix: str, new_key: Any) -> int:
     return moved
 
 
-def _move_versions(client: Any) -> int:
+def _move_versions(client: SyncRedis) -> int:
     moved = 0
     live = client.get(OLD_LIVE)
     if live is not None:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from carousel.cache import keys
+from carousel.cache.client import SyncRedis
 from carousel.cache.scripts import WRITE_AND_PRUNE, PipelinedScript, slot_batches
 from carousel.cache.versions import BATCH, decode, live_version, published_versions, read_meta
 from jobs.publishing import PublishError
@@ -16,7 +17,7 @@ from jobs.publishing import PublishError
 WRITE_BATCH = 512
 
 
-def retained_pairs(client: Any, version: str, base: str, keep_versions: int) -> list[str]:
+def retained_pairs(client: SyncRedis, version: str, base: str, keep_versions: int) -> list[str]:
     """Flattened (version, base) pairs of the versions that stay resolvable once `version` is live: it
     and the newest `keep_versions - 1` published ones (the live one among them)."""
     pairs = [version, base]
@@ -31,7 +32,7 @@ def retained_pairs(client: Any, version: str, base: str, keep_versions: int) -> 
     return pairs
 
 
-def prune_users(client: Any, retained: list[str]) -> int:
+def prune_users(client: SyncRedis, retained: list[str]) -> int:
     """Apply the retention to every shopper's and item's hash (a SCAN): fields no retained version
     resolves to are removed, and hashes left empty are deleted. Returns the number of fields removed."""
     prune = PipelinedScript(client, WRITE_AND_PRUNE)
@@ -48,7 +49,7 @@ def prune_users(client: Any, retained: list[str]) -> int:
     return removed + int(sum(pipe.execute()))
 
 
-def sweep_abandoned(client: Any, keep: set[str]) -> list[str]:
+def sweep_abandoned(client: SyncRedis, keep: set[str]) -> list[str]:
     """Delete what versions left behind that are pending but neither live nor published: half-written by
     a killed loader, or rolled back. Their shopper fields go too, or a later version would resolve to
     them."""
@@ -76,19 +77,19 @@ def sweep_abandoned(client: Any, keep: set[str]) -> list[str]:
     return doomed
 
 
-def _versioned_hash_keys(client: Any) -> Iterator[Any]:
+def _versioned_hash_keys(client: SyncRedis) -> Iterator[Any]:
     for prefix in keys.VERSIONED_HASH_PREFIXES:
         yield from client.scan_iter(match=prefix + "*", count=5_000)
 
 
-def _hdel_each(client: Any, keys: list[Any], fields: list[str]) -> None:
+def _hdel_each(client: SyncRedis, keys: list[Any], fields: list[str]) -> None:
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.hdel(key, *fields)
     pipe.execute()
 
 
-def rollback(client: Any) -> tuple[str, str]:
+def rollback(client: SyncRedis) -> tuple[str, str]:
     """Point `live` at the newest version older than the live one that is still complete in Redis.
 
     Returns (from_version, to_version). The rolled-back version's lists are then removed (it is marked
@@ -117,7 +118,7 @@ def rollback(client: Any) -> tuple[str, str]:
     raise PublishError(f"no earlier complete version to roll back to from {live}")
 
 
-def apply_retention(client: Any, *, keep_versions: int) -> list[str]:
+def apply_retention(client: SyncRedis, *, keep_versions: int) -> list[str]:
     """Remove every version beyond the newest `keep_versions` (never the live one) with UNLINK."""
     live = live_version(client)
     history = published_versions(client)
@@ -134,7 +135,7 @@ def apply_retention(client: Any, *, keep_versions: int) -> list[str]:
     return removed
 
 
-def _unlink_prefix(client: Any, prefix: str) -> None:
+def _unlink_prefix(client: SyncRedis, prefix: str) -> None:
     batch: list[Any] = []
     for key in client.scan_iter(match=prefix + "*", count=5_000):
         batch.append(key)
@@ -145,7 +146,7 @@ def _unlink_prefix(client: Any, prefix: str) -> None:
         _unlink_each(client, batch)
 
 
-def _unlink_each(client: Any, keys: list[Any]) -> None:
+def _unlink_each(client: SyncRedis, keys: list[Any]) -> None:
     # One UNLINK per key in a pipeline: multi-key UNLINK would cross hash slots on a cluster.
     pipe = client.pipeline(transaction=False)
     for key in keys:

@@ -42,7 +42,7 @@ class AlsModel:
             return pd.DataFrame(columns=["user_id", "item_id", "als_score", "als_rank"])
         k = min(k, len(self.item_ids))
         # implicit's top-k scores the items in blocks of shoppers on every core and keeps a heap per
-        # shopper: the same items and order as a dense product with argpartition, about 5x faster.
+        # shopper: the same items and order as a dense product with argpartition, several times faster.
         top, top_scores = topk(
             np.ascontiguousarray(self.item_factors, dtype=np.float32),
             np.ascontiguousarray(self.user_factors, dtype=np.float32),
@@ -64,7 +64,7 @@ class AlsModel:
         ok = np.flatnonzero((u >= 0) & (i >= 0))
         out = np.full(len(u), np.nan)
         # In chunks whose gathered factors stay in the CPU's cache: gathering every pair's two factor
-        # rows at once (a block of shoppers has over a million pairs) was 6x slower.
+        # rows at once (a block of shoppers has over a million pairs) spills out of it.
         for start in range(0, len(ok), PAIR_CHUNK):
             at = ok[start : start + PAIR_CHUNK]
             out[at] = np.einsum("ij,ij->i", self.user_factors[u[at]], self.item_factors[i[at]])

@@ -45,7 +45,7 @@ class CoVisitation:
         rows = np.flatnonzero((u >= 0) & (i >= 0))
         if not len(rows):
             return out
-        # All pairs at once (a loop of sparse row x column products took 10% of a 3M-event run): every
+        # All pairs at once (a loop of sparse row x column products per pair is far too slow): every
         # pair's own items j with their interest a_j, times the item-item score b_j of j and the pair's
         # item; the best nonzero a_j * b_j wins, the lowest j on a tie.
         own = (

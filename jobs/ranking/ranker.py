@@ -33,7 +33,7 @@ def train_ranker(labelled: pd.DataFrame, params: RankerParams) -> lgb.Booster | 
     """LightGBM lambdarank on shoppers with at least one bought candidate; None when there are none."""
     positives = labelled.groupby("user_id")["label"].transform("max") > 0
     # Copies are made only when rows go or move: the pipeline's windows hold buying shoppers alone,
-    # sorted by shopper, and at 20M events each copy of them is over a gigabyte.
+    # sorted by shopper, and on a large store each copy of them is gigabytes.
     train = labelled if positives.all() else labelled[positives]
     if train.empty:
         return None
@@ -72,8 +72,7 @@ def train_ranker(labelled: pd.DataFrame, params: RankerParams) -> lgb.Booster | 
 def feature_matrix(frame: pd.DataFrame, order: Literal["C", "F"] = "F") -> np.ndarray:
     """`FEATURES` of `frame` as one float64 matrix, filled column by column: in column order LightGBM
     trains on it without a copy, in row order the compiled ranker scores it fastest. Selecting the
-    columns as a frame and converting that made two copies (memray: 1.0 GB for a scoring block of
-    10,000 shoppers at 5M events, where the matrix is 0.55 GB)."""
+    columns as a frame and converting that would make two copies of the block's features."""
     matrix = np.empty((len(frame), len(FEATURES)), dtype=np.float64, order=order)
     for j, column in enumerate(FEATURES):
         matrix[:, j] = frame[column].to_numpy(dtype=np.float64)
@@ -82,10 +81,9 @@ def feature_matrix(frame: pd.DataFrame, order: Literal["C", "F"] = "F") -> np.nd
 
 class CompiledRanker:
     """A trained LightGBM ranker compiled to native code by lleaves (LLVM): the same trees, scored
-    about 9x faster than `Booster.predict` on this 2-core machine (2M rows of 29 features, 200 trees:
-    0.34 s vs 3.0 s). Scores agree with LightGBM's to floating-point rounding (about 1e-15), and the
-    compiled code gives the same scores on every run. Compiling takes about half a second, once per
-    model and process.
+    several times faster than `Booster.predict` (docs/performance.md). Scores agree with LightGBM's to
+    floating-point rounding, and the compiled code gives the same scores on every run. Compiling takes
+    a moment, once per model and process.
 
     Parameters
     ----------

@@ -44,7 +44,7 @@ def score_shoppers(
 
 # Shoppers scored at once when lists are built: candidates with their features take about 0.4 KB
 # each and a shopper has up to ~300, so a block of 10,000 shoppers holds about 1 GB whatever the store's
-# size, where scoring everyone at once grew with the shoppers (14 GB at 45,000).
+# size, where scoring everyone at once would grow with the shoppers.
 SCORE_BLOCK_USERS = 10_000
 
 

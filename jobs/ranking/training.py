@@ -95,7 +95,7 @@ def train_model(
         labelled, shoppers = window_result
         del window_result
         # A shopper of one window is a ranker group of its own: the window's number above the shopper's
-        # position. Integers, not "w1:<id>" strings (5.4M new Python strings at 20M events), and set in
+        # position. Integers, not "w1:<id>" strings (millions of new Python strings on a large store), and set in
         # place (`assign` would copy every column); the windows stay in order, so the ranker sorts none.
         positions = pd.factorize(labelled["user_id"], sort=True)[0].astype(np.int64)
         labelled["user_id"] = (window << 32) + positions
@@ -111,8 +111,8 @@ def train_model(
         if progress:
             progress(f"training window {window}: {shoppers} shoppers from {cutoff:%Y-%m-%d}")
     # The ranker is trained, and its training rows dropped, before the full feature set is collected:
-    # the windows' candidates, a window's feature set and the full one are never held at once (at 20M
-    # events each is gigabytes).
+    # the windows' candidates, a window's feature set and the full one are never held at once (on a large
+    # store each is gigabytes).
     evaluation = window_evaluation(frames, params)
     train = pd.concat(frames, ignore_index=True) if frames else None
     del frames

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from carousel.models import ModelCatalog
 from carousel.runs import RunHistory
+from configs.settings import Settings
 from serving.deps import SettingsDep, StoreDep
 from serving.store import StoreUnavailable
 
@@ -106,7 +107,7 @@ def _freshness(generated_at: str | None) -> str:
     return f"{age / 3600:.1f} h old"
 
 
-def _model_section(settings: Any) -> str:
+def _model_section(settings: Settings) -> str:
     store = ModelCatalog(settings.models_dir)
     number = store.latest()
     if number is None:
@@ -140,7 +141,7 @@ def _figure_bars(figures: dict[str, float]) -> str:
     )
 
 
-def _evaluation_section(settings: Any) -> str:
+def _evaluation_section(settings: Settings) -> str:
     path = settings.reports_dir / "evaluation.json"
     if not path.exists():
         return "<p>No offline evaluation yet: run <code>carousel evaluate</code>.</p>"

@@ -22,7 +22,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.datastructures import QueryParams
+from starlette.datastructures import QueryParams, State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from carousel.cache.payload import decode_items, iter_items
@@ -33,14 +33,15 @@ from serving.inputs import CONTEXT_PATTERN, ID_PATTERN
 from serving.overlay import EMPTY_TRIGGERS, apply_overlay, triggers
 from serving.responses import error_response, json_response, validation_error_response
 from serving.stock import Availability
-from serving.store import StoreUnavailable
+from serving.store import ListStore, StoreUnavailable
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 
 
 class RecommendationQuery(BaseModel):
     """The query string, validated as one model in one pydantic-core pass. (Declared as FastAPI
-    parameters, the same checks cost the route 40% of its time in per-parameter dependency solving.)"""
+    parameters, the same checks cost more than the route's own work in per-parameter dependency
+    solving.)"""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -87,7 +88,7 @@ async def recommendations(request: Request) -> Response:
 
 class FastPath:
     """`GET /v1/recommendations` straight to `respond`, ahead of Starlette's routing and FastAPI's
-    request handling (which cost this route more than its own work: see README, Performance); every
+    request handling (which cost this route more than its own work: docs/performance.md); every
     other request, and this route's docs, go through the app as usual. A pure ASGI middleware, so the
     server-error handler around it still turns an unexpected exception into a 500."""
 
@@ -105,7 +106,7 @@ class FastPath:
         await response(scope, receive, send)
 
 
-async def respond(state: Any, params: Mapping[str, str]) -> Response:
+async def respond(state: State, params: Mapping[str, str]) -> Response:
     """The route's answer from the app's state and the query string (parsed, not yet validated)."""
     started = time.perf_counter()
     query = _validated(params)
@@ -144,7 +145,7 @@ class _Answer:
 
 
 async def _from_redis(
-    app_state: Any, store: Any, query: RecommendationQuery, *, holdout: bool
+    app_state: State, store: ListStore, query: RecommendationQuery, *, holdout: bool
 ) -> _Answer | None:
     settings = app_state.settings
     version = await store.live_version()
@@ -213,7 +214,7 @@ def _latency(source: str) -> Any:
     return metrics.LATENCY.labels(route=ROUTE, source=source)
 
 
-def _observe_breaker(store: Any) -> None:
+def _observe_breaker(store: ListStore) -> None:
     breaker = getattr(store, "breaker", None)
     if breaker is None:
         return

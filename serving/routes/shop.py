@@ -35,7 +35,7 @@ from configs.settings import Settings
 from serving.deps import SettingsDep
 from serving.inputs import CONTEXT_PATTERN, ID_PATTERN
 from serving.responses import error_response, json_response
-from serving.store import StoreUnavailable
+from serving.store import ListStore, StoreUnavailable
 
 router = APIRouter(tags=["shop"])
 
@@ -179,7 +179,7 @@ async def shop_items(settings: SettingsDep, ids: ItemIds) -> Response:
     return json_response({"items": found})
 
 
-async def _have_lists(store: Any, version: str, base: str, user_ids: list[str]) -> list[bool]:
+async def _have_lists(store: ListStore, version: str, base: str, user_ids: list[str]) -> list[bool]:
     """Whether each shopper's list resolves in `version`: the serving script, pipelined, under the
     store's deadline and breaker. One call per batch rather than one per shopper: a burst of concurrent
     reads would open many connections at once, and a few connect timeouts would open the breaker for
