@@ -6,13 +6,14 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from pyspark.sql import Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from carousel.rules.erasure import DIGEST_PREFIX, erasure_digest
-from jobs.features import transforms
+from jobs.features import signals, transforms
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +123,19 @@ def test_segment_popularity_window_ends_exactly_days_before_as_of(spark: SparkSe
         ("country:france", "a"),
         ("global", "a"),
     ]
+
+
+def test_session_baskets_weigh_as_the_shared_rule_does(spark: SparkSession) -> None:
+    """Spark's basket weights equal `signals.basket_weight` evaluated by NumPy (the baselines' engine);
+    a single-item basket is left out."""
+    rows = [
+        ("u1", "s1", "a", "add_to_cart", datetime(2026, 11, 20, tzinfo=UTC), 1, 5.0, "Spain"),
+        ("u1", "s1", "b", "purchase", datetime(2026, 11, 22, tzinfo=UTC), 1, 5.0, "Spain"),
+        ("u1", "s1", "c", "purchase", datetime(2026, 11, 21, tzinfo=UTC), 1, 5.0, "Spain"),
+        ("u2", "s2", "a", "purchase", datetime(2026, 11, 25, tzinfo=UTC), 1, 5.0, "Spain"),
+    ]
+    got = transforms.session_baskets(_ev(spark, rows), AS_OF, 30.0).collect()  # type: ignore[attr-defined]
+    assert sorted((r.session_id, r.item_id) for r in got) == [("s1", "a"), ("s1", "b"), ("s1", "c")]
+    age = (AS_OF - datetime(2026, 11, 22, tzinfo=UTC)).total_seconds() / 86_400
+    expected = signals.basket_weight(np.array([3.0]), np.array([age]), 30.0, log2=np.log2)[0]
+    assert [r.weight for r in got] == pytest.approx([expected] * 3, rel=1e-12)
