@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 import pandas as pd
@@ -489,12 +489,21 @@ def cmd_infra(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from jobs.stages import MODES, STAGES
+# The `carousel` subcommands' parsers (argparse's own type for them).
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="carousel", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(sub)
+    _add_pipeline_commands(sub)
+    _add_service_commands(sub)
+    return parser
 
+
+def _add_data_commands(sub: Commands) -> None:
+    """The commands of the store's data: generate, import, evaluate, report."""
     gen = sub.add_parser("generate", help="write the synthetic store (events, items, users) as Parquet")
     gen.add_argument("--out", required=True)
     gen.add_argument("--users", type=int, default=2_000)
@@ -508,6 +517,36 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("kind", choices=["online-retail", "rees46", "events", "items", "users"])
     imp.add_argument("path")
     imp.set_defaults(func=cmd_import)
+
+    ev = sub.add_parser(
+        "evaluate", help="offline evaluation of the baselines and the ranker (temporal split)"
+    )
+    ev.add_argument("--dataset", required=True, choices=["online-retail", "events"])
+    ev.add_argument("--input", required=True, help="Online Retail CSV, or canonical events (CSV or Parquet)")
+    ev.add_argument("--items", help="canonical items (CSV or Parquet) for --dataset events")
+    ev.add_argument("--out", required=True, help="report JSON; a .md summary and a .png plot go beside it")
+    ev.add_argument("--test-days", type=int, default=30, help="length of the test period (the last days)")
+    ev.add_argument("--val-days", type=int, default=30, help="validation window before the test period")
+    ev.set_defaults(func=cmd_evaluate)
+
+    rep = sub.add_parser("report", help="reports on live traffic: holdout lift (storefront and email)")
+    rep.add_argument("action", choices=["lift"])
+    rep.add_argument(
+        "--start", help="window start (ISO timestamp, UTC if no zone); default: 30 days before the end"
+    )
+    rep.add_argument(
+        "--end", help="window end, exclusive (ISO timestamp); default: the midnight after the newest event"
+    )
+    rep.add_argument("--out", help="report JSON; default: <var_dir>/reports/lift.json")
+    rep.add_argument(
+        "--email-window-days", type=int, default=7, help="days after an email's trigger a purchase counts"
+    )
+    rep.set_defaults(func=cmd_report)
+
+
+def _add_pipeline_commands(sub: Commands) -> None:
+    """The commands of the pipeline: refresh, retrain, drain-events, submit, publish."""
+    from jobs.stages import MODES, STAGES
 
     ref = sub.add_parser(
         "refresh",
@@ -527,6 +566,45 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval-start", help="data interval start (ISO timestamp); default: 15 minutes before the end"
     )
     ref.set_defaults(func=cmd_refresh)
+
+    ret = sub.add_parser(
+        "retrain", help="the nightly retrain: a new numbered model (ALS, co-visitation, ranker), no lists"
+    )
+    ret.add_argument("--interval-end", help="data interval end (ISO timestamp); default: now")
+    ret.set_defaults(func=cmd_retrain)
+
+    drn = sub.add_parser(
+        "drain-events", help="move the events the API accepted from Redis into the lake (exactly once)"
+    )
+    drn.add_argument(
+        "--interval-end", help="move events up to this time (ISO timestamp); later ones wait; default: now"
+    )
+    drn.set_defaults(func=cmd_drain_events)
+
+    sbm = sub.add_parser("submit", help="run one pipeline stage with spark-submit (used by the DAG)")
+    sbm.add_argument("stage", choices=STAGES)
+    sbm.add_argument("--run-id", required=True)
+    sbm.add_argument("--interval-end", required=True, help="the run's data interval end (ISO timestamp)")
+    sbm.add_argument("--interval-start", help="the run's data interval start (ISO timestamp)")
+    sbm.add_argument("--mode", choices=MODES, default="full", help="compute mode")
+    sbm.set_defaults(func=cmd_submit)
+
+    pub = sub.add_parser(
+        "publish",
+        help="what is live; roll back; migrate a Redis written by an older carousel to the key layout",
+    )
+    pub.add_argument("action", choices=["status", "rollback", "migrate"])
+    pub.add_argument("--json", action="store_true")
+    pub.set_defaults(func=cmd_publish)
+
+
+def _add_service_commands(sub: Commands) -> None:
+    """The commands of the API, the benchmarks and the infrastructure: serve, bench, infra."""
+    srv = sub.add_parser("serve", help="the HTTP API")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--workers", type=int, default=1)
+    srv.set_defaults(func=cmd_serve)
 
     bench = sub.add_parser(
         "bench",
@@ -568,72 +646,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.set_defaults(func=cmd_bench)
 
-    ret = sub.add_parser(
-        "retrain", help="the nightly retrain: a new numbered model (ALS, co-visitation, ranker), no lists"
-    )
-    ret.add_argument("--interval-end", help="data interval end (ISO timestamp); default: now")
-    ret.set_defaults(func=cmd_retrain)
-
-    drn = sub.add_parser(
-        "drain-events", help="move the events the API accepted from Redis into the lake (exactly once)"
-    )
-    drn.add_argument(
-        "--interval-end", help="move events up to this time (ISO timestamp); later ones wait; default: now"
-    )
-    drn.set_defaults(func=cmd_drain_events)
-
-    ev = sub.add_parser(
-        "evaluate", help="offline evaluation of the baselines and the ranker (temporal split)"
-    )
-    ev.add_argument("--dataset", required=True, choices=["online-retail", "events"])
-    ev.add_argument("--input", required=True, help="Online Retail CSV, or canonical events (CSV or Parquet)")
-    ev.add_argument("--items", help="canonical items (CSV or Parquet) for --dataset events")
-    ev.add_argument("--out", required=True, help="report JSON; a .md summary and a .png plot go beside it")
-    ev.add_argument("--test-days", type=int, default=30, help="length of the test period (the last days)")
-    ev.add_argument("--val-days", type=int, default=30, help="validation window before the test period")
-    ev.set_defaults(func=cmd_evaluate)
-
-    srv = sub.add_parser("serve", help="the HTTP API")
-    srv.add_argument("--host", default="127.0.0.1")
-    srv.add_argument("--port", type=int, default=8000)
-    srv.add_argument("--workers", type=int, default=1)
-    srv.set_defaults(func=cmd_serve)
-
-    pub = sub.add_parser(
-        "publish",
-        help="what is live; roll back; migrate a Redis written by an older carousel to the key layout",
-    )
-    pub.add_argument("action", choices=["status", "rollback", "migrate"])
-    pub.add_argument("--json", action="store_true")
-    pub.set_defaults(func=cmd_publish)
-
-    rep = sub.add_parser("report", help="reports on live traffic: holdout lift (storefront and email)")
-    rep.add_argument("action", choices=["lift"])
-    rep.add_argument(
-        "--start", help="window start (ISO timestamp, UTC if no zone); default: 30 days before the end"
-    )
-    rep.add_argument(
-        "--end", help="window end, exclusive (ISO timestamp); default: the midnight after the newest event"
-    )
-    rep.add_argument("--out", help="report JSON; default: <var_dir>/reports/lift.json")
-    rep.add_argument(
-        "--email-window-days", type=int, default=7, help="days after an email's trigger a purchase counts"
-    )
-    rep.set_defaults(func=cmd_report)
-
-    sbm = sub.add_parser("submit", help="run one pipeline stage with spark-submit (used by the DAG)")
-    sbm.add_argument("stage", choices=STAGES)
-    sbm.add_argument("--run-id", required=True)
-    sbm.add_argument("--interval-end", required=True, help="the run's data interval end (ISO timestamp)")
-    sbm.add_argument("--interval-start", help="the run's data interval start (ISO timestamp)")
-    sbm.add_argument("--mode", choices=MODES, default="full", help="compute mode")
-    sbm.set_defaults(func=cmd_submit)
-
     inf = sub.add_parser("infra", help="check Java and make sure Redis is reachable (starting it if needed)")
     inf.add_argument("action", choices=["up", "down"])
     inf.add_argument("--print-url", action="store_true", help="print only the Redis URL on stdout")
     inf.set_defaults(func=cmd_infra)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
