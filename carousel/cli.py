@@ -654,10 +654,10 @@ def _add_service_commands(sub: Commands) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from carousel.models import ModelStoreError
     from carousel.schema import SchemaError
     from jobs.ingest.drain import DrainError
     from jobs.publishing import PublishError
-    from jobs.ranking.store import ModelStoreError
     from jobs.stages.run import PipelineError
 
     try:

@@ -15,6 +15,10 @@ from typing import Any
 MODEL_FILE = "model.json"
 
 
+class ModelStoreError(RuntimeError):
+    """No usable model (none trained yet, or a model folder is damaged)."""
+
+
 class ModelCatalog:
     """The model folders under `root`."""
 

@@ -26,11 +26,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from carousel.models import MODEL_FILE, ModelCatalog
-
-
-class ModelStoreError(RuntimeError):
-    """No usable model (none trained yet, or a model folder is damaged)."""
+from carousel.models import MODEL_FILE, ModelCatalog, ModelStoreError
 
 
 @dataclass
