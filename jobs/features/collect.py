@@ -1,5 +1,6 @@
-"""The feature set as of one moment: the Spark transforms run over the lake's events, their results
-collected as sorted pandas frames (`jobs.features.frames.FeatureSet`)."""
+"""The feature set as of one moment: the Spark transforms run over the lake's events, as Spark frames
+(`shopper_frames`, for scoring on the executors) or collected as sorted pandas frames
+(`jobs.features.frames.FeatureSet`, for training on the driver)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,30 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.features import transforms
-from jobs.features.frames import POP_WINDOWS, FeatureSet, sorted_frame
+from jobs.features.frames import POP_WINDOWS, SHOPPER_FRAMES, FeatureSet, sorted_frame
 from jobs.features.signals import CoocParams
 
 
-# -- stage 1: compute ---------------------------------------------------------------------------------
+def shopper_frames(
+    events: DataFrame, items: DataFrame, touches: DataFrame, as_of: datetime, cooc: CoocParams
+) -> dict[str, DataFrame]:
+    """The shopper-level frames (`SHOPPER_FRAMES`) of `events`, whose `session_touches` are `touches`."""
+    return {
+        "interactions": transforms.als_interactions(touches),
+        "user_item": transforms.user_item_stats(touches, as_of),
+        "users": transforms.user_stats(events, as_of),
+        "affinity": transforms.user_category_affinity(events, items),
+        "interest": transforms.shopper_interest(
+            touches, as_of, cooc.half_life_days, cooc.cart_weight, cooc.view_weight
+        ),
+    }
+
+
+def item_frame(events: DataFrame, items: DataFrame, as_of: datetime) -> pd.DataFrame:
+    """The items frame of a feature set: every catalog item's statistics over every event."""
+    return sorted_frame(transforms.item_stats(events, items, as_of, POP_WINDOWS).toPandas(), ["item_id"])
+
+
 def collect_feature_set(
     events: DataFrame,
     items: DataFrame,
@@ -36,22 +56,15 @@ def collect_feature_set(
         else pd.DataFrame(columns=["session_id", "item_id", "weight"])
     )
     touches = transforms.session_touches(own).cache()
-    feature_set = FeatureSet(
-        as_of=pd.Timestamp(as_of),
-        interactions=sorted_frame(transforms.als_interactions(touches).toPandas(), ["user_id", "item_id"]),
-        user_item=sorted_frame(transforms.user_item_stats(touches, as_of).toPandas(), ["user_id", "item_id"]),
-        items=sorted_frame(transforms.item_stats(events, items, as_of, POP_WINDOWS).toPandas(), ["item_id"]),
-        users=sorted_frame(transforms.user_stats(own, as_of).toPandas(), ["user_id"]),
-        affinity=sorted_frame(
-            transforms.user_category_affinity(own, items).toPandas(), ["user_id", "category"]
-        ),
+    frames = {
+        name: sorted_frame(frame.toPandas(), SHOPPER_FRAMES[name])
+        for name, frame in shopper_frames(own, items, touches, as_of, cooc).items()
+    }
+    feature_set = FeatureSet.of(
+        pd.Timestamp(as_of),
+        item_frame(events, items, as_of),
+        frames,
         baskets=sorted_frame(basket_frame, ["session_id", "item_id"]),
-        interest=sorted_frame(
-            transforms.shopper_interest(
-                touches, as_of, cooc.half_life_days, cooc.cart_weight, cooc.view_weight
-            ).toPandas(),
-            ["user_id", "item_id"],
-        ),
     )
     touches.unpersist()
     if shoppers is not None:

@@ -11,6 +11,16 @@ import pandas as pd
 # The windows (days) item popularity is counted over: `pop_7d`, `pop_30d`, `pop_90d` of the items frame.
 POP_WINDOWS = (7, 30, 90)
 
+# The shopper-level frames of a feature set and the keys each is sorted by: a shopper's rows of all of
+# them are what scoring that shopper needs, wherever it runs.
+SHOPPER_FRAMES: dict[str, list[str]] = {
+    "interactions": ["user_id", "item_id"],
+    "user_item": ["user_id", "item_id"],
+    "users": ["user_id"],
+    "affinity": ["user_id", "category"],
+    "interest": ["user_id", "item_id"],
+}
+
 
 @dataclass
 class FeatureSet:
@@ -32,17 +42,42 @@ class FeatureSet:
     # `user_item` (an incremental run only holds the active shoppers' history).
     item_rebuy: tuple[pd.DataFrame, float] | None = None
 
+    @classmethod
+    def of(
+        cls,
+        as_of: pd.Timestamp,
+        items: pd.DataFrame,
+        shoppers: dict[str, pd.DataFrame],
+        baskets: pd.DataFrame | None = None,
+    ) -> FeatureSet:
+        """A feature set from its items frame and its shopper-level frames (`SHOPPER_FRAMES`)."""
+        return cls(
+            as_of=as_of,
+            items=items,
+            interactions=shoppers["interactions"],
+            user_item=shoppers["user_item"],
+            users=shoppers["users"],
+            affinity=shoppers["affinity"],
+            interest=shoppers["interest"],
+            baskets=pd.DataFrame(columns=["session_id", "item_id", "weight"]) if baskets is None else baskets,
+        )
+
     def in_stock_items(self) -> np.ndarray:
         return self.items.loc[self.items["in_stock"], "item_id"].to_numpy()
 
     def popular_items(self, n: int) -> pd.DataFrame:
-        """The `n` most bought in-stock items (recent first, then all time) with their popularity rank."""
-        ranked = self.items[self.items["in_stock"]].sort_values(
-            ["pop_30d", "pop_90d", "pop_all", "item_id"], ascending=[False, False, False, True]
-        )
-        top = ranked.head(n)[["item_id"]].copy()
-        top["pop_rank"] = np.arange(1, len(top) + 1, dtype="float64")
-        return top
+        return popular_items(self.items, n)
+
+
+def popular_items(items: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The `n` most bought in-stock items of an items frame (recent first, then all time) with their
+    popularity rank."""
+    ranked = items[items["in_stock"]].sort_values(
+        ["pop_30d", "pop_90d", "pop_all", "item_id"], ascending=[False, False, False, True]
+    )
+    top = ranked.head(n)[["item_id"]].copy()
+    top["pop_rank"] = np.arange(1, len(top) + 1, dtype="float64")
+    return top
 
 
 def sorted_frame(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

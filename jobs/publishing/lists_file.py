@@ -1,5 +1,6 @@
-"""A run's lists as a Parquet file sorted by owner (what the compute stage writes), read in blocks of
-whole lists so the loader holds one block and never the run's tens of millions of rows."""
+"""A run's lists as Parquet sorted by owner (what the compute stage writes: a folder of parts, each
+sorted, every part's owners before the next part's; or one file), read in blocks of whole lists so the
+loader holds one block and never the run's tens of millions of rows."""
 
 from __future__ import annotations
 
@@ -32,21 +33,41 @@ class SortedListsFile:
     # Erasure digests of shoppers whose lists are left out as the blocks are read.
     erased: frozenset[str] = frozenset()
 
+    def parts(self) -> list[Path]:
+        """The Parquet files in owner order: a folder's parts by name (Spark numbers them by partition),
+        or the one file."""
+        return sorted(self.path.glob("*.parquet")) if self.path.is_dir() else [self.path]
+
     def rows(self) -> int:
-        return int(pq.ParquetFile(self.path).metadata.num_rows)
+        return sum(int(pq.ParquetFile(part).metadata.num_rows) for part in self.parts())
 
     def is_sorted(self) -> bool:
-        """Whether the owners are in ascending order (read as one Arrow column, not Python strings)."""
-        owners = pq.read_table(self.path, columns=[self.key_column]).column(0).combine_chunks()
-        if len(owners) < 2:
-            return True
-        return bool(pc.all(pc.less_equal(owners.slice(0, len(owners) - 1), owners.slice(1))).as_py())
+        """Whether the owners are in ascending order across the parts (read one Arrow column per part,
+        not Python strings)."""
+        last = None
+        for part in self.parts():
+            owners = pq.read_table(part, columns=[self.key_column]).column(0).combine_chunks()
+            if not len(owners):
+                continue
+            if last is not None and pc.less(owners[0], last).as_py():
+                return False
+            if (
+                len(owners) > 1
+                and not pc.all(pc.less_equal(owners.slice(0, len(owners) - 1), owners.slice(1))).as_py()
+            ):
+                return False
+            last = owners[len(owners) - 1]
+        return True
+
+    def _batches(self) -> Iterator[Any]:
+        for part in self.parts():
+            yield from pq.ParquetFile(part).iter_batches(batch_size=self.block_rows)
 
     def blocks(self) -> Iterator[pd.DataFrame]:
         """Frames of whole lists, in owner order; raises `PublishError` on rows out of owner order."""
         carry: pd.DataFrame | None = None
         last: Any = None
-        for batch in pq.ParquetFile(self.path).iter_batches(batch_size=self.block_rows):
+        for batch in self._batches():
             frame = batch.to_pandas()
             if carry is not None:
                 frame = pd.concat([carry, frame], ignore_index=True)

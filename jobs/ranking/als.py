@@ -11,6 +11,8 @@ import scipy.sparse as sp
 from implicit.cpu.topk import topk
 from threadpoolctl import threadpool_limits
 
+from jobs.ranking.threads import native_threads
+
 
 @dataclass
 class AlsParams:
@@ -47,6 +49,7 @@ class AlsModel:
             np.ascontiguousarray(self.item_factors, dtype=np.float32),
             np.ascontiguousarray(self.user_factors, dtype=np.float32),
             k,
+            num_threads=native_threads(),
         )
         return pd.DataFrame(
             {
@@ -94,6 +97,7 @@ def fold_in(
             regularization=params.regularization,
             alpha=params.alpha,
             random_state=params.seed,
+            num_threads=native_threads(),
         )
         solver.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
         user_factors = (

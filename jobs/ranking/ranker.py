@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.ranking.candidate_features import FEATURES
+from jobs.ranking.threads import native_threads
 
 
 @dataclass
@@ -101,7 +102,7 @@ class CompiledRanker:
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Scores of the rows of a `feature_matrix` (row order is the fast one)."""
-        return np.asarray(self._compiled.predict(matrix), dtype=np.float64)
+        return np.asarray(self._compiled.predict(matrix, n_jobs=native_threads()), dtype=np.float64)
 
 
 # Candidates scored at once: scores do not depend on the rows beside them, so a block's candidates are

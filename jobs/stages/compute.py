@@ -19,9 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -34,14 +32,13 @@ from carousel.rules.erasure import DIGEST_PREFIX
 from carousel.rules.segments import department
 from configs.settings import Settings
 from jobs.features import transforms
-from jobs.features.collect import collect_feature_set
-from jobs.features.frames import FeatureSet, sorted_frame
+from jobs.features.collect import item_frame, shopper_frames
+from jobs.features.frames import sorted_frame
 from jobs.features.session import spark_session
-from jobs.publishing.lists_file import SortedListsFile
-from jobs.ranking.lists import LIST_SCHEMA, fill_short_lists, list_table, similar_item_lists
+from jobs.ranking.lists import similar_item_lists
 from jobs.ranking.model import ModelParams, TrainedModel, save_model
-from jobs.ranking.scoring import SCORE_BLOCK_USERS, by_shopper, score_block, shoppers_block
 from jobs.ranking.segments import new_arrivals, segment_lists
+from jobs.ranking.spark_lists import ScoringJob, write_user_lists
 from jobs.ranking.store import ModelStore
 from jobs.ranking.training import train_model
 from jobs.stages.manifest import ModelInfo, RunCounts, RunManifest
@@ -75,22 +72,31 @@ def compute_lists(job: StageRun) -> RunManifest:
     folder.mkdir(parents=True, exist_ok=True)
     params = ModelParams.from_settings(settings)
     store = ModelStore(settings.models_dir)
+    counts = None
     if mode in ("full", "train"):
         job.say(f"{mode} run as of {inputs.as_of.isoformat()}: training")
         trained, fs = train_model(inputs.modelling, inputs.items, inputs.as_of, params, job.progress)
         number = save_model(store, trained, run_id=job.run_id, interval_end=end, as_of=inputs.as_of, fs=fs)
         job.say(f"model {number} saved under {store.path(number)}: {trained.evaluation}")
+        counts = RunCounts(
+            modelled_users=int(len(fs.users)),
+            items=int(len(fs.items)),
+            in_stock_items=int(fs.items["in_stock"].sum()),
+            interactions=int(len(fs.interactions)),
+        )
+        del fs
     else:
         # A rerun of this run reuses the model it used first, so the interval's lists come out the same.
         stored = store.load(_model_of_earlier_attempt(folder))
         number, trained = stored.number, TrainedModel.from_stored(stored, params)
+        job.say(f"{mode} run with model {number}")
+    if mode != "train":
         shoppers = None
         if mode == "incremental":
             shoppers = inputs.modelling.where(F.col("ts") >= F.lit(start)).select("user_id").distinct()
-        fs = collect_feature_set(
-            inputs.modelling, inputs.items, inputs.as_of, params.cooc, shoppers=shoppers, baskets=False
-        )
-        job.say(f"{mode} run with model {number}: {len(fs.users)} shoppers to score")
+        counts = _write_lists(settings, inputs, trained, params, mode=mode, folder=folder, shoppers=shoppers)
+        job.say(f"{counts.user_lists:,} personal lists written by Spark tasks")
+    assert counts is not None
     manifest = RunManifest(
         run_id=job.run_id,
         mode=mode,
@@ -99,17 +105,10 @@ def compute_lists(job: StageRun) -> RunManifest:
         interval_end=end.isoformat(),
         as_of=inputs.as_of.isoformat(),
         model=_model_info(params, trained, number),
-        counts=RunCounts(
-            modelled_users=int(len(fs.users)),
-            items=int(len(fs.items)),
-            in_stock_items=int(fs.items["in_stock"].sum()),
-            interactions=int(len(fs.interactions)),
-        ),
+        counts=counts,
     )
     if mode != "train":
-        user_lists, segments = _write_lists(settings, inputs, fs, trained, params, mode=mode, folder=folder)
         manifest.model.path = str(store.path(number))
-        manifest.counts.user_lists, manifest.counts.segment_lists = user_lists, segments
     inputs.modelling.unpersist()
     manifest.write(folder)
     # A train run ends here; a run that writes lists goes on to validate and publish.
@@ -219,88 +218,54 @@ def _model_info(params: ModelParams, trained: TrainedModel, number: int) -> Mode
 def _write_lists(
     settings: Settings,
     inputs: _Inputs,
-    fs: FeatureSet,
     trained: TrainedModel,
     params: ModelParams,
     *,
     mode: str,
     folder: Path,
-) -> tuple[int, int]:
-    """Every list file of the run; returns the numbers of personal and segment lists."""
+    shoppers: DataFrame | None,
+) -> RunCounts:
+    """Every list file of the run: the personal lists of every modelled shopper (or of `shoppers`)
+    scored by Spark tasks (`jobs.ranking.spark_lists`), segment lists, similar items and departments."""
     length = settings.stored_list_length
+    modelling, as_of = inputs.modelling, inputs.as_of
+    # The given shoppers' events are read by several feature frames: kept once, they are a small share.
+    own = modelling if shoppers is None else modelling.join(F.broadcast(shoppers), "user_id").cache()
+    touches = transforms.session_touches(own).cache()
+    items = item_frame(modelling, inputs.items, as_of)
     titles = inputs.items.select("item_id", "title").toPandas().set_index("item_id")["title"]
-    user_lists = write_lists(
-        fs,
-        trained,
-        fs.users["user_id"].to_numpy(),
-        params,
-        length=length,
-        titles=titles,
-        path=folder / "user_lists.parquet",
-    )
-    segments = _segment_lists(settings, inputs, fs)
+    scoring = ScoringJob(trained, params, pd.Timestamp(as_of), items, titles, length)
+    try:
+        scored = write_user_lists(
+            own.sparkSession,
+            shopper_frames(own, inputs.items, touches, as_of, params.cooc),
+            scoring,
+            folder / "user_lists.parquet",
+        )
+    finally:
+        touches.unpersist()
+        if shoppers is not None:
+            own.unpersist()
+    segments = _segment_lists(settings, inputs, items)
     segments.to_parquet(folder / "segment_lists.parquet", index=False)
-    departments = fs.items[["item_id"]].assign(department=fs.items["category"].astype(str).map(department))
+    departments = items[["item_id"]].assign(department=items["category"].astype(str).map(department))
     departments.to_parquet(folder / "departments.parquet", index=False)
     if mode != "incremental":
         # Similar items change with the model only: full versions carry them, deltas inherit the base's.
-        similar_item_lists(trained.similarity, fs.items, length).to_parquet(
+        similar_item_lists(trained.similarity, items, length).to_parquet(
             folder / "item_lists.parquet", index=False
         )
-    return user_lists, int(segments["segment"].nunique())
+    return RunCounts(
+        modelled_users=scored.rows["users"],
+        items=int(len(items)),
+        in_stock_items=int(items["in_stock"].sum()),
+        interactions=scored.rows["interactions"],
+        user_lists=scored.lists,
+        segment_lists=int(segments["segment"].nunique()),
+    )
 
 
-def write_lists(
-    fs: FeatureSet,
-    trained: TrainedModel,
-    users: np.ndarray,
-    params: ModelParams,
-    *,
-    length: int,
-    titles: pd.Series,
-    path: Path,
-    block_users: int = SCORE_BLOCK_USERS,
-) -> int:
-    """Every shopper's list written to `path` sorted by shopper, a block of shoppers at a time
-    (`score_block`): memory stays bounded by the block, not by the store, and the loader can stream the
-    file (`SortedListsFile`). Returns the number of lists.
-
-    Scoring is per shopper, so the lists are the ones scoring everyone at once would give. Short lists
-    are filled below the lowest score of all lists (`fill_short_lists`): the blocks go to a side file
-    first, and a second pass fills them once that floor is known. The side file becomes `path` by a
-    rename, so `path` is never seen half written."""
-    users = np.sort(np.asarray(users, dtype=object))
-    fs = by_shopper(fs)
-    _ = trained.ranker  # compiled once, here, so scoring a block touches no file
-    unfilled = path.with_name(f"{path.stem}.unfilled.parquet")
-    floor, short, n_lists = np.inf, False, 0
-    with pq.ParquetWriter(unfilled, LIST_SCHEMA) as writer:
-        for start in range(0, len(users), block_users):
-            block = users[start : start + block_users]
-            lists = score_block(
-                shoppers_block(fs, block), trained, block, params, length=length, titles=titles
-            )
-            if lists.empty:
-                continue
-            sizes = lists.groupby("user_id", sort=False).size()
-            floor = min(floor, float(lists["score"].min()))
-            short = short or bool((sizes < length).any())
-            n_lists += len(sizes)
-            writer.write_table(list_table(lists))
-    fill = fs.popular_items(length * 2)
-    if short and not fill.empty:
-        filled = path.with_name(f"{path.stem}.filled.parquet")
-        with pq.ParquetWriter(filled, LIST_SCHEMA) as writer:
-            for lists in SortedListsFile(unfilled).blocks():
-                writer.write_table(list_table(fill_short_lists(lists, length, fill, floor=floor)))
-        unfilled.unlink()
-        unfilled = filled
-    # Renamed into place whole: a run that fails part way never leaves a truncated file behind.
-    unfilled.replace(path)
-    return n_lists
-
-
-def _segment_lists(settings: Settings, inputs: _Inputs, fs: FeatureSet) -> pd.DataFrame:
+def _segment_lists(settings: Settings, inputs: _Inputs, items: pd.DataFrame) -> pd.DataFrame:
     """Segment lists (global, country, device, referrer, category) from every event before `as_of`:
     anonymous sessions count, shoppers without personalization consent do not."""
     as_of = inputs.as_of
@@ -315,6 +280,6 @@ def _segment_lists(settings: Settings, inputs: _Inputs, fs: FeatureSet) -> pd.Da
     return segment_lists(
         popularity,
         settings.stored_list_length,
-        fresh=new_arrivals(fs.items, settings.new_item_days),
+        fresh=new_arrivals(items, settings.new_item_days),
         explore_every=settings.explore_every,
     )

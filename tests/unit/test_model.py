@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
+from toy_store import toy_feature_set
 
 from carousel.rules.reasons import REASON_TEXTS
-from configs.settings import Settings
-from jobs.features.frames import POP_WINDOWS, FeatureSet
+from jobs.features.frames import FeatureSet
 from jobs.ranking import als as als_module
 from jobs.ranking import ranker
 from jobs.ranking.als import AlsModel, AlsParams, fit_als
@@ -20,63 +17,15 @@ from jobs.ranking.candidate_features import FEATURES, add_features, label_candid
 from jobs.ranking.candidates import build_candidates
 from jobs.ranking.columns import columns_at, frame_of
 from jobs.ranking.covisitation import CoVisitation, co_visitation
-from jobs.ranking.lists import LIST_SCHEMA, _list_order, explain_goes_with, fill_short_lists, top_lists
-from jobs.ranking.model import ModelParams, fit_parts
+from jobs.ranking.lists import _list_order, explain_goes_with, fill_short_lists, top_lists
 from jobs.ranking.ranker import CompiledRanker, RankerParams, feature_matrix, score_candidates, train_ranker
-from jobs.ranking.scoring import score_shoppers
 from jobs.ranking.segments import new_arrivals, segment_lists
 from jobs.ranking.sparse import csr_at
-from jobs.stages.compute import write_lists
-
-
-def _feature_set(n_users: int = 60, n_items: int = 40, seed: int = 3) -> FeatureSet:
-    """Two taste clusters: even users buy even items, odd users odd items; item 'i0' is out of stock."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for u in range(n_users):
-        for i in rng.choice(np.arange(u % 2, n_items, 2), size=8, replace=False):
-            rows.append((f"u{u}", f"i{i}", float(rng.integers(1, 4))))
-    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "weight"]).drop_duplicates(
-        ["user_id", "item_id"]
-    )
-    user_item = inter.assign(
-        ui_purchases=inter["weight"],
-        ui_units=inter["weight"],
-        ui_views=1.0,
-        ui_carts=0.0,
-        ui_days_since_purchase=5.0,
-        ui_days_since_touch=5.0,
-    ).drop(columns="weight")
-    pop = inter.groupby("item_id").size()
-    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(n_items)]})
-    items["category"] = np.where(np.arange(n_items) % 2 == 0, "even", "odd")
-    items["item_price"] = 10.0
-    items["in_stock"] = items["item_id"] != "i0"
-    for w in POP_WINDOWS:
-        items[f"pop_{w}d"] = items["item_id"].map(pop).fillna(0).astype(float)
-    items["pop_all"] = items["pop_90d"]
-    items["pop_trend"] = 1.0
-    items["item_age_days"] = 100.0
-    users = pd.DataFrame({"user_id": [f"u{u}" for u in range(n_users)]})
-    users = users.assign(
-        u_orders=3.0, u_items=8.0, u_days_since_active=1.0, u_events=10.0, u_median_price=10.0
-    )
-    affinity = pd.DataFrame(
-        {
-            "user_id": users["user_id"],
-            "category": np.where(np.arange(n_users) % 2 == 0, "even", "odd"),
-            "cat_affinity": 1.0,
-        }
-    )
-    interest = inter.rename(columns={"weight": "interest"})
-    return FeatureSet(
-        pd.Timestamp("2026-11-29", tz="UTC"), inter, user_item, items, users, affinity, interest=interest
-    )
 
 
 @pytest.fixture
 def fs() -> FeatureSet:
-    return _feature_set()
+    return toy_feature_set()
 
 
 def test_als_recommends_within_the_taste_cluster(fs: FeatureSet) -> None:
@@ -319,7 +268,7 @@ def test_new_arrivals_are_recent_in_stock_best_sellers_first() -> None:
 
 def test_goes_with_reason_names_the_shoppers_own_item() -> None:
     """An item that co-occurs with a shopper's purchase is explained by naming that purchase."""
-    fs = _feature_set()
+    fs = toy_feature_set()
     fs.baskets = pd.DataFrame(
         {
             "session_id": ["s1", "s1", "s2", "s2", "s3", "s3"],
@@ -370,33 +319,6 @@ def test_anchors_name_the_shoppers_item_that_contributes_most() -> None:
     got = covis.anchors(pd.Series(asked_users), pd.Series(asked_items))
     assert list(got) == expected
     assert sum(a is not None for a in expected) > 500  # the case is not trivially all None
-
-
-def test_lists_written_block_by_block_are_the_whole_runs_lists(tmp_path: Path) -> None:
-    """Seven shoppers per block, and lists longer than some shoppers' candidates so the second pass
-    fills them: the file holds what scoring everyone at once gives, sorted by shopper."""
-    fs = _feature_set(n_users=60, n_items=80)
-    params = ModelParams.from_settings(Settings(candidates_per_user=5))
-    trained = fit_parts(fs, params)
-    titles = pd.Series({f"i{n}": f"item {n}" for n in range(80)})
-    users = fs.users["user_id"].to_numpy()[::-1]
-    length = 75
-
-    featured, scores, covis = score_shoppers(fs, trained, users, params)
-    whole = top_lists(featured, scores, length, fill=fs.popular_items(length * 2))
-    whole = explain_goes_with(whole, covis, titles)
-
-    path = tmp_path / "user_lists.parquet"
-    written = write_lists(fs, trained, users, params, length=length, titles=titles, path=path, block_users=7)
-    lists = pd.read_parquet(path)
-    assert written == 60 and lists["user_id"].nunique() == 60
-    assert (lists.groupby("user_id").size() == length).all()
-    filled = lists["score"] < whole.loc[whole["reason_code"] != "popular", "score"].min()
-    assert filled.any() and (lists.loc[filled, "reason_code"] == "popular").all()
-    assert lists["user_id"].is_monotonic_increasing
-    pd.testing.assert_frame_equal(lists, whole.astype({"rank": np.int64}), check_dtype=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["user_lists.parquet"]
-    assert pq.ParquetFile(path).schema_arrow.equals(LIST_SCHEMA)
 
 
 def test_stored_values_of_a_sparse_product_are_found_for_any_pairs() -> None:

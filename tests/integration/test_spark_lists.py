@@ -1,0 +1,90 @@
+"""Lists scored by Spark tasks (`jobs.ranking.spark_lists`) are the lists scoring everyone at once on
+the driver gives, written as parts in shopper order that the loader streams."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from pyspark.sql import SparkSession
+from toy_store import toy_feature_set
+
+from configs.settings import Settings
+from jobs.features.frames import SHOPPER_FRAMES, FeatureSet
+from jobs.publishing.lists_file import SortedListsFile
+from jobs.ranking import spark_lists
+from jobs.ranking.lists import LIST_SCHEMA, explain_goes_with, top_lists
+from jobs.ranking.model import ModelParams, TrainedModel, fit_parts
+from jobs.ranking.scoring import score_shoppers
+from jobs.ranking.spark_lists import ScoringJob, write_user_lists
+
+LENGTH = 75  # longer than some shoppers' candidates, so the second pass tops lists up
+
+
+@pytest.fixture
+def toy() -> tuple[FeatureSet, TrainedModel, ModelParams, pd.Series]:
+    fs = toy_feature_set(n_users=60, n_items=80)
+    params = ModelParams.from_settings(Settings(candidates_per_user=5))
+    titles = pd.Series({f"i{n}": f"item {n}" for n in range(80)})
+    return fs, fit_parts(fs, params), params, titles
+
+
+def _spark_frames(spark: SparkSession, fs: FeatureSet) -> dict[str, object]:
+    # Shuffled, as Spark hands rows over in no fixed order.
+    return {
+        name: spark.createDataFrame(getattr(fs, name).sample(frac=1.0, random_state=1))
+        for name in SHOPPER_FRAMES
+    }
+
+
+def test_lists_scored_by_spark_tasks_are_the_whole_runs_lists(
+    spark: SparkSession,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    toy: tuple[FeatureSet, TrainedModel, ModelParams, pd.Series],
+) -> None:
+    """Nine shoppers per partition and four per scoring block: the parts hold, in shopper order, what
+    scoring everyone at once gives, short lists filled below the lowest score of all lists."""
+    fs, trained, params, titles = toy
+    users = fs.users["user_id"].to_numpy()
+    featured, scores, covis = score_shoppers(fs, trained, users, params)
+    whole = explain_goes_with(
+        top_lists(featured, scores, LENGTH, fill=fs.popular_items(LENGTH * 2)), covis, titles
+    )
+
+    monkeypatch.setattr(spark_lists, "PARTITION_SHOPPERS", 9)
+    path = tmp_path / "user_lists.parquet"
+    job = ScoringJob(trained, params, fs.as_of, fs.items, titles, LENGTH, block_shoppers=4)
+    scored = write_user_lists(spark, _spark_frames(spark, fs), job, path)  # type: ignore[arg-type]
+
+    assert scored.lists == 60
+    assert scored.rows == {name: len(getattr(fs, name)) for name in SHOPPER_FRAMES}
+    lists_file = SortedListsFile(path, block_rows=100)
+    assert len(lists_file.parts()) >= 6 and lists_file.is_sorted()
+    for part in lists_file.parts():
+        assert pq.ParquetFile(part).schema_arrow.equals(LIST_SCHEMA, check_metadata=False)
+    lists = pd.concat(list(lists_file.blocks()), ignore_index=True)
+    assert lists_file.rows() == len(lists) == 60 * LENGTH
+    filled = lists["score"] < whole.loc[whole["reason_code"] != "popular", "score"].min()
+    assert filled.any() and (lists.loc[filled, "reason_code"] == "popular").all()
+    pd.testing.assert_frame_equal(lists, whole.astype({"rank": np.int64}), check_dtype=False)
+    # Written beside the folder and renamed into place: nothing else is left behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["user_lists.parquet"]
+
+
+def test_a_run_without_shoppers_writes_an_empty_readable_folder(
+    spark: SparkSession, tmp_path: Path, toy: tuple[FeatureSet, TrainedModel, ModelParams, pd.Series]
+) -> None:
+    fs, trained, params, titles = toy
+    frames = {name: frame.limit(0) for name, frame in _spark_frames(spark, fs).items()}  # type: ignore[attr-defined]
+    path = tmp_path / "user_lists.parquet"
+    path.mkdir()  # an earlier attempt's folder is replaced
+    (path / "part-00000-old.parquet").write_bytes(b"left over")
+    scored = write_user_lists(
+        spark, frames, ScoringJob(trained, params, fs.as_of, fs.items, titles, 10), path
+    )
+    assert scored.lists == 0 and scored.rows["users"] == 0
+    assert pd.read_parquet(path).empty and list(pd.read_parquet(path).columns) == LIST_SCHEMA.names
