@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -212,8 +213,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
         size = store_size(args.preset, args.users, args.items, args.events)
         if size.users < 100 or size.items < 10 or size.events < 1_000:
             raise CommandError("--users >= 100, --items >= 10 and --events >= 1000, please")
+        from configs.settings import SPARK_MASTER_PATTERN
+
+        masters = [m.strip() for m in (args.scoring_masters or "").split(";") if m.strip()]
+        for master in masters:
+            if not re.fullmatch(SPARK_MASTER_PATTERN, master):
+                raise CommandError(
+                    f"--scoring-masters: {master!r} is not local[N], local[*] or spark://host:port"
+                )
         report = bench_batch(
-            users=size.users, items=size.items, events=size.events, settings=_settings(), progress=say
+            users=size.users,
+            items=size.items,
+            events=size.events,
+            settings=_settings(),
+            progress=say,
+            scoring_masters=masters,
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -643,6 +657,11 @@ def _add_service_commands(sub: Commands) -> None:
     )
     bench.add_argument(
         "--profile", help="serve: a folder for py-spy profiles of the route and the baseline (round 1)"
+    )
+    bench.add_argument(
+        "--scoring-masters",
+        help="batch: after the runs, rescore every shopper on each of these Spark masters, separated by ';' "
+        "(e.g. 'local[1];local[2]' or a cluster's spark://host:port), for the scoring rate per core",
     )
     bench.set_defaults(func=cmd_bench)
 

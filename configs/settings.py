@@ -18,6 +18,15 @@ from pydantic_settings import (
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.toml")
 
+# The Spark masters the jobs accept: local mode (`local`, `local[N]`, `local[*]`), a standalone cluster
+# (`spark://host:port`, several masters comma-separated for high availability), YARN and Kubernetes.
+SPARK_MASTER_PATTERN = (
+    r"local(\[(\d+|\*)(,\d+)?\])?"
+    r"|spark://[\w.-]+:\d+(,[\w.-]+:\d+)*"
+    r"|yarn"
+    r"|k8s://https?://[\w.-]+(:\d+)?"
+)
+
 
 class Settings(BaseSettings):
     """Every knob of carousel; see `configs/defaults.toml` for what each one does."""
@@ -32,8 +41,8 @@ class Settings(BaseSettings):
     redis_connect_timeout_s: float = Field(gt=0, le=10)
     var_dir: Path
     lake_dir: Path
-    spark_master: str
-    spark_driver_memory: str
+    spark_master: str = Field(pattern=rf"^({SPARK_MASTER_PATTERN})$")
+    spark_driver_memory: str = Field(pattern=r"^\d+[kmgt]?$")
     spark_shuffle_partitions: int = Field(ge=1)
     list_length: int = Field(ge=1, le=500)
     list_overflow: int = Field(ge=0, le=500)

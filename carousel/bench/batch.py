@@ -19,7 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,13 +43,15 @@ END = pd.Timestamp("2026-11-01T00:00:00Z")
 
 class PeakMemory:
     """Samples the resident memory of `root` (a job's process) and all its descendants every `every_s`
-    seconds: the peak of their sum, and the peaks of the Python processes and of the JVMs (Spark's
-    driver) on their own."""
+    seconds: the peak of their sum, and the peaks of the Python processes, of the JVMs (Spark's driver,
+    and in local mode its executor) and of the driver's own Python (the Python processes but Spark's
+    Python workers, which score on the executors) on their own."""
 
     def __init__(self, root: psutil.Process, every_s: float = 0.5) -> None:
         self.peak_bytes = 0
         self.peak_python_bytes = 0
         self.peak_jvm_bytes = 0
+        self.peak_driver_bytes = 0
         self._root = root
         self._every_s = every_s
         self._stop = threading.Event()
@@ -57,7 +59,7 @@ class PeakMemory:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            python = jvm = 0
+            python = jvm = workers = 0
             try:
                 tree = [self._root, *self._root.children(recursive=True)]
             except psutil.Error:
@@ -66,15 +68,18 @@ class PeakMemory:
                 try:
                     rss = process.memory_info().rss
                     is_jvm = process.name().startswith("java")
+                    is_worker = not is_jvm and "pyspark.daemon" in process.cmdline()
                 except psutil.Error:
                     continue
                 if is_jvm:
                     jvm += rss
                 else:
                     python += rss
+                    workers += rss if is_worker else 0
             self.peak_bytes = max(self.peak_bytes, python + jvm)
             self.peak_python_bytes = max(self.peak_python_bytes, python)
             self.peak_jvm_bytes = max(self.peak_jvm_bytes, jvm)
+            self.peak_driver_bytes = max(self.peak_driver_bytes, python - workers)
             self._stop.wait(self._every_s)
 
     def __enter__(self) -> PeakMemory:
@@ -100,6 +105,7 @@ class Job:
     peak_rss_mb: float
     peak_rss_mb_python: float
     peak_rss_mb_spark_jvm: float
+    peak_rss_mb_driver: float
 
 
 def run_job(
@@ -158,6 +164,7 @@ def run_job(
         peak_rss_mb=memory.peak_bytes / 1e6,
         peak_rss_mb_python=memory.peak_python_bytes / 1e6,
         peak_rss_mb_spark_jvm=memory.peak_jvm_bytes / 1e6,
+        peak_rss_mb_driver=memory.peak_driver_bytes / 1e6,
     )
 
 
@@ -187,7 +194,8 @@ def run_pipeline(
         )
         progress(
             f"{run_id} {job.stage}: {job.seconds:.1f}s, peak {job.peak_rss_mb:,.0f} MB "
-            f"(Python {job.peak_rss_mb_python:,.0f}, JVM {job.peak_rss_mb_spark_jvm:,.0f})"
+            f"(Python {job.peak_rss_mb_python:,.0f} of which the driver's {job.peak_rss_mb_driver:,.0f}, "
+            f"JVM {job.peak_rss_mb_spark_jvm:,.0f})"
         )
         jobs.append(job)
     return jobs
@@ -241,8 +249,17 @@ def redis_bytes_per_list(client: redis.Redis, sample: int = 500) -> float:
 
 
 def bench_batch(
-    *, users: int, items: int, events: int, settings: Settings, progress: Progress
+    *,
+    users: int,
+    items: int,
+    events: int,
+    settings: Settings,
+    progress: Progress,
+    scoring_masters: Sequence[str] = (),
 ) -> dict[str, Any]:
+    """The full pipeline and one incremental run on a generated store; with `scoring_masters`, every
+    shopper is then rescored with the full run's model on each of those Spark masters in turn
+    (`local[1]`, `local[2]`, `spark://...`), for the scoring rate per core."""
     started = time.perf_counter()
     store = generate_store(store_spec(users, items, events))
     progress(
@@ -294,9 +311,26 @@ def bench_batch(
             per_list = redis_bytes_per_list(redis.Redis.from_url(redis_url))
             # What the full run trained, so a store too small to train the ranker cannot pass unnoticed.
             full_manifest = json.loads((run_dir(run_settings, "bench-full") / "manifest.json").read_text())
+            by_master = {}
+            for n, master in enumerate(scoring_masters):
+                run_id = f"bench-scoring-{n}"
+                run_job(
+                    "compute",
+                    run_id=run_id,
+                    mode="rescore",
+                    interval_end=END,
+                    interval_start=None,
+                    env={**env, "CAROUSEL_SPARK_MASTER": master},
+                    log_dir=root,
+                    progress=progress,
+                )
+                figures = json.loads((run_dir(run_settings, run_id) / "manifest.json").read_text())["scoring"]
+                by_master[master] = _scoring(figures)
+                progress(f"scoring on {master}: {by_master[master]}")
         finally:
             stop_server(redis_url)
     biggest = max([*full, *incremental], key=lambda job: job.peak_rss_mb)
+    driver = max([*full, *incremental], key=lambda job: job.peak_rss_mb_driver)
     return {
         "events": n_events,
         "events_requested": int(events),
@@ -324,6 +358,24 @@ def bench_batch(
             "incremental": {job.stage: round(job.peak_rss_mb, 1) for job in incremental},
         },
         "seconds_per_million_events": round(full_total / max(1e-9, n_events / 1e6), 2),
+        # The driver's own Python (Spark's Python workers, which score, and the JVMs not counted).
+        "driver_peak_rss_mb": round(driver.peak_rss_mb_driver, 1),
+        "driver_peak_job": f"{'incremental' if any(job is driver for job in incremental) else 'full'} {driver.stage}",
+        # Scoring every shopper in the full run, and rescoring them on each of `scoring_masters`.
+        "scoring": _scoring(full_manifest["scoring"]),
+        "scoring_by_master": by_master,
+    }
+
+
+def _scoring(figures: dict[str, Any]) -> dict[str, Any]:
+    """A run's scoring figures (`jobs.stages.manifest.ScoringFigures`) with its rate per core."""
+    rate = figures["shoppers"] / max(figures["seconds"], 1e-9)
+    return {
+        "cores": int(figures["cores"]),
+        "shoppers": int(figures["shoppers"]),
+        "seconds": float(figures["seconds"]),
+        "shoppers_per_s": round(rate, 1),
+        "shoppers_per_core_s": round(rate / max(1, int(figures["cores"])), 1),
     }
 
 

@@ -43,10 +43,12 @@ def collect_feature_set(
     *,
     shoppers: DataFrame | None = None,
     baskets: bool = True,
+    only: frozenset[str] | None = None,
 ) -> FeatureSet:
     """Every feature frame as of `as_of`. With `shoppers` (a frame of user_id), the shopper-level frames
     cover only them; item-level frames always cover every event. Without `baskets` the session baskets
-    are skipped (a run scoring with a stored model takes the item-item similarity from it)."""
+    are skipped (a run scoring with a stored model takes the item-item similarity from it). With `only`,
+    the other shopper-level frames are left empty (fitting the model's parts needs three of the five)."""
     cooc = cooc or CoocParams()
     # The given shoppers' events are read by several feature frames: kept once, they are a small share.
     own = events if shoppers is None else events.join(F.broadcast(shoppers), "user_id").cache()
@@ -58,6 +60,8 @@ def collect_feature_set(
     touches = transforms.session_touches(own).cache()
     frames = {
         name: sorted_frame(frame.toPandas(), SHOPPER_FRAMES[name])
+        if only is None or name in only
+        else frame.limit(0).toPandas()
         for name, frame in shopper_frames(own, items, touches, as_of, cooc).items()
     }
     feature_set = FeatureSet.of(

@@ -97,6 +97,10 @@ class TrainedModel:
         )
 
 
+# The shopper-level frames `fit_parts` reads (and `save_model` counts).
+FIT_FRAMES = frozenset({"interactions", "user_item", "users"})
+
+
 def fit_parts(fs: FeatureSet, params: ModelParams) -> TrainedModel:
     """ALS item factors, basket similarity and re-buy rates of one feature set (no ranker yet)."""
     als = fit_als(fs.interactions, params.als)

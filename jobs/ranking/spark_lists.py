@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import reduce
@@ -62,10 +63,13 @@ class ScoringJob:
 
 @dataclass(frozen=True)
 class ScoredShoppers:
-    """What `write_user_lists` wrote: the number of lists, and the shoppers' feature rows it scored."""
+    """What `write_user_lists` wrote: the number of lists, the shoppers' feature rows it scored, and
+    how long it took on how many cores (Spark's default parallelism)."""
 
     lists: int
     rows: dict[str, int]
+    seconds: float
+    cores: int
 
 
 def write_user_lists(
@@ -74,6 +78,7 @@ def write_user_lists(
     """Score every shopper of `frames` on the executors and write their lists to `path`, a folder of
     Parquet parts in shopper order. The parts are written beside it and renamed into place whole, so
     `path` is never seen half written."""
+    started = time.perf_counter()
     rows = _tagged(frames).persist(StorageLevel.DISK_ONLY)
     staging = path.with_name(f"{path.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
@@ -93,7 +98,8 @@ def write_user_lists(
     elif path.exists():
         path.unlink()
     staging.replace(path)
-    return ScoredShoppers(lists, counts)
+    seconds = time.perf_counter() - started
+    return ScoredShoppers(lists, counts, seconds, spark.sparkContext.defaultParallelism)
 
 
 def _tagged(frames: dict[str, DataFrame]) -> DataFrame:

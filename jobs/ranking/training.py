@@ -23,7 +23,7 @@ from jobs.features.frames import FeatureSet
 from jobs.ranking.candidate_features import FEATURES, label_candidates
 from jobs.ranking.covisitation import CoVisitation
 from jobs.ranking.metrics import hit_metrics
-from jobs.ranking.model import ModelParams, TrainedModel, fit_parts
+from jobs.ranking.model import FIT_FRAMES, ModelParams, TrainedModel, fit_parts
 from jobs.ranking.ranker import CompiledRanker, score_candidates, train_ranker
 from jobs.ranking.scoring import SCORE_BLOCK_USERS, by_shopper, score_shoppers, shoppers_block
 
@@ -75,6 +75,8 @@ def train_model(
     as_of: datetime,
     params: ModelParams,
     progress: Progress | None = None,
+    *,
+    scoring_frames: bool = True,
 ) -> tuple[TrainedModel, FeatureSet]:
     """Fit ALS, the co-visitation similarity and the LightGBM ranker as of `as_of`.
 
@@ -82,7 +84,9 @@ def train_model(
     from `train_windows` windows: features computed up to `as_of - w * label_days` with the purchases of
     the following `label_days` as labels (more windows, more examples of sparse shoppers). Its figures
     (`evaluation`) come from a ranker trained on the older windows alone and measured on the newest one,
-    so they are out of sample. Returns the model and the feature set as of `as_of`.
+    so they are out of sample. Returns the model and the feature set as of `as_of`; without
+    `scoring_frames` only the frames the fit reads (`FIT_FRAMES`) are collected, for a caller that
+    scores shoppers elsewhere (the pipeline scores on Spark's executors).
     """
     frames: list[pd.DataFrame] = []
     windows: list[dict[str, Any]] = []
@@ -119,7 +123,9 @@ def train_model(
     booster = train_ranker(train, params.ranker) if train is not None else None
     train_rows = 0 if train is None else len(train)
     del train
-    fs_full = collect_feature_set(events, items, as_of, params.cooc)
+    fs_full = collect_feature_set(
+        events, items, as_of, params.cooc, only=None if scoring_frames else FIT_FRAMES
+    )
     trained = fit_parts(fs_full, params)
     trained.booster = booster
     trained.train_rows = train_rows

@@ -41,7 +41,7 @@ from jobs.ranking.segments import new_arrivals, segment_lists
 from jobs.ranking.spark_lists import ScoringJob, write_user_lists
 from jobs.ranking.store import ModelStore
 from jobs.ranking.training import train_model
-from jobs.stages.manifest import ModelInfo, RunCounts, RunManifest
+from jobs.stages.manifest import ModelInfo, RunCounts, RunManifest, ScoringFigures
 from jobs.stages.run import PipelineError, StageResult, StageRun, data_interval, version_for
 
 
@@ -72,10 +72,12 @@ def compute_lists(job: StageRun) -> RunManifest:
     folder.mkdir(parents=True, exist_ok=True)
     params = ModelParams.from_settings(settings)
     store = ModelStore(settings.models_dir)
-    counts = None
+    counts, scoring = None, None
     if mode in ("full", "train"):
         job.say(f"{mode} run as of {inputs.as_of.isoformat()}: training")
-        trained, fs = train_model(inputs.modelling, inputs.items, inputs.as_of, params, job.progress)
+        trained, fs = train_model(
+            inputs.modelling, inputs.items, inputs.as_of, params, job.progress, scoring_frames=False
+        )
         number = save_model(store, trained, run_id=job.run_id, interval_end=end, as_of=inputs.as_of, fs=fs)
         job.say(f"model {number} saved under {store.path(number)}: {trained.evaluation}")
         counts = RunCounts(
@@ -94,8 +96,13 @@ def compute_lists(job: StageRun) -> RunManifest:
         shoppers = None
         if mode == "incremental":
             shoppers = inputs.modelling.where(F.col("ts") >= F.lit(start)).select("user_id").distinct()
-        counts = _write_lists(settings, inputs, trained, params, mode=mode, folder=folder, shoppers=shoppers)
-        job.say(f"{counts.user_lists:,} personal lists written by Spark tasks")
+        counts, scoring = _write_lists(
+            settings, inputs, trained, params, mode=mode, folder=folder, shoppers=shoppers
+        )
+        job.say(
+            f"{counts.user_lists:,} personal lists written by Spark tasks in {scoring.seconds:.1f}s on "
+            f"{scoring.cores} cores: {scoring.shoppers_per_core_s:.0f} shoppers per core-second"
+        )
     assert counts is not None
     manifest = RunManifest(
         run_id=job.run_id,
@@ -106,6 +113,7 @@ def compute_lists(job: StageRun) -> RunManifest:
         as_of=inputs.as_of.isoformat(),
         model=_model_info(params, trained, number),
         counts=counts,
+        scoring=scoring,
     )
     if mode != "train":
         manifest.model.path = str(store.path(number))
@@ -224,7 +232,7 @@ def _write_lists(
     mode: str,
     folder: Path,
     shoppers: DataFrame | None,
-) -> RunCounts:
+) -> tuple[RunCounts, ScoringFigures]:
     """Every list file of the run: the personal lists of every modelled shopper (or of `shoppers`)
     scored by Spark tasks (`jobs.ranking.spark_lists`), segment lists, similar items and departments."""
     length = settings.stored_list_length
@@ -255,13 +263,16 @@ def _write_lists(
         similar_item_lists(trained.similarity, items, length).to_parquet(
             folder / "item_lists.parquet", index=False
         )
-    return RunCounts(
+    counts = RunCounts(
         modelled_users=scored.rows["users"],
         items=int(len(items)),
         in_stock_items=int(items["in_stock"].sum()),
         interactions=scored.rows["interactions"],
         user_lists=scored.lists,
         segment_lists=int(segments["segment"].nunique()),
+    )
+    return counts, ScoringFigures(
+        shoppers=scored.rows["users"], seconds=round(scored.seconds, 2), cores=scored.cores
     )
 
 

@@ -39,6 +39,21 @@ class RunCounts(BaseModel):
     segment_lists: int | None = None
 
 
+class ScoringFigures(BaseModel):
+    """How long scoring the shoppers took on how many cores (`jobs.ranking.spark_lists`): from the
+    shoppers' feature frames to the lists written, Spark's time included."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shoppers: int
+    seconds: float
+    cores: int
+
+    @property
+    def shoppers_per_core_s(self) -> float:
+        return self.shoppers / max(self.seconds, 1e-9) / max(self.cores, 1)
+
+
 class RunManifest(BaseModel):
     """One run's compute result: its mode, interval, the model and the counts."""
 
@@ -52,6 +67,8 @@ class RunManifest(BaseModel):
     as_of: str
     model: ModelInfo
     counts: RunCounts
+    # Absent in train mode.
+    scoring: ScoringFigures | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The manifest as JSON data, without the fields a train run does not have."""
