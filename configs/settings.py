@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
@@ -53,6 +54,8 @@ class Settings(BaseSettings):
     als_alpha: float = Field(gt=0)
     label_days: int = Field(ge=1, le=365)
     ranker_train_windows: int = Field(ge=1, le=12)
+    fit_max_shoppers: int = Field(ge=1_000, le=100_000_000)
+    als_engine: Literal["implicit", "spark"]
     popularity_days: int = Field(ge=1, le=3650)
     new_item_days: int = Field(ge=0, le=365)
     explore_every: int = Field(ge=0, le=100)

@@ -101,6 +101,8 @@ def _rank_everyone(ctx: EvalContext) -> RankedCandidates:
         new_item_days=base.new_item_days,
         train_windows=base.train_windows,
         cooc=_cooc_params(tuned.get("cooccurrence")),
+        fit_max_shoppers=base.fit_max_shoppers,
+        als_engine=base.als_engine,
     )
     modelling = transforms.modelling_events(events, cutoff).cache()
     return rank_candidates(modelling, items, cutoff, params)

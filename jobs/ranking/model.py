@@ -33,6 +33,11 @@ class ModelParams:
     new_item_days: int = 14
     train_windows: int = 2
     cooc: CoocParams = field(default_factory=CoocParams)
+    # Shoppers training learns from at most (`jobs.ranking.training.fit_sample`).
+    fit_max_shoppers: int = 250_000
+    # Who fits the ALS item factors: implicit on the driver, or Spark MLlib on the executors
+    # (`jobs.ranking.spark_als`).
+    als_engine: str = "implicit"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelParams:
@@ -48,6 +53,8 @@ class ModelParams:
             candidates_per_user=settings.candidates_per_user,
             new_item_days=settings.new_item_days,
             train_windows=settings.ranker_train_windows,
+            fit_max_shoppers=settings.fit_max_shoppers,
+            als_engine=settings.als_engine,
         )
 
 
@@ -68,6 +75,8 @@ class TrainedModel:
     train_cutoff: datetime | None = None
     windows: list[dict[str, Any]] = field(default_factory=list)
     evaluation: dict[str, Any] = field(default_factory=dict)
+    # (shoppers learnt from, shoppers in the store) when training sampled them (`fit_sample`).
+    fit_shoppers: tuple[int, int] | None = None
     _compiled: CompiledRanker | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -101,9 +110,13 @@ class TrainedModel:
 FIT_FRAMES = frozenset({"interactions", "user_item", "users"})
 
 
-def fit_parts(fs: FeatureSet, params: ModelParams) -> TrainedModel:
-    """ALS item factors, basket similarity and re-buy rates of one feature set (no ranker yet)."""
-    als = fit_als(fs.interactions, params.als)
+def fit_parts(
+    fs: FeatureSet, params: ModelParams, item_factors: tuple[np.ndarray, np.ndarray] | None = None
+) -> TrainedModel:
+    """ALS item factors, basket similarity and re-buy rates of one feature set (no ranker yet). With
+    `item_factors` (item ids and their factors, fitted elsewhere: `jobs.ranking.spark_als`), ALS is not
+    fitted here."""
+    item_ids, factors = item_factors if item_factors is not None else _implicit_factors(fs, params)
     similarity = (
         basket_similarity(fs.baskets, params.cooc.shrink, params.cooc.neighbours)
         if not fs.baskets.empty
@@ -112,11 +125,16 @@ def fit_parts(fs: FeatureSet, params: ModelParams) -> TrainedModel:
     _, item_rebuy = rebuy_rates(fs.user_item)
     return TrainedModel(
         als_params=params.als,
-        item_ids=als.item_ids,
-        item_factors=als.item_factors,
+        item_ids=item_ids,
+        item_factors=factors,
         similarity=similarity,
         item_rebuy=(item_rebuy, overall_rebuy_rate(fs.user_item)),
     )
+
+
+def _implicit_factors(fs: FeatureSet, params: ModelParams) -> tuple[np.ndarray, np.ndarray]:
+    als = fit_als(fs.interactions, params.als)
+    return als.item_ids, als.item_factors
 
 
 def save_model(
@@ -142,7 +160,8 @@ def save_model(
             "train_rows": trained.train_rows,
             "als": trained.als_params.__dict__,
             "evaluation": trained.evaluation,
-            "shoppers": int(len(fs.users)),
+            "shoppers": int(len(fs.users)) if trained.fit_shoppers is None else trained.fit_shoppers[1],
+            "fit_shoppers": int(len(fs.users)) if trained.fit_shoppers is None else trained.fit_shoppers[0],
             "items": int(len(fs.items)),
         },
         item_ids=trained.item_ids,

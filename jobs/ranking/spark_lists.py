@@ -35,9 +35,10 @@ from jobs.ranking.model import ModelParams, TrainedModel
 from jobs.ranking.scoring import by_shopper, score_block, shoppers_block
 
 # Shoppers per partition, at most: a task holds its partition's feature rows while it scores them.
-PARTITION_SHOPPERS = 20_000
+PARTITION_SHOPPERS = 10_000
 # More partitions than cores keep every core busy until the last task, as long as each has enough
-# shoppers to be worth a task (a worker's start and its ranker's compiling take a second or two).
+# shoppers to be worth a task (a worker's start and its ranker's compiling take a second or two); a
+# multiple of the cores, so the last round of tasks is not one core's alone.
 PARTITIONS_PER_CORE = 2
 MIN_PARTITION_SHOPPERS = 1_000
 # Shoppers a task scores at once: a block's candidates with their features (about 0.4 KB each, up to
@@ -73,22 +74,34 @@ class ScoredShoppers:
 
 
 def write_user_lists(
-    spark: SparkSession, frames: dict[str, DataFrame], job: ScoringJob, path: Path
+    spark: SparkSession,
+    frames: dict[str, DataFrame],
+    job: ScoringJob,
+    path: Path,
+    progress: Callable[[str], None] | None = None,
 ) -> ScoredShoppers:
     """Score every shopper of `frames` on the executors and write their lists to `path`, a folder of
     Parquet parts in shopper order. The parts are written beside it and renamed into place whole, so
-    `path` is never seen half written."""
+    `path` is never seen half written. `progress` hears how long each phase took."""
     started = time.perf_counter()
+
+    def say(message: str) -> None:
+        if progress:
+            progress(f"scoring: {message} ({time.perf_counter() - started:.1f}s)")
+
     rows = _tagged(frames).persist(StorageLevel.DISK_ONLY)
     staging = path.with_name(f"{path.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
     try:
         counts = {str(r[_FRAME]): int(r["count"]) for r in rows.groupBy(_FRAME).count().collect()}
         counts = {name: counts.get(name, 0) for name in frames}
+        say(f"feature rows of {counts['users']:,} shoppers computed")
         columns = {name: list(frame.columns) for name, frame in frames.items()}
-        scored = _scored(spark, rows, columns, job, counts["users"]).persist(StorageLevel.DISK_ONLY)
+        scored, partitions = _scored(spark, rows, columns, job, counts["users"])
+        scored = scored.persist(StorageLevel.DISK_ONLY)
+        say(f"scoring in {partitions} partitions")
         try:
-            lists = _fill_and_write(scored, job, staging)
+            lists = _fill_and_write(scored, job, staging, say)
         finally:
             scored.unpersist()
     finally:
@@ -112,12 +125,12 @@ def _tagged(frames: dict[str, DataFrame]) -> DataFrame:
 
 def _scored(
     spark: SparkSession, rows: DataFrame, columns: dict[str, list[str]], job: ScoringJob, shoppers: int
-) -> DataFrame:
+) -> tuple[DataFrame, int]:
     """The unfilled lists of every shopper in `rows` (`_tagged`; `columns`: each frame's own columns),
-    partition by partition in shopper order."""
+    partition by partition in shopper order, and the number of partitions."""
     cores = spark.sparkContext.defaultParallelism
     partitions = max(
-        math.ceil(shoppers / PARTITION_SHOPPERS),
+        math.ceil(shoppers / PARTITION_SHOPPERS / cores) * cores,
         min(cores * PARTITIONS_PER_CORE, math.ceil(shoppers / MIN_PARTITION_SHOPPERS)),
         1,
     )
@@ -128,7 +141,7 @@ def _scored(
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         yield from _score_partition(shared, columns, batches)
 
-    return partitioned.mapInArrow(score, LIST_DDL)
+    return partitioned.mapInArrow(score, LIST_DDL), partitions
 
 
 def _score_partition(
@@ -161,7 +174,7 @@ def _score_partition(
             yield from list_table(lists).to_batches()
 
 
-def _fill_and_write(scored: DataFrame, job: ScoringJob, folder: Path) -> int:
+def _fill_and_write(scored: DataFrame, job: ScoringJob, folder: Path, say: Callable[[str], None]) -> int:
     """Top up the short lists below the lowest score of all lists, as `fill_short_lists` does for lists
     built at once, and write them; returns the number of lists."""
     summary = (
@@ -171,11 +184,14 @@ def _fill_and_write(scored: DataFrame, job: ScoringJob, folder: Path) -> int:
         .first()
     )
     lists = int(summary["lists"]) if summary is not None else 0
+    say(f"{lists:,} lists scored")
     fill = popular_items(job.items, job.length * 2)
     out = scored
-    if lists and int(summary["shortest"]) < job.length and not fill.empty:  # type: ignore[index]
+    short = bool(lists) and int(summary["shortest"]) < job.length and not fill.empty  # type: ignore[index]
+    if short:
         out = scored.mapInArrow(_filler(fill, job.length, float(summary["floor"])), LIST_DDL)  # type: ignore[index]
     out.write.parquet(str(folder))
+    say("lists written" + (", short ones topped up" if short else ""))
     if not any(folder.glob("*.parquet")):
         # No shopper to score: an empty part, so readers find the lists' columns.
         pq.write_table(LIST_SCHEMA.empty_table(), folder / "part-00000-empty.parquet")

@@ -18,6 +18,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from jobs.features import transforms
 from jobs.features.collect import collect_feature_set
 from jobs.features.frames import FeatureSet
 from jobs.ranking.candidate_features import FEATURES, label_candidates
@@ -26,19 +27,53 @@ from jobs.ranking.metrics import hit_metrics
 from jobs.ranking.model import FIT_FRAMES, ModelParams, TrainedModel, fit_parts
 from jobs.ranking.ranker import CompiledRanker, score_candidates, train_ranker
 from jobs.ranking.scoring import SCORE_BLOCK_USERS, by_shopper, score_shoppers, shoppers_block
+from jobs.ranking.spark_als import fit_item_factors
 
 Progress = Callable[[str], None]
 
 
+def fit_sample(events: DataFrame, max_shoppers: int) -> tuple[DataFrame | None, int, int]:
+    """The shoppers training learns from: None (all of them) when `events` have at most `max_shoppers`,
+    else a fixed sample of about that many, by a hash of the shopper's id (the same shoppers in every
+    window and every rerun). Returns the sample, its size and the number of shoppers.
+
+    Training runs on the driver, so this is what bounds its memory: ALS, the item re-buy rates and the
+    ranker's windows hold the sampled shoppers' rows, whatever the store's size (item statistics still
+    count every event, and scoring covers every shopper on the executors)."""
+    shoppers = events.select("user_id").distinct()
+    total = shoppers.count()
+    if total <= max_shoppers:
+        return None, total, total
+    per_million = int(max_shoppers / total * 1_000_000)
+    bucket = F.pmod(F.xxhash64("user_id"), F.lit(1_000_000))
+    sample = shoppers.where(bucket < per_million).cache()
+    return sample, sample.count(), total
+
+
+def engine_item_factors(events: DataFrame, params: ModelParams) -> tuple[np.ndarray, np.ndarray] | None:
+    """With `als_engine` "spark", the ALS item factors of every shopper's `events`, fitted by Spark
+    MLlib on the executors; None for implicit, which `fit_parts` fits on the driver's sample."""
+    if params.als_engine != "spark":
+        return None
+    interactions = transforms.als_interactions(transforms.session_touches(events))
+    return fit_item_factors(interactions, params.als)
+
+
 def training_window(
-    events: DataFrame, items: DataFrame, cutoff: datetime, label_end: datetime, params: ModelParams
+    events: DataFrame,
+    items: DataFrame,
+    cutoff: datetime,
+    label_end: datetime,
+    params: ModelParams,
+    shoppers: DataFrame | None = None,
 ) -> tuple[pd.DataFrame, int] | None:
     """Candidates with features as of `cutoff`, labelled by the purchases in [cutoff, label_end), of
     the shoppers with at least one bought candidate, and how many shoppers bought in the window.
 
     Only those shoppers teach the ranker or measure it (`train_ranker` and `window_evaluation` drop
     the others), so the others' candidates are dropped block by block as they are scored: memory
-    follows the buying shoppers of one block, not every buyer's candidates at once."""
+    follows the buying shoppers of one block, not every buyer's candidates at once. With `shoppers`
+    (`fit_sample`), the window learns from them alone."""
     future = (
         events.where(
             (F.col("ts") >= F.lit(cutoff))
@@ -49,11 +84,13 @@ def training_window(
         .distinct()
         .toPandas()
     )
-    fs = collect_feature_set(events.where(F.col("ts") < F.lit(cutoff)), items, cutoff, params.cooc)
+    fs = collect_feature_set(
+        events.where(F.col("ts") < F.lit(cutoff)), items, cutoff, params.cooc, shoppers=shoppers
+    )
     train_users = np.sort(fs.users["user_id"][fs.users["user_id"].isin(future["user_id"])].to_numpy())
     if not len(train_users) or fs.interactions.empty:
         return None
-    parts = fit_parts(fs, params)
+    parts = fit_parts(fs, params, engine_item_factors(events.where(F.col("ts") < F.lit(cutoff)), params))
     fs = by_shopper(fs)
     frames = []
     for start in range(0, len(train_users), SCORE_BLOCK_USERS):
@@ -90,10 +127,13 @@ def train_model(
     """
     frames: list[pd.DataFrame] = []
     windows: list[dict[str, Any]] = []
+    sample, sampled, total = fit_sample(events, params.fit_max_shoppers)
+    if progress and sample is not None:
+        progress(f"training on a sample of {sampled:,} of {total:,} shoppers")
     for window in range(1, params.train_windows + 1):
         cutoff = as_of - timedelta(days=params.label_days * window)
         label_end = cutoff + timedelta(days=params.label_days)
-        window_result = training_window(events, items, cutoff, label_end, params)
+        window_result = training_window(events, items, cutoff, label_end, params, sample)
         if window_result is None:
             continue
         labelled, shoppers = window_result
@@ -123,10 +163,19 @@ def train_model(
     booster = train_ranker(train, params.ranker) if train is not None else None
     train_rows = 0 if train is None else len(train)
     del train
+    # A caller that scores from this feature set (the evaluation) needs every shopper's frames.
     fs_full = collect_feature_set(
-        events, items, as_of, params.cooc, only=None if scoring_frames else FIT_FRAMES
+        events,
+        items,
+        as_of,
+        params.cooc,
+        shoppers=None if scoring_frames else sample,
+        only=None if scoring_frames else FIT_FRAMES,
     )
-    trained = fit_parts(fs_full, params)
+    if sample is not None:
+        sample.unpersist()
+    trained = fit_parts(fs_full, params, engine_item_factors(events, params))
+    trained.fit_shoppers = (sampled, total)
     trained.booster = booster
     trained.train_rows = train_rows
     trained.train_cutoff = as_of - timedelta(days=params.label_days)

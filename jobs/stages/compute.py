@@ -15,6 +15,7 @@ that writes lists.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -81,7 +82,7 @@ def compute_lists(job: StageRun) -> RunManifest:
         number = save_model(store, trained, run_id=job.run_id, interval_end=end, as_of=inputs.as_of, fs=fs)
         job.say(f"model {number} saved under {store.path(number)}: {trained.evaluation}")
         counts = RunCounts(
-            modelled_users=int(len(fs.users)),
+            modelled_users=int(len(fs.users)) if trained.fit_shoppers is None else trained.fit_shoppers[1],
             items=int(len(fs.items)),
             in_stock_items=int(fs.items["in_stock"].sum()),
             interactions=int(len(fs.interactions)),
@@ -97,7 +98,7 @@ def compute_lists(job: StageRun) -> RunManifest:
         if mode == "incremental":
             shoppers = inputs.modelling.where(F.col("ts") >= F.lit(start)).select("user_id").distinct()
         counts, scoring = _write_lists(
-            settings, inputs, trained, params, mode=mode, folder=folder, shoppers=shoppers
+            settings, inputs, trained, params, mode=mode, folder=folder, shoppers=shoppers, progress=job.say
         )
         job.say(
             f"{counts.user_lists:,} personal lists written by Spark tasks in {scoring.seconds:.1f}s on "
@@ -232,6 +233,7 @@ def _write_lists(
     mode: str,
     folder: Path,
     shoppers: DataFrame | None,
+    progress: Callable[[str], None],
 ) -> tuple[RunCounts, ScoringFigures]:
     """Every list file of the run: the personal lists of every modelled shopper (or of `shoppers`)
     scored by Spark tasks (`jobs.ranking.spark_lists`), segment lists, similar items and departments."""
@@ -249,6 +251,7 @@ def _write_lists(
             shopper_frames(own, inputs.items, touches, as_of, params.cooc),
             scoring,
             folder / "user_lists.parquet",
+            progress,
         )
     finally:
         touches.unpersist()

@@ -139,3 +139,22 @@ def test_session_baskets_weigh_as_the_shared_rule_does(spark: SparkSession) -> N
     age = (AS_OF - datetime(2026, 11, 22, tzinfo=UTC)).total_seconds() / 86_400
     expected = signals.basket_weight(np.array([3.0]), np.array([age]), 30.0, log2=np.log2)[0]
     assert [r.weight for r in got] == pytest.approx([expected] * 3, rel=1e-12)
+
+
+def test_training_sample_is_a_fixed_bounded_share_of_the_shoppers(spark: SparkSession) -> None:
+    """Beyond `fit_max_shoppers`, training learns from a sample of about that many shoppers, the same
+    ones on every call (a hash of the id); at or below it, from everyone."""
+    from jobs.ranking.training import fit_sample
+
+    rows = [
+        (f"u{n:05d}", f"s{n}", "a", "view", AS_OF, 1, 1.0, "France") for n in range(4_000) for _ in range(2)
+    ]
+    events = _ev(spark, rows)
+    assert fit_sample(events, 4_000)[0] is None and fit_sample(events, 4_000)[1:] == (4_000, 4_000)
+    sample, size, total = fit_sample(events, 1_000)
+    assert sample is not None and total == 4_000 and 850 <= size <= 1_150
+    again, _, _ = fit_sample(events, 1_000)
+    assert again is not None
+    ids = sorted(r["user_id"] for r in sample.collect())
+    assert len(ids) == size == len(set(ids)) and ids == sorted(r["user_id"] for r in again.collect())
+    assert set(ids) <= {f"u{n:05d}" for n in range(4_000)}

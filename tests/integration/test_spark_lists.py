@@ -16,9 +16,11 @@ from configs.settings import Settings
 from jobs.features.frames import SHOPPER_FRAMES, FeatureSet
 from jobs.publishing.lists_file import SortedListsFile
 from jobs.ranking import spark_lists
+from jobs.ranking.als import AlsParams, fold_in
 from jobs.ranking.lists import LIST_SCHEMA, explain_goes_with, top_lists
 from jobs.ranking.model import ModelParams, TrainedModel, fit_parts
 from jobs.ranking.scoring import score_shoppers
+from jobs.ranking.spark_als import fit_item_factors
 from jobs.ranking.spark_lists import ScoringJob, write_user_lists
 
 LENGTH = 75  # longer than some shoppers' candidates, so the second pass tops lists up
@@ -88,3 +90,18 @@ def test_a_run_without_shoppers_writes_an_empty_readable_folder(
     )
     assert scored.lists == 0 and scored.rows["users"] == 0
     assert pd.read_parquet(path).empty and list(pd.read_parquet(path).columns) == LIST_SCHEMA.names
+
+
+def test_spark_mllib_item_factors_learn_the_taste_clusters(spark: SparkSession) -> None:
+    """`CAROUSEL_ALS_ENGINE=spark`: MLlib's item factors, with a shopper folded in against them as at
+    scoring, put the shopper's own taste cluster first, as implicit's do."""
+    fs = toy_feature_set(n_users=60, n_items=40)
+    params = AlsParams(factors=8, iterations=10)
+    ids, factors = fit_item_factors(spark.createDataFrame(fs.interactions), params)
+    assert list(ids) == sorted(fs.interactions["item_id"].unique()) and factors.shape == (len(ids), 8)
+    assert np.isfinite(factors).all() and np.abs(factors).sum() > 0
+    shoppers = fold_in(fs.interactions, ids, factors, params)
+    top = shoppers.recommend(10)
+    for user in ("u0", "u1"):  # an even and an odd shopper
+        own = top.loc[top["user_id"] == user, "item_id"].str[1:].astype(int) % 2
+        assert (own == int(user[1:]) % 2).mean() >= 0.8, user
