@@ -346,6 +346,8 @@ def bench_batch(
         "redis_bytes_per_list": round(per_list, 1),
         "ranker": full_manifest["model"]["ranker"],
         "ranker_train_rows": int(full_manifest["model"]["ranker_train_rows"]),
+        # The model's out-of-sample figures on its newest label window (a sampled fit shows here).
+        "model_evaluation": full_manifest["model"]["evaluation"],
         "full_counts": {k: int(v) for k, v in full_manifest["counts"].items()},
         "list_length_stored": settings.list_length + settings.list_overflow,
         # The biggest job's peak (each stage is a job of its own, as in the DAG), then every job's.

@@ -34,7 +34,7 @@ class ModelParams:
     train_windows: int = 2
     cooc: CoocParams = field(default_factory=CoocParams)
     # Shoppers training learns from at most (`jobs.ranking.training.fit_sample`).
-    fit_max_shoppers: int = 250_000
+    fit_max_shoppers: int = 150_000
     # Who fits the ALS item factors: implicit on the driver, or Spark MLlib on the executors
     # (`jobs.ranking.spark_als`).
     als_engine: str = "implicit"
