@@ -311,6 +311,9 @@ def bench_batch(
             per_list = redis_bytes_per_list(redis.Redis.from_url(redis_url))
             # What the full run trained, so a store too small to train the ranker cannot pass unnoticed.
             full_manifest = json.loads((run_dir(run_settings, "bench-full") / "manifest.json").read_text())
+            incremental_manifest = json.loads(
+                (run_dir(run_settings, "bench-incremental") / "manifest.json").read_text()
+            )
             by_master = {}
             for n, master in enumerate(scoring_masters):
                 run_id = f"bench-scoring-{n}"
@@ -365,6 +368,7 @@ def bench_batch(
         "driver_peak_job": f"{'incremental' if any(job is driver for job in incremental) else 'full'} {driver.stage}",
         # Scoring every shopper in the full run, and rescoring them on each of `scoring_masters`.
         "scoring": _scoring(full_manifest["scoring"]),
+        "incremental_scoring": _scoring(incremental_manifest["scoring"]),
         "scoring_by_master": by_master,
     }
 

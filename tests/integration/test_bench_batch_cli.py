@@ -23,6 +23,7 @@ def test_bench_batch_writes_the_contract_report(
     monkeypatch.setenv("CAROUSEL_REDIS_URL", redis_url)
     out = tmp_path / "batch.json"
     argv = ["bench", "batch", "--users", "400", "--items", "80", "--events", "30000", "--out", str(out)]
+    argv += ["--scoring-masters", "local[1]"]
     assert cli.main(argv) == 0
     report = orjson.loads(out.read_bytes())
     assert report["mode"] == "full" and report["users"] == 400 and report["items"] == 80
@@ -48,3 +49,21 @@ def test_bench_batch_writes_the_contract_report(
     assert report["seconds_per_million_events"] == pytest.approx(
         report["total_s"] / (report["events"] / 1e6), rel=0.01
     )
+    # The driver's own Python is part of a job's memory; Spark's Python workers scored the shoppers.
+    assert 0 < report["driver_peak_rss_mb"] <= report["peak_rss_mb"]
+    full_scoring = report["scoring"]
+    assert full_scoring["cores"] >= 1 and full_scoring["shoppers"] == report["full_counts"]["modelled_users"]
+    assert full_scoring["shoppers_per_core_s"] == pytest.approx(
+        full_scoring["shoppers"] / full_scoring["seconds"] / full_scoring["cores"], rel=0.01
+    )
+    assert report["incremental_scoring"]["shoppers"] == 4
+    # Rescored on the one master asked for, with one core.
+    assert list(report["scoring_by_master"]) == ["local[1]"]
+    assert report["scoring_by_master"]["local[1]"]["cores"] == 1
+    assert report["scoring_by_master"]["local[1]"]["shoppers"] == full_scoring["shoppers"]
+
+
+def test_bench_batch_refuses_a_master_it_cannot_name(tmp_path: Path) -> None:
+    argv = ["bench", "batch", "--scoring-masters", "local[1];bogus://x", "--out", str(tmp_path / "b.json")]
+    assert cli.main(argv) == 1
+    assert not (tmp_path / "b.json").exists()
