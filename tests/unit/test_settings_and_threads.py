@@ -1,0 +1,54 @@
+"""Configuration that reaches Spark is checked when it is read, and a Spark task's native kernels use
+the task's share of the cores."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from pydantic import ValidationError
+
+from configs.settings import Settings
+from jobs.ranking.threads import native_threads
+
+
+@pytest.mark.parametrize(
+    "master",
+    ["local", "local[*]", "local[4]", "local[2,3]", "spark://10.0.0.5:7077", "spark://a:7077,b:7077", "yarn"],
+)
+def test_spark_masters_spark_accepts_are_accepted(master: str) -> None:
+    assert Settings(spark_master=master).spark_master == master
+
+
+@pytest.mark.parametrize("master", ["", "local[x]", "spark://nohost", "spark://h:7077; rm -rf /", "bogus"])
+def test_a_spark_master_spark_cannot_use_is_refused_by_name(master: str) -> None:
+    with pytest.raises(ValidationError, match="spark_master"):
+        Settings(spark_master=master)
+
+
+@pytest.mark.parametrize("memory", ["4g", "512m", "2048"])
+def test_driver_memory_in_spark_units(memory: str) -> None:
+    assert Settings(spark_driver_memory=memory).spark_driver_memory == memory
+
+
+def test_driver_memory_with_a_typo_is_refused() -> None:
+    with pytest.raises(ValidationError, match="spark_driver_memory"):
+        Settings(spark_driver_memory="4 GB")
+
+
+def test_als_engine_is_implicit_or_spark() -> None:
+    assert Settings().als_engine == "implicit" and Settings(als_engine="spark").als_engine == "spark"
+    with pytest.raises(ValidationError, match="als_engine"):
+        Settings(als_engine="mllib")  # type: ignore[arg-type]
+
+
+def test_native_threads_follow_the_tasks_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert native_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert native_threads() == 3
+    for unusable in ("0", "two", ""):
+        monkeypatch.setenv("OMP_NUM_THREADS", unusable)
+        assert native_threads() == (os.cpu_count() or 1)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert native_threads() == (os.cpu_count() or 1)
