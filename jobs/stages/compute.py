@@ -73,7 +73,7 @@ def compute_lists(job: StageRun) -> RunManifest:
     folder.mkdir(parents=True, exist_ok=True)
     params = ModelParams.from_settings(settings)
     store = ModelStore(settings.models_dir)
-    counts, scoring = None, None
+    counts, scoring, items = None, None, None
     if mode in ("full", "train"):
         job.say(f"{mode} run as of {inputs.as_of.isoformat()}: training")
         trained, fs = train_model(
@@ -87,6 +87,8 @@ def compute_lists(job: StageRun) -> RunManifest:
             in_stock_items=int(fs.items["in_stock"].sum()),
             interactions=int(len(fs.interactions)),
         )
+        # The training feature set's items frame is the one scoring needs: computed once.
+        items = fs.items
         del fs
     else:
         # A rerun of this run reuses the model it used first, so the interval's lists come out the same.
@@ -98,7 +100,15 @@ def compute_lists(job: StageRun) -> RunManifest:
         if mode == "incremental":
             shoppers = inputs.modelling.where(F.col("ts") >= F.lit(start)).select("user_id").distinct()
         counts, scoring = _write_lists(
-            settings, inputs, trained, params, mode=mode, folder=folder, shoppers=shoppers, progress=job.say
+            settings,
+            inputs,
+            trained,
+            params,
+            mode=mode,
+            folder=folder,
+            shoppers=shoppers,
+            items=items,
+            progress=job.say,
         )
         job.say(
             f"{counts.user_lists:,} personal lists written by Spark tasks in {scoring.seconds:.1f}s on "
@@ -233,16 +243,19 @@ def _write_lists(
     mode: str,
     folder: Path,
     shoppers: DataFrame | None,
+    items: pd.DataFrame | None,
     progress: Callable[[str], None],
 ) -> tuple[RunCounts, ScoringFigures]:
     """Every list file of the run: the personal lists of every modelled shopper (or of `shoppers`)
-    scored by Spark tasks (`jobs.ranking.spark_lists`), segment lists, similar items and departments."""
+    scored by Spark tasks (`jobs.ranking.spark_lists`), segment lists, similar items and departments.
+    `items`: the items frame as of the run, when training already computed it."""
     length = settings.stored_list_length
     modelling, as_of = inputs.modelling, inputs.as_of
     # The given shoppers' events are read by several feature frames: kept once, they are a small share.
     own = modelling if shoppers is None else modelling.join(F.broadcast(shoppers), "user_id").cache()
     touches = transforms.session_touches(own).cache()
-    items = item_frame(modelling, inputs.items, as_of)
+    if items is None:
+        items = item_frame(modelling, inputs.items, as_of)
     titles = inputs.items.select("item_id", "title").toPandas().set_index("item_id")["title"]
     scoring = ScoringJob(trained, params, pd.Timestamp(as_of), items, titles, length)
     try:
