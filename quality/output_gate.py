@@ -6,22 +6,21 @@ per-segment lists (same, keyed by ``segment``) and the catalog it ranked from (`
 
 What GX validates
 -----------------
-Raw rows are not enough for list-level properties, and passing the catalog as an expectation value set
-does not scale (it can hold 100k items), so pandas first derives four small-to-medium tables and GX
-validates each against its own Expectation Suite (one suite per table):
+Raw rows are not enough for list-level properties, passing the catalog as an expectation value set does
+not scale (it can hold 100k items), and a run's rows (30 per shopper) must not all sit in one process, so
+pandas first folds the rows, a block of whole lists at a time, into one row per list, and GX validates
+that table against its own Expectation Suite (one suite per list kind). Each row-level property becomes a
+*witness* column: the first item of the list that breaks it, null when none does, so a failure still
+names the list and the item.
 
-``user_lists`` / ``segment_lists`` (one row per recommended item; rows whose ``item_id`` is null are
-placeholders for an empty list and only count towards the list-level checks)
-    * the list key is never null;
-    * no item twice in one list (``ExpectCompoundColumnsToBeUnique`` on ``(key, item_id)``);
-    * scores are not null/NaN (``ExpectColumnValuesToNotBeNull``) and finite
-      (``ExpectColumnValuesToBeBetween`` with the largest finite float64 as bounds, which rejects +/-inf);
-    * ``in_catalog`` (derived by a hash lookup in the catalog) is ``True``;
-    * ``in_stock`` (the catalog's flag, null for items not in the catalog so that an unknown item
-      fails only the catalog check) is ``True``.
-
-``user_list_sizes`` / ``segment_list_sizes`` (one row per list: ``n_items``, ``min_rank``, ``max_rank``,
-``n_distinct_ranks``)
+``user_lists`` / ``segment_lists`` (one row per list: ``n_items``, ``min_rank``, ``max_rank``,
+``n_distinct_ranks`` and the witnesses; rows whose ``item_id`` is null are placeholders for an empty
+list)
+    * the list key is never null, and no list is split across blocks (the key is unique);
+    * no item twice in one list (``duplicate_item`` is null);
+    * scores are present (``missing_score_item``) and finite (``infinite_score_item``);
+    * every item is in the catalog (``unknown_item``, by a hash lookup) and in stock
+      (``out_of_stock_item``; an unknown item fails only the catalog check);
     * no empty list (``n_items >= 1``);
     * every list has the expected length ``min(list_length, in-stock catalog items)``;
     * ranks are ``1..n`` without gaps or repeats (``min_rank == 1``, ``max_rank == n_items``,
@@ -52,12 +51,12 @@ Storage layout under ``quality_dir``
     The gate verdict, failure lines, statistics, parameters and the four GX validation results.
 ``runs/<run_id>/data_docs/index.html``
     Data Docs for this run only: the context gets an in-memory (never saved) site whose base directory is
-    the run's folder, built once after the four checkpoints with this run's four validation results
+    the run's folder, built once after the checkpoints with this run's validation results
     (the same call ``UpdateDataDocsAction`` makes, but once instead of once per checkpoint). The site
     index lists the pages found in its own folder, hence only this run's validations. A re-run of the
     same ``run_id`` replaces that folder's docs and ``results.json``.
 
-There are four checkpoints (one per table) rather than one because ``Checkpoint.run``'s
+There is one checkpoint per table rather than one for all because ``Checkpoint.run``'s
 ``batch_parameters`` (which carry the dataframe) apply to every validation definition of a checkpoint.
 
 GX usage statistics are switched off (``GX_ANALYTICS_ENABLED=false`` and ``analytics_enabled: false`` in
@@ -73,10 +72,10 @@ import math
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -89,7 +88,7 @@ from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.exceptions import DataContextError
 
-__all__ = ["DriftBaseline", "GateResult", "validate_run_output"]
+__all__ = ["CHECKED_COLUMNS", "DriftBaseline", "GateResult", "ListBlocks", "validate_run_output"]
 
 _DATASOURCE: Final = "carousel_run_output"
 _BATCH_DEFINITION: Final = "whole_frame"
@@ -97,20 +96,23 @@ _NAME_PREFIX: Final = "carousel.run_output."
 # A site name that is only ever configured in memory, pointing at the current run's folder.
 _RUN_SITE: Final = "carousel_run_docs"
 
-_USER_ROWS: Final = "user_lists"
-_USER_SIZES: Final = "user_list_sizes"
-_SEGMENT_ROWS: Final = "segment_lists"
-_SEGMENT_SIZES: Final = "segment_list_sizes"
-_TABLES: Final = (_USER_ROWS, _USER_SIZES, _SEGMENT_ROWS, _SEGMENT_SIZES)
+_USER_LISTS: Final = "user_lists"
+_SEGMENT_LISTS: Final = "segment_lists"
+_TABLES: Final = (_USER_LISTS, _SEGMENT_LISTS)
 # One row of drift figures against the live version; validated only when there is a live version.
 _DRIFT: Final = "list_drift"
 _ALL_TABLES: Final = (*_TABLES, _DRIFT)
 
 _LIST_COLUMNS: Final = ("rank", "item_id", "score", "reason_code", "reason_text")
-_FLOAT_MAX: Final = sys.float_info.max
+# The columns of a list the gate reads (the reason columns are not checked).
+CHECKED_COLUMNS: Final = ("rank", "item_id", "score")
 _RUN_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=-]{0,199}")
 # How many offending rows a failure line quotes; the full sample is in results.json.
 _EXAMPLES_PER_LINE: Final = 3
+
+
+# One frame of lists, or frames of whole lists read one at a time.
+ListBlocks = pd.DataFrame | Iterable[pd.DataFrame]
 
 
 @dataclass(frozen=True)
@@ -168,8 +170,8 @@ class _Check:
 def validate_run_output(
     *,
     run_id: str,
-    user_lists: pd.DataFrame,
-    segment_lists: pd.DataFrame,
+    user_lists: ListBlocks,
+    segment_lists: ListBlocks,
     catalog: pd.DataFrame,
     active_users: int,
     list_length: int,
@@ -185,10 +187,12 @@ def validate_run_output(
         Identifier of the pipeline run; used as a folder name and as the GX run name. Letters, digits
         and ``._:+=-``, starting with a letter or digit.
     user_lists
-        Columns ``user_id, rank, item_id, score, reason_code, reason_text``. A row whose ``item_id`` is
-        null stands for an empty list of that user.
+        A frame, or frames read one at a time (e.g. the blocks of a sorted lists file), with columns
+        ``user_id, rank, item_id, score`` (others are ignored). A row whose ``item_id`` is null stands
+        for an empty list of that user. Each frame holds whole lists: a list found in two frames fails
+        the gate.
     segment_lists
-        Columns ``segment, rank, item_id, score, reason_code, reason_text``.
+        The same, keyed by ``segment``.
     catalog
         Columns ``item_id, in_stock``. Duplicate item ids are allowed; such an item counts as in stock
         only if every row says so. A null ``in_stock`` counts as out of stock.
@@ -217,16 +221,19 @@ def validate_run_output(
     """
     started = time.perf_counter()
     _check_arguments(run_id, active_users, list_length, min_user_coverage)
-    _require_columns("user_lists", user_lists, ("user_id", *_LIST_COLUMNS))
-    _require_columns("segment_lists", segment_lists, ("segment", *_LIST_COLUMNS))
     _require_columns("catalog", catalog, ("item_id", "in_stock"))
 
     stock = _stock_by_item(catalog)
     parameters = _list_parameters(int(stock.sum()), active_users, list_length, min_user_coverage)
-    frames = _list_tables(user_lists, segment_lists, stock)
+    sampled = frozenset() if drift is None else frozenset(drift.live_lists["user_id"].dropna().astype(str))
+    user_table, sampled_rows = _list_table("user_lists", user_lists, "user_id", stock, sampled)
+    segment_table, _ = _list_table("segment_lists", segment_lists, "segment", stock, frozenset())
+    # Null for empty lists: GX's distinct-value count skips nulls, so only non-empty lists cover a user.
+    user_table["covered_user_id"] = user_table["user_id"].where(user_table["n_items"] > 0)
+    frames = {_USER_LISTS: user_table, _SEGMENT_LISTS: segment_table}
     drift_row: dict[str, float] = {}
     if drift is not None and not drift.live_lists.empty:
-        drift_row, drift_parameters = _drift_figures(user_lists, drift)
+        drift_row, drift_parameters = _drift_figures(sampled_rows, drift)
         # No sampled shopper has a new list: overlap and coverage would be 0 by construction, not drift.
         if drift_row["compared_users"] > 0:
             frames[_DRIFT] = pd.DataFrame([drift_row])
@@ -282,22 +289,6 @@ def _list_parameters(
     }
 
 
-def _list_tables(
-    user_lists: pd.DataFrame, segment_lists: pd.DataFrame, stock: pd.Series
-) -> dict[str, pd.DataFrame]:
-    """The four tables GX validates, by table name: per-item rows and per-list sizes of both list kinds."""
-    user_rows, user_sizes = _derive_tables(user_lists, "user_id", stock)
-    segment_rows, segment_sizes = _derive_tables(segment_lists, "segment", stock)
-    # Null for empty lists: GX's distinct-value count skips nulls, so only non-empty lists cover a user.
-    user_sizes["covered_user_id"] = user_sizes["user_id"].where(user_sizes["n_items"] > 0)
-    return {
-        _USER_ROWS: user_rows,
-        _USER_SIZES: user_sizes,
-        _SEGMENT_ROWS: segment_rows,
-        _SEGMENT_SIZES: segment_sizes,
-    }
-
-
 def _empty_folder(path: Path) -> None:
     """Make ``path`` an empty folder, removing whatever an earlier attempt left in it."""
     shutil.rmtree(path, ignore_errors=True)
@@ -344,20 +335,20 @@ def _output_statistics(
     drift_row: Mapping[str, float],
 ) -> dict[str, float]:
     """Sizes, coverage and expectation counts of the run, for the gate's result and results.json."""
-    user_sizes = frames[_USER_SIZES]
-    covered_users = int(user_sizes["covered_user_id"].nunique())
+    users, segments = frames[_USER_LISTS], frames[_SEGMENT_LISTS]
+    covered_users = int(users["covered_user_id"].nunique())
     evaluated = sum(int(v.statistics["evaluated_expectations"]) for v in validations.values())
     unsuccessful = sum(int(v.statistics["unsuccessful_expectations"]) for v in validations.values())
     return {
-        "user_lists": float(len(user_sizes)),
-        "user_rows": float(len(frames[_USER_ROWS])),
+        "user_lists": float(users["user_id"].notna().sum()),
+        "user_rows": float(users["n_rows"].sum()),
         "covered_users": float(covered_users),
         "active_users": float(active_users),
         "user_coverage": covered_users / active_users if active_users else 0.0,
         "min_covered_users": float(parameters["min_covered_users"]),
         "expected_list_length": float(parameters["expected_list_length"]),
-        "segment_lists": float(len(frames[_SEGMENT_SIZES])),
-        "segment_rows": float(len(frames[_SEGMENT_ROWS])),
+        "segment_lists": float(segments["segment"].notna().sum()),
+        "segment_rows": float(segments["n_rows"].sum()),
         "catalog_items": float(len(stock)),
         "in_stock_items": float(int(stock.sum())),
         "evaluated_expectations": float(evaluated),
@@ -396,44 +387,80 @@ def _stock_by_item(catalog: pd.DataFrame) -> pd.Series:
     return flags.groupby(catalog["item_id"].to_numpy()).all()
 
 
-def _arrow_strings(values: pd.Series) -> pd.Series:
+# Witness columns: the first item of a list that breaks a row-level property (null when none does).
+_WITNESSES: Final = (
+    "duplicate_item",
+    "missing_score_item",
+    "infinite_score_item",
+    "unknown_item",
+    "out_of_stock_item",
+)
+_RANK_FIGURES: Final = ("n_items", "min_rank", "max_rank", "n_distinct_ranks")
+
+
+def _list_table(
+    name: str, lists: ListBlocks, key: str, stock: pd.Series, sampled: AbstractSet[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per list of every block, and the rows of the `sampled` owners (for the drift table)."""
+    summaries: list[pd.DataFrame] = []
+    kept: list[pd.DataFrame] = []
+    for block in [lists] if isinstance(lists, pd.DataFrame) else lists:
+        _require_columns(name, block, (key, *CHECKED_COLUMNS))
+        summaries.append(_fold_block(block, key, stock))
+        if sampled:
+            kept.append(block.loc[block[key].astype(str).isin(sampled), [key, *CHECKED_COLUMNS]])
+    table = pd.concat(summaries, ignore_index=True) if summaries else _fold_block(_empty(key), key, stock)
+    rows = pd.concat(kept, ignore_index=True) if kept else _empty(key)
+    return table, rows
+
+
+def _empty(key: str) -> pd.DataFrame:
+    return pd.DataFrame({key: pd.Series(dtype=object), "rank": [], "item_id": [], "score": []})
+
+
+def _fold_block(block: pd.DataFrame, key: str, stock: pd.Series) -> pd.DataFrame:
+    """Fold a block of whole lists into one row per list: rank figures and witnesses. Rows without a
+    list key become one row with a null key (and no figures), so GX reports them."""
+    keyed = block[key].notna().to_numpy()
+    lists = block.loc[keyed, [key, *CHECKED_COLUMNS]]
+    items = lists[lists["item_id"].notna().to_numpy()]
+    owners = pd.Index(lists[key].unique(), name=key)
+
+    ranks = items.groupby(key, sort=False)["rank"].agg(["size", "min", "max", "nunique"])
+    ranks.columns = pd.Index(_RANK_FIGURES)
+    table = ranks.reindex(owners)
+    table["n_items"] = table["n_items"].fillna(0).astype("int64")
+    table["n_distinct_ranks"] = table["n_distinct_ranks"].fillna(0).astype("int64")
+    table["n_rows"] = lists.groupby(key, sort=False).size().reindex(owners).astype("int64")
+
+    scores = pd.to_numeric(items["score"]).to_numpy(dtype="float64", na_value=np.nan)
+    # A hash lookup against the catalog index: O(rows), whatever the catalog's size.
+    looked_up = items["item_id"].map(stock)
+    broken = {
+        "duplicate_item": items.duplicated([key, "item_id"]).to_numpy(),
+        "missing_score_item": np.isnan(scores),
+        "infinite_score_item": np.isinf(scores),
+        "unknown_item": looked_up.isna().to_numpy(),
+        "out_of_stock_item": looked_up.eq(False).to_numpy(),
+    }
+    for column in _WITNESSES:
+        first = items.loc[broken[column], [key, "item_id"]].drop_duplicates(key)
+        table[column] = _strings(first.set_index(key)["item_id"].reindex(owners)).array
+    table = table.reset_index()
+    table[key] = _strings(table[key]).array
+
+    unkeyed = int((~keyed).sum())
+    if unkeyed:
+        # GX skips nulls in the figures' checks, so these rows fail only the missing-key check.
+        orphan = pd.DataFrame({key: pd.array([None], dtype="string[pyarrow]"), "n_rows": [unkeyed]})
+        table = pd.concat([table, orphan], ignore_index=True)
+    return table
+
+
+def _strings(values: pd.Series) -> pd.Series:
     # GX runs a null scan over the domain columns for every metric; on Python-object strings that scan
     # dominates the gate's run time, on Arrow strings it reads a validity bitmap.
-    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
-        return pd.Series(values.to_numpy(), dtype="string[pyarrow]")
-    return values.reset_index(drop=True)
-
-
-def _derive_tables(lists: pd.DataFrame, key: str, stock: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split one list table into the per-item rows and the per-list sizes GX validates."""
-    has_item = lists["item_id"].notna().to_numpy()
-    items = lists.loc[has_item, [key, "rank", "item_id", "score"]]
-    # A hash lookup against the catalog index instead of an expectation value set: O(rows), any catalog size.
-    looked_up = items["item_id"].map(stock)
-    known = looked_up.notna().to_numpy()
-    # Built in one go from arrays, without the unchecked reason columns: the frame starts consolidated
-    # and small, which matters because GX copies the domain frame for every metric it computes.
-    rows = pd.DataFrame(
-        {
-            key: _arrow_strings(items[key]),
-            "rank": items["rank"].to_numpy(),
-            "item_id": _arrow_strings(items["item_id"]),
-            "score": items["score"].to_numpy(),
-            "in_catalog": known,
-            # Nullable boolean, NA for unknown items: GX skips nulls, so an unknown item fails only the
-            # in_catalog check (and NA scans fast, unlike None in an object column).
-            "in_stock": pd.array(looked_up.to_numpy(dtype=object), dtype="boolean"),
-        }
-    )
-
-    ranks = rows.groupby(key, sort=False)["rank"].agg(["size", "min", "max", "nunique"])
-    ranks.columns = pd.Index(["n_items", "min_rank", "max_rank", "n_distinct_ranks"])
-    # Keys of every list, including the empty ones that only appear as placeholder rows.
-    keys = pd.Index(lists[key].dropna().unique(), name=key)
-    sizes = ranks.reindex(keys)
-    sizes["n_items"] = sizes["n_items"].fillna(0).astype("int64")
-    sizes["n_distinct_ranks"] = sizes["n_distinct_ranks"].fillna(0).astype("int64")
-    return rows, sizes.reset_index()
+    return pd.Series(values.astype(object).to_numpy(), dtype="string[pyarrow]")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -442,18 +469,19 @@ def _derive_tables(lists: pd.DataFrame, key: str, stock: pd.Series) -> tuple[pd.
 
 
 def _drift_figures(
-    user_lists: pd.DataFrame, drift: DriftBaseline
+    sampled_rows: pd.DataFrame, drift: DriftBaseline
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """The drift row (new lists of the sampled shoppers against their live lists) and its bounds."""
+    """The drift row (new lists of the sampled shoppers against their live lists) and its bounds. Both
+    sides' score percentiles come from the same shoppers."""
     live = drift.live_lists.dropna(subset=["item_id"])
-    new = user_lists.dropna(subset=["item_id"])
+    new = sampled_rows.dropna(subset=["item_id"])
     new = new[new["user_id"].isin(pd.Index(live["user_id"].unique()))]
     compared = new["user_id"].nunique()
     pairs_live = live[["user_id", "item_id"]].drop_duplicates()
     kept = pairs_live.merge(new[["user_id", "item_id"]].drop_duplicates(), on=["user_id", "item_id"])
     per_user = kept.groupby("user_id").size() / pairs_live.groupby("user_id").size()
     per_user = per_user.reindex(new["user_id"].unique()).fillna(0.0)
-    scores = user_lists["score"].to_numpy(dtype="float64")
+    scores = pd.to_numeric(new["score"]).to_numpy(dtype="float64", na_value=np.nan)
     scores = scores[np.isfinite(scores)]
     live_scores = live["score"].to_numpy(dtype="float64")
     low, high = np.percentile(live_scores, [1, 99]) if len(live_scores) else (0.0, 0.0)
@@ -515,11 +543,9 @@ def _checks(table: str) -> list[_Check]:
     """The expectations of one table's suite, each with its problem label."""
     if table == _DRIFT:
         return _drift_checks()
-    if table in (_USER_ROWS, _SEGMENT_ROWS):
-        return _row_checks("user_id" if table == _USER_ROWS else "segment")
-    key = "user_id" if table == _USER_SIZES else "segment"
-    checks = _size_checks(key)
-    if table == _USER_SIZES:
+    key = "user_id" if table == _USER_LISTS else "segment"
+    checks = [*_key_checks(key), *_witness_checks(), *_size_checks()]
+    if table == _USER_LISTS:
         checks.append(
             _Check(
                 "user coverage too low",
@@ -547,7 +573,7 @@ def _checks(table: str) -> list[_Check]:
     return checks
 
 
-def _row_checks(key: str) -> list[_Check]:
+def _key_checks(key: str) -> list[_Check]:
     return [
         _Check(
             "row without a list key",
@@ -556,48 +582,30 @@ def _row_checks(key: str) -> list[_Check]:
             ),
         ),
         _Check(
-            "duplicate item in a list",
-            gxe.ExpectCompoundColumnsToBeUnique(
-                column_list=[key, "item_id"],
-                description=f"No duplicate item within a list: ({key}, item_id) pairs are unique",
-            ),
-        ),
-        _Check(
-            "NaN or missing score",
-            gxe.ExpectColumnValuesToNotBeNull(
-                column="score", description="Scores are present (not null / NaN)"
-            ),
-        ),
-        _Check(
-            "infinite score",
-            # GX treats NaN as missing (checked above); finite bounds reject +inf and -inf.
-            gxe.ExpectColumnValuesToBeBetween(
-                column="score",
-                min_value=-_FLOAT_MAX,
-                max_value=_FLOAT_MAX,
-                description="Scores are finite (no +inf / -inf)",
-            ),
-        ),
-        _Check(
-            "item not in catalog",
-            gxe.ExpectColumnValuesToBeInSet(
-                column="in_catalog",
-                value_set=[True],
-                description="Every recommended item is in the catalog (in_catalog)",
-            ),
-        ),
-        _Check(
-            "out-of-stock item",
-            gxe.ExpectColumnValuesToBeInSet(
-                column="in_stock",
-                value_set=[True],
-                description="Every recommended catalog item is in stock (in_stock)",
+            "list split across blocks",
+            # The loader writes a list per run of rows with one key: a list in two places is two writes.
+            gxe.ExpectColumnValuesToBeUnique(
+                column=key, description=f"Each list's rows are together ({key} appears in one block)"
             ),
         ),
     ]
 
 
-def _size_checks(key: str) -> list[_Check]:
+def _witness_checks() -> list[_Check]:
+    def witness(column: str, problem: str, description: str) -> _Check:
+        return _Check(problem, gxe.ExpectColumnValuesToBeNull(column=column, description=description))
+
+    return [
+        witness("duplicate_item", "duplicate item in a list", "No duplicate item within a list"),
+        witness("missing_score_item", "NaN or missing score", "Scores are present (not null / NaN)"),
+        witness("infinite_score_item", "infinite score", "Scores are finite (no +inf / -inf)"),
+        witness("unknown_item", "item not in catalog", "Every recommended item is in the catalog"),
+        # An item missing from the catalog has no stock flag: it fails only the check above.
+        witness("out_of_stock_item", "out-of-stock item", "Every recommended catalog item is in stock"),
+    ]
+
+
+def _size_checks() -> list[_Check]:
     return [
         _Check(
             "empty list",
@@ -654,8 +662,7 @@ def _expectations(table: str) -> list[gxe.Expectation]:
 def _index_columns(table: str) -> list[str]:
     if table == _DRIFT:
         return ["compared_users"]
-    key = "user_id" if table in (_USER_ROWS, _USER_SIZES) else "segment"
-    return [key, "item_id"] if table in (_USER_ROWS, _SEGMENT_ROWS) else [key]
+    return ["user_id" if table == _USER_LISTS else "segment"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -815,11 +822,13 @@ def _failure_lines(table: str, validation: Mapping[str, Any]) -> list[str]:
         kwargs = {k: v for k, v in (config.get("kwargs") or {}).items() if k != "batch_id"}
         arguments = ", ".join(f"{k}={_short(v)}" for k, v in kwargs.items())
         expectation = f"{config.get('type', '?')}({arguments})"
-        lines.append(f"{table}: {problem}: {expectation}; observed {_observed(result)}")
+        lines.append(
+            f"{table}: {problem}: {expectation}; observed {_observed(result, _index_columns(table))}"
+        )
     return lines
 
 
-def _observed(result: Mapping[str, Any]) -> str:
+def _observed(result: Mapping[str, Any], index_columns: Sequence[str]) -> str:
     exception = result.get("exception_info") or {}
     if exception.get("raised_exception"):
         return f"an exception: {exception.get('exception_message')}"
@@ -836,11 +845,19 @@ def _observed(result: Mapping[str, Any]) -> str:
         )
         examples = details.get("partial_unexpected_index_list") or details.get("partial_unexpected_list")
         # Duplicates come back once per offending row; quote each distinct example once.
-        shown = list(dict.fromkeys(_short(x) for x in examples or []))[:_EXAMPLES_PER_LINE]
+        # GX sorts an example's columns by name; the list key reads better first.
+        first = [_key_first(x, index_columns) for x in examples or []]
+        shown = list(dict.fromkeys(_short(x) for x in first))[:_EXAMPLES_PER_LINE]
         if shown:
             text += ", e.g. " + "; ".join(shown)
         return text
     return _short(details) or "no result"
+
+
+def _key_first(example: Any, index_columns: Sequence[str]) -> Any:
+    if not isinstance(example, dict):
+        return example
+    return {**{k: example[k] for k in index_columns if k in example}, **example}
 
 
 def _short(value: Any) -> str:

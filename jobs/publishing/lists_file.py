@@ -32,6 +32,8 @@ class SortedListsFile:
     block_rows: int = BLOCK_ROWS
     # Erasure digests of shoppers whose lists are left out as the blocks are read.
     erased: frozenset[str] = frozenset()
+    # The columns read (None: all of them).
+    columns: tuple[str, ...] | None = None
 
     def parts(self) -> list[Path]:
         """The Parquet files in owner order: a folder's parts by name (Spark numbers them by partition),
@@ -40,6 +42,12 @@ class SortedListsFile:
 
     def rows(self) -> int:
         return sum(int(pq.ParquetFile(part).metadata.num_rows) for part in self.parts())
+
+    def owners(self) -> pd.Series:
+        """Every owner once, in file order (one Arrow column per part, not the rows)."""
+        parts = [pc.unique(pq.read_table(part, columns=[self.key_column]).column(0)) for part in self.parts()]
+        owners = pd.concat([part.to_pandas() for part in parts], ignore_index=True) if parts else None
+        return pd.Series(dtype=object) if owners is None else owners.drop_duplicates(ignore_index=True)
 
     def is_sorted(self) -> bool:
         """Whether the owners are in ascending order across the parts (read one Arrow column per part,
@@ -61,7 +69,9 @@ class SortedListsFile:
 
     def _batches(self) -> Iterator[Any]:
         for part in self.parts():
-            yield from pq.ParquetFile(part).iter_batches(batch_size=self.block_rows)
+            yield from pq.ParquetFile(part).iter_batches(
+                batch_size=self.block_rows, columns=list(self.columns) if self.columns else None
+            )
 
     def blocks(self) -> Iterator[pd.DataFrame]:
         """Frames of whole lists, in owner order; raises `PublishError` on rows out of owner order."""

@@ -1,6 +1,6 @@
 """Stage `validate`: the Great Expectations output gate over the run's lists.
 
-Extract: the run's lists and the lake's catalog; the live version's lists of a sample of the run's
+Extract: the run's lists, a block of whole lists at a time, and the lake's catalog; the live version's lists of a sample of the run's
 shoppers (the drift baseline). Transform: the gate (`quality.output_gate`). Load: `validation.json` in the
 run's folder and the verdict in the run's history; a failed gate raises `ValidationFailed`, so nothing is
 published.
@@ -17,6 +17,8 @@ from carousel.cache.client import sync_client
 from carousel.cache.versions import live_version, read_user_lists
 from carousel.lake import Lake
 from configs.settings import Settings
+from jobs.publishing import PublishError
+from jobs.publishing.lists_file import SortedListsFile
 from jobs.stages.manifest import RunManifest
 from jobs.stages.run import PipelineError, StageResult, StageRun, ValidationFailed
 
@@ -31,25 +33,30 @@ def run(job: StageRun) -> StageResult:
 
 def validate_lists(job: StageRun) -> dict[str, Any]:
     """Run the output gate; raise `ValidationFailed` (nothing published) on failure."""
-    from quality.output_gate import validate_run_output  # GX is heavy: import only for this stage
+    # GX is heavy: import only for this stage.
+    from quality.output_gate import CHECKED_COLUMNS, validate_run_output
 
     settings, folder = job.settings, job.folder
     manifest = RunManifest.read(folder, job.run_id)
     catalog = Lake(settings.lake_dir).read_items()
     if catalog is None:
         raise PipelineError(f"the lake at {settings.lake_dir} has no items table")
-    user_lists = pd.read_parquet(folder / "user_lists.parquet")
-    result = validate_run_output(
-        run_id=job.run_id,
-        user_lists=user_lists,
-        segment_lists=pd.read_parquet(folder / "segment_lists.parquet"),
-        catalog=catalog[["item_id", "in_stock"]],
-        active_users=manifest.counts.modelled_users,
-        list_length=settings.stored_list_length,
-        min_user_coverage=settings.min_user_coverage,
-        quality_dir=settings.quality_dir,
-        drift=_drift_baseline(settings, user_lists, manifest.version),
-    )
+    # Read a block of whole lists at a time, as the loader does: the gate never holds every list's rows.
+    user_lists = SortedListsFile(folder / "user_lists.parquet", columns=("user_id", *CHECKED_COLUMNS))
+    try:
+        result = validate_run_output(
+            run_id=job.run_id,
+            user_lists=user_lists.blocks(),
+            segment_lists=pd.read_parquet(folder / "segment_lists.parquet"),
+            catalog=catalog[["item_id", "in_stock"]],
+            active_users=manifest.counts.modelled_users,
+            list_length=settings.stored_list_length,
+            min_user_coverage=settings.min_user_coverage,
+            quality_dir=settings.quality_dir,
+            drift=_drift_baseline(settings, user_lists.owners(), manifest.version),
+        )
+    except PublishError as error:  # rows out of owner order: the loader would refuse them too
+        raise ValidationFailed(f"run {job.run_id} failed validation: {error}") from error
     verdict = {
         "success": result.success,
         "failures": result.failures,
@@ -67,7 +74,7 @@ def validate_lists(job: StageRun) -> dict[str, Any]:
     return verdict
 
 
-def _drift_baseline(settings: Settings, user_lists: pd.DataFrame, version: str) -> DriftBaseline | None:
+def _drift_baseline(settings: Settings, shoppers: pd.Series, version: str) -> DriftBaseline | None:
     """The live version's lists of a fixed sample of this run's shoppers (None when nothing older is
     live: a first run, or a rerun of the live interval, has nothing to drift from)."""
     from quality.output_gate import DriftBaseline
@@ -76,7 +83,6 @@ def _drift_baseline(settings: Settings, user_lists: pd.DataFrame, version: str) 
     live = live_version(client)
     if live is None or live >= version:
         return None
-    shoppers = pd.Series(user_lists["user_id"].unique())
     sample = shoppers.sample(min(settings.drift_sample, len(shoppers)), random_state=0).sort_values()
     return DriftBaseline(
         version=live,

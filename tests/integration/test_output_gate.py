@@ -110,12 +110,7 @@ def test_good_output_passes_and_keeps_results_and_docs(tmp_path: Path) -> None:
     assert result.docs_index.is_file()
     stored = json.loads(result.results_path.read_text())
     assert stored["success"] is True
-    assert set(stored["validations"]) == {
-        "user_lists",
-        "user_list_sizes",
-        "segment_lists",
-        "segment_list_sizes",
-    }
+    assert set(stored["validations"]) == {"user_lists", "segment_lists"}
     assert all(v["success"] for v in stored["validations"].values())
     assert stored["expectation_parameters"] == {"expected_list_length": 3, "min_covered_users": 3}
     assert result.statistics["covered_users"] == 3
@@ -147,7 +142,7 @@ def test_empty_list_fails(tmp_path: Path) -> None:
 
     assert not result.success
     (line,) = _lines_with(result, "empty list")
-    assert line.startswith("user_list_sizes: ")
+    assert line.startswith("user_lists: ")
     assert "user_id=u4" in line
 
 
@@ -159,8 +154,41 @@ def test_duplicate_item_in_a_list_fails(tmp_path: Path) -> None:
 
     assert not result.success
     (line,) = _lines_with(result, "duplicate item in a list")
-    assert "expect_compound_columns_to_be_unique" in line
-    assert "user_id=u1 item_id=i1" in line
+    assert "expect_column_values_to_be_null" in line
+    assert "user_id=u1 duplicate_item=i1" in line
+
+
+def test_lists_read_in_blocks_pass_like_one_frame(tmp_path: Path) -> None:
+    """Blocks of whole lists, read one at a time, give the verdict and figures of the whole frame."""
+    users = _lists("user_id", GOOD_USER_LISTS)
+    blocks = iter([users.iloc[:3], users.iloc[3:6], users.iloc[6:]])
+
+    result = _run(tmp_path, user_lists=blocks)
+
+    assert result.success, result.failures
+    assert result.statistics["user_lists"] == 3 and result.statistics["user_rows"] == 9
+
+
+def test_list_split_across_blocks_fails(tmp_path: Path) -> None:
+    """A list whose rows come in two blocks would be loaded as two lists, the second replacing the first."""
+    users = _lists("user_id", GOOD_USER_LISTS)
+
+    result = _run(tmp_path, user_lists=iter([users.iloc[:2], users.iloc[2:]]))
+
+    assert not result.success
+    (line,) = _lines_with(result, "list split across blocks")
+    assert "user_id=u1" in line
+
+
+def test_row_without_a_list_key_fails(tmp_path: Path) -> None:
+    users = _lists("user_id", GOOD_USER_LISTS)
+    users.loc[9] = [None, 1, "i1", 1.0, "popular", "Popular"]
+
+    result = _run(tmp_path, user_lists=users)
+
+    assert not result.success
+    (line,) = _lines_with(result, "row without a list key")
+    assert len(result.failures) == 1
 
 
 def test_same_item_in_different_lists_passes(tmp_path: Path) -> None:
@@ -196,7 +224,10 @@ def test_expected_length_is_capped_by_in_stock_items(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("bad_score", "problem", "shown"),
-    [(np.nan, "NaN or missing score", "score=None"), (np.inf, "infinite score", "score=inf")],
+    [
+        (np.nan, "NaN or missing score", "missing_score_item=i5"),
+        (np.inf, "infinite score", "infinite_score_item=i5"),
+    ],
 )
 def test_non_finite_score_fails(tmp_path: Path, bad_score: float, problem: str, shown: str) -> None:
     """A NaN or infinite score fails the matching score check, and results.json stays strict JSON."""
@@ -207,7 +238,7 @@ def test_non_finite_score_fails(tmp_path: Path, bad_score: float, problem: str, 
 
     assert not result.success
     (line,) = _lines_with(result, problem)
-    assert "user_id=u2 item_id=i5" in line and shown in line
+    assert "user_id=u2" in line and shown in line
     assert len(result.failures) == 1
 
     def reject(constant: str) -> None:
@@ -224,7 +255,7 @@ def test_item_not_in_catalog_fails(tmp_path: Path) -> None:
 
     assert not result.success
     (line,) = _lines_with(result, "item not in catalog")
-    assert "item_id=i99" in line
+    assert "user_id=u3 unknown_item=i99" in line
     assert _lines_with(result, "out-of-stock item") == []
 
 
@@ -237,7 +268,7 @@ def test_out_of_stock_item_fails(tmp_path: Path) -> None:
     assert not result.success
     (line,) = _lines_with(result, "out-of-stock item")
     assert line.startswith("segment_lists: ")
-    assert "segment=global item_id=i7" in line
+    assert "segment=global out_of_stock_item=i7" in line
     assert _lines_with(result, "item not in catalog") == []
 
 
@@ -261,7 +292,7 @@ def test_missing_global_segment_fails(tmp_path: Path) -> None:
 
     assert not result.success
     (line,) = _lines_with(result, "missing 'global' segment")
-    assert line.startswith("segment_list_sizes: ")
+    assert line.startswith("segment_lists: ")
     assert "observed missing ['global']" in line
 
 
@@ -304,7 +335,7 @@ def test_two_runs_share_one_context(tmp_path: Path) -> None:
     assert "run-b" in bad.docs_index.read_text()
     # The second run reused the stored suite instead of growing or rewriting it.
     assert json.loads(suite_file.read_text()) == suite_before
-    assert len(suite_before["expectations"]) == 6
+    assert len(suite_before["expectations"]) == 13
     # GX kept both runs' validation results in its own store too.
     stored_runs = {p.name for p in (tmp_path / "gx" / "uncommitted" / "validations").glob("*/*/*/*")}
     assert {"run-a", "run-b"} <= stored_runs
@@ -317,7 +348,7 @@ def test_rerun_of_same_run_id_replaces_its_output(tmp_path: Path) -> None:
 
     assert again.success
     assert json.loads(again.results_path.read_text())["success"] is True
-    assert len(list(again.docs_index.parent.glob("validations/**/*.html"))) == 4
+    assert len(list(again.docs_index.parent.glob("validations/**/*.html"))) == 2
 
 
 @pytest.mark.parametrize("run_id", ["../escape", "a/b", "", ".hidden"])
