@@ -125,10 +125,18 @@ def item_stats(events: DataFrame, items: DataFrame, as_of: datetime, windows: tu
     """Per catalog item: distinct buyers over each window (days), trend, price, age and category."""
     purchases = events.where(F.col("event_type") == "purchase")
     buyer = F.coalesce(F.col("user_id"), F.concat(F.lit("session:"), F.col("session_id")))
-    age = _days_before(as_of, F.col("ts"))
-    aggs = [F.countDistinct(F.when(age <= w, buyer)).alias(f"pop_{w}d") for w in windows]
-    aggs.append(F.countDistinct(buyer).alias("pop_all"))
-    pop = purchases.groupBy("item_id").agg(*aggs)
+    # A buyer is in a window when their latest purchase of the item is: one aggregation by (item,
+    # buyer), then plain counts. A distinct count per window would make Spark copy every purchase once
+    # per window (its Expand operator) before aggregating.
+    latest = (
+        purchases.select("item_id", buyer.alias("buyer"), _days_before(as_of, F.col("ts")).alias("age"))
+        .where(F.col("buyer").isNotNull())
+        .groupBy("item_id", "buyer")
+        .agg(F.min("age").alias("age"))
+    )
+    aggs = [F.count(F.when(F.col("age") <= w, True)).alias(f"pop_{w}d") for w in windows]
+    aggs.append(F.count(F.lit(1)).alias("pop_all"))
+    pop = latest.groupBy("item_id").agg(*aggs)
     shortest, longest = min(windows), max(windows)
     out = (
         items.select("item_id", "category", "price", "in_stock", "first_seen")
