@@ -1,7 +1,7 @@
 """What the input gate already knows about the lake's event parts, so a run scans only the new ones.
 
 Lake parts are append-only files that never change once written (``carousel.lake``). The gate's
-metrics over all of a run's events (``quality.input_gate.input_metrics``) are therefore the merge of
+metrics over all of a run's events (``quality.input_metrics.input_metrics``) are therefore the merge of
 per-part summaries: additive counts, the newest timestamp, and the sets of row fingerprints, shoppers
 and items (sorted unique 64-bit hashes, so duplicates and distinct counts span parts). A
 :class:`LakeSummary` is such a merge; the gate keeps one for the parts it has scanned and merges the

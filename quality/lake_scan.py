@@ -63,7 +63,7 @@ def _scan(
 ) -> LakeSummary:
     """The summary of `parts`' events before `interval_end`: one Spark pass for the counts, one that
     writes each row's keys as Parquet (read back with pyarrow, not through the driver's heap)."""
-    from quality.input_gate import input_counts, row_keys
+    from quality.input_metrics import input_counts, row_keys
 
     if not parts:
         return LakeSummary()

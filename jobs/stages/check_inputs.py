@@ -2,13 +2,15 @@
 
 Extract: the lake's events strictly before the run's data interval end, scanned only where the kept
 summary lacks them (`quality.lake_scan`), and the row counts of recent successful runs. Transform: the
-input gate (`quality.input_gate`: nulls, event types, bad prices and quantities, duplicate rate, a
+input gate (`quality.input_metrics` in Spark, then `quality.input_gate` in GX: nulls, event types, bad prices and quantities, duplicate rate, a
 volume drop against recent runs). Load: the verdict into the run's history; a failed gate raises
 `InputValidationFailed`. Future timestamps are refused earlier, when events are written to the lake.
 """
 
 from __future__ import annotations
 
+import importlib
+import threading
 from datetime import UTC
 from typing import Any
 
@@ -18,6 +20,7 @@ from carousel.lake import Lake
 from carousel.runs import RunHistory
 from jobs.features.session import spark_session
 from jobs.stages.run import StageResult, StageRun, ValidationFailed
+from quality.input_metrics import METRIC_COLUMNS
 from quality.lake_scan import lake_summary, micros
 
 
@@ -42,8 +45,10 @@ def recent_input_volumes(history: RunHistory, limit: int = 10) -> list[int]:
 
 def check_inputs(job: StageRun) -> dict[str, Any]:
     """Validate the run's input events; raise `InputValidationFailed` when the gate fails."""
-    from quality.input_gate import METRIC_COLUMNS, validate_run_inputs  # GX is heavy: import here
-
+    # Great Expectations takes seconds to import: it loads on a thread while Spark starts and scans the
+    # lake (the Spark half, `quality.input_metrics`, does not need it). A failed import raises below.
+    loading = threading.Thread(target=importlib.import_module, args=("quality.input_gate",), daemon=True)
+    loading.start()
     settings, run_id = job.settings, job.run_id
     interval_end = job.interval_end.astimezone(UTC)
     lake = Lake(settings.lake_dir)
@@ -52,6 +57,9 @@ def check_inputs(job: StageRun) -> dict[str, Any]:
     summary, scanned = lake_summary(
         spark_session(settings), lake, interval_end, quality_dir=settings.quality_dir, run_id=run_id
     )
+    loading.join()
+    from quality.input_gate import validate_run_inputs
+
     metrics = pd.DataFrame([summary.metrics(micros(interval_end))], columns=list(METRIC_COLUMNS))
     metrics["max_ts"] = pd.to_datetime(metrics["max_ts"], unit="us")  # naive UTC, as Spark's toPandas gives
     result = validate_run_inputs(

@@ -17,7 +17,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from quality.input_gate import METRIC_COLUMNS, input_metrics, validate_run_inputs
+from quality.input_gate import validate_run_inputs
+from quality.input_metrics import METRIC_COLUMNS, input_metrics
 from quality.output_gate import GateResult, validate_run_output
 
 pytestmark = pytest.mark.integration

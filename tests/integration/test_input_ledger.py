@@ -19,8 +19,8 @@ from pyspark.sql import functions as F
 from carousel.lake import Lake
 from carousel.schema import EVENTS_SCHEMA
 from configs.settings import Settings
-from quality.input_gate import _COUNT_COLUMNS, METRIC_COLUMNS, input_metrics
 from quality.input_ledger import ADDITIVE_COUNTS, LakeSummary, sorted_unique
+from quality.input_metrics import _COUNT_COLUMNS, METRIC_COLUMNS, input_metrics
 from quality.lake_scan import lake_summary
 
 pytestmark = pytest.mark.integration
