@@ -22,9 +22,11 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -160,6 +162,30 @@ class Lake:
 
 
 _STREAM_PART = re.compile(r"^part-stream-(\d+-\d+)-(\d+-\d+)\.parquet$")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# What `newest_event_us` says of a part without time statistics: newer than any run.
+UNKNOWN_NEWEST = int(np.iinfo(np.int64).max)
+
+
+def micros(moment: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime."""
+    return (moment.astimezone(UTC) - _EPOCH) // timedelta(microseconds=1)
+
+
+def newest_event_us(part: Path) -> int:
+    """An events part's newest event time (microseconds) from its Parquet footer, without reading its
+    rows; `UNKNOWN_NEWEST` for a part without statistics, so callers read such a part."""
+    metadata = pq.ParquetFile(part).metadata
+    column = metadata.schema.names.index("ts")
+    newest = -1
+    for group in range(metadata.num_row_groups):
+        statistics = metadata.row_group(group).column(column).statistics
+        if statistics is None or not statistics.has_min_max:
+            return UNKNOWN_NEWEST
+        newest = max(newest, micros(statistics.max))
+    return newest
 
 
 def stream_part(first_id: str, last_id: str) -> str:

@@ -8,7 +8,7 @@ mergeable summary (`quality.input_ledger.LakeSummary`), and each run scans only 
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +16,9 @@ import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from carousel.lake import Lake
+from carousel.lake import Lake, micros, newest_event_us
 from carousel.runs import folder_name
 from quality.input_ledger import ADDITIVE_COUNTS, DAY_US, LakeSummary, sorted_unique
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def lake_summary(
@@ -37,7 +35,7 @@ def lake_summary(
     if kept is None or not kept.valid_for(signatures, end):
         kept = LakeSummary()
     new = [lake.events_dir / name for name in signatures if name not in kept.parts]
-    complete = [p for p in new if _newest_event(p) < end]
+    complete = [p for p in new if newest_event_us(p) < end]
     # A part drained after the interval ended holds later events: counted up to the end this run, kept
     # out of the summary until a run's end is past all of it.
     partial = [p for p in new if p not in complete]
@@ -91,21 +89,3 @@ def _scan(
         items=sorted_unique(values("item")),
         recent_ts=times if newest is None else times[np.searchsorted(times, newest - DAY_US) :],
     )
-
-
-def _newest_event(part: Path) -> int:
-    """The part's newest event time (microseconds) from its Parquet footer; a part without statistics
-    counts as newer than any run, so it is scanned by every run and never kept."""
-    metadata = pq.ParquetFile(part).metadata
-    column = metadata.schema.names.index("ts")
-    newest = -1
-    for group in range(metadata.num_row_groups):
-        statistics = metadata.row_group(group).column(column).statistics
-        if statistics is None or not statistics.has_min_max:
-            return np.iinfo(np.int64).max
-        newest = max(newest, micros(statistics.max))
-    return newest
-
-
-def micros(moment: datetime) -> int:
-    return (moment.astimezone(UTC) - _EPOCH) // timedelta(microseconds=1)

@@ -16,12 +16,12 @@ from typing import Any
 
 import pandas as pd
 
-from carousel.lake import Lake
+from carousel.lake import Lake, micros
 from carousel.runs import RunHistory
 from jobs.features.session import spark_session
 from jobs.stages.run import StageResult, StageRun, ValidationFailed
 from quality.input_metrics import METRIC_COLUMNS
-from quality.lake_scan import lake_summary, micros
+from quality.lake_scan import lake_summary
 
 
 class InputValidationFailed(ValidationFailed):

@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 from carousel.cache.client import sync_client
 from carousel.cache.shoppers import erased_digests, recorded_consents
 from carousel.cache.versions import live_version, read_meta
-from carousel.lake import Lake
+from carousel.lake import Lake, micros, newest_event_us
 from carousel.rules.consent import opted_out
 from carousel.rules.erasure import DIGEST_PREFIX
 from carousel.rules.segments import department
@@ -181,11 +181,11 @@ def _read_inputs(settings: Settings, interval_end: datetime, *, cache_modelling:
     spark = spark_session(settings)
     events = spark.read.parquet(str(lake.events_dir)).where(F.col("ts") < F.lit(interval_end))
     items = spark.read.parquet(str(lake.items_path))
-    newest = events.agg(F.max("ts")).first()
-    if newest is None or newest[0] is None:
+    newest = _newest_event_before(spark, lake, interval_end)
+    if newest is None:
         raise PipelineError(f"the lake holds no events before {interval_end.isoformat()}")
     # The model's "now" is just after the newest event: windows stay meaningful on historic data.
-    as_of = min(newest[0].astimezone(UTC) + timedelta(seconds=1), interval_end)
+    as_of = min(newest + timedelta(seconds=1), interval_end)
     events = _without_withdrawn_shoppers(settings, spark, lake, events)
     modelling = transforms.modelling_events(events, as_of)
     if cache_modelling:
@@ -194,6 +194,25 @@ def _read_inputs(settings: Settings, interval_end: datetime, *, cache_modelling:
         # more than it saves.
         modelling = modelling.cache()
     return _Inputs(events, items, modelling, as_of)
+
+
+def _newest_event_before(spark: SparkSession, lake: Lake, end: datetime) -> datetime | None:
+    """The newest event time before `end`: from the parts' footers, reading only the parts that hold
+    events at or after `end` (or no time statistics), instead of every event's time."""
+    end_us = micros(end)
+    newest_us = {part: newest_event_us(part) for part in lake.event_files()}
+    newest = max((us for us in newest_us.values() if us < end_us), default=None)
+    straddling = [str(part) for part, us in newest_us.items() if us >= end_us]
+    if straddling:
+        row = (
+            spark.read.parquet(*straddling)
+            .where(F.col("ts") < F.lit(end))
+            .agg(F.unix_micros(F.max("ts")).alias("newest"))
+            .first()
+        )
+        if row is not None and row["newest"] is not None:
+            newest = row["newest"] if newest is None else max(newest, row["newest"])
+    return None if newest is None else datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=newest)
 
 
 def _without_withdrawn_shoppers(
@@ -256,6 +275,7 @@ def _write_lists(
     touches = transforms.session_touches(own).cache()
     if items is None:
         items = item_frame(modelling, inputs.items, as_of)
+        progress(f"statistics of {len(items):,} items computed")
     titles = inputs.items.select("item_id", "title").toPandas().set_index("item_id")["title"]
     scoring = ScoringJob(trained, params, pd.Timestamp(as_of), items, titles, length)
     try:
@@ -272,6 +292,7 @@ def _write_lists(
             own.unpersist()
     segments = _segment_lists(settings, inputs, items)
     segments.to_parquet(folder / "segment_lists.parquet", index=False)
+    progress(f"{segments['segment'].nunique():,} segment lists computed")
     departments = items[["item_id"]].assign(department=items["category"].astype(str).map(department))
     departments.to_parquet(folder / "departments.parquet", index=False)
     if mode != "incremental":
