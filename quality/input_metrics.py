@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 
 from carousel.schema import EVENT_TYPES, EVENTS_SCHEMA
 
-__all__ = ["METRIC_COLUMNS", "REQUIRED_COLUMNS", "input_counts", "input_metrics", "row_keys"]
+__all__ = ["FLAGGED_COUNTS", "METRIC_COLUMNS", "REQUIRED_COLUMNS", "input_metrics", "row_keys"]
 
 # Event columns that must be filled on every row (carousel.schema's non-nullable events columns).
 REQUIRED_COLUMNS: Final = ("session_id", "item_id", "event_type", "ts", "quantity", "price")
@@ -32,6 +32,14 @@ _COUNT_COLUMNS: Final = (
     "duplicate_rows",
 )
 METRIC_COLUMNS: Final = (*_COUNT_COLUMNS, "max_ts", "distinct_users", "distinct_items")
+# The counts of rows meeting a condition (`_row_conditions`), in the order of `row_keys`' flag bits.
+FLAGGED_COUNTS: Final = (
+    *(f"null_{c}" for c in REQUIRED_COLUMNS),
+    "unknown_event_types",
+    "future_rows",
+    "negative_or_bad_price_rows",
+    "bad_quantity_rows",
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -87,28 +95,46 @@ def input_metrics(events: DataFrame, interval_end: datetime) -> DataFrame:
     )
 
 
-def input_counts(events: DataFrame, interval_end: datetime) -> DataFrame:
-    """The counts of :func:`input_metrics` that add up over parts of the events, and ``max_ts``: one row.
-
-    With :func:`row_keys` this is what the gate reads from new lake parts only
-    (``quality.input_ledger``); ``rows_in_last_day`` and the duplicate and distinct counts come from
-    the keys there."""
-    return events.agg(*_count_aggregates(interval_end)).drop("rows_in_last_day")
-
-
-def row_keys(events: DataFrame) -> DataFrame:
+def row_keys(events: DataFrame, interval_end: datetime) -> DataFrame:
     """Per event: its row fingerprint (as :func:`input_metrics` counts duplicates), 64-bit hashes of
-    its shopper and item ids (null for a null id) and its time in microseconds since the epoch."""
+    its shopper and item ids (null for a null id), its time in microseconds since the epoch, and
+    ``flags``, bit *i* set when the row counts towards ``FLAGGED_COUNTS[i]``.
+
+    This is what the gate reads from new lake parts only (``quality.input_ledger``): every metric of
+    :func:`input_metrics` adds up from these keys, in one pass over the events."""
 
     def key(column: str) -> Column:
         return F.when(F.col(column).isNotNull(), F.xxhash64(F.col(column)))
 
+    flags = F.lit(0).cast("long")
+    for bit, condition in enumerate(_row_conditions(interval_end).values()):
+        # A null condition (e.g. an unknown test of a null event type) does not count, as in `rows_where`.
+        flags = flags + F.when(condition, F.lit(1 << bit)).otherwise(F.lit(0))
     return events.select(
         _row_fingerprint().alias("fingerprint"),
         key("user_id").alias("user"),
         key("item_id").alias("item"),
         F.unix_micros("ts").alias("ts_us"),
+        flags.alias("flags"),
     )
+
+
+def _row_conditions(interval_end: datetime) -> dict[str, Column]:
+    """The counts of rows that meet a condition, each with its condition: `FLAGGED_COUNTS` in order."""
+    end = F.lit(interval_end).cast("timestamp")
+    price = F.col("price")
+    # Spark orders NaN above every number, so `price < 0` misses it: test NaN and infinity explicitly.
+    bad_price = (price < 0) | F.isnan(price) | (price == F.lit(float("inf")))
+    conditions = {
+        **{f"null_{c}": F.col(c).isNull() for c in REQUIRED_COLUMNS},
+        # A null event type is reported by null_event_type only (isin gives null, when() skips it).
+        "unknown_event_types": ~F.col("event_type").isin(*EVENT_TYPES),
+        "future_rows": F.col("ts") > end,
+        "negative_or_bad_price_rows": bad_price,
+        "bad_quantity_rows": F.col("quantity") < 1,
+    }
+    assert tuple(conditions) == FLAGGED_COUNTS
+    return conditions
 
 
 def _count_aggregates(interval_end: datetime) -> list[Column]:
@@ -118,18 +144,10 @@ def _count_aggregates(interval_end: datetime) -> list[Column]:
         # sum over no rows is null; coalesce so an empty input gives 0 (and fails only the rows check).
         return F.coalesce(F.sum(F.when(condition, F.lit(1))), F.lit(0)).cast("long")
 
-    price = F.col("price")
-    # Spark orders NaN above every number, so `price < 0` misses it: test NaN and infinity explicitly.
-    bad_price = (price < 0) | F.isnan(price) | (price == F.lit(float("inf")))
     return [
         rows_where(F.lit(True)).alias("rows"),
         rows_where(F.col("ts") >= end - F.expr("INTERVAL 1 DAY")).alias("rows_in_last_day"),
-        *(rows_where(F.col(c).isNull()).alias(f"null_{c}") for c in REQUIRED_COLUMNS),
-        # A null event type is reported by null_event_type only (isin gives null, when() skips it).
-        rows_where(~F.col("event_type").isin(*EVENT_TYPES)).alias("unknown_event_types"),
-        rows_where(F.col("ts") > end).alias("future_rows"),
-        rows_where(bad_price).alias("negative_or_bad_price_rows"),
-        rows_where(F.col("quantity") < 1).alias("bad_quantity_rows"),
+        *(rows_where(condition).alias(name) for name, condition in _row_conditions(interval_end).items()),
         F.max("ts").alias("max_ts"),
     ]
 

@@ -59,30 +59,31 @@ def _scan(
     interval_end: datetime,
     scratch: Path,
 ) -> LakeSummary:
-    """The summary of `parts`' events before `interval_end`: one Spark pass for the counts, one that
-    writes each row's keys as Parquet (read back with pyarrow, not through the driver's heap)."""
-    from quality.input_metrics import input_counts, row_keys
+    """The summary of `parts`' events before `interval_end`, from one Spark pass that writes each row's
+    keys as Parquet (read back with pyarrow, not through the driver's heap)."""
+    from quality.input_metrics import FLAGGED_COUNTS, row_keys
 
     if not parts:
         return LakeSummary()
     events = spark.read.parquet(*(str(p) for p in parts)).where(F.col("ts") < F.lit(interval_end))
-    # The newest time as microseconds from Spark: a timestamp collected to Python is read in this
-    # process's local zone.
-    counts = input_counts(events, interval_end).withColumn("max_ts", F.unix_micros("max_ts")).first()
-    assert counts is not None  # an aggregate without grouping gives one row
     shutil.rmtree(scratch, ignore_errors=True)
-    row_keys(events).write.parquet(str(scratch))
+    row_keys(events, interval_end).write.parquet(str(scratch))
     keys = pq.read_table(scratch)
     shutil.rmtree(scratch, ignore_errors=True)
 
     def values(column: str) -> np.ndarray:
         return keys[column].drop_null().to_numpy().astype(np.int64, copy=False)
 
-    newest = counts["max_ts"]
+    flags = values("flags")
+    counts = {"rows": keys.num_rows}
+    counts.update(
+        {name: int(np.count_nonzero(flags & (1 << bit))) for bit, name in enumerate(FLAGGED_COUNTS)}
+    )
     times = np.sort(values("ts_us"))
+    newest = int(times[-1]) if len(times) else None
     return LakeSummary(
         parts={p.name: signatures[p.name] for p in parts},
-        counts={k: int(counts[k]) for k in ADDITIVE_COUNTS},
+        counts={k: counts[k] for k in ADDITIVE_COUNTS},
         max_ts=newest,
         fingerprints=sorted_unique(values("fingerprint")),
         users=sorted_unique(values("user")),
