@@ -47,6 +47,18 @@ def without_shoppers(
     )
 
 
+def purchases_and_events_of(events: DataFrame, shoppers: DataFrame) -> DataFrame:
+    """Every purchase, and every event of `shoppers` (a `user_id` frame): all that `item_stats`,
+    `segment_popularity` and those shoppers' own frames read. Purchases are a few percent of a store's
+    events, so an incremental run keeps this instead of reading the whole lake once for each."""
+    own = shoppers.select("user_id", F.lit(True).alias("_own"))
+    return (
+        events.join(F.broadcast(own), "user_id", "left")
+        .where((F.col("event_type") == "purchase") | F.col("_own").isNotNull())
+        .select(*events.columns)
+    )
+
+
 def interaction_weights(events: DataFrame) -> DataFrame:
     """(user_id, item_id, weight): summed event strengths, log-damped so one binge does not dominate."""
     weight = F.lit(0.0)

@@ -37,9 +37,9 @@ from jobs.ranking.scoring import by_shopper, score_block, shoppers_block
 # Shoppers per partition, at most: a task holds its partition's feature rows while it scores them.
 PARTITION_SHOPPERS = 10_000
 # More partitions than cores keep every core busy until the last task, as long as each has enough
-# shoppers to be worth a task (a worker's start and its ranker's compiling take a second or two); a
+# shoppers to be worth a task (a worker starts and compiles its ranker once, for its first task); a
 # multiple of the cores, so the last round of tasks is not one core's alone.
-PARTITIONS_PER_CORE = 2
+PARTITIONS_PER_CORE = 4
 MIN_PARTITION_SHOPPERS = 1_000
 # Shoppers a task scores at once: a block's candidates with their features (about 0.4 KB each, up to
 # ~300 per shopper) take about 0.6 GB, per task running.

@@ -16,6 +16,7 @@ that writes lists.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,7 +40,7 @@ from jobs.features.session import spark_session
 from jobs.ranking.lists import similar_item_lists
 from jobs.ranking.model import ModelParams, TrainedModel, save_model
 from jobs.ranking.segments import new_arrivals, segment_lists
-from jobs.ranking.spark_lists import ScoringJob, write_user_lists
+from jobs.ranking.spark_lists import ScoredShoppers, ScoringJob, write_user_lists
 from jobs.ranking.store import ModelStore
 from jobs.ranking.training import train_model
 from jobs.stages.manifest import ModelInfo, RunCounts, RunManifest, ScoringFigures
@@ -68,7 +69,7 @@ def compute_lists(job: StageRun) -> RunManifest:
         version=version_for(end),
     )
     mode = resolve_mode(settings, job.mode)
-    inputs = _read_inputs(settings, end, cache_modelling=mode != "incremental")
+    inputs = _read_inputs(settings, end, active_since=start if mode == "incremental" else None)
     folder = job.folder
     folder.mkdir(parents=True, exist_ok=True)
     params = ModelParams.from_settings(settings)
@@ -96,9 +97,6 @@ def compute_lists(job: StageRun) -> RunManifest:
         number, trained = stored.number, TrainedModel.from_stored(stored, params)
         job.say(f"{mode} run with model {number}")
     if mode != "train":
-        shoppers = None
-        if mode == "incremental":
-            shoppers = inputs.modelling.where(F.col("ts") >= F.lit(start)).select("user_id").distinct()
         counts, scoring = _write_lists(
             settings,
             inputs,
@@ -106,7 +104,7 @@ def compute_lists(job: StageRun) -> RunManifest:
             params,
             mode=mode,
             folder=folder,
-            shoppers=shoppers,
+            shoppers=inputs.active,
             items=items,
             progress=job.say,
         )
@@ -128,6 +126,7 @@ def compute_lists(job: StageRun) -> RunManifest:
     )
     if mode != "train":
         manifest.model.path = str(store.path(number))
+    inputs.events.unpersist()
     inputs.modelling.unpersist()
     manifest.write(folder)
     # A train run ends here; a run that writes lists goes on to validate and publish.
@@ -170,9 +169,13 @@ class _Inputs:
     # Known shoppers' events before `as_of`: what the models learn from and score.
     modelling: DataFrame
     as_of: datetime
+    # An incremental run's shoppers: those with events since the interval start (None: everyone).
+    active: DataFrame | None = None
 
 
-def _read_inputs(settings: Settings, interval_end: datetime, *, cache_modelling: bool) -> _Inputs:
+def _read_inputs(settings: Settings, interval_end: datetime, *, active_since: datetime | None) -> _Inputs:
+    """The run's inputs; with `active_since` (an incremental run), only what scoring the shoppers
+    active since then reads."""
     lake = Lake(settings.lake_dir)
     if not lake.has_data():
         raise PipelineError(
@@ -187,13 +190,16 @@ def _read_inputs(settings: Settings, interval_end: datetime, *, cache_modelling:
     # The model's "now" is just after the newest event: windows stay meaningful on historic data.
     as_of = min(newest + timedelta(seconds=1), interval_end)
     events = _without_withdrawn_shoppers(settings, spark, lake, events)
+    if active_since is None:
+        # Training and scoring everyone read the modelling events many times over.
+        return _Inputs(events, items, transforms.modelling_events(events, as_of).cache(), as_of)
     modelling = transforms.modelling_events(events, as_of)
-    if cache_modelling:
-        # Training and scoring everyone read the modelling events many times over; an incremental run
-        # reads them twice (its shoppers' events, items' statistics), where caching them all would cost
-        # more than it saves.
-        modelling = modelling.cache()
-    return _Inputs(events, items, modelling, as_of)
+    active = modelling.where(F.col("ts") >= F.lit(active_since)).select("user_id").distinct()
+    # One read of the lake for the item statistics, the segment lists and the active shoppers' frames,
+    # done here: the jobs that read it run side by side (`_write_lists`) and would each read the lake.
+    events = transforms.purchases_and_events_of(events, active).cache()
+    events.count()
+    return _Inputs(events, items, transforms.modelling_events(events, as_of), as_of, active)
 
 
 def _newest_event_before(spark: SparkSession, lake: Lake, end: datetime) -> datetime | None:
@@ -269,28 +275,12 @@ def _write_lists(
     scored by Spark tasks (`jobs.ranking.spark_lists`), segment lists, similar items and departments.
     `items`: the items frame as of the run, when training already computed it."""
     length = settings.stored_list_length
-    modelling, as_of = inputs.modelling, inputs.as_of
-    # The given shoppers' events are read by several feature frames: kept once, they are a small share.
-    own = modelling if shoppers is None else modelling.join(F.broadcast(shoppers), "user_id").cache()
-    touches = transforms.session_touches(own).cache()
-    if items is None:
-        items = item_frame(modelling, inputs.items, as_of)
-        progress(f"statistics of {len(items):,} items computed")
-    titles = inputs.items.select("item_id", "title").toPandas().set_index("item_id")["title"]
-    scoring = ScoringJob(trained, params, pd.Timestamp(as_of), items, titles, length)
-    try:
-        scored = write_user_lists(
-            own.sparkSession,
-            shopper_frames(own, inputs.items, touches, as_of, params.cooc),
-            scoring,
-            folder / "user_lists.parquet",
-            progress,
-        )
-    finally:
-        touches.unpersist()
-        if shoppers is not None:
-            own.unpersist()
-    segments = _segment_lists(settings, inputs, items)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # The segments' aggregation does not depend on the personal lists: submitted alongside them,
+        # its Spark tasks use the cores the scoring leaves idle (its last tasks, the driver's planning).
+        popularity = pool.submit(_segment_popularity, settings, inputs)
+        scored, items = _personal_lists(settings, inputs, trained, params, folder, shoppers, items, progress)
+        segments = _segment_lists(settings, popularity.result(), items)
     segments.to_parquet(folder / "segment_lists.parquet", index=False)
     progress(f"{segments['segment'].nunique():,} segment lists computed")
     departments = items[["item_id"]].assign(department=items["category"].astype(str).map(department))
@@ -313,9 +303,45 @@ def _write_lists(
     )
 
 
-def _segment_lists(settings: Settings, inputs: _Inputs, items: pd.DataFrame) -> pd.DataFrame:
-    """Segment lists (global, country, device, referrer, category) from every event before `as_of`:
-    anonymous sessions count, shoppers without personalization consent do not."""
+def _personal_lists(
+    settings: Settings,
+    inputs: _Inputs,
+    trained: TrainedModel,
+    params: ModelParams,
+    folder: Path,
+    shoppers: DataFrame | None,
+    items: pd.DataFrame | None,
+    progress: Callable[[str], None],
+) -> tuple[ScoredShoppers, pd.DataFrame]:
+    """The personal lists of every modelled shopper (or of `shoppers`), scored by Spark tasks, and the
+    items frame they were scored with."""
+    modelling, as_of = inputs.modelling, inputs.as_of
+    # The given shoppers' events are read by several feature frames: kept once, they are a small share.
+    own = modelling if shoppers is None else modelling.join(F.broadcast(shoppers), "user_id").cache()
+    touches = transforms.session_touches(own).cache()
+    if items is None:
+        items = item_frame(modelling, inputs.items, as_of)
+        progress(f"statistics of {len(items):,} items computed")
+    titles = inputs.items.select("item_id", "title").toPandas().set_index("item_id")["title"]
+    scoring = ScoringJob(trained, params, pd.Timestamp(as_of), items, titles, settings.stored_list_length)
+    try:
+        scored = write_user_lists(
+            own.sparkSession,
+            shopper_frames(own, inputs.items, touches, as_of, params.cooc),
+            scoring,
+            folder / "user_lists.parquet",
+            progress,
+        )
+    finally:
+        touches.unpersist()
+        if shoppers is not None:
+            own.unpersist()
+    return scored, items
+
+
+def _segment_popularity(settings: Settings, inputs: _Inputs) -> pd.DataFrame:
+    """In-stock items by buyers per segment (global, country, device, referrer, category) from every
+    event before `as_of`: anonymous sessions count, shoppers without personalization consent do not."""
     as_of = inputs.as_of
     segment_events = inputs.events.where(F.col("ts") < F.lit(as_of))
     popularity = transforms.segment_popularity(
@@ -324,7 +350,10 @@ def _segment_lists(settings: Settings, inputs: _Inputs, items: pd.DataFrame) -> 
     if popularity.empty:
         # A quiet window: fall back to all-time popularity so segment lists are never empty.
         popularity = transforms.segment_popularity(segment_events, inputs.items, as_of, 36_500).toPandas()
-    popularity = sorted_frame(popularity, list(popularity.columns))
+    return sorted_frame(popularity, list(popularity.columns))
+
+
+def _segment_lists(settings: Settings, popularity: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
     return segment_lists(
         popularity,
         settings.stored_list_length,
