@@ -16,7 +16,6 @@ that writes lists.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -195,10 +194,8 @@ def _read_inputs(settings: Settings, interval_end: datetime, *, active_since: da
         return _Inputs(events, items, transforms.modelling_events(events, as_of).cache(), as_of)
     modelling = transforms.modelling_events(events, as_of)
     active = modelling.where(F.col("ts") >= F.lit(active_since)).select("user_id").distinct()
-    # One read of the lake for the item statistics, the segment lists and the active shoppers' frames,
-    # done here: the jobs that read it run side by side (`_write_lists`) and would each read the lake.
+    # One read of the lake for the item statistics, the segment lists and the active shoppers' frames.
     events = transforms.purchases_and_events_of(events, active).cache()
-    events.count()
     return _Inputs(events, items, transforms.modelling_events(events, as_of), as_of, active)
 
 
@@ -275,12 +272,8 @@ def _write_lists(
     scored by Spark tasks (`jobs.ranking.spark_lists`), segment lists, similar items and departments.
     `items`: the items frame as of the run, when training already computed it."""
     length = settings.stored_list_length
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # The segments' aggregation does not depend on the personal lists: submitted alongside them,
-        # its Spark tasks use the cores the scoring leaves idle (its last tasks, the driver's planning).
-        popularity = pool.submit(_segment_popularity, settings, inputs)
-        scored, items = _personal_lists(settings, inputs, trained, params, folder, shoppers, items, progress)
-        segments = _segment_lists(settings, popularity.result(), items)
+    scored, items = _personal_lists(settings, inputs, trained, params, folder, shoppers, items, progress)
+    segments = _segment_lists(settings, _segment_popularity(settings, inputs), items)
     segments.to_parquet(folder / "segment_lists.parquet", index=False)
     progress(f"{segments['segment'].nunique():,} segment lists computed")
     departments = items[["item_id"]].assign(department=items["category"].astype(str).map(department))
