@@ -15,6 +15,7 @@ from carousel import cli
 from carousel.cache import versions
 from carousel.lake import Lake
 from carousel.rules.reasons import REASON_TEXTS
+from carousel.rules.segments import department
 from configs.settings import Settings, get_settings
 from jobs.ingest.adapters import read_online_retail
 from jobs.publishing.lists_file import SortedListsFile
@@ -71,6 +72,8 @@ def test_refresh_publishes_personal_and_segment_lists(
     opted_out = users.loc[~users["consent_personalization"], "user_id"]
     assert not lists["user_id"].isin(opted_out).any()
 
+    _browsing_one_department_shapes_the_list(settings, api)
+
     record = run.history(settings).get("test-run")
     assert record is not None and record["status"] == "published"
     # `carousel refresh` runs the refresh DAG's own stage list, drain and audiences included.
@@ -81,6 +84,34 @@ def test_refresh_publishes_personal_and_segment_lists(
     assert ops.status_code == 200 and "test-run" in ops.text and result.version in ops.text
     docs = api.get("/ops/quality/test-run/data_docs/index.html")
     assert docs.status_code == 200 and "<html" in docs.text.lower()
+
+
+def _browsing_one_department_shapes_the_list(settings: Settings, api: TestClient) -> None:
+    """The published version carries the catalog's departments (nothing written by hand): an anonymous
+    visitor who views four items of one department gets that department's list, not the bestsellers."""
+    catalog = Lake(settings.lake_dir).read_items()
+    assert catalog is not None
+    departments = catalog.set_index("item_id")["category"].astype(str).map(department)
+    fresh = api.get("/v1/recommendations", params={"session_id": "s-fresh", "n": 10}).json()
+    assert fresh["source"] == "global"
+    shown = {i["item_id"] for i in fresh["items"]}
+    # The department least shown to a fresh visitor, among those with enough items to browse.
+    sizes = departments.value_counts()
+    target = min(sizes[sizes >= 20].index, key=lambda d: (departments.reindex(list(shown)) == d).sum())
+    viewed = departments[departments == target].index[:4]
+    session = _treatment_user(settings, pd.Series([f"s-browse-{k}" for k in range(50)]))
+    now = datetime.now(UTC).isoformat()
+    views = [
+        {"session_id": session, "item_id": item, "event_type": "view", "ts": now, "quantity": 1, "price": 1.0}
+        for item in viewed
+    ]
+    assert api.post("/v1/events", json={"events": views}).status_code == 202
+
+    browsing = api.get("/v1/recommendations", params={"session_id": session, "n": 10}).json()
+    assert browsing["source"] == "segment"
+    items = [i["item_id"] for i in browsing["items"]]
+    assert len(items) == 10 and len(set(items) - shown) >= 6
+    assert (departments.reindex(items) == target).sum() >= 8
 
 
 def test_failed_validation_exits_non_zero_and_keeps_live_version(
