@@ -661,7 +661,8 @@ def _add_service_commands(sub: Commands) -> None:
     bench.add_argument(
         "--scoring-masters",
         help="batch: after the runs, rescore every shopper on each of these Spark masters, separated by ';' "
-        "(e.g. 'local[1];local[2]' or a cluster's spark://host:port), for the scoring rate per core",
+        "(e.g. 'local[1];local[2]' or a cluster's spark://host:port), for the scoring rate per core; "
+        "a local[N] rescore runs on N CPUs only, its JVM and Python workers included",
     )
     bench.set_defaults(func=cmd_bench)
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -118,8 +120,11 @@ def run_job(
     env: dict[str, str],
     log_dir: Path,
     progress: Progress,
+    cpus: int | None = None,
 ) -> Job:
-    """`carousel submit STAGE` as the DAG's task runs it; raises with the log's tail when it fails."""
+    """`carousel submit STAGE` as the DAG's task runs it; raises with the log's tail when it fails.
+    With `cpus`, the job and every process it starts (the JVM, Spark's Python workers) run on that many
+    of this process's CPUs only."""
     command = [
         str(Path(sys.executable).parent / "carousel"),
         "submit",
@@ -133,6 +138,8 @@ def run_job(
     ]
     if interval_start is not None:
         command += ["--interval-start", interval_start.isoformat()]
+    if cpus is not None:
+        command = [*on_cpus(cpus), *command]
     log = log_dir / f"{run_id}.{stage}.log"
     # The loader runs as the DAG's publish task does (see `jobs.publishing.loader.loader_env`).
     job_env = loader_env(env) if stage == "publish" else env
@@ -166,6 +173,25 @@ def run_job(
         peak_rss_mb_spark_jvm=memory.peak_jvm_bytes / 1e6,
         peak_rss_mb_driver=memory.peak_driver_bytes / 1e6,
     )
+
+
+def on_cpus(count: int) -> list[str]:
+    """The `taskset` prefix that runs a command and its children on the first `count` of this process's
+    CPUs (the affinity is inherited, so the JVM and Spark's Python workers stay on them too)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if count > len(allowed):
+        raise ValueError(f"{count} CPUs asked for, {len(allowed)} available")
+    taskset = shutil.which("taskset")
+    if taskset is None:
+        raise RuntimeError("taskset (util-linux) is needed to run a job on a given number of CPUs")
+    return [taskset, "--cpu-list", ",".join(str(cpu) for cpu in allowed[:count])]
+
+
+def local_cores(master: str) -> int | None:
+    """The task slots of a `local[N]` master (None for `local[*]` and cluster masters): a rescore on
+    `local[1]` is measured on one CPU, JVM and Python workers included, so its rate is one core's."""
+    match = re.fullmatch(r"local\[(\d+)\]", master)
+    return int(match.group(1)) if match else None
 
 
 def run_pipeline(
@@ -326,6 +352,7 @@ def bench_batch(
                     env={**env, "CAROUSEL_SPARK_MASTER": master},
                     log_dir=root,
                     progress=progress,
+                    cpus=local_cores(master),
                 )
                 figures = json.loads((run_dir(run_settings, run_id) / "manifest.json").read_text())["scoring"]
                 by_master[master] = _scoring(figures)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pandas as pd
 import pytest
 
-from carousel.bench.batch import DAYS, PRESETS, Preset, store_size, store_spec
+from carousel.bench.batch import DAYS, PRESETS, Preset, local_cores, on_cpus, store_size, store_spec
 from carousel.cli import build_parser
 from jobs.ingest.synthetic import generate_store
 from jobs.publishing.loader import loader_env
@@ -53,3 +57,24 @@ def test_loader_env_keeps_the_environment_it_is_given(monkeypatch: pytest.Monkey
     given = {"CAROUSEL_REDIS_URL": "redis://127.0.0.1:7001/0", "PATH": "/usr/bin"}
     assert loader_env(given) == {**given, "NUMPY_MADVISE_HUGEPAGE": "0"}
     assert loader_env()["CAROUSEL_REDIS_URL"] == "redis://127.0.0.1:6399/0"
+
+
+@pytest.mark.parametrize(
+    ("master", "cores"),
+    [("local[1]", 1), ("local[2]", 2), ("local[*]", None), ("local", None), ("spark://127.0.0.1:7077", None)],
+)
+def test_a_local_master_with_n_slots_is_measured_on_n_cpus(master: str, cores: int | None) -> None:
+    assert local_cores(master) == cores
+
+
+def test_a_job_on_one_cpu_and_its_children_see_one_cpu() -> None:
+    """A rescore on `local[1]` runs with one CPU's affinity, which its JVM and Python workers inherit."""
+    child = "import os, subprocess, sys; print(len(os.sched_getaffinity(0))); sys.stdout.flush(); " + (
+        "subprocess.run([sys.executable, '-c', 'import os; print(len(os.sched_getaffinity(0)))'])"
+    )
+    out = subprocess.run(
+        [*on_cpus(1), sys.executable, "-c", child], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["1", "1"]
+    with pytest.raises(ValueError, match="CPUs"):
+        on_cpus(len(os.sched_getaffinity(0)) + 1)
