@@ -208,7 +208,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             profile_dir=Path(args.profile) if args.profile else None,
         )
     else:
-        from carousel.bench.batch import bench_batch, store_size
+        from carousel.bench.batch import bench_batch, local_cores, on_cpus, store_size
 
         size = store_size(args.preset, args.users, args.items, args.events)
         if size.users < 100 or size.items < 10 or size.events < 1_000:
@@ -221,6 +221,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 raise CommandError(
                     f"--scoring-masters: {master!r} is not local[N], local[*] or spark://host:port"
                 )
+            cores = local_cores(master)
+            if cores is not None:
+                try:
+                    # Checked now, not after the full and incremental runs it would have cost.
+                    on_cpus(cores)
+                except (ValueError, RuntimeError) as exc:
+                    raise CommandError(f"--scoring-masters: {master!r}: {exc}") from exc
         report = bench_batch(
             users=size.users,
             items=size.items,

@@ -431,7 +431,8 @@ def _fold_block(block: pd.DataFrame, key: str, stock: pd.Series) -> pd.DataFrame
     table = ranks.reindex(owners)
     table["n_items"] = table["n_items"].fillna(0).astype("int64")
     table["n_distinct_ranks"] = table["n_distinct_ranks"].fillna(0).astype("int64")
-    table["n_rows"] = lists.groupby(key, sort=False).size().reindex(owners).astype("int64")
+    # Rows that carry an item (an empty list's placeholder row does not), as the statistics count them.
+    table["n_rows"] = table["n_items"]
 
     scores = pd.to_numeric(items["score"]).to_numpy(dtype="float64", na_value=np.nan)
     # A hash lookup against the catalog index: O(rows), whatever the catalog's size.
@@ -449,8 +450,8 @@ def _fold_block(block: pd.DataFrame, key: str, stock: pd.Series) -> pd.DataFrame
     table = table.reset_index()
     table[key] = _strings(table[key]).array
 
-    unkeyed = int((~keyed).sum())
-    if unkeyed:
+    unkeyed = int((~keyed & block["item_id"].notna().to_numpy()).sum())
+    if (~keyed).any():
         # GX skips nulls in the figures' checks, so these rows fail only the missing-key check.
         orphan = pd.DataFrame({key: pd.array([None], dtype="string[pyarrow]"), "n_rows": [unkeyed]})
         table = pd.concat([table, orphan], ignore_index=True)

@@ -188,8 +188,11 @@ def on_cpus(count: int) -> list[str]:
 
 
 def local_cores(master: str) -> int | None:
-    """The task slots of a `local[N]` master (None for `local[*]` and cluster masters): a rescore on
-    `local[1]` is measured on one CPU, JVM and Python workers included, so its rate is one core's."""
+    """The task slots of a `local[N]` (or `local`) master; None for `local[*]` and cluster masters. A
+    rescore on `local[1]` is measured on one CPU, JVM and Python workers included: its rate is one
+    core's."""
+    if master == "local":
+        return 1
     match = re.fullmatch(r"local\[(\d+)\]", master)
     return int(match.group(1)) if match else None
 

@@ -83,6 +83,8 @@ class SortedListsFile:
                 frame = pd.concat([carry, frame], ignore_index=True)
             if frame.empty:
                 continue
+            if frame[self.key_column].isna().any():
+                raise PublishError(f"{self.path} has rows without a {self.key_column}: nothing switched")
             owners = frame[self.key_column].to_numpy()
             if (last is not None and owners[0] <= last) or bool((owners[1:] < owners[:-1]).any()):
                 raise PublishError(f"{self.path} is not sorted by {self.key_column}: nothing switched")
@@ -100,6 +102,13 @@ class SortedListsFile:
 
 
 Lists = pd.DataFrame | SortedListsFile
+
+
+def open_lists(path: Path, columns: tuple[str, ...] | None = None) -> Lists:
+    """A run's shoppers' lists, streamed block by block when they are sorted by shopper (every run
+    since the loader streams); an older run's unsorted file is read whole."""
+    lists = SortedListsFile(path, columns=columns)
+    return lists if lists.is_sorted() else pd.read_parquet(path, columns=list(columns) if columns else None)
 
 
 def blocks(lists: Lists) -> Iterator[pd.DataFrame]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from carousel.cache.client import sync_client
-from jobs.publishing.lists_file import SortedListsFile
+from jobs.publishing.lists_file import open_lists
 from jobs.publishing.loader import PublishResult, publish_version
 from jobs.stages.manifest import RunManifest
 from jobs.stages.run import PipelineError, StageResult, StageRun
@@ -38,7 +38,7 @@ def publish_lists(job: StageRun) -> PublishResult:
     result = publish_version(
         sync_client(settings),
         version=manifest.version,
-        user_lists=_user_lists(folder / "user_lists.parquet"),
+        user_lists=open_lists(folder / "user_lists.parquet"),
         segment_lists=pd.read_parquet(folder / "segment_lists.parquet"),
         manifest={
             "run_id": job.run_id,
@@ -75,10 +75,3 @@ def _departments(path: Path) -> dict[str, str] | None:
         return None
     frame = pd.read_parquet(path, columns=["item_id", "department"]).dropna()
     return dict(zip(frame["item_id"].astype(str), frame["department"].astype(str), strict=True))
-
-
-def _user_lists(path: Path) -> pd.DataFrame | SortedListsFile:
-    """The shoppers' lists, streamed block by block when the file is sorted by shopper (every run since
-    the loader streams; an older run's file is read whole)."""
-    lists = SortedListsFile(path)
-    return lists if lists.is_sorted() else pd.read_parquet(path)

@@ -18,7 +18,7 @@ from carousel.cache.versions import live_version, read_user_lists
 from carousel.lake import Lake
 from configs.settings import Settings
 from jobs.publishing import PublishError
-from jobs.publishing.lists_file import SortedListsFile
+from jobs.publishing.lists_file import Lists, SortedListsFile, blocks, open_lists
 from jobs.stages.manifest import RunManifest
 from jobs.stages.run import PipelineError, StageResult, StageRun, ValidationFailed
 
@@ -42,20 +42,20 @@ def validate_lists(job: StageRun) -> dict[str, Any]:
     if catalog is None:
         raise PipelineError(f"the lake at {settings.lake_dir} has no items table")
     # Read a block of whole lists at a time, as the loader does: the gate never holds every list's rows.
-    user_lists = SortedListsFile(folder / "user_lists.parquet", columns=("user_id", *CHECKED_COLUMNS))
+    user_lists = open_lists(folder / "user_lists.parquet", columns=("user_id", *CHECKED_COLUMNS))
     try:
         result = validate_run_output(
             run_id=job.run_id,
-            user_lists=user_lists.blocks(),
+            user_lists=blocks(user_lists),
             segment_lists=pd.read_parquet(folder / "segment_lists.parquet"),
             catalog=catalog[["item_id", "in_stock"]],
             active_users=manifest.counts.modelled_users,
             list_length=settings.stored_list_length,
             min_user_coverage=settings.min_user_coverage,
             quality_dir=settings.quality_dir,
-            drift=_drift_baseline(settings, user_lists.owners(), manifest.version),
+            drift=_drift_baseline(settings, _owners(user_lists), manifest.version),
         )
-    except PublishError as error:  # rows out of owner order: the loader would refuse them too
+    except PublishError as error:  # rows without an owner: the loader would refuse them too
         raise ValidationFailed(f"run {job.run_id} failed validation: {error}") from error
     verdict = {
         "success": result.success,
@@ -72,6 +72,10 @@ def validate_lists(job: StageRun) -> dict[str, Any]:
             + f". Data Docs: {result.docs_index}"
         )
     return verdict
+
+
+def _owners(lists: Lists) -> pd.Series:
+    return lists.owners() if isinstance(lists, SortedListsFile) else pd.Series(lists["user_id"].unique())
 
 
 def _drift_baseline(settings: Settings, shoppers: pd.Series, version: str) -> DriftBaseline | None:

@@ -4,6 +4,7 @@ the contract's JSON. Only that the work was done and measured is checked; how fa
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import orjson
@@ -66,4 +67,15 @@ def test_bench_batch_writes_the_contract_report(
 def test_bench_batch_refuses_a_master_it_cannot_name(tmp_path: Path) -> None:
     argv = ["bench", "batch", "--scoring-masters", "local[1];bogus://x", "--out", str(tmp_path / "b.json")]
     assert cli.main(argv) == 1
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_bench_batch_refuses_more_local_cores_than_the_machine_gives_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A `local[N]` rescore runs on N CPUs: asking for more is refused before any run, not after."""
+    too_many = len(os.sched_getaffinity(0)) + 1
+    argv = ["bench", "batch", "--scoring-masters", f"local[{too_many}]", "--out", str(tmp_path / "b.json")]
+    assert cli.main(argv) == 1
+    assert f"local[{too_many}]" in capsys.readouterr().err
     assert not (tmp_path / "b.json").exists()

@@ -61,7 +61,7 @@ def test_loader_env_keeps_the_environment_it_is_given(monkeypatch: pytest.Monkey
 
 @pytest.mark.parametrize(
     ("master", "cores"),
-    [("local[1]", 1), ("local[2]", 2), ("local[*]", None), ("local", None), ("spark://127.0.0.1:7077", None)],
+    [("local[1]", 1), ("local[2]", 2), ("local", 1), ("local[*]", None), ("spark://127.0.0.1:7077", None)],
 )
 def test_a_local_master_with_n_slots_is_measured_on_n_cpus(master: str, cores: int | None) -> None:
     assert local_cores(master) == cores

@@ -13,7 +13,7 @@ from carousel.cache import keys as layout
 from carousel.cache import payload as list_format
 from carousel.rules.reasons import REASON_TEXTS
 from jobs.publishing import PublishError
-from jobs.publishing.lists_file import SortedListsFile
+from jobs.publishing.lists_file import SortedListsFile, open_lists
 from jobs.publishing.loader import content_digest, list_payloads, significant
 
 
@@ -142,3 +142,26 @@ def test_an_unsorted_file_is_detected_and_refused_block_by_block(tmp_path: Path)
     assert not source.is_sorted()
     with pytest.raises(PublishError, match="not sorted by user_id"):
         list(source.blocks())
+
+
+def test_rows_without_an_owner_are_refused_not_compared(tmp_path: Path) -> None:
+    """A row whose owner is null stops the reading with the loader's error (the gate and the publish
+    stage turn it into a refusal), not with a TypeError from comparing None with a string."""
+    frame = _lists(users=6, length=3)
+    frame.loc[7, "user_id"] = None
+    frame.to_parquet(tmp_path / "lists.parquet", index=False)
+    with pytest.raises(PublishError, match="rows without a user_id"):
+        list(SortedListsFile(tmp_path / "lists.parquet", block_rows=4).blocks())
+
+
+def test_lists_are_streamed_when_sorted_and_an_older_unsorted_file_is_read_whole(tmp_path: Path) -> None:
+    frame = _lists(users=10, length=3)
+    frame.to_parquet(tmp_path / "sorted.parquet", index=False)
+    pd.concat([frame.iloc[15:], frame.iloc[:15]]).to_parquet(tmp_path / "unsorted.parquet", index=False)
+    streamed = open_lists(tmp_path / "sorted.parquet", columns=("user_id", "item_id"))
+    assert isinstance(streamed, SortedListsFile)
+    assert list(pd.concat(streamed.blocks()).columns) == ["user_id", "item_id"]
+    whole = open_lists(tmp_path / "unsorted.parquet", columns=("user_id", "item_id"))
+    assert (
+        isinstance(whole, pd.DataFrame) and len(whole) == 30 and list(whole.columns) == ["user_id", "item_id"]
+    )
