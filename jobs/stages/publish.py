@@ -1,8 +1,8 @@
 """Stage `publish`: the validated lists into Redis as a new version, then the live pointer switched.
 
-Extract: the run's manifest, verdict, list files and the catalog's departments. Transform and load: `jobs.publishing.loader`
-(shoppers streamed block by block from the sorted lists file, completeness checked before a forward-only
-switch). A run that has not passed validation is refused; a rerun of the live interval switches nothing
+Extract: the run's manifest, verdict, list files and the catalog's departments. Transform and load:
+`jobs.publishing.loader` (shoppers streamed block by block from the sorted lists file, completeness
+checked before a forward-only switch). A run that has not passed validation is refused; a rerun of the live interval switches nothing
 and says whether its recomputed lists equal the published ones.
 """
 
