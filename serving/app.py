@@ -19,7 +19,7 @@ from carousel.cache.client import async_client
 from configs.settings import Settings, get_settings
 from serving import metrics
 from serving.auth import check_tokens_configured
-from serving.catalog import DepartmentCache
+from serving.catalog import Catalog
 from serving.fallback import FallbackLists
 from serving.responses import error_response, validation_error_response
 from serving.routes import audiences, events, health, items, ops, recommendations, shop, users
@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="carousel", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.fallbacks = FallbackLists(settings.var_dir)
-    app.state.departments = DepartmentCache()
+    app.state.catalog = Catalog()
     # The storefront's route skips the generic request handling (its docs stay on the router).
     app.add_middleware(recommendations.FastPath)
     app.include_router(recommendations.router)

@@ -1,29 +1,94 @@
-"""The catalog's departments as the API needs them: item_id -> department (the top level of the
-category path), read from the live version (`carousel.cache.keys.departments_key`) once per version and held in
-memory. Used to turn a visitor's views into category interest and to pick the `category:<department>`
-segment list that fits an anonymous session."""
+"""The live version's catalog in memory: each item's title, category, brand, price and stock as the
+version's run read them (`carousel.cache.catalog`), loaded once per version.
+
+The routes use it for what a list alone cannot say: the title a session reason names ("Because you viewed
+Red Mug"), the department a view adds interest to (`carousel.rules.segments.department` of the category,
+the batch's rule), the price of a view sent without one, and the attributes `fields=` adds to each item.
+
+A new version's catalog is read in the background (HSCAN in slices, so Redis is never blocked and no
+request waits on a large catalog) while the previous one keeps answering; only a process that has none
+yet waits for the first, up to `FIRST_LOAD_WAIT_S`. Memory: about 250 bytes per item, so a million items
+take some 250 MB per API worker.
+"""
 
 from __future__ import annotations
 
-import orjson
+import asyncio
+from typing import Any
 
-from carousel.cache.keys import departments_key
-from serving.store import ListStore
+from carousel.cache.catalog import decode_entry
+from carousel.cache.client import AsyncRedis, text
+from carousel.cache.keys import catalog_key
+from carousel.rules.segments import department
+
+# How long a process without any catalog waits for its first one before answering without it.
+FIRST_LOAD_WAIT_S = 2.0
+# A whole catalog's load gives up after this long (and is retried on the next request).
+LOAD_TIMEOUT_S = 60.0
+# Fields per HSCAN call.
+SCAN_COUNT = 2_000
 
 
-class DepartmentCache:
+class Catalog:
+    """Item attributes of the live version; `follow` keeps it on the live version."""
+
     def __init__(self) -> None:
         self._version: str | None = None
-        self._departments: dict[str, str] = {}
+        self._entries: dict[str, bytes] = {}
+        self._loading: tuple[str, asyncio.Task[None]] | None = None
 
-    async def load(self, store: ListStore, version: str) -> dict[str, str]:
-        """The map of `version` (fetched when the live version changed; empty if it has none)."""
-        if version != self._version:
-            raw = await store.call(lambda: store.client.get(departments_key(version)))
-            self._departments = orjson.loads(raw) if raw else {}
-            self._version = version
-        return self._departments
+    @property
+    def version(self) -> str | None:
+        """The version whose catalog is held (None before the first load)."""
+        return self._version
+
+    async def follow(self, client: AsyncRedis, version: str, *, wait: bool = False) -> None:
+        """Start loading `version`'s catalog when it is not the one held. The caller waits for it when
+        `wait` is set or when nothing is held yet (up to `FIRST_LOAD_WAIT_S`); otherwise the previous
+        catalog answers until the new one is in."""
+        if version == self._version:
+            return
+        if self._loading is None or self._loading[0] != version or self._loading[1].done():
+            task = asyncio.ensure_future(self._load(client, version))
+            # A failed load (Redis down, timeout) is retried by the next request that sees the version.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._loading = (version, task)
+        if wait or self._version is None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._loading[1]), FIRST_LOAD_WAIT_S)
+            except Exception:  # Redis slow or down: this answer goes without the catalog
+                pass
+
+    async def _load(self, client: AsyncRedis, version: str) -> None:
+        entries: dict[str, bytes] = {}
+        async with asyncio.timeout(LOAD_TIMEOUT_S):
+            cursor: int = 0
+            while True:
+                reply: Any = await client.hscan(catalog_key(version), cursor, count=SCAN_COUNT)
+                cursor, chunk = reply
+                entries.update((text(k), v) for k, v in chunk.items())
+                if not cursor:
+                    break
+        # Swapped whole: a request sees one version's catalog, never a mix.
+        self._entries, self._version = entries, version
+
+    def attributes(self, item_id: str) -> dict[str, Any] | None:
+        """The item's stored attributes (None when the catalog does not hold it)."""
+        raw = self._entries.get(item_id)
+        return decode_entry(raw) if raw is not None else None
+
+    def title(self, item_id: str) -> str | None:
+        found = self.attributes(item_id)
+        title = found.get("title") if found else None
+        return str(title) if title else None
+
+    def price(self, item_id: str) -> float | None:
+        found = self.attributes(item_id)
+        price = found.get("price") if found else None
+        return float(price) if price is not None else None
 
     def department(self, item_id: str) -> str | None:
-        """The department of an item in the last loaded version (None when unknown)."""
-        return self._departments.get(item_id)
+        """The item's department (None when unknown)."""
+        found = self.attributes(item_id)
+        category = found.get("category") if found else None
+        return department(str(category)) if category else None

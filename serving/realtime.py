@@ -229,14 +229,16 @@ def state_from(replies: list[Any]) -> ShopperState:
     )
 
 
-def state_from_flat(cart: list[bytes], purchases: list[bytes], interest: list[bytes]) -> ShopperState:
+def state_from_flat(
+    cart: list[bytes], purchases: list[bytes], interest: list[bytes], views: list[bytes]
+) -> ShopperState:
     """The state from a script's flat replies (member, score, member, score, ...; field, value, ...)."""
-    if not (cart or purchases or interest):
+    if not (cart or purchases or interest or views):
         return EMPTY_STATE
     return ShopperState(
         cart=_flat_scores(cart),
         purchases=_flat_scores(purchases),
-        views={},
+        views=_flat_scores(views),
         interest=_flat_scores(interest),
     )
 

@@ -293,12 +293,12 @@ class RedisListStore:
         else:
             # A visitor has no list and no consent record: keys that never exist, in the session's slot.
             owned = (f"{state_keys.cart}:no-list", f"{state_keys.cart}:no-consent")
-        read = [*owned, state_keys.cart, state_keys.purchases, state_keys.interest]
+        read = [*owned, state_keys.cart, state_keys.purchases, state_keys.interest, state_keys.views]
         reply = await self.call(lambda: self._read_shopper(read, [version, base]))
         if not isinstance(reply, list):  # the list alone: no consent record, no real-time state
             return reply or None, None, EMPTY_STATE
-        listed, consent, cart, purchases, interest = reply
-        state = state_from_flat(cart, purchases, interest)
+        listed, consent, cart, purchases, interest, views = reply
+        state = state_from_flat(cart, purchases, interest, views)
         return listed or None, None if consent is None else consent == b"1", state
 
     async def segment_list(self, version: str, segment: str) -> bytes | None:

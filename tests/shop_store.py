@@ -45,6 +45,20 @@ def reason_text(item: str) -> str:
     return f"Picked for you ({item})"
 
 
+def catalog(items: list[str]) -> pd.DataFrame:
+    """A catalog for `items`: the first 60 in the garden department, the rest in the kitchen."""
+    return pd.DataFrame(
+        {
+            "item_id": items,
+            "title": [f"Item {k}" for k in range(len(items))],
+            "category": ["garden/tools" if k < 60 else "kitchen/pans" for k in range(len(items))],
+            "brand": None,
+            "price": [10.0 + k for k in range(len(items))],
+            "in_stock": True,
+        }
+    )
+
+
 def _rows(owner_column: str, owner: str, items: list[str], code: str) -> list[dict[str, Any]]:
     return [
         {
@@ -95,7 +109,7 @@ def publish_shop_store(settings: Settings, client: redis.Redis) -> ShopStore:
             ]
         ),
         manifest={"run_id": "e2e", "generated_at": datetime.now(UTC).isoformat()},
-        departments={item: "garden" if k < 60 else "kitchen" for k, item in enumerate(ITEMS)},
+        catalog=catalog(ITEMS),
     )
     without_list = "ghost-shopper"
     lake = Lake(settings.lake_dir)

@@ -9,7 +9,9 @@ Lists and versions (`docs/redis.md` explains how versions resolve)::
                                           whose leftovers the next publish sweeps away
     carousel:ver:<version>:meta        -> orjson manifest of the version (run id, kind, base, counts)
     carousel:ver:<version>:s:<segment> -> list payload of one segment ("global", "country:fr", ...)
-    carousel:ver:<version>:departments -> orjson map item_id -> department, for visitors' category interest
+    carousel:ver:<version>:catalog     -> hash item_id -> orjson attributes (title, category, brand, price,
+                                          in_stock) as of the version: titles in reasons, departments for
+                                          visitors' interest, prices of minimal events, `fields=`
     carousel:u:{u:<user_id>}           -> hash: field <version> -> the list payload of one shopper
     carousel:i:<item_id>               -> hash: field <version> -> the item's similar items (full versions)
 
@@ -68,10 +70,9 @@ def segment_key(version: str, segment: str) -> str:
     return f"{version_prefix(version)}s:{segment}"
 
 
-def departments_key(version: str) -> str:
-    """orjson map item_id -> department (top level of its category): lets the API turn a visitor's
-    views into category interest and pick the matching `category:<department>` segment list."""
-    return f"{version_prefix(version)}departments"
+def catalog_key(version: str) -> str:
+    """Hash item_id -> orjson attributes of the version's catalog (`carousel.cache.catalog`)."""
+    return f"{version_prefix(version)}catalog"
 
 
 def user_tag(user_id: str) -> str:

@@ -36,14 +36,14 @@ return redis.call('HGET', KEYS[1], best)
 
 # One shopper's list, consent and real-time state in one call (all their keys share the `{u:<id>}` tag;
 # an anonymous visitor's session keys share `{s:<id>}`). KEYS: list hash, consent hash, cart, purchases,
-# interest (the first two may be a visitor's never-written keys). ARGV: version, base.
+# interest, views (the first two may be a visitor's never-written keys). ARGV: version, base.
 # Returns just the list (or nil) when there is no consent record and no real-time state, the common case,
 # which spares the client parsing a nested reply; else {list or false, personalization flag or false,
-# cart, purchases, interest}, without the list and the state when personalization was withdrawn ("0").
+# cart, purchases, interest, views}, without the list and the state when personalization was withdrawn.
 READ_SHOPPER = (
     """
 local consent = redis.call('HGET', KEYS[2], 'personalization')
-if consent == '0' then return {false, consent, {}, {}, {}} end
+if consent == '0' then return {false, consent, {}, {}, {}, {}} end
 """
     + _NEWEST_FIELD
     + """
@@ -52,8 +52,9 @@ if best ~= nil then list = redis.call('HGET', KEYS[1], best) end
 local cart = redis.call('ZRANGEBYSCORE', KEYS[3], '(0', '+inf', 'WITHSCORES')
 local purchases = redis.call('ZRANGE', KEYS[4], 0, -1, 'WITHSCORES')
 local interest = redis.call('HGETALL', KEYS[5])
-if not consent and #cart == 0 and #purchases == 0 and #interest == 0 then return list end
-return {list, consent, cart, purchases, interest}
+local views = redis.call('ZRANGE', KEYS[6], 0, -1, 'WITHSCORES')
+if not consent and #cart == 0 and #purchases == 0 and #interest == 0 and #views == 0 then return list end
+return {list, consent, cart, purchases, interest, views}
 """
 )
 

@@ -25,6 +25,8 @@ REASON_TEXTS = {
     "for_you": "Picked for you",
     "viewed_often": "You looked at this several times",
     "similar_to_viewed": "Similar to what you looked at",
+    # Session lists (carousel/rules/sessions.py); stored texts name the anchor.
+    "because_you_viewed": "Because of what you looked at",
 }
 
 

@@ -8,6 +8,8 @@ and in the API (`context_segment`) alike.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 GLOBAL_SEGMENT = "global"
 # The dimensions the batch computes lists for.
 SEGMENT_DIMENSIONS = ("country", "device", "referrer", "category")
@@ -32,3 +34,23 @@ def context_segment(dimension: str, value: str) -> str:
 def department(category: str) -> str:
     """The department of a category path: its top level, e.g. "Home/Lighting" -> "home"."""
     return category.split("/")[0].strip().lower()
+
+
+def segment_order(interest: Mapping[str, float], context: Mapping[str, str | None]) -> list[str]:
+    """The segment lists that may fit a visitor, best first: the department they browse most (ties by
+    name), then each context value in `CONTEXT_DIMENSIONS` order, then `global`. The API serves the
+    first one that is stored; `carousel evaluate` picks the same way.
+
+    Parameters
+    ----------
+    interest : mapping of department -> weight
+        The visitor's real-time category interest.
+    context : mapping of dimension -> value or None
+        The request's country, device and referrer.
+    """
+    order = []
+    if interest:
+        order.append(context_segment("category", max(sorted(interest), key=lambda d: interest[d])))
+    order += [context_segment(d, v) for d in CONTEXT_DIMENSIONS if (v := context.get(d))]
+    order.append(GLOBAL_SEGMENT)
+    return order

@@ -19,13 +19,13 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
-import orjson
 import pandas as pd
 
 from carousel.cache import keys
+from carousel.cache.catalog import CATALOG_FIELDS, encode_entries
 from carousel.cache.client import SyncRedis
 from carousel.cache.payload import SCORE_DIGITS, encode_columns, encode_meta, reason_entry
 from carousel.cache.scripts import SWITCH_FORWARD, WRITE_AND_PRUNE, PipelinedScript, slot_batches
@@ -64,6 +64,8 @@ class PublishResult:
 # stalls meanwhile, the API and Redis included (docs/performance.md). NumPy reads the variable when it is
 # imported, so it is set for the process that is started.
 LOADER_ENV = {"NUMPY_MADVISE_HUGEPAGE": "0"}
+# Items per HSET of the catalog: a few hundred KB per command.
+CATALOG_FIELDS_PER_CALL = 2_000
 
 
 def loader_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -160,7 +162,7 @@ def publish_version(
     keep_versions: int = 2,
     kind: Kind = "full",
     item_lists: pd.DataFrame | None = None,
-    departments: dict[str, str] | None = None,
+    catalog: pd.DataFrame | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> PublishResult:
     """Write a version, verify it, switch the pointer forward, and apply retention.
@@ -180,8 +182,9 @@ def publish_version(
         A delta is published on top of the live version's base; it needs a live version.
     item_lists : pandas.DataFrame, optional
         Similar items per `anchor_id` (full versions; a delta's items resolve to its base's).
-    departments : dict, optional
-        item_id -> department of the catalog, stored with the version for the API.
+    catalog : pandas.DataFrame, optional
+        The items as of the run (`item_id` and `carousel.cache.catalog.CATALOG_FIELDS`), stored with the
+        version for the API (`carousel.cache.catalog`).
     on_step : callable, optional
         Called with each step's name as it ends (`checked`, `shoppers written`, ..., `pruned`): for
         logs, and for the benchmark that lines up serving latency with what the loader was doing.
@@ -208,7 +211,9 @@ def publish_version(
     writer = _VersionWriter(client, version, retained)
     user_keys = writer.hashed(writer.digest.payloads("u", user_lists, "user_id"), keys.user_key)
     step("shoppers written")
-    segment_keys = writer.segments(segment_lists, departments)
+    segment_keys = writer.segments(segment_lists)
+    if catalog is not None:
+        segment_keys.append(writer.catalog(catalog))
     item_keys: list[str] = []
     if item_lists is not None:
         item_keys = writer.hashed(writer.digest.payloads("i", item_lists, "anchor_id"), keys.item_key)
@@ -277,17 +282,32 @@ class _VersionWriter:
         _execute(self.pipe)
         return written
 
-    def segments(self, segment_lists: pd.DataFrame, departments: dict[str, str] | None) -> list[str]:
-        """The segment lists (and the department map) under the version's own prefix; the keys written."""
+    def segments(self, segment_lists: pd.DataFrame) -> list[str]:
+        """The segment lists under the version's own prefix; the keys written."""
         written: list[str] = []
         for owner, payload in self.digest.payloads("s", segment_lists, "segment"):
             written.append(keys.segment_key(self.version, owner))
             self.pipe.set(written[-1], payload)
-        if departments is not None:
-            written.append(keys.departments_key(self.version))
-            self.pipe.set(written[-1], orjson.dumps(departments))
         _execute(self.pipe)
         return written
+
+    def catalog(self, items: pd.DataFrame) -> str:
+        """The version's catalog hash (`carousel.cache.catalog`), `CATALOG_FIELDS_PER_CALL` fields per
+        HSET; the key written."""
+        key = keys.catalog_key(self.version)
+        columns = ["item_id", *(c for c in CATALOG_FIELDS if c in items.columns)]
+        table = items[columns].astype(object)
+        rows = cast(list[dict[str, Any]], table.where(table.notna(), cast(Any, None)).to_dict("records"))
+        fields: dict[str, bytes] = {}
+        for item_id, value in encode_entries(rows):
+            fields[item_id] = value
+            if len(fields) >= CATALOG_FIELDS_PER_CALL:
+                self.pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+                fields = {}
+        if fields:
+            self.pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+        _execute(self.pipe)
+        return key
 
 
 def _switch(client: SyncRedis, version: str, meta: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ Extract: the lake's events before the interval end (Spark), without the shoppers
 personalization or were erased; the model (trained here, or the newest stored one). Transform: the
 feature sets (Spark), every shopper scored block by block (`jobs.ranking.scoring.score_block`), segment
 lists and similar items. Load: `user_lists.parquet` (sorted by shopper, for the loader to stream),
-`segment_lists.parquet`, `item_lists.parquet`, `departments.parquet` and `manifest.json`.
+`segment_lists.parquet`, `item_lists.parquet`, `catalog.parquet` and `manifest.json`.
 
 Modes (`jobs.stages.MODES`): `train` fits a new numbered model and writes no lists; `full` trains and
 scores every shopper; `rescore` scores every shopper with the newest stored model; `incremental` loads
@@ -24,13 +24,13 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from carousel.cache.catalog import CATALOG_FIELDS
 from carousel.cache.client import sync_client
 from carousel.cache.shoppers import erased_digests, recorded_consents
 from carousel.cache.versions import live_version, read_meta
 from carousel.lake import Lake, micros, newest_event_us
 from carousel.rules.consent import opted_out
 from carousel.rules.erasure import DIGEST_PREFIX
-from carousel.rules.segments import department
 from configs.settings import Settings
 from jobs.features import transforms
 from jobs.features.collect import item_frame, shopper_frames
@@ -269,15 +269,17 @@ def _write_lists(
     progress: Callable[[str], None],
 ) -> tuple[RunCounts, ScoringFigures]:
     """Every list file of the run: the personal lists of every modelled shopper (or of `shoppers`)
-    scored by Spark tasks (`jobs.ranking.spark_lists`), segment lists, similar items and departments.
+    scored by Spark tasks (`jobs.ranking.spark_lists`), segment lists, similar items and the catalog.
     `items`: the items frame as of the run, when training already computed it."""
     length = settings.stored_list_length
     scored, items = _personal_lists(settings, inputs, trained, params, folder, shoppers, items, progress)
     segments = _segment_lists(settings, _segment_popularity(settings, inputs), items)
     segments.to_parquet(folder / "segment_lists.parquet", index=False)
     progress(f"{segments['segment'].nunique():,} segment lists computed")
-    departments = items[["item_id"]].assign(department=items["category"].astype(str).map(department))
-    departments.to_parquet(folder / "departments.parquet", index=False)
+    # The items table as the run read it, with the attributes the API shows (`carousel.cache.catalog`).
+    inputs.items.select("item_id", *CATALOG_FIELDS).coalesce(1).write.mode("overwrite").parquet(
+        str(folder / "catalog.parquet")
+    )
     if mode != "incremental":
         # Similar items change with the model only: full versions carry them, deltas inherit the base's.
         similar_item_lists(trained.similarity, items, length).to_parquet(

@@ -1,6 +1,6 @@
 """Stage `publish`: the validated lists into Redis as a new version, then the live pointer switched.
 
-Extract: the run's manifest, verdict, list files and the catalog's departments. Transform and load:
+Extract: the run's manifest, verdict, list files and catalog. Transform and load:
 `jobs.publishing.loader` (shoppers streamed block by block from the sorted lists file, completeness
 checked before a forward-only switch). A run that has not passed validation is refused; a rerun of the live interval switches nothing
 and says whether its recomputed lists equal the published ones.
@@ -49,7 +49,7 @@ def publish_lists(job: StageRun) -> PublishResult:
         keep_versions=settings.keep_versions,
         kind="delta" if manifest.mode == "incremental" else "full",
         item_lists=pd.read_parquet(item_lists) if item_lists.exists() else None,
-        departments=_departments(folder / "departments.parquet"),
+        catalog=_catalog(folder / "catalog.parquet"),
         on_step=lambda name: job.say(f"publish: {name}"),
     )
     job.history.update(
@@ -68,10 +68,8 @@ def publish_lists(job: StageRun) -> PublishResult:
     return result
 
 
-def _departments(path: Path) -> dict[str, str] | None:
-    """The catalog's item -> department map the compute stage wrote (the API turns a visitor's views
-    into category interest with it); None for a run folder from before it was written."""
-    if not path.exists():
-        return None
-    frame = pd.read_parquet(path, columns=["item_id", "department"]).dropna()
-    return dict(zip(frame["item_id"].astype(str), frame["department"].astype(str), strict=True))
+def _catalog(path: Path) -> pd.DataFrame | None:
+    """The items as of the run, which the compute stage wrote; None for a run folder from before it was
+    written (its version then has no catalog: the API still serves it, without titles in session
+    reasons or `fields=`)."""
+    return pd.read_parquet(path) if path.exists() else None

@@ -4,7 +4,9 @@ The body is `{"events": [canonical events]}` (see the contract). A request is ac
 whole: an unknown field, an identifier outside the API's pattern, an unknown event type, a quantity
 below 1, a negative price, a timestamp more than `events_max_clock_skew_s` ahead of the server's clock
 (or before 2000) or more than `events_max_per_request` events get 422 naming every bad field; a body over
-`events_max_body_bytes` gets 413 before it is read further. Accepted events update the real-time state
+`events_max_body_bytes` gets 413 before it is read further. Only `item_id`, `event_type` and a
+`session_id` or `user_id` are required: `ts` defaults to the server's time, `quantity` to 1 and `price`
+to the live catalog's (an item the catalog does not hold needs its price). Accepted events update the real-time state
 (`serving/realtime.py`) and are appended to the `carousel:events` stream with the shopper's variant; the
 `drain_events` stage of the refresh moves them into the lake. The answer is 202 `{"accepted": N}`.
 """
@@ -13,13 +15,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from redis.exceptions import RedisError
 
 from carousel.cache.client import async_client
@@ -44,30 +47,91 @@ ContextValue = Annotated[str, StringConstraints(pattern=CONTEXT_PATTERN)]
 EventType = Literal["view", "add_to_cart", "remove_from_cart", "purchase"]
 
 
-class CanonicalEvent(BaseModel):
-    """One storefront event in the canonical format; `user_id` is absent or null for anonymous visitors."""
+class PostedEvent(BaseModel):
+    """One storefront event as posted: the canonical format, where a view (or any event) may leave out
+    `ts` (the server's time), `quantity` (1), `price` (the live catalog's) and, for a signed-in shopper,
+    `session_id` (one per shopper and UTC day). `user_id` is absent or null for anonymous visitors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     user_id: Identifier | None = None
-    session_id: Identifier
+    session_id: Identifier | None = None
     item_id: Identifier
     event_type: EventType
-    ts: datetime = Field(description="UTC timestamp (ISO 8601; one without a zone is taken as UTC)")
-    quantity: int = Field(ge=1, le=MAX_QUANTITY, strict=True)
-    price: float = Field(ge=0, allow_inf_nan=False, description="unit price")
+    ts: datetime | None = Field(None, description="UTC timestamp (ISO 8601; one without a zone is UTC)")
+    quantity: int = Field(1, ge=1, le=MAX_QUANTITY, strict=True)
+    price: float | None = Field(None, ge=0, allow_inf_nan=False, description="unit price")
     country: ContextValue | None = None
     device: ContextValue | None = None
     referrer: ContextValue | None = None
 
     @field_validator("ts")
     @classmethod
-    def _in_utc(cls, ts: datetime) -> datetime:
+    def _in_utc(cls, ts: datetime | None) -> datetime | None:
+        if ts is None:
+            return None
         # As the lake does: a timestamp without a zone is UTC.
         ts = (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).astimezone(UTC)
         if ts < EARLIEST_TS:
             raise ValueError(f"is before {EARLIEST_TS.date().isoformat()}: not a storefront event time")
         return ts
+
+    @model_validator(mode="after")
+    def _has_subject(self) -> PostedEvent:
+        if self.session_id is None and self.user_id is None:
+            raise ValueError("needs a session_id or a user_id")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedEvent:
+    """A posted event with its defaults filled in: the canonical event the state and the lake get."""
+
+    user_id: str | None
+    session_id: str
+    item_id: str
+    event_type: str
+    ts: datetime
+    quantity: int
+    price: float
+    country: str | None
+    device: str | None
+    referrer: str | None
+
+
+def _completed(
+    events: list[PostedEvent], *, now: datetime, price_of: Callable[[str], float | None]
+) -> tuple[list[AcceptedEvent], list[tuple[tuple[str | int, ...], str]]]:
+    """The events with their defaults, and a problem for each one whose price cannot be filled."""
+    accepted: list[AcceptedEvent] = []
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for i, event in enumerate(events):
+        price = event.price if event.price is not None else price_of(event.item_id)
+        if price is None:
+            problems.append(
+                (
+                    ("events", i, "price"),
+                    f"is required: item {event.item_id!r} is not in the live catalog to take its price from",
+                )
+            )
+            continue
+        ts = event.ts or now
+        session_id = event.session_id or f"{event.user_id}:{ts:%Y%m%d}"
+        accepted.append(
+            AcceptedEvent(
+                event.user_id,
+                session_id,
+                event.item_id,
+                event.event_type,
+                ts,
+                event.quantity,
+                price,
+                event.country,
+                event.device,
+                event.referrer,
+            )
+        )
+    return accepted, problems
 
 
 class EventBatch(BaseModel):
@@ -75,7 +139,7 @@ class EventBatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    events: list[CanonicalEvent]
+    events: list[PostedEvent]
 
 
 class _CappedBodyRequest(Request):
@@ -149,43 +213,49 @@ async def post_events(
                 )
             ]
         )
+    now = datetime.now(UTC)
     skew = settings.events_max_clock_skew_s
-    latest = datetime.now(UTC) + timedelta(seconds=skew)
-    future = [i for i, event in enumerate(events) if event.ts > latest]
+    latest = now + timedelta(seconds=skew)
+    future = [i for i, event in enumerate(events) if event.ts is not None and event.ts > latest]
     if future:
         raise _refuse(
             [
                 (
                     ("events", i, "ts"),
-                    f"{events[i].ts.isoformat()} is in the future (clock skew allowed: {skew}s)",
+                    f"{ts.isoformat()} is in the future (clock skew allowed: {skew}s)",
                 )
                 for i in future[:20]
+                if (ts := events[i].ts) is not None
             ]
         )
+    store, catalog = request.app.state.store, request.app.state.catalog
+    try:
+        # The live version's catalog gives views their department (category interest) and events sent
+        # without a price the catalog's; without one (nothing published, Redis slow) events that carry
+        # their price are still recorded, just without interest.
+        version = await store.live_version()
+        if version is not None:
+            await catalog.follow(store.client, version, wait=True)
+    except StoreUnavailable:
+        pass
+    accepted, unpriced = _completed(events, now=now, price_of=catalog.price)
+    if unpriced:
+        raise _refuse(unpriced[:20])
 
     def variant_of(subject: str) -> str:
         return assign_variant(subject, salt=settings.holdout_salt, holdout_percent=settings.holdout_percent)
 
-    departments = request.app.state.departments
     try:
-        # The live version's item -> department map turns views into category interest; without it
-        # (nothing published, Redis slow) the events are still recorded, just without interest.
-        version = await request.app.state.store.live_version()
-        if version is not None:
-            await departments.load(request.app.state.store, version)
-    except StoreUnavailable:
-        pass
-    try:
-        accepted = await realtime.record_events(
+        recorded = await realtime.record_events(
             client,
-            events,
+            accepted,
             variant_of=variant_of,
             config=realtime.RealtimeConfig.from_settings(settings),
-            category_of=departments.department,
+            category_of=catalog.department,
         )
-        await audiences.note_carts(client, events)
+        await audiences.note_carts(client, accepted)
     except (RedisError, OSError) as exc:
         response = error_response(503, f"events could not be stored ({type(exc).__name__}); retry later")
         response.headers["Retry-After"] = "1"
         return response
-    return json_response({"accepted": accepted}, status_code=202)
+    return json_response({"accepted": recorded}, status_code=202)

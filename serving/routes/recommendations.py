@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -27,8 +27,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from carousel.cache.payload import decode_items, iter_items
 from carousel.rules.holdout import HOLDOUT, assign_variant
-from carousel.rules.segments import CONTEXT_DIMENSIONS, GLOBAL_SEGMENT, context_segment
+from carousel.rules.segments import CONTEXT_DIMENSIONS, GLOBAL_SEGMENT, segment_order
+from carousel.rules.sessions import PERSONAL_WEIGHT, SEGMENT_WEIGHT, session_anchors, session_list
 from serving import metrics, realtime
+from serving.catalog import Catalog
 from serving.inputs import CONTEXT_PATTERN, ID_PATTERN
 from serving.overlay import EMPTY_TRIGGERS, apply_overlay, triggers
 from serving.responses import error_response, json_response, validation_error_response
@@ -154,6 +156,8 @@ async def _from_redis(
     meta = await store.version_meta(version) or {}
     base = str(meta.get("base") or version)
     availability: Availability = await app_state.availability.get(store.call)
+    catalog: Catalog = app_state.catalog
+    await catalog.follow(store.client, version)
     payload, source = None, "global"
     state = realtime.EMPTY_STATE
     if not holdout and (query.user_id or query.session_id):
@@ -163,33 +167,44 @@ async def _from_redis(
             # No personalization consent: neither the personal list nor the real-time overlay.
             payload, state, holdout = None, realtime.EMPTY_STATE, True
         source = "personal"
-    if payload is None and not holdout and state.interest:
-        # A visitor (or a shopper without a personal list yet) browsing one department: its list first.
-        department = max(sorted(state.interest), key=lambda d: state.interest[d])
-        payload = await store.segment_list(version, context_segment("category", department))
-        source = "segment"
-    for dimension in CONTEXT_DIMENSIONS:
-        value = getattr(query, dimension)
-        if payload is not None:
-            break
-        if value:
-            payload = await store.segment_list(version, context_segment(dimension, value))
-            source = "segment"
     if payload is None:
-        payload = await store.segment_list(version, GLOBAL_SEGMENT)
-        source = "global"
-        if payload:
+        context = {d: getattr(query, d) for d in CONTEXT_DIMENSIONS}
+        payload, source = await _segment_for(store, version, segment_order(state.interest, context))
+        if source == "global" and payload:
             app_state.fallbacks.remember(version, payload)
-    stored = iter_items(payload) if payload else iter(())
+    stored: Iterator[dict[str, Any]] = iter_items(payload) if payload else iter(())
     fired = EMPTY_TRIGGERS
     if state.cart or state.purchases:
         fired = triggers(
             state.cart, state.purchases, now=time.time(), cart_abandon_after_s=settings.cart_abandon_after_s
         )
+    # The current session's items pull in their similar items: a visitor's views, cart and purchases;
+    # a known shopper's views (their cart and purchases are the overlay's).
+    personal = source == "personal"
+    if personal:
+        anchors = session_anchors(state.views, {}, {}, window_s=settings.session_window_s)
+    else:
+        anchors = session_anchors(
+            state.views, state.cart, state.purchases, window_s=settings.session_window_s
+        )
+    if anchors:
+        seen = state.purchases.keys() if personal else {a.item_id for a in anchors} | state.purchases.keys()
+        stored = iter(
+            session_list(
+                anchors,
+                await _similar_lists(store, version, base, [a.item_id for a in anchors]),
+                stored,
+                # Room for what the overlay puts in front (and removes from the rest as repeats).
+                n=query.n + 3 * len(fired.abandoned_cart) + 4,
+                exclude=availability.unavailable | seen,
+                title_of=catalog.title,
+                segment_weight=PERSONAL_WEIGHT if personal else SEGMENT_WEIGHT,
+            )
+        )
+        source = "personal" if personal else "session"
     complements: dict[str, list[dict[str, Any]]] = {}
     if fired.anchors:
-        lists = await asyncio.gather(*(store.item_list(version, base, item) for item in fired.anchors))
-        complements = {a: decode_items(p) for a, p in zip(fired.anchors, lists, strict=True) if p}
+        complements = await _similar_lists(store, version, base, fired.anchors)
     items = apply_overlay(
         stored,
         fired=fired,
@@ -206,6 +221,23 @@ async def _from_redis(
         ][: query.n]
         source = "global"
     return _Answer(items, source, version, meta.get("generated_at"))
+
+
+async def _segment_for(store: ListStore, version: str, order: list[str]) -> tuple[bytes | None, str]:
+    """The first stored list of `order` (`carousel.rules.segments.segment_order`) and its source."""
+    for segment in order:
+        payload = await store.segment_list(version, segment)
+        if payload is not None:
+            return payload, "global" if segment == GLOBAL_SEGMENT else "segment"
+    return None, "global"
+
+
+async def _similar_lists(
+    store: ListStore, version: str, base: str, anchors: list[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The similar-item lists of `anchors` (read once per version, then from the store's memory)."""
+    lists = await asyncio.gather(*(store.item_list(version, base, item) for item in anchors))
+    return {a: decode_items(p) for a, p in zip(anchors, lists, strict=True) if p}
 
 
 @cache

@@ -29,6 +29,7 @@ from carousel.rules.holdout import assign_variant
 from configs.settings import Settings
 from jobs.ingest import drain
 from jobs.ingest.drain import drain_events
+from jobs.publishing.loader import publish_version
 from serving import realtime
 from serving.app import create_app
 
@@ -105,11 +106,14 @@ def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def _lake_frame(settings: Settings) -> pd.DataFrame:
+    return pq.read_table(Lake(settings.lake_dir).events_dir).to_pandas()
+
+
 def _lake_rows(settings: Settings) -> Counter[tuple[Any, ...]]:
-    lake = Lake(settings.lake_dir)
-    if not lake.event_files():
+    if not Lake(settings.lake_dir).event_files():
         return Counter()
-    frame = pq.read_table(lake.events_dir).to_pandas()
+    frame = _lake_frame(settings)
     return Counter(_row_key(row) for row in frame.astype(object).to_dict("records"))
 
 
@@ -151,7 +155,7 @@ def api(settings: Settings) -> Iterator[TestClient]:
         ({"event_type": "like"}, "events.1.event_type"),
         ({"user_id": "bad id!"}, "events.1.user_id"),
         ({"item_id": ""}, "events.1.item_id"),
-        ({"session_id": None}, "events.1.session_id"),
+        ({"session_id": None, "user_id": None}, "events.1"),
         ({"quantity": 0}, "events.1.quantity"),
         ({"quantity": "2"}, "events.1.quantity"),
         ({"price": -0.01}, "events.1.price"),
@@ -174,6 +178,68 @@ def test_a_bad_field_refuses_the_whole_request_naming_it(
     assert field in response.json()["error"]
     assert redis_client.exists(layout.EVENTS_STREAM) == 0
     assert redis_client.keys(f"{layout.REALTIME_PREFIX}:*") == []
+
+
+def test_a_minimal_view_takes_its_time_quantity_and_price_from_the_server_and_the_catalog(
+    api: TestClient, settings: Settings, redis_client: Any
+) -> None:
+    """A view with only a subject, an item and a type is stored (stream and, drained, lake) with the
+    server's time, quantity 1 and the live catalog's price; a signed-in shopper without a session gets
+    one per day; an item the catalog does not hold needs its price (422 naming it, nothing stored)."""
+    catalog = pd.DataFrame(
+        {
+            "item_id": ["i1", "i2"],
+            "title": ["Mug", None],
+            "category": ["home/kitchen", "garden"],
+            "brand": None,
+            "price": [12.5, 3.0],
+            "in_stock": True,
+        }
+    )
+    publish_version(
+        redis_client,
+        version="20261101T000000Z",
+        user_lists=pd.DataFrame(
+            columns=["user_id", "rank", "item_id", "score", "reason_code", "reason_text"]
+        ),
+        segment_lists=pd.DataFrame(
+            [
+                {
+                    "segment": "global",
+                    "rank": 1,
+                    "item_id": "i1",
+                    "score": 1.0,
+                    "reason_code": "bestseller",
+                    "reason_text": "Bestseller right now",
+                }
+            ]
+        ),
+        manifest={"run_id": "t", "generated_at": NOW.isoformat()},
+        catalog=catalog,
+    )
+    unknown = api.post(
+        "/v1/events", json={"events": [{"session_id": "s9", "item_id": "i3", "event_type": "view"}]}
+    )
+    assert unknown.status_code == 422 and "events.0.price" in unknown.json()["error"]
+    assert "'i3' is not in the live catalog" in unknown.json()["problems"][0]["problem"]
+    assert redis_client.exists(layout.EVENTS_STREAM) == 0
+    before = datetime.now(UTC)
+    minimal = [
+        {"session_id": "s9", "item_id": "i1", "event_type": "view"},
+        {"user_id": "u7", "item_id": "i2", "event_type": "view"},
+        {"session_id": "s9", "item_id": "i3", "event_type": "view", "price": 1.25},
+    ]
+    assert api.post("/v1/events", json={"events": minimal}).status_code == 202
+    after = datetime.now(UTC)
+    assert drain_events(settings, interval_end=after + timedelta(seconds=1)).written == 3
+    lake = _lake_frame(settings).sort_values("item_id").reset_index(drop=True)
+    assert lake["price"].tolist() == [12.5, 3.0, 1.25]
+    assert lake["quantity"].tolist() == [1, 1, 1]
+    assert lake["session_id"].tolist() == ["s9", f"u7:{before:%Y%m%d}", "s9"]
+    assert lake["user_id"].isna().tolist() == [True, False, True]
+    assert all(before <= ts <= after for ts in lake["ts"])
+    # The catalog's department made the view category interest (the visitor's `category:` list).
+    assert _state(settings.redis_url, user_id=None, session_id="s9").interest == {"home": 1.0}
 
 
 def test_an_unknown_top_level_field_and_too_many_events_are_refused(

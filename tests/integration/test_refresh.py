@@ -72,7 +72,7 @@ def test_refresh_publishes_personal_and_segment_lists(
     opted_out = users.loc[~users["consent_personalization"], "user_id"]
     assert not lists["user_id"].isin(opted_out).any()
 
-    _browsing_one_department_shapes_the_list(settings, api)
+    _browsing_one_department_shapes_the_list(settings, api, "test-run")
 
     record = run.history(settings).get("test-run")
     assert record is not None and record["status"] == "published"
@@ -86,32 +86,38 @@ def test_refresh_publishes_personal_and_segment_lists(
     assert docs.status_code == 200 and "<html" in docs.text.lower()
 
 
-def _browsing_one_department_shapes_the_list(settings: Settings, api: TestClient) -> None:
-    """The published version carries the catalog's departments (nothing written by hand): an anonymous
-    visitor who views four items of one department gets that department's list, not the bestsellers."""
+def _browsing_one_department_shapes_the_list(settings: Settings, api: TestClient, run_id: str) -> None:
+    """The four-views probe through the real path (the refresh published the catalog and the similar
+    items; nothing is written by hand): an anonymous visitor who views four items of one department with
+    minimal events gets a session list of their similar items, whose reasons name the viewed items, and
+    which mostly differs from what a fresh visitor sees."""
     catalog = Lake(settings.lake_dir).read_items()
     assert catalog is not None
-    departments = catalog.set_index("item_id")["category"].astype(str).map(department)
+    catalog = catalog.set_index("item_id")
+    departments = catalog["category"].astype(str).map(department)
     fresh = api.get("/v1/recommendations", params={"session_id": "s-fresh", "n": 10}).json()
     assert fresh["source"] == "global"
     shown = {i["item_id"] for i in fresh["items"]}
-    # The department least shown to a fresh visitor, among those with enough items to browse.
-    sizes = departments.value_counts()
-    target = min(sizes[sizes >= 20].index, key=lambda d: (departments.reindex(list(shown)) == d).sum())
-    viewed = departments[departments == target].index[:4]
+    similar = pd.read_parquet(run.run_dir(settings, run_id) / "item_lists.parquet")
+    # Four items with similar items of their own, from the department least shown to a fresh visitor.
+    anchored = departments[departments.index.isin(similar["anchor_id"])]
+    target = min(anchored.unique(), key=lambda d: (departments.reindex(list(shown)) == d).sum())
+    viewed = anchored[anchored == target].index[:4].tolist()
     session = _treatment_user(settings, pd.Series([f"s-browse-{k}" for k in range(50)]))
-    now = datetime.now(UTC).isoformat()
-    views = [
-        {"session_id": session, "item_id": item, "event_type": "view", "ts": now, "quantity": 1, "price": 1.0}
-        for item in viewed
-    ]
+    views = [{"session_id": session, "item_id": item, "event_type": "view"} for item in viewed]
     assert api.post("/v1/events", json={"events": views}).status_code == 202
 
     browsing = api.get("/v1/recommendations", params={"session_id": session, "n": 10}).json()
-    assert browsing["source"] == "segment"
+    assert browsing["source"] == "session"
     items = [i["item_id"] for i in browsing["items"]]
-    assert len(items) == 10 and len(set(items) - shown) >= 6
-    assert (departments.reindex(items) == target).sum() >= 8
+    assert len(items) == 10 and len(set(items) - shown) >= 6 and not set(items) & set(viewed)
+    neighbours = similar[similar["anchor_id"].isin(viewed)]
+    by_title = {f"Because you viewed {catalog.at[v, 'title']}": v for v in viewed}
+    session_items = [i for i in browsing["items"] if i["reason"]["code"] == "because_you_viewed"]
+    assert len(session_items) >= 5
+    for item in session_items:
+        anchor = by_title[item["reason"]["text"]]  # the text names one of the viewed items
+        assert ((neighbours["anchor_id"] == anchor) & (neighbours["item_id"] == item["item_id"])).any()
 
 
 def test_failed_validation_exits_non_zero_and_keeps_live_version(

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from shop_store import catalog
 
 from carousel.rules.holdout import HOLDOUT, TREATMENT, assign_variant
 from configs.settings import Settings
@@ -72,7 +73,7 @@ def _publish_store(client: Any, shoppers: list[str]) -> None:
         segment_lists=segments,
         item_lists=similar,
         manifest={"run_id": "t", "generated_at": datetime.now(UTC).isoformat()},
-        departments={item: "garden" if k < 60 else "kitchen" for k, item in enumerate(ITEMS)},
+        catalog=catalog(ITEMS),
     )
 
 
@@ -292,16 +293,31 @@ def test_the_api_refuses_to_start_without_tokens_outside_the_demo(settings: Sett
     create_app(open_doors.model_copy(update={"demo": True}))  # the demo generates its own
 
 
-def test_an_anonymous_session_gets_the_list_of_the_department_it_browses(
+def test_an_anonymous_session_gets_the_similar_items_of_what_it_viewed(
     api: tuple[TestClient, list[str]],
 ) -> None:
+    """Three minimal views (no price, quantity or time... but an order) turn a visitor's country list
+    into a session list: the viewed items' neighbours weighted by recency, named in the reasons, then
+    the list of the department browsed (category:garden), never the viewed items themselves."""
     client, _ = api
     session = "anon-browser-7"
     assert _get(client, session_id=session, country="Germany")["source"] == "segment"  # the country list
-    views = [{**_event("x", ITEMS[k], "view"), "user_id": None, "session_id": session} for k in (3, 5, 7)]
+    start = datetime.now(UTC).timestamp() - 60
+    views = [
+        {"session_id": session, "item_id": ITEMS[k], "event_type": "view", "ts": start + i}
+        for i, k in enumerate((3, 5, 7))
+    ]
     assert client.post("/v1/events", json={"events": views}).status_code == 202
     body = _get(client, session_id=session, country="Germany", n=10)
-    assert body["source"] == "segment" and _ids(body) == ITEMS[20:30]  # category:garden first
+    assert body["source"] == "session"
+    # Each item's similar items are the next three (scores 0.99, 0.98, 0.97); the newest view (7) weighs
+    # 1, then 0.75 (5) and 0.5625 (3): i008 = 1 + 0.75 * 0.98/0.99, i006 = 0.75 + 0.5625 * 0.98/0.99, ...
+    assert _ids(body)[:5] == [ITEMS[8], ITEMS[6], ITEMS[9], ITEMS[10], ITEMS[4]]
+    assert _ids(body)[5:] == ITEMS[20:25]  # then category:garden, the department all three are in
+    reasons = [i["reason"] for i in body["items"]]
+    assert reasons[0] == {"code": "because_you_viewed", "text": "Because you viewed Item 7"}
+    assert reasons[4] == {"code": "because_you_viewed", "text": "Because you viewed Item 3"}
+    assert {r["code"] for r in reasons[5:]} == {"popular_in_category"}
 
 
 def test_an_anonymous_visitor_with_a_cart_gets_the_overlay_not_a_fallback(
@@ -314,6 +330,8 @@ def test_an_anonymous_visitor_with_a_cart_gets_the_overlay_not_a_fallback(
     assert client.post("/v1/events", json={"events": [event]}).status_code == 202
     time.sleep(2.3)
     body = _get(client, session_id="anon-cart", country="Germany", n=10)
-    assert body["source"] == "segment"
+    assert body["source"] == "session"  # the cart's similar items, then the country list
     assert body["items"][0]["item_id"] == ITEMS[100]
     assert body["items"][0]["reason"]["code"] == "cart_reminder"
+    assert [i["item_id"] for i in body["items"][1:4]] == ITEMS[101:104]
+    assert {i["item_id"] for i in body["items"][4:]} <= set(ITEMS[60:90])

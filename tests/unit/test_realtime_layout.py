@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import get_args
@@ -14,21 +13,7 @@ from carousel.cache import keys as layout
 from carousel.cache import stream
 from carousel.lake import Lake, stream_part
 from carousel.schema import EVENT_TYPES
-from serving.routes.events import EventType
-
-
-@dataclass(frozen=True)
-class _Event:
-    user_id: str | None
-    session_id: str
-    item_id: str
-    event_type: str
-    ts: datetime
-    quantity: int
-    price: float
-    country: str | None
-    device: str | None
-    referrer: str | None
+from serving.routes.events import AcceptedEvent, EventType
 
 
 def test_every_key_of_a_subject_is_in_one_hash_slot() -> None:
@@ -44,7 +29,7 @@ def test_every_key_of_a_subject_is_in_one_hash_slot() -> None:
 def test_a_stream_entry_round_trips_the_canonical_fields() -> None:
     """Encoded and decoded, an event keeps its exact values; null fields are left out of the entry."""
     ts = datetime(2026, 11, 29, 10, 15, 3, 123456, tzinfo=UTC)
-    event = _Event(None, "s1", "i1", "purchase", ts, 3, 0.1 + 0.2, "France", None, None)
+    event = AcceptedEvent(None, "s1", "i1", "purchase", ts, 3, 0.1 + 0.2, "France", None, None)
     entry = stream.stream_entry(event, "holdout")
     assert entry["variant"] == "holdout" and "user_id" not in entry and "device" not in entry
     decoded = stream.decode_stream_entry({k.encode(): v.encode() for k, v in entry.items()})
