@@ -7,6 +7,8 @@ Layout::
                                                         the stream ids of their first and last entry
     <lake>/items/items.parquet                          one row per item, replaced atomically on upsert
     <lake>/users/users.parquet                          one row per user, replaced atomically on upsert
+    <lake>/session_links/part-stream-<first>-<last>.parquet   sign-ins (session_id, user_id, linked_at)
+                                                        drained from `carousel:links`; first link wins
     <lake>/_imports.json                                digests of imported inputs (re-imports are no-ops)
 
 Every write validates first and only then writes to a temporary file that is renamed into place, so a
@@ -33,11 +35,13 @@ import pyarrow.parquet as pq
 from carousel.schema import (
     EVENTS,
     ITEMS,
+    SESSION_LINKS,
     USERS,
     Table,
     to_arrow,
     validate_events,
     validate_items,
+    validate_session_links,
     validate_users,
 )
 
@@ -70,6 +74,15 @@ class Lake:
     @property
     def users_path(self) -> Path:
         return self.root / "users" / "users.parquet"
+
+    @property
+    def session_links_dir(self) -> Path:
+        return self.root / "session_links"
+
+    def session_link_files(self) -> list[Path]:
+        return (
+            sorted(self.session_links_dir.glob("part-*.parquet")) if self.session_links_dir.exists() else []
+        )
 
     @property
     def _imports_path(self) -> Path:
@@ -131,6 +144,15 @@ class Lake:
         merged = _merge_on_key(self.read_users(), clean, USERS)
         _atomic_write(to_arrow(merged, USERS), self.users_path)
         return WriteResult("users", len(clean), self.users_path)
+
+    def append_session_links(self, links: pd.DataFrame, *, part: str) -> Path:
+        """Validate sign-in links and write them as the part named `part` (a stream range, see
+        `stream_part`: a retried drain rewrites the same part). A session linked twice keeps its first
+        link when read (`carousel.lake` readers and `jobs.features.transforms.attribute_sessions`)."""
+        clean = validate_session_links(links, source=f"session links {part}")
+        path = self.session_links_dir / part
+        _atomic_write(to_arrow(clean, SESSION_LINKS), path)
+        return path
 
     # -- reads ---------------------------------------------------------------------------------------
     def read_items(self) -> pd.DataFrame | None:

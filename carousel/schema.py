@@ -51,11 +51,22 @@ USERS_SCHEMA = pa.schema(
     ]
 )
 
+# Sign-ins: a session first seen with a shopper (the API's `carousel:links`, drained into the lake), so the
+# batch attributes the session's earlier anonymous events to the shopper.
+SESSION_LINKS_SCHEMA = pa.schema(
+    [
+        ("session_id", pa.string()),
+        ("user_id", pa.string()),
+        ("linked_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
 # Columns that may hold nulls; every other column must be filled on every row.
 _NULLABLE = {
     "events": {"user_id", "country", "device", "referrer"},
     "items": {"title", "brand"},
     "users": {"country"},
+    "session_links": set(),
 }
 
 
@@ -75,6 +86,7 @@ class Table:
 EVENTS = Table("events", EVENTS_SCHEMA, "item_id")
 ITEMS = Table("items", ITEMS_SCHEMA, "item_id")
 USERS = Table("users", USERS_SCHEMA, "user_id")
+SESSION_LINKS = Table("session_links", SESSION_LINKS_SCHEMA, "session_id")
 TABLES = {t.name: t for t in (EVENTS, ITEMS, USERS)}
 
 
@@ -185,6 +197,13 @@ def validate_users(df: pd.DataFrame, *, source: str = "users") -> pd.DataFrame:
     dupes = out["user_id"].duplicated()
     if dupes.any():
         raise SchemaError(f"{source}: user_id {out.loc[dupes, 'user_id'].iloc[0]!r} appears more than once")
+    return out
+
+
+def validate_session_links(df: pd.DataFrame, *, source: str = "session links") -> pd.DataFrame:
+    """Check and coerce session links: every column filled."""
+    out = _coerce(df, SESSION_LINKS, source)
+    _check_nulls(out, SESSION_LINKS, source)
     return out
 
 

@@ -15,6 +15,7 @@ from carousel.cache.client import AsyncRedis, text
 from carousel.cache.keys import (
     ERASURES_KEY,
     EVENTS_STREAM,
+    LINKS_STREAM,
     REJECTED_STREAM,
     consent_key,
     session_state_keys,
@@ -38,7 +39,7 @@ async def erase_shopper(client: AsyncRedis, user_id: str) -> dict[str, int]:
         deleted += int(await client.delete(*session_state_keys(text(session)).all))
     await audiences.drop_shopper(client, user_id)
     events = 0
-    for stream in (EVENTS_STREAM, REJECTED_STREAM):
+    for stream in (EVENTS_STREAM, REJECTED_STREAM, LINKS_STREAM):
         events += await _drop_stream_entries(client, stream, user_id)
     return {"keys": deleted, "stream_entries": events}
 

@@ -13,9 +13,17 @@ A *subject* is a signed-in shopper (`{u:<user_id>}`) or, for an anonymous visito
     carousel:rt:{u:<user_id>}:sessions    zset session_id -> last seen: the sessions a signed-in shopper's
                                           events came from, so erasure also finds their anonymous state
     carousel:rt:{s:<session_id>}:...      the same keys (without :sessions) for an anonymous visitor
+    carousel:rt:{s:<session_id>}:owner    the shopper who signed in on the session (see below)
 
-A signed-in shopper's events update their `{u:...}` keys only; a visitor's events before signing in stay
-under their session. Each key expires after its TTL (settings `realtime_*_ttl_s`) counted from the
+A signed-in shopper's events update their `{u:...}` keys only. Sign-in stitching (`stitch_sessions`): the
+first time a session id arrives with a user id, the session claims that shopper as its owner (SET NX, so
+it happens once, and a second shopper signing in on the same device later does not take the first one's
+history), the session's state is applied to the shopper's keys as events would be (cart entries last
+writer wins, views and purchases newest kept, interest added) and removed from the session, and a link
+(session_id, user_id, ts) goes to the `carousel:links` stream, which the drain moves into the lake so that
+the batch attributes the session's earlier anonymous events to the shopper. The two subjects live in
+different hash slots, so the move is two steps, not one script: an anonymous event of the same session
+arriving between them stays under the session. Each key expires after its TTL (settings `realtime_*_ttl_s`) counted from the
 subject's latest write, and entries older than the TTL (measured from the subject's newest event, so a
 late-arriving old batch never prunes newer state) are dropped on each write.
 
@@ -40,8 +48,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from carousel.cache.client import AsyncRedis
-from carousel.cache.keys import EVENTS_STREAM, SubjectKeys, state_keys
+from carousel.cache.client import AsyncRedis, text
+from carousel.cache.keys import (
+    EVENTS_STREAM,
+    LINKS_STREAM,
+    SubjectKeys,
+    session_state_keys,
+    shopper_state_keys,
+    state_keys,
+)
 from carousel.cache.scripts import RECORD_EVENTS
 from carousel.cache.stream import EventLike, stream_entry
 from configs.settings import Settings
@@ -141,14 +156,7 @@ async def record_events(
         return 0
     state = client.pipeline(transaction=False)
     for keys, user_id, group in _by_subject(events):
-        args: list[str | int | float] = [
-            config.cart_ttl_s,
-            config.purchases_ttl_s,
-            config.views_ttl_s,
-            config.views_max,
-            config.purchases_max,
-            CART_TOMBSTONE_S,
-        ]
+        args = _record_args(config)
         for event in group:
             category = (category_of(event.item_id) if category_of else None) or ""
             args += [
@@ -177,6 +185,85 @@ async def record_events(
         )
     await stream.execute()
     return len(events)
+
+
+async def stitch_sessions(
+    client: AsyncRedis, sign_ins: Iterable[tuple[str, str]], *, config: RealtimeConfig, now: float
+) -> int:
+    """Join each session's real-time state to its shopper's the first time they are seen together.
+
+    Parameters
+    ----------
+    client : redis.asyncio.Redis or RedisCluster
+        The API's async client.
+    sign_ins : iterable of (session_id, user_id)
+        The pairs a request carries.
+    config : RealtimeConfig
+        TTLs and caps (the owner claim lasts as long as purchases are kept).
+    now : float
+        Epoch seconds of the link.
+
+    Returns
+    -------
+    int
+        How many sessions were joined to a shopper by this call.
+    """
+    pairs = sorted(set(sign_ins))
+    if not pairs:
+        return 0
+    claim = client.pipeline(transaction=False)
+    for session_id, user_id in pairs:
+        claim.set(session_state_keys(session_id).owner, user_id, nx=True, ex=config.purchases_ttl_s)
+    claimed = [pair for pair, won in zip(pairs, await claim.execute(), strict=True) if won]
+    for session_id, user_id in claimed:
+        session = session_state_keys(session_id)
+        read = client.pipeline(transaction=False)
+        read.zrange(session.cart, 0, -1, withscores=True)
+        read.zrange(session.purchases, 0, -1, withscores=True)
+        read.zrange(session.views, 0, -1, withscores=True)
+        read.hgetall(session.interest)
+        cart, purchases, views, interest = await read.execute()
+        args = _state_as_events(session_id, _scores(cart), _scores(purchases), _scores(views), interest, now)
+        user = shopper_state_keys(user_id)
+        await client.eval(RECORD_EVENTS, len(user.all), *user.all, *_record_args(config), *args)
+        await client.delete(session.cart, session.purchases, session.views, session.interest)
+        link: dict[Any, Any] = {"session_id": session_id, "user_id": user_id, "ts": repr(now)}
+        await client.xadd(LINKS_STREAM, link, maxlen=config.stream_maxlen, approximate=True)
+    return len(claimed)
+
+
+def _state_as_events(
+    session_id: str,
+    cart: Mapping[str, float],
+    purchases: Mapping[str, float],
+    views: Mapping[str, float],
+    interest: Mapping[bytes, bytes],
+    now: float,
+) -> list[str | float]:
+    """A session's state as `RECORD_EVENTS` arguments: the events that would rebuild it (a removed cart
+    item is a removal at its time), then its interest as weight-only entries."""
+    args: list[str | float] = []
+    rows = [("view", item, ts) for item, ts in views.items()]
+    rows += [("add_to_cart" if ts > 0 else "remove_from_cart", item, abs(ts)) for item, ts in cart.items()]
+    rows += [("purchase", item, ts) for item, ts in purchases.items()]
+    for kind, item, ts in sorted(rows, key=lambda r: r[2]):
+        args += [kind, item, repr(ts), "", 0.0, ""]
+    for category, weight in interest.items():
+        args += ["interest", "", repr(now), text(category), float(weight), ""]
+    # The session is remembered with the shopper, so erasing the shopper finds it.
+    args += ["link", "", repr(now), "", 0.0, session_id]
+    return args
+
+
+def _record_args(config: RealtimeConfig) -> list[str | int | float]:
+    return [
+        config.cart_ttl_s,
+        config.purchases_ttl_s,
+        config.views_ttl_s,
+        config.views_max,
+        config.purchases_max,
+        CART_TOMBSTONE_S,
+    ]
 
 
 def _scores(pairs: Iterable[tuple[bytes, float]]) -> dict[str, float]:

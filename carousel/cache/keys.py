@@ -103,6 +103,9 @@ UNAVAILABLE_KEY = f"{PREFIX}:unavailable"
 PRICES_KEY = f"{PREFIX}:prices"
 EVENTS_STREAM = f"{PREFIX}:events"
 REJECTED_STREAM = f"{PREFIX}:events:rejected"
+# Sign-ins: a session first seen with a shopper (session_id, user_id, ts), drained into the lake's session
+# links so the batch attributes the session's earlier anonymous events to the shopper.
+LINKS_STREAM = f"{PREFIX}:links"
 # The consumer group through which the drain moves the stream into the lake.
 DRAIN_GROUP = "lake"
 REALTIME_PREFIX = f"{PREFIX}:rt"
@@ -121,10 +124,11 @@ class SubjectKeys:
     views: str
     interest: str
     sessions: str
+    owner: str
 
     @property
     def all(self) -> tuple[str, ...]:
-        return (self.cart, self.purchases, self.views, self.interest, self.sessions)
+        return (self.cart, self.purchases, self.views, self.interest, self.sessions, self.owner)
 
 
 def _state_keys(tag: str) -> SubjectKeys:
@@ -135,6 +139,7 @@ def _state_keys(tag: str) -> SubjectKeys:
         views=f"{base}:views",
         interest=f"{base}:interest",
         sessions=f"{base}:sessions",
+        owner=f"{base}:owner",
     )
 
 

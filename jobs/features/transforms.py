@@ -30,6 +30,20 @@ def modelling_events(events: DataFrame, as_of: datetime) -> DataFrame:
     return events.where(F.col("user_id").isNotNull() & (F.col("ts") < F.lit(as_of)))
 
 
+def attribute_sessions(events: DataFrame, links: DataFrame) -> DataFrame:
+    """Events with the anonymous ones of a session later signed in to (`links`: session_id, user_id,
+    linked_at; the first link of a session wins) attributed to that shopper. Only anonymous events are
+    joined, and Spark broadcasts the links when they are small."""
+    first = links.groupBy("session_id").agg(F.min_by("user_id", "linked_at").alias("_linked_user"))
+    anonymous = (
+        events.where(F.col("user_id").isNull())
+        .join(first, "session_id", "left")
+        .withColumn("user_id", F.col("_linked_user"))
+        .select(*events.columns)
+    )
+    return events.where(F.col("user_id").isNotNull()).unionByName(anonymous)
+
+
 def without_shoppers(
     events: DataFrame, opted_out: DataFrame | None, erased_digests: DataFrame | None, digest_prefix: str
 ) -> DataFrame:

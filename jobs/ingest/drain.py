@@ -39,7 +39,7 @@ import pandas as pd
 from redis.exceptions import ResponseError
 
 from carousel.cache.client import SyncRedis, sync_client, text
-from carousel.cache.keys import DRAIN_GROUP, EVENTS_STREAM, REJECTED_STREAM
+from carousel.cache.keys import DRAIN_GROUP, EVENTS_STREAM, LINKS_STREAM, REJECTED_STREAM
 from carousel.cache.stream import STREAM_FIELDS, StreamBacklog, decode_stream_entry, stream_backlog, stream_id
 from carousel.lake import Lake, stream_part
 from carousel.schema import SchemaError, validate_events
@@ -76,6 +76,8 @@ class DrainResult:
         erased shopper (`DELETE /v1/users/...`) or, when the length cap was reached, lost ones.
     drained_through : str or None
         The newest stream id whose event is in the lake.
+    links : int
+        Sign-in links moved into the lake's session links (`drain_links`).
     backlog : StreamBacklog
         The stream after the run: what is left for the next one.
     """
@@ -86,6 +88,7 @@ class DrainResult:
     rejected: int
     deleted: int
     drained_through: str | None
+    links: int
     backlog: StreamBacklog
 
 
@@ -96,6 +99,7 @@ class _Tally:
     already_in_lake: int = 0
     rejected: int = 0
     deleted: int = 0
+    links: int = 0
     parts: list[Path] = field(default_factory=list)
 
 
@@ -132,6 +136,7 @@ def drain_events(
     try:
         with _single_drain(lake.root):
             tally = _Tally(drained_through=lake.drained_through())
+            tally.links = drain_links(client, lake, count)
             _ensure_group(client)
             cursor = "0"  # this consumer's pending entries first: given to a run that did not finish
             while True:
@@ -155,6 +160,7 @@ def drain_events(
         rejected=tally.rejected,
         deleted=tally.deleted,
         drained_through=tally.drained_through,
+        links=tally.links,
         backlog=backlog,
     )
 
@@ -323,6 +329,30 @@ def _reject(client: SyncRedis, entry_id: str, fields: dict[bytes, bytes], reason
         approximate=True,
     )
     tally.rejected += 1
+
+
+def drain_links(client: SyncRedis, lake: Lake, count: int) -> int:
+    """Move the sign-in links (`carousel:links`) into the lake's session links, a part per batch named
+    by its stream ids, then delete the batch from the stream. A drain killed between the two rewrites the
+    same part on its retry, and a link read twice changes nothing (the first link of a session wins), so
+    no consumer group is needed. Returns the links moved."""
+    moved = 0
+    while True:
+        entries: Any = client.xrange(LINKS_STREAM, min="-", max="+", count=count)
+        if not entries:
+            return moved
+        ids = [text(entry_id) for entry_id, _ in entries]
+        rows = [
+            {
+                "session_id": text(fields.get(b"session_id", b"")),
+                "user_id": text(fields.get(b"user_id", b"")),
+                "linked_at": datetime.fromtimestamp(float(fields.get(b"ts", b"0")), UTC),
+            }
+            for _, fields in entries
+        ]
+        lake.append_session_links(pd.DataFrame(rows), part=stream_part(ids[0], ids[-1]))
+        client.xdel(LINKS_STREAM, *ids)
+        moved += len(ids)
 
 
 def _acknowledge(client: SyncRedis, ids: list[str]) -> None:

@@ -188,7 +188,9 @@ def _read_inputs(settings: Settings, interval_end: datetime, *, active_since: da
         raise PipelineError(f"the lake holds no events before {interval_end.isoformat()}")
     # The model's "now" is just after the newest event: windows stay meaningful on historic data.
     as_of = min(newest + timedelta(seconds=1), interval_end)
-    events = _without_withdrawn_shoppers(settings, spark, lake, events)
+    events = _without_withdrawn_shoppers(
+        settings, spark, lake, _attributed(spark, lake, events, interval_end)
+    )
     if active_since is None:
         # Training and scoring everyone read the modelling events many times over.
         return _Inputs(events, items, transforms.modelling_events(events, as_of).cache(), as_of)
@@ -216,6 +218,16 @@ def _newest_event_before(spark: SparkSession, lake: Lake, end: datetime) -> date
         if row is not None and row["newest"] is not None:
             newest = row["newest"] if newest is None else max(newest, row["newest"])
     return None if newest is None else datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=newest)
+
+
+def _attributed(spark: SparkSession, lake: Lake, events: DataFrame, interval_end: datetime) -> DataFrame:
+    """Anonymous events of sessions signed in to before the interval end, as their shoppers' (a rerun of
+    an interval sees the links it saw, not later ones)."""
+    parts = lake.session_link_files()
+    if not parts:
+        return events
+    links = spark.read.parquet(*(str(p) for p in parts)).where(F.col("linked_at") < F.lit(interval_end))
+    return transforms.attribute_sessions(events, links)
 
 
 def _without_withdrawn_shoppers(

@@ -11,7 +11,8 @@ def run(job: StageRun) -> StageResult:
     drained = drain_events(job.settings, interval_end=job.interval_end, progress=job.say)
     return StageResult(
         f"{drained.written:,} events into the lake, through stream id {drained.drained_through or '-'}; "
-        f"{drained.backlog.length:,} left in the stream, {drained.rejected} rejected, {drained.deleted} deleted"
+        f"{drained.backlog.length:,} left in the stream, {drained.rejected} rejected, {drained.deleted} deleted, "
+        f"{drained.links:,} sign-ins linked"
         + (" (the stream's length cap dropped undrained events)" if drained.backlog.lost else ""),
         drained,
     )

@@ -245,13 +245,13 @@ async def post_events(
     def variant_of(subject: str) -> str:
         return assign_variant(subject, salt=settings.holdout_salt, holdout_percent=settings.holdout_percent)
 
+    config = realtime.RealtimeConfig.from_settings(settings)
     try:
+        # A session posted with a shopper for the first time: what the visitor did joins the shopper first.
+        sign_ins = [(e.session_id, e.user_id) for e in events if e.user_id and e.session_id]
+        await realtime.stitch_sessions(client, sign_ins, config=config, now=now.timestamp())
         recorded = await realtime.record_events(
-            client,
-            accepted,
-            variant_of=variant_of,
-            config=realtime.RealtimeConfig.from_settings(settings),
-            category_of=catalog.department,
+            client, accepted, variant_of=variant_of, config=config, category_of=catalog.department
         )
         await audiences.note_carts(client, accepted)
     except (RedisError, OSError) as exc:

@@ -194,3 +194,52 @@ def test_online_retail_refresh_serves_customer_12347(
     bought = set(imported.events.loc[imported.events["user_id"] == "12347", "item_id"])
     # A loyal re-buyer: the ranker should surface things they bought before near the top.
     assert any(i["item_id"] in bought for i in body["items"][:5])
+
+
+def test_a_sign_in_attributes_the_sessions_guest_events_in_the_batch(
+    settings: Settings, api: TestClient, small_store: Callable[..., pd.DataFrame]
+) -> None:
+    """Guest events of a session, then a sign-in on it, posted over HTTP: the drain moves the link into
+    the lake and the compute stage's inputs hold the guest events as the shopper's, while another
+    guest session's events stay anonymous."""
+    from pyspark.sql import functions as F
+
+    from jobs.ingest.drain import drain_events
+
+    small_store(settings, users=200, seed=3)
+    items = Lake(settings.lake_dir).read_items()
+    assert items is not None
+    picked = items["item_id"].head(4).tolist()
+    start = datetime.now(UTC).timestamp() - 900
+
+    def guest(session: str, k: int) -> dict[str, Any]:
+        return {
+            "session_id": session,
+            "item_id": picked[k],
+            "event_type": "view",
+            "ts": start + k,
+            "price": 2.0,
+        }
+
+    events = [guest("guest-a", 0), guest("guest-a", 1), guest("guest-a", 2), guest("guest-b", 3)]
+    events.append(
+        {
+            "user_id": "newcomer-1",
+            "session_id": "guest-a",
+            "item_id": picked[3],
+            "event_type": "add_to_cart",
+            "ts": start + 10,
+            "price": 2.0,
+        }
+    )
+    assert api.post("/v1/events", json={"events": events}).status_code == 202
+
+    end = datetime.now(UTC)
+    drained = drain_events(settings, interval_end=end)
+    assert drained.written == 5 and drained.links == 1
+    assert len(Lake(settings.lake_dir).session_link_files()) == 1
+    inputs = compute._read_inputs(settings, end, active_since=None)
+    mine = inputs.events.where(F.col("session_id").isin("guest-a", "guest-b")).toPandas()
+    owners = mine.groupby("session_id")["user_id"].agg(lambda u: set(u.fillna("-")))
+    assert owners.to_dict() == {"guest-a": {"newcomer-1"}, "guest-b": {"-"}}
+    assert len(mine[mine["user_id"] == "newcomer-1"]) == 4

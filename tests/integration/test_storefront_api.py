@@ -335,3 +335,43 @@ def test_an_anonymous_visitor_with_a_cart_gets_the_overlay_not_a_fallback(
     assert body["items"][0]["reason"]["code"] == "cart_reminder"
     assert [i["item_id"] for i in body["items"][1:4]] == ITEMS[101:104]
     assert {i["item_id"] for i in body["items"][4:]} <= set(ITEMS[60:90])
+
+
+def test_signing_in_joins_the_sessions_state_to_the_shopper_once(
+    api: tuple[TestClient, list[str]], redis_client: Any
+) -> None:
+    """A visitor views and carts as a guest, then signs in: at once the shopper's list carries the
+    session's cart and views (reminder, session neighbours), the session's keys are gone, and one link
+    waits for the drain. A second shopper signing in on the same session later takes nothing."""
+    client, shoppers = api
+    alice, bob = shoppers[0], shoppers[1]
+    session = "guest-browser-1"
+    start = datetime.now(UTC).timestamp() - 600
+    guest = [
+        {"session_id": session, "item_id": ITEMS[110], "event_type": "view", "ts": start},
+        {"session_id": session, "item_id": ITEMS[100], "event_type": "add_to_cart", "ts": start + 1},
+    ]
+    assert client.post("/v1/events", json={"events": guest}).status_code == 202
+    assert _get(client, user_id=alice)["items"][0]["item_id"] != ITEMS[100]
+
+    sign_in = [{"user_id": alice, "session_id": session, "item_id": ITEMS[111], "event_type": "view"}]
+    assert client.post("/v1/events", json={"events": sign_in}).status_code == 202
+    body = _get(client, user_id=alice, n=10)
+    assert body["source"] == "personal"
+    # The guest cart is now the shopper's, and older than the 2 s abandonment window: a reminder.
+    assert body["items"][0] == {**body["items"][0], "item_id": ITEMS[100]}
+    assert body["items"][0]["reason"]["code"] == "cart_reminder"
+    # The newest view (i111, signed in) and the guest's view (i110) both pull in their neighbours.
+    assert ITEMS[112] in _ids(body) and ITEMS[113] in _ids(body)
+    assert redis_client.keys(f"carousel:rt:{{s:{session}}}:*") == [
+        f"carousel:rt:{{s:{session}}}:owner".encode()
+    ]
+    assert redis_client.zrange(f"carousel:rt:{{u:{alice}}}:sessions", 0, -1) == [session.encode()]
+    links = redis_client.xrange("carousel:links")
+    assert [(f[b"session_id"], f[b"user_id"]) for _, f in links] == [(session.encode(), alice.encode())]
+
+    # Another shopper on the same device: their own events count, the guest's stay Alice's.
+    again = [{"user_id": bob, "session_id": session, "item_id": ITEMS[5], "event_type": "view"}]
+    assert client.post("/v1/events", json={"events": again}).status_code == 202
+    assert ITEMS[100] not in _ids(_get(client, user_id=bob, n=20))
+    assert len(redis_client.xrange("carousel:links")) == 1
