@@ -73,5 +73,10 @@ class AvailabilityCache:
         )
         return self._state
 
+    @property
+    def last(self) -> Availability:
+        """The overrides as last read (no Redis call)."""
+        return self._state
+
     def invalidate(self) -> None:
         self._fetched_at = -1e9

@@ -21,10 +21,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.datastructures import QueryParams, State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from carousel.cache.catalog import CATALOG_FIELDS
 from carousel.cache.payload import decode_items, iter_items
 from carousel.rules.holdout import HOLDOUT, assign_variant
 from carousel.rules.segments import CONTEXT_DIMENSIONS, GLOBAL_SEGMENT, segment_order
@@ -34,7 +35,7 @@ from serving.catalog import Catalog
 from serving.inputs import CONTEXT_PATTERN, ID_PATTERN
 from serving.overlay import EMPTY_TRIGGERS, apply_overlay, triggers
 from serving.responses import error_response, json_response, validation_error_response
-from serving.stock import Availability
+from serving.stock import Availability, AvailabilityCache
 from serving.store import ListStore, StoreUnavailable
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
@@ -54,6 +55,21 @@ class RecommendationQuery(BaseModel):
     country: str | None = Field(None, pattern=CONTEXT_PATTERN)
     device: str | None = Field(None, pattern=CONTEXT_PATTERN)
     referrer: str | None = Field(None, pattern=CONTEXT_PATTERN)
+    fields: str | None = Field(
+        None,
+        pattern=r"^[a-z_]{1,32}(,[a-z_]{1,32}){0,15}$",
+        description=f"item attributes to add, comma-separated: {', '.join(CATALOG_FIELDS)}",
+    )
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, fields: str | None) -> str | None:
+        unknown = [f for f in (fields or "").split(",") if f and f not in CATALOG_FIELDS]
+        if unknown:
+            raise ValueError(
+                f"unknown field(s) {', '.join(unknown)}; the catalog has {', '.join(CATALOG_FIELDS)}"
+            )
+        return fields
 
 
 def _parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
@@ -123,10 +139,13 @@ async def respond(state: State, params: Mapping[str, str]) -> Response:
     _observe_breaker(store)
     if answer is None:
         return error_response(503, "no recommendation version has been published yet")
+    items = answer.items
+    if query.fields:
+        items = _with_attributes(items, query.fields.split(","), state.catalog, state.availability)
     _latency(answer.source).observe(time.perf_counter() - started)
     return json_response(
         {
-            "items": answer.items,
+            "items": items,
             "source": answer.source,
             "variant": variant,
             "placement": query.placement,
@@ -135,6 +154,22 @@ async def respond(state: State, params: Mapping[str, str]) -> Response:
             "stale": _is_stale(answer.generated_at, settings.stale_after_s),
         }
     )
+
+
+def _with_attributes(
+    items: list[dict[str, Any]], fields: list[str], catalog: Catalog, availability: AvailabilityCache
+) -> list[dict[str, Any]]:
+    """Each item with the asked attributes of the live catalog (null where it has none); the price is
+    the current override (`PUT /v1/items/{id}`) where one is set."""
+    prices = availability.last.prices
+    out = []
+    for item in items:
+        attributes = catalog.attributes(item["item_id"]) or {}
+        extra = {f: attributes.get(f) for f in fields}
+        if "price" in extra and item["item_id"] in prices:
+            extra["price"] = prices[item["item_id"]]
+        out.append({**item, **extra})
+    return out
 
 
 class _Answer:

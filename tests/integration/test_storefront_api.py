@@ -375,3 +375,27 @@ def test_signing_in_joins_the_sessions_state_to_the_shopper_once(
     assert client.post("/v1/events", json={"events": again}).status_code == 202
     assert ITEMS[100] not in _ids(_get(client, user_id=bob, n=20))
     assert len(redis_client.xrange("carousel:links")) == 1
+
+
+def test_fields_adds_the_catalogs_attributes_and_the_current_price(
+    api: tuple[TestClient, list[str]],
+) -> None:
+    """`fields=` adds the published catalog's attributes to each item (null where the catalog has none),
+    the price as overridden now; the default answer stays without them; an unknown field is a 422
+    naming it and the fields there are."""
+    client, shoppers = api
+    plain = _get(client, user_id=shoppers[2], n=5)
+    assert all(set(i) == {"item_id", "score", "reason"} for i in plain["items"])
+    first = plain["items"][0]["item_id"]
+    assert client.put(f"/v1/items/{first}", json={"price": 99.5}, headers=ADMIN).status_code == 200
+    time.sleep(1.1)  # the overrides are re-read at most once a second
+    body = _get(client, user_id=shoppers[2], n=5, fields="title,price,category,brand")
+    assert _ids(body) == _ids(plain)
+    for item in body["items"]:
+        k = ITEMS.index(item["item_id"])
+        expected_price = 99.5 if item["item_id"] == first else 10.0 + k
+        assert item["title"] == f"Item {k}" and item["price"] == expected_price and item["brand"] is None
+        assert item["category"] == ("garden/tools" if k < 60 else "kitchen/pans")
+    bad = client.get("/v1/recommendations", params={"user_id": shoppers[2], "fields": "title,url"})
+    assert bad.status_code == 422
+    assert "unknown field(s) url" in bad.json()["problems"][0]["problem"]
