@@ -38,12 +38,14 @@ class SyntheticVersion:
     user_lists: pd.DataFrame
     segment_lists: pd.DataFrame
     item_lists: pd.DataFrame
+    catalog: pd.DataFrame
     user_ids: list[str]
 
 
 def synthetic_version(*, users: int, items: int = 5_000, seed: int = 3) -> SyntheticVersion:
     """`users` 30-item personal lists (distinct items each, reasons mixed as the ranker mixes them,
-    a third naming the shopper's own item), country and global segment lists, similar items per item."""
+    a third naming the shopper's own item), country and global segment lists, similar items per item,
+    and the catalog (titles, five departments, prices)."""
     rng = np.random.default_rng(seed)
     item_ids = np.array([f"i{k:06d}" for k in range(items)], dtype=object)
     user_ids = np.array([f"u{k:07d}" for k in range(users)], dtype=object)
@@ -97,7 +99,18 @@ def synthetic_version(*, users: int, items: int = 5_000, seed: int = 3) -> Synth
             "reason_text": "Often bought or viewed together",
         }
     )
-    return SyntheticVersion(user_lists, segments, similar, user_ids.tolist())
+    departments = np.array(["home", "garden", "kitchen", "toys", "books"], dtype=object)
+    catalog = pd.DataFrame(
+        {
+            "item_id": item_ids,
+            "title": "Product " + item_ids.astype(str),
+            "category": departments[np.arange(items) % len(departments)] + "/misc",
+            "brand": None,
+            "price": np.round(rng.uniform(1, 100, size=items), 2),
+            "in_stock": True,
+        }
+    )
+    return SyntheticVersion(user_lists, segments, similar, catalog, user_ids.tolist())
 
 
 def publish_synthetic(url: str, *, users: int, items: int = 5_000, seed: int = 3) -> list[str]:
@@ -119,6 +132,7 @@ def _publish(
         user_lists=built.user_lists if user_lists is None else user_lists,
         segment_lists=built.segment_lists,
         item_lists=built.item_lists,
+        catalog=built.catalog,
         manifest={"run_id": "bench", "generated_at": datetime.now(UTC).isoformat()},
         on_step=on_step,
     )

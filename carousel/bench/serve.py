@@ -6,11 +6,11 @@ What it does, all by itself and torn down afterwards:
    lists, country and global segment lists, similar items for every item);
 2. starts the API (`carousel serve`, `--workers`) and the baseline, a bare FastAPI route returning one
    Redis GET (`carousel/bench/baseline.py`), each in its own uvicorn process;
-3. gives a tenth of the shoppers carts and recent purchases through `POST /v1/events`, so the overlay
-   does real work;
+3. gives a tenth of the shoppers carts and recent purchases, and `BROWSING_SESSIONS` anonymous
+   sessions four views each (minimal events: subject, item, type), through `POST /v1/events`, so the
+   overlay and the session lists do real work;
 4. drives each with `wrk` in its own process (installed from Debian when missing) over a mix of
-   requests: 70% known shoppers, 10% shoppers with carts and purchases, 20% anonymous visitors with a
-   country; then `redis-benchmark` GET at the same concurrency.
+   requests (`MIX`); then `redis-benchmark` GET at the same concurrency.
 
 It writes the contract's JSON (`rps`, `p50_ms`, `p99_ms`, `errors`, the baseline's figures,
 `redis_get_rps`) plus the ratio to the baseline and the setup, and prints a table.
@@ -99,6 +99,32 @@ def _server(
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+# Anonymous sessions that viewed four items each before the load starts.
+BROWSING_SESSIONS = 2_000
+MIX = (
+    "60% known shoppers, 10% shoppers with carts and purchases, 10% anonymous with a country, "
+    "20% anonymous sessions with four views"
+)
+
+
+def _give_views(base_url: str, sessions: list[str]) -> None:
+    """Four minimal views per anonymous session, posted like a storefront would."""
+    rng = random.Random(11)
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        for start in range(0, len(sessions), 100):
+            events = [
+                {"session_id": session, "item_id": f"i{rng.randrange(5000):06d}", "event_type": "view"}
+                for session in sessions[start : start + 100]
+                for _ in range(4)
+            ]
+            response = client.post("/v1/events", json={"events": events})
+            response.raise_for_status()
+        # The load must exercise session lists, not fall back to the bestsellers unnoticed.
+        served = client.get("/v1/recommendations", params={"session_id": sessions[0]}).json()
+        if served.get("source") != "session":
+            raise RuntimeError(f"a browsing session was served {served.get('source')!r}, not a session list")
 
 
 def _give_carts(base_url: str, shoppers: list[str]) -> None:
@@ -224,7 +250,8 @@ def bench_serve(
             api_port, base_port = free_port(), free_port()
             api_url, base_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{base_port}"
             with_carts = shoppers[: max(1, users // 10)]
-            paths = _request_mix(root / "paths.txt", shoppers, with_carts)
+            browsing = [f"b{k:05d}" for k in range(BROWSING_SESSIONS)]
+            paths = _request_mix(root / "paths.txt", shoppers, with_carts, browsing)
             base_paths = root / "base_paths.txt"
             base_paths.write_text(f"/get?key={quote(LIVE_KEY)}\n" * 10)
             load = {"concurrency": concurrency, "duration": duration}
@@ -243,7 +270,11 @@ def bench_serve(
                 ) as base_process,
             ):
                 _give_carts(api_url, with_carts)
-                progress(f"API up ({workers} workers); {len(with_carts):,} shoppers have carts and purchases")
+                _give_views(api_url, browsing)
+                progress(
+                    f"API up ({workers} workers); {len(with_carts):,} shoppers have carts and purchases, "
+                    f"{len(browsing):,} anonymous sessions four views"
+                )
                 run_wrk(wrk, api_url, paths, concurrency=concurrency, duration=2)  # warm-up
                 run_wrk(wrk, base_url, base_paths, concurrency=concurrency, duration=2)
                 full_rounds: list[dict[str, float]] = []
@@ -284,7 +315,7 @@ def bench_serve(
         "setup": {
             "workers": workers,
             "users": users,
-            "mix": "70% known shoppers, 10% shoppers with carts and purchases, 20% anonymous with a country",
+            "mix": MIX,
             "cpus": os.cpu_count(),
             "load_generator": "wrk -t1 (its own process, on the same machine)",
             "rounds": f"{rounds} rounds, the full route and the baseline alternated, figures are means",
@@ -322,21 +353,22 @@ def _baseline_command(port: int, workers: int) -> list[str]:
     ]
 
 
-def _request_mix(path: Path, shoppers: list[str], with_carts: list[str]) -> Path:
-    """20,000 request paths: 70% known shoppers, 10% shoppers with carts and purchases, 20% anonymous
-    visitors with a country."""
+def _request_mix(path: Path, shoppers: list[str], with_carts: list[str], browsing: list[str]) -> Path:
+    """20,000 request paths in the proportions of `MIX`."""
     rng = random.Random(7)
     plain = shoppers[len(with_carts) :]
     lines = []
     for _ in range(20_000):
         roll = rng.random()
-        if roll < 0.7:
+        if roll < 0.6:
             lines.append(f"/v1/recommendations?user_id={rng.choice(plain)}&n=10")
-        elif roll < 0.8:
+        elif roll < 0.7:
             lines.append(f"/v1/recommendations?user_id={rng.choice(with_carts)}&n=10")
-        else:
+        elif roll < 0.8:
             country = rng.choice(COUNTRIES).replace(" ", "%20")
             lines.append(f"/v1/recommendations?session_id=v{rng.randrange(10**6)}&country={country}&n=10")
+        else:
+            lines.append(f"/v1/recommendations?session_id={rng.choice(browsing)}&n=10")
     path.write_text("\n".join(lines) + "\n")
     return path
 
