@@ -15,7 +15,8 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from carousel.cache.client import async_client
+from carousel.cache.client import async_client, text
+from carousel.cache.keys import LIVE_KEY
 from configs.settings import Settings, get_settings
 from serving import metrics
 from serving.auth import check_tokens_configured
@@ -25,12 +26,23 @@ from serving.responses import error_response, validation_error_response
 from serving.routes import audiences, events, health, items, ops, recommendations, shop, users
 from serving.routes import lift as lift_routes
 from serving.stock import AvailabilityCache
-from serving.store import CircuitBreaker, RedisListStore
+from serving.store import CircuitBreaker, RedisListStore, StoreUnavailable
 
 # Admin writes (consent, erasure, stock) may take longer than a list read but must not hang either.
 ADMIN_TIMEOUT_S = 5.0
 # Connecting to a cluster's nodes and loading the scripts, once at start, off any request's deadline.
 WARM_UP_TIMEOUT_S = 5.0
+
+
+async def _load_catalog(store: RedisListStore, catalog: Catalog) -> None:
+    """The live version's catalog before the first request (best effort, as the warm-up)."""
+    try:
+        # Read directly, not through `live_version`, which would hold "nothing live" for a second.
+        raw = await store.call(lambda: store.client.get(LIVE_KEY))
+    except StoreUnavailable:
+        return
+    if raw:
+        await catalog.follow(store.client, text(raw), wait_s=WARM_UP_TIMEOUT_S)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -52,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 f"carousel: Redis not ready at start ({problem}); serving fallbacks until it is",
                 file=sys.stderr,
             )
+        else:
+            await _load_catalog(store, app.state.catalog)
         app.state.store = store
         app.state.availability = AvailabilityCache(client)
         app.state.admin_redis = async_client(settings, socket_timeout_s=ADMIN_TIMEOUT_S)

@@ -6,8 +6,8 @@ Red Mug"), the department a view adds interest to (`carousel.rules.segments.depa
 the batch's rule), the price of a view sent without one, and the attributes `fields=` adds to each item.
 
 A new version's catalog is read in the background (HSCAN in slices, so Redis is never blocked and no
-request waits on a large catalog) while the previous one keeps answering; only a process that has none
-yet waits for the first, up to `FIRST_LOAD_WAIT_S`. Memory: about 250 bytes per item, so a million items
+request waits on a large catalog) while the previous one keeps answering. The API loads the live one at
+start (`serving.app`), so the first requests have it. Memory: about 250 bytes per item, so a million items
 take some 250 MB per API worker.
 """
 
@@ -21,8 +21,8 @@ from carousel.cache.client import AsyncRedis, text
 from carousel.cache.keys import catalog_key
 from carousel.rules.segments import department
 
-# How long a process without any catalog waits for its first one before answering without it.
-FIRST_LOAD_WAIT_S = 2.0
+# How long the events route waits for a new version's catalog (a view's price may come from it).
+EVENTS_WAIT_S = 2.0
 # A whole catalog's load gives up after this long (and is retried on the next request).
 LOAD_TIMEOUT_S = 60.0
 # Fields per HSCAN call.
@@ -42,10 +42,10 @@ class Catalog:
         """The version whose catalog is held (None before the first load)."""
         return self._version
 
-    async def follow(self, client: AsyncRedis, version: str, *, wait: bool = False) -> None:
-        """Start loading `version`'s catalog when it is not the one held. The caller waits for it when
-        `wait` is set or when nothing is held yet (up to `FIRST_LOAD_WAIT_S`); otherwise the previous
-        catalog answers until the new one is in."""
+    async def follow(self, client: AsyncRedis, version: str, *, wait_s: float = 0.0) -> None:
+        """Start loading `version`'s catalog when it is not the one held, and wait up to `wait_s` for it
+        (the events route waits, since a view's price may come from it; the read path waits only while
+        nothing is held, and no longer than its Redis deadline). Meanwhile the previous catalog answers."""
         if version == self._version:
             return
         if self._loading is None or self._loading[0] != version or self._loading[1].done():
@@ -53,10 +53,10 @@ class Catalog:
             # A failed load (Redis down, timeout) is retried by the next request that sees the version.
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
             self._loading = (version, task)
-        if wait or self._version is None:
+        if wait_s > 0:
             try:
-                await asyncio.wait_for(asyncio.shield(self._loading[1]), FIRST_LOAD_WAIT_S)
-            except Exception:  # Redis slow or down: this answer goes without the catalog
+                await asyncio.wait_for(asyncio.shield(self._loading[1]), wait_s)
+            except Exception:  # Redis slow or down: this answer goes without the new catalog
                 pass
 
     async def _load(self, client: AsyncRedis, version: str) -> None:

@@ -43,6 +43,8 @@ class ListStore(Protocol):
 
     @property
     def client(self) -> AsyncRedis: ...
+    @property
+    def deadline_s(self) -> float: ...
     async def call(self, operation: Callable[[], Awaitable[T]]) -> T: ...
     async def live_version(self) -> str | None: ...
     async def version_meta(self, version: str) -> dict[str, Any] | None: ...
@@ -228,6 +230,10 @@ class RedisListStore:
     @property
     def client(self) -> AsyncRedis:
         return self._client
+
+    @property
+    def deadline_s(self) -> float:
+        return self._deadline_s
 
     async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run one Redis operation under the deadline and the breaker."""

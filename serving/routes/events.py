@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 from carousel.cache.client import async_client
 from carousel.rules.holdout import assign_variant
 from serving import audiences, realtime
+from serving.catalog import EVENTS_WAIT_S
 from serving.deps import SettingsDep
 from serving.inputs import CONTEXT_PATTERN, ID_PATTERN
 from serving.responses import error_response, json_response
@@ -235,7 +236,7 @@ async def post_events(
         # their price are still recorded, just without interest.
         version = await store.live_version()
         if version is not None:
-            await catalog.follow(store.client, version, wait=True)
+            await catalog.follow(store.client, version, wait_s=EVENTS_WAIT_S)
     except StoreUnavailable:
         pass
     accepted, unpriced = _completed(events, now=now, price_of=catalog.price)
@@ -247,12 +248,14 @@ async def post_events(
 
     config = realtime.RealtimeConfig.from_settings(settings)
     try:
-        # A session posted with a shopper for the first time: what the visitor did joins the shopper first.
-        sign_ins = [(e.session_id, e.user_id) for e in events if e.user_id and e.session_id]
-        await realtime.stitch_sessions(client, sign_ins, config=config, now=now.timestamp())
         recorded = await realtime.record_events(
             client, accepted, variant_of=variant_of, config=config, category_of=catalog.department
         )
+        # A session posted with a shopper for the first time: what the visitor did (this request's guest
+        # events included) joins the shopper. The join goes by the events' times, so its order with the
+        # shopper's own events does not matter.
+        sign_ins = [(e.session_id, e.user_id) for e in events if e.user_id and e.session_id]
+        await realtime.stitch_sessions(client, sign_ins, config=config, now=now.timestamp())
         await audiences.note_carts(client, accepted)
     except (RedisError, OSError) as exc:
         response = error_response(503, f"events could not be stored ({type(exc).__name__}); retry later")

@@ -192,7 +192,8 @@ async def _from_redis(
     base = str(meta.get("base") or version)
     availability: Availability = await app_state.availability.get(store.call)
     catalog: Catalog = app_state.catalog
-    await catalog.follow(store.client, version)
+    # Only a process holding no catalog yet waits for one, and no longer than a Redis read may take.
+    await catalog.follow(store.client, version, wait_s=0.0 if catalog.version else store.deadline_s)
     payload, source = None, "global"
     state = realtime.EMPTY_STATE
     if not holdout and (query.user_id or query.session_id):

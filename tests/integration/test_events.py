@@ -337,12 +337,13 @@ def test_erasing_a_shopper_deletes_their_keys_and_their_sessions(
         _event(user_id="u2", session_id="other", item_id="c", event_type="add_to_cart"),
     ]
     assert api.post("/v1/events", json={"events": events}).status_code == 202
-    assert _state(redis_url, user_id=None, session_id="before-login").cart.keys() == {"a"}
+    # Signing in on the session moved its guest cart to u1 (and left the session its owner record).
+    assert _state(redis_url, user_id=None, session_id="before-login").cart == {}
+    assert _state(redis_url, user_id="u1", session_id=None).cart.keys() == {"a"}
     erased = api.delete("/v1/users/u1", headers={"Authorization": "Bearer test-admin-token-0123456789"})
     assert erased.status_code == 200
-    assert (
-        erased.json()["keys"] == 4
-    )  # u1's purchases, cart (holding the removal) and sessions; the session's cart
+    # u1's purchases, cart (holding the removal of b) and sessions; the session's owner record.
+    assert erased.json()["keys"] == 4
     assert redis_client.keys(f"{layout.REALTIME_PREFIX}:{{u:u1}}:*") == []
     assert redis_client.keys(f"{layout.REALTIME_PREFIX}:{{s:before-login}}:*") == []
     assert _state(redis_url, user_id="u2", session_id=None).cart.keys() == {"c"}
