@@ -59,15 +59,8 @@ from carousel.cache.keys import (
 )
 from carousel.cache.scripts import RECORD_EVENTS
 from carousel.cache.stream import EventLike, stream_entry
+from carousel.rules.segments import INTEREST_WEIGHTS
 from configs.settings import Settings
-
-INTEREST_WEIGHTS: Mapping[str, float] = {
-    "view": 1.0,
-    "add_to_cart": 3.0,
-    "remove_from_cart": 0.0,
-    "purchase": 5.0,
-}
-
 
 # How long a cart removal is remembered to refuse an older add_to_cart arriving after it: longer than any
 # client is expected to hold events back.

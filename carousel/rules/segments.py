@@ -15,6 +15,9 @@ GLOBAL_SEGMENT = "global"
 SEGMENT_DIMENSIONS = ("country", "device", "referrer", "category")
 # The order in which an anonymous visitor's context picks a segment list (the first one stored wins).
 CONTEXT_DIMENSIONS = ("country", "device", "referrer")
+# How much each event adds to a visitor's interest in the item's department (the API's real-time state,
+# and the evaluation's replay of a session): what `segment_order` picks the category list by.
+INTEREST_WEIGHTS = {"view": 1.0, "add_to_cart": 3.0, "remove_from_cart": 0.0, "purchase": 5.0}
 
 # (reason code, text template) of each kind of segment list; `{value}` is the segment's value, title-cased.
 SEGMENT_REASONS = {
