@@ -20,9 +20,15 @@ from carousel.cache.keys import LIVE_KEY
 from configs.settings import Settings, get_settings
 from serving import metrics
 from serving.auth import check_tokens_configured
+from serving.budget import RequestBudget
 from serving.catalog import Catalog
 from serving.fallback import FallbackLists
-from serving.responses import error_response, validation_error_response
+from serving.responses import (
+    error_response,
+    is_json,
+    validation_error_response,
+    wrong_content_type_response,
+)
 from serving.routes import audiences, events, health, items, ops, recommendations, shop, users
 from serving.routes import lift as lift_routes
 from serving.stock import AvailabilityCache
@@ -81,6 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.catalog = Catalog()
     # The storefront's route skips the generic request handling (its docs stay on the router).
     app.add_middleware(recommendations.FastPath)
+    # Outermost: the budget covers the fast path too.
+    app.add_middleware(RequestBudget, budget_s=settings.request_budget_s)
     app.include_router(recommendations.router)
     app.include_router(health.router)
     app.include_router(items.router)
@@ -103,6 +111,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        content_type = request.headers.get("content-type", "")
+        body_refused = any(e["loc"][:1] == ("body",) for e in exc.errors())
+        sent_body = (
+            request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+        )
+        if body_refused and sent_body and not is_json(content_type):
+            return wrong_content_type_response(content_type)
         return validation_error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)

@@ -13,12 +13,14 @@ to the live catalog's (an item the catalog does not hold needs its price). Accep
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
@@ -31,7 +33,7 @@ from serving import audiences, realtime
 from serving.catalog import EVENTS_WAIT_S
 from serving.deps import SettingsDep
 from serving.inputs import CONTEXT_PATTERN, ID_PATTERN
-from serving.responses import error_response, json_response
+from serving.responses import error_response, is_json, json_response, wrong_content_type_response
 from serving.store import StoreUnavailable
 
 # Writes get a longer timeout than the API's reads: a write abandoned after Redis applied it turns into
@@ -145,32 +147,81 @@ class EventBatch(BaseModel):
 
 class _CappedBodyRequest(Request):
     """A request whose body is refused with 413 once it exceeds `events_max_body_bytes`, whether the size
-    is declared (Content-Length) or not (chunked), so an oversized body is never held in memory."""
+    is declared (Content-Length) or not (chunked), so an oversized body is never held in memory; and with
+    408 when it has not fully arrived within `events_body_timeout_s` (a client that sends fewer bytes than
+    it declared would otherwise hold its connection and this request open for good)."""
 
     async def body(self) -> bytes:
         if not hasattr(self, "_body"):
-            limit: int = self.app.state.settings.events_max_body_bytes
+            settings = self.app.state.settings
+            limit: int = settings.events_max_body_bytes
             declared = self.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
                 raise HTTPException(413, f"request body is {declared} bytes; the limit is {limit}")
             chunks, size = [], 0
-            async for chunk in self.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise HTTPException(413, f"request body exceeds the limit of {limit} bytes")
-                chunks.append(chunk)
+            try:
+                async with asyncio.timeout(settings.events_body_timeout_s):
+                    async for chunk in self.stream():
+                        size += len(chunk)
+                        if size > limit:
+                            raise HTTPException(413, f"request body exceeds the limit of {limit} bytes")
+                        chunks.append(chunk)
+            except TimeoutError:
+                raise HTTPException(
+                    408, f"the request body did not arrive within {settings.events_body_timeout_s:g}s"
+                ) from None
             self._body = b"".join(chunks)
         return self._body
 
 
 class _CappedBodyRoute(APIRoute):
+    """The events route's request handling with the cheap checks first: content type, the body's size
+    and arrival, JSON syntax, the number of events and their field names. Only a body that passes them
+    reaches pydantic's element-by-element validation, so the work a request can cause is bounded by the
+    caps, not by what a client sends."""
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
-        async def capped(request: Request) -> Response:
-            return await handler(_CappedBodyRequest(request.scope, request.receive))
+        async def screened(request: Request) -> Response:
+            capped = _CappedBodyRequest(request.scope, request.receive)
+            refused = await _screen(capped)
+            return refused if refused is not None else await handler(capped)
 
-        return capped
+        return screened
+
+
+_FIELDS = frozenset(PostedEvent.model_fields)
+
+
+async def _screen(request: _CappedBodyRequest) -> Response | None:
+    """A 4xx for a body that fails a cheap check, else None (the body parsed and kept on the request)."""
+    content_type = request.headers.get("content-type", "")
+    if not is_json(content_type):
+        return wrong_content_type_response(content_type)
+    body = await request.body()
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return error_response(400, f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")
+    # FastAPI reads the body through `request.json()`: it gets this parse, not a second one.
+    request._json = parsed
+    events = parsed.get("events") if isinstance(parsed, dict) else None
+    if not isinstance(events, list):
+        return None  # the model's validation names what is wrong, at the cost of one small check
+    cap = request.app.state.settings.events_max_per_request
+    if len(events) > cap:
+        raise _refuse([(("events",), f"holds {len(events)} events; at most {cap} per request")])
+    unknown: list[tuple[tuple[str | int, ...], str]] = [
+        (("events", i, name), "unknown field")
+        for i, event in enumerate(events)
+        if isinstance(event, dict)
+        for name in event
+        if name not in _FIELDS
+    ]
+    if unknown:
+        raise _refuse(unknown)
+    return None
 
 
 @asynccontextmanager
@@ -205,15 +256,6 @@ async def post_events(
 ) -> Response:
     """Accept storefront events: real-time state and the events stream are updated before answering."""
     events = batch.events
-    if len(events) > settings.events_max_per_request:
-        raise _refuse(
-            [
-                (
-                    ("events",),
-                    f"holds {len(events)} events; at most {settings.events_max_per_request} per request",
-                )
-            ]
-        )
     now = datetime.now(UTC)
     skew = settings.events_max_clock_skew_s
     latest = now + timedelta(seconds=skew)

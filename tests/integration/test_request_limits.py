@@ -1,0 +1,113 @@
+"""What a hostile or broken client can make one request cost, through HTTP against a real Redis: cheap
+checks before element validation, bounded error bodies, a clear answer for malformed JSON and for a body
+that is not JSON, a body that never finishes arriving, and a request past its time budget."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+from http_server import served
+
+from carousel.cache import keys as layout
+from configs.settings import Settings
+from serving.app import create_app
+
+pytestmark = pytest.mark.integration
+
+ADMIN = {"Authorization": "Bearer test-admin-token-0123456789"}
+JSON = {"Content-Type": "application/json"}
+# Unknown fields per event: 600 such events are just under the 1 MB body cap.
+JUNK = 48
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def _view(**extra: Any) -> dict[str, Any]:
+    return {"session_id": "s1", "item_id": "i1", "event_type": "view", "price": 1.0, **extra}
+
+
+def test_malformed_json_names_the_line_and_column(api: TestClient) -> None:
+    body = b'{"events": [\n  {"session_id": "s1",, "item_id": "i1"}]}'
+    events = api.post("/v1/events", content=body, headers=JSON)
+    assert events.status_code == 400
+    assert events.json()["error"].startswith("malformed JSON at line 2, column 23")
+    item = api.put("/v1/items/i1", content=b'{"price": 3,\n\n "in_stock": tru}', headers={**ADMIN, **JSON})
+    assert item.status_code == 400 and "line 3, column 14" in item.json()["error"]
+
+
+def test_a_body_that_is_not_json_gets_415(api: TestClient) -> None:
+    text = orjson.dumps({"events": [_view()]})
+    events = api.post("/v1/events", content=text, headers={"Content-Type": "text/plain"})
+    assert events.status_code == 415 and "application/json" in events.json()["error"]
+    consent = api.put(
+        "/v1/users/u1/consent",
+        content=b"personalization=false",
+        headers={**ADMIN, "Content-Type": "text/plain"},
+    )
+    assert consent.status_code == 415
+
+
+def test_a_megabyte_of_unknown_fields_gets_a_short_422_and_stores_nothing(
+    api: TestClient, settings: Settings, redis_client: Any
+) -> None:
+    """Events over the cap are refused by count before any is validated; under the cap, unknown fields
+    are named by a cheap check, 20 of them and a count of the rest, never a body larger than the input."""
+    padding = {f"junk_{k}": "x" * 20 for k in range(JUNK)}
+    too_many = orjson.dumps({"events": [_view(**padding) for _ in range(600)]})
+    assert 900_000 < len(too_many) < settings.events_max_body_bytes
+    refused = api.post("/v1/events", content=too_many, headers=JSON)
+    assert (
+        refused.status_code == 422 and "at most 500 per request" in refused.json()["problems"][0]["problem"]
+    )
+    assert len(refused.content) < 2_000
+
+    under_cap = orjson.dumps({"events": [_view(**padding) for _ in range(450)]})
+    refused = api.post("/v1/events", content=under_cap, headers=JSON)
+    assert refused.status_code == 422
+    body = refused.json()
+    assert len(body["problems"]) == 20 and body["more_problems"] == 450 * JUNK - 20
+    assert body["problems"][0] == {"field": "events.0.junk_0", "problem": "unknown field"}
+    assert len(refused.content) < 5_000
+    assert redis_client.exists(layout.EVENTS_STREAM) == 0
+
+
+def test_a_body_shorter_than_its_content_length_is_cut_off_with_408(settings: Settings) -> None:
+    """A client that declares more bytes than it sends gets 408 once `events_body_timeout_s` has passed,
+    instead of holding the request open; the server answers others meanwhile."""
+    app = create_app(settings.model_copy(update={"events_body_timeout_s": 0.5}))
+    with served(app) as base_url:
+        host, port = base_url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as conn:
+            conn.sendall(
+                b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 1000\r\n\r\n" + b'{"events": ['
+            )
+            started = time.monotonic()
+            reply = conn.recv(4096)
+            waited = time.monotonic() - started
+        assert reply.startswith(b"HTTP/1.1 408") and b"did not arrive within 0.5s" in reply
+        assert waited < 5
+
+
+def test_a_request_past_its_budget_gets_503(settings: Settings) -> None:
+    app = create_app(settings.model_copy(update={"request_budget_s": 0.2}))
+
+    async def stalled() -> dict[str, str]:
+        await asyncio.sleep(2)
+        return {"never": "sent"}
+
+    app.add_api_route("/test/stalled", stalled)
+    with TestClient(app) as client:
+        response = client.get("/test/stalled")
+    assert response.status_code == 503 and "budget of 0.2s" in response.json()["error"]
