@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     events_max_per_request: int = Field(ge=1, le=10_000)
     events_max_body_bytes: int = Field(ge=1024, le=64 * 1024 * 1024)
     events_max_clock_skew_s: int = Field(ge=0, le=86_400)
+    events_dedupe_ttl_s: int = Field(ge=60, le=30 * 86_400)
     events_body_timeout_s: float = Field(gt=0, le=600)
     request_budget_s: float = Field(gt=0, le=3_600)
     realtime_cart_ttl_s: int = Field(ge=60, le=365 * 86_400)

@@ -53,6 +53,7 @@ from carousel.cache.keys import (
     EVENTS_STREAM,
     LINKS_STREAM,
     SubjectKeys,
+    event_id_key,
     session_state_keys,
     shopper_state_keys,
     state_keys,
@@ -178,6 +179,26 @@ async def record_events(
         )
     await stream.execute()
     return len(events)
+
+
+async def claim_event_ids(client: AsyncRedis, event_ids: Sequence[str], *, ttl_s: int) -> set[str]:
+    """The ids among `event_ids` never taken before, now taken for `ttl_s` (one SET NX each, pipelined;
+    each key has its own slot, so this holds on a cluster). A retried request's events are recorded
+    once: what it already delivered is claimed and skipped."""
+    if not event_ids:
+        return set()
+    pipe = client.pipeline(transaction=False)
+    for event_id in event_ids:
+        pipe.set(event_id_key(event_id), "1", nx=True, ex=ttl_s)
+    return {event_id for event_id, won in zip(event_ids, await pipe.execute(), strict=True) if won}
+
+
+async def release_event_ids(client: AsyncRedis, event_ids: Iterable[str]) -> None:
+    """Give back ids claimed by a request that then failed, so its retry is taken."""
+    pipe = client.pipeline(transaction=False)
+    for event_id in event_ids:
+        pipe.delete(event_id_key(event_id))
+    await pipe.execute()
 
 
 async def stitch_sessions(

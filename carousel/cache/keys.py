@@ -22,6 +22,7 @@ What the API records about shoppers::
     carousel:rt:{u:<user_id>}:<part>   -> real-time state of a signed-in shopper (cart, purchases, views,
                                           interest, sessions); `{s:<session_id>}` for a visitor
     carousel:events                    -> stream of accepted events, drained into the lake by group `lake`
+    carousel:ev:<event_id>             -> "1" for a day once an event with that client-given id is taken
     carousel:events:rejected           -> stream of entries the lake refused, kept for inspection
     carousel:unavailable, carousel:prices -> stock and price overrides (`PUT /v1/items/{id}`)
 
@@ -109,6 +110,14 @@ LINKS_STREAM = f"{PREFIX}:links"
 # The consumer group through which the drain moves the stream into the lake.
 DRAIN_GROUP = "lake"
 REALTIME_PREFIX = f"{PREFIX}:rt"
+
+
+EVENT_ID_PREFIX = f"{PREFIX}:ev:"
+
+
+def event_id_key(event_id: str) -> str:
+    """Set once per client-given `event_id` (with a TTL): a retried request's events are taken once."""
+    return f"{EVENT_ID_PREFIX}{event_id}"
 
 
 def consent_key(user_id: str) -> str:

@@ -14,6 +14,7 @@ to the live catalog's (an item the catalog does not hold needs its price). Accep
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -57,6 +58,9 @@ class PostedEvent(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    event_id: Identifier | None = Field(
+        None, description="the client's id for the event: a retried event with the same id is taken once"
+    )
     user_id: Identifier | None = None
     session_id: Identifier | None = None
     item_id: Identifier
@@ -290,6 +294,11 @@ async def post_events(
 
     config = realtime.RealtimeConfig.from_settings(settings)
     try:
+        claimed, accepted = await _first_deliveries(client, events, accepted, settings.events_dedupe_ttl_s)
+    except (RedisError, OSError) as exc:
+        return _unavailable(exc)
+    duplicates = len(events) - len(accepted)
+    try:
         recorded = await realtime.record_events(
             client, accepted, variant_of=variant_of, config=config, category_of=catalog.department
         )
@@ -300,7 +309,31 @@ async def post_events(
         await realtime.stitch_sessions(client, sign_ins, config=config, now=now.timestamp())
         await audiences.note_carts(client, accepted)
     except (RedisError, OSError) as exc:
-        response = error_response(503, f"events could not be stored ({type(exc).__name__}); retry later")
-        response.headers["Retry-After"] = "1"
-        return response
-    return json_response({"accepted": recorded}, status_code=202)
+        # The retry must be taken: the ids this request claimed are given back.
+        with contextlib.suppress(RedisError, OSError):
+            await realtime.release_event_ids(client, claimed)
+        return _unavailable(exc)
+    return json_response({"accepted": recorded, "duplicates": duplicates}, status_code=202)
+
+
+async def _first_deliveries(
+    client: Any, posted: list[PostedEvent], accepted: list[AcceptedEvent], ttl_s: int
+) -> tuple[list[str], list[AcceptedEvent]]:
+    """The ids this request claims, and the events to record: those without an `event_id`, and those
+    whose id neither an earlier request nor an earlier event of this one delivered."""
+    ids = list(dict.fromkeys(e.event_id for e in posted if e.event_id))
+    fresh = await realtime.claim_event_ids(client, ids, ttl_s=ttl_s)
+    kept, taken = [], set()
+    for event, complete in zip(posted, accepted, strict=True):
+        if event.event_id is not None:
+            if event.event_id not in fresh or event.event_id in taken:
+                continue
+            taken.add(event.event_id)
+        kept.append(complete)
+    return list(fresh), kept
+
+
+def _unavailable(exc: Exception) -> Response:
+    response = error_response(503, f"events could not be stored ({type(exc).__name__}); retry later")
+    response.headers["Retry-After"] = "1"
+    return response

@@ -121,7 +121,7 @@ def _post(api: TestClient, events: list[dict[str, Any]], chunk: int = 500) -> No
     for k in range(0, len(events), chunk):
         response = api.post("/v1/events", json={"events": events[k : k + chunk]})
         assert response.status_code == 202, response.text
-        assert response.json() == {"accepted": len(events[k : k + chunk])}
+        assert response.json() == {"accepted": len(events[k : k + chunk]), "duplicates": 0}
 
 
 def _state(url: str, *, user_id: str | None, session_id: str | None) -> realtime.ShopperState:
@@ -291,7 +291,7 @@ def test_accepted_events_update_the_shoppers_state(
     anonymous = [_event(user_id=None, session_id="anon-1", item_id="v-anon", ts=at(45))]
     # Sent in reverse: the state must not depend on the order events arrive in within a request.
     response = api.post("/v1/events", json={"events": list(reversed(views + cart)) + anonymous})
-    assert response.status_code == 202 and response.json() == {"accepted": 66}
+    assert response.status_code == 202 and response.json() == {"accepted": 66, "duplicates": 0}
 
     state = _state(redis_url, user_id="u1", session_id="s1")
     ts = {name: (t0 + timedelta(minutes=m)).timestamp() for name, m in [("i1", 40), ("i3", 44)]}

@@ -111,3 +111,64 @@ def test_a_request_past_its_budget_gets_503(settings: Settings) -> None:
     with TestClient(app) as client:
         response = client.get("/test/stalled")
     assert response.status_code == 503 and "budget of 0.2s" in response.json()["error"]
+
+
+def test_a_retry_after_a_dropped_answer_is_taken_once_in_the_stream_and_the_lake(
+    settings: Settings, redis_client: Any
+) -> None:
+    """A client posts events with ids and loses the connection before the 202; it retries the batch, and
+    once more with one new event: the stream, and the lake after the drain, hold each event once."""
+    from datetime import UTC, datetime, timedelta
+
+    import pyarrow.parquet as pq
+
+    from carousel.lake import Lake
+    from jobs.ingest.drain import drain_events
+
+    batch = [_view(event_id=f"e-{k}", item_id=f"i{k}") for k in range(3)]
+    payload = orjson.dumps({"events": batch})
+    with served(create_app(settings)) as base_url:
+        host, port = base_url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as conn:
+            conn.sendall(
+                b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                + payload
+            )
+        # The connection is gone before the answer was read; wait until the server has handled it.
+        deadline = time.monotonic() + 5
+        while redis_client.xlen(layout.EVENTS_STREAM) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        import httpx
+
+        retry = httpx.post(f"{base_url}/v1/events", json={"events": batch})
+        assert retry.status_code == 202 and retry.json() == {"accepted": 0, "duplicates": 3}
+        more = httpx.post(
+            f"{base_url}/v1/events", json={"events": [*batch, _view(event_id="e-3", item_id="i3")]}
+        )
+        assert more.json() == {"accepted": 1, "duplicates": 3}
+    assert redis_client.xlen(layout.EVENTS_STREAM) == 4
+    assert drain_events(settings, interval_end=datetime.now(UTC) + timedelta(seconds=1)).written == 4
+    lake = pq.read_table(Lake(settings.lake_dir).events_dir).to_pandas()
+    assert sorted(lake["item_id"]) == ["i0", "i1", "i2", "i3"]
+
+
+def test_a_request_that_failed_gives_its_event_ids_back(
+    api: TestClient, redis_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When storing fails (503), the retry of the same events is taken, not skipped as a duplicate."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from serving import realtime
+
+    real = realtime.record_events
+
+    async def failing(*args: Any, **kwargs: Any) -> int:
+        raise RedisConnectionError("connection lost")
+
+    monkeypatch.setattr(realtime, "record_events", failing)
+    events = {"events": [_view(event_id="again-1")]}
+    assert api.post("/v1/events", json=events).status_code == 503
+    monkeypatch.setattr(realtime, "record_events", real)
+    assert api.post("/v1/events", json=events).json() == {"accepted": 1, "duplicates": 0}
+    assert redis_client.xlen(layout.EVENTS_STREAM) == 1
