@@ -94,10 +94,12 @@ class Settings(BaseSettings):
     # Secrets have no defaults: `carousel serve` refuses to start without them outside the demo.
     admin_token: SecretStr | None = None
     marketing_token: SecretStr | None = None
+    # Optional: a token that opens `/metrics` only (for the Prometheus scrape); the admin token opens it too.
+    metrics_token: SecretStr | None = None
 
     @model_validator(mode="after")
     def _check_tokens(self) -> Settings:
-        for name in ("admin_token", "marketing_token"):
+        for name in ("admin_token", "marketing_token", "metrics_token"):
             token = getattr(self, name)
             if token is not None and len(token.get_secret_value()) < 16:
                 raise ValueError(f"CAROUSEL_{name.upper()} must be at least 16 characters")

@@ -76,7 +76,7 @@ def main() -> int:
         f"  known shopper:     {base}/v1/recommendations?user_id={known}&n=10\n"
         f"  anonymous visitor: {base}/v1/recommendations?session_id=demo-session&country=Germany\n"
         f"  shop (demo storefront):   {base}/shop\n"
-        f"  ops (runs, data quality): {base}/ops\n"
+        f"  ops (runs, data quality): {base}/ops   (log in with the admin token below)\n"
         f"  readiness:         {base}/health/ready\n"
         f"  publish status:    {BIN / 'carousel'} publish status\n"
         f"  admin token:       {tokens['admin']}\n"

@@ -19,7 +19,7 @@ from carousel.cache.client import async_client, text
 from carousel.cache.keys import LIVE_KEY
 from configs.settings import Settings, get_settings
 from serving import metrics
-from serving.auth import check_tokens_configured
+from serving.auth import MetricsDep, check_tokens_configured
 from serving.budget import RequestBudget
 from serving.catalog import Catalog
 from serving.fallback import FallbackLists
@@ -29,8 +29,9 @@ from serving.responses import (
     validation_error_response,
     wrong_content_type_response,
 )
-from serving.routes import audiences, events, health, items, ops, recommendations, shop, users
+from serving.routes import audiences, events, health, items, ops, ops_access, recommendations, shop, users
 from serving.routes import lift as lift_routes
+from serving.routes.ops_access import OperatorOnly
 from serving.stock import AvailabilityCache
 from serving.store import CircuitBreaker, RedisListStore, StoreUnavailable
 
@@ -81,7 +82,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await store.close()
             await app.state.admin_redis.aclose()
 
-    app = FastAPI(title="carousel", version="0.1.0", lifespan=lifespan)
+    # The API docs are served by `ops_access.docs_router`, behind the operators' check.
+    app = FastAPI(
+        title="carousel", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.settings = settings
     app.state.fallbacks = FallbackLists(settings.var_dir)
     app.state.catalog = Catalog()
@@ -98,16 +102,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(ops.router)
     app.include_router(lift_routes.router)
-    app.include_router(shop.router)
+    app.include_router(ops_access.router)
+    app.include_router(ops_access.docs_router)
+    if settings.demo:
+        # The demo storefront lists shoppers (ids, country, consent, variant): never outside the demo.
+        app.include_router(shop.router)
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=[MetricsDep])
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     # Each run's Great Expectations Data Docs, as written by the output gate.
     docs_root = settings.quality_dir / "runs"
     docs_root.mkdir(parents=True, exist_ok=True)
-    app.mount("/ops/quality", StaticFiles(directory=docs_root, html=True), name="data-docs")
+    app.mount(
+        "/ops/quality",
+        OperatorOnly(StaticFiles(directory=docs_root, html=True), settings),  # type: ignore[arg-type]
+        name="data-docs",
+    )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
@@ -122,6 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return error_response(exc.status_code, str(exc.detail))
+        response = error_response(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})  # WWW-Authenticate, a login redirect's Location
+        return response
 
     return app

@@ -1,5 +1,6 @@
-"""Bearer-token checks for the protected routes: admin (consent, erasure, stock) and marketing
-(audiences). Tokens come from settings (`CAROUSEL_ADMIN_TOKEN`, `CAROUSEL_MARKETING_TOKEN`), have no
+"""Bearer-token checks for the protected routes: admin (consent, erasure, stock, and the operations
+pages: `/ops`, `/ops/lift`, Data Docs, the API docs), marketing (audiences) and metrics (`/metrics`, which
+the admin token opens too). Tokens come from settings (`CAROUSEL_ADMIN_TOKEN`, `CAROUSEL_MARKETING_TOKEN`), have no
 defaults, and the app refuses to start without them outside the demo (`check_tokens_configured`).
 
 Comparison is constant-time (`secrets.compare_digest`) so response timing does not leak a token's
@@ -8,6 +9,8 @@ prefix. Routers are mounted with these as dependencies: `APIRouter(dependencies=
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from typing import Annotated
 
@@ -72,5 +75,50 @@ async def require_marketing(
         raise _unauthorized("marketing")
 
 
+# The operations pages are opened in a browser, which cannot send a bearer token: `POST /ops/login` with
+# the admin token sets this cookie, whose value only the admin token's holder can compute.
+OPS_COOKIE = "carousel_ops"
+
+
+def ops_cookie_value(settings: Settings) -> str | None:
+    """HMAC of a fixed message under the admin token (None without one): changing the token logs every
+    browser out."""
+    if settings.admin_token is None:
+        return None
+    key = settings.admin_token.get_secret_value().encode()
+    return hmac.new(key, b"carousel ops session", hashlib.sha256).hexdigest()
+
+
+def is_operator(authorization: str | None, cookie: str | None, settings: Settings) -> bool:
+    """Whether a request may see the operations pages: the admin bearer token, or the ops cookie."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() == "bearer" and settings.admin_token is not None:
+        if secrets.compare_digest(token.encode(), settings.admin_token.get_secret_value().encode()):
+            return True
+    expected = ops_cookie_value(settings)
+    return bool(cookie and expected and secrets.compare_digest(cookie.encode(), expected.encode()))
+
+
+async def require_operator(
+    request: Request, settings: Annotated[Settings, Depends(get_app_settings)]
+) -> None:
+    """The operations pages: a browser without the cookie is sent to the login form, others get 401."""
+    if is_operator(request.headers.get("authorization"), request.cookies.get(OPS_COOKIE), settings):
+        return
+    if "text/html" in request.headers.get("accept", "") and request.method == "GET":
+        raise HTTPException(303, "log in first", headers={"Location": f"/ops/login?next={request.url.path}"})
+    raise _unauthorized("admin")
+
+
+async def require_metrics(
+    settings: Annotated[Settings, Depends(get_app_settings)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    if not (_matches(credentials, settings.metrics_token) or _matches(credentials, settings.admin_token)):
+        raise _unauthorized("metrics")
+
+
 AdminDep = Depends(require_admin)
+OperatorDep = Depends(require_operator)
+MetricsDep = Depends(require_metrics)
 MarketingDep = Depends(require_marketing)

@@ -179,6 +179,8 @@ def shop_settings(settings: Settings) -> Settings:
     return settings.model_copy(
         update={
             "cart_abandon_after_s": CART_ABANDON_AFTER_S,
+            # `/shop` and its helpers are mounted in the demo only.
+            "demo": True,
             "redis_socket_timeout_s": 1.0,
             "redis_connect_timeout_s": 1.0,
         }

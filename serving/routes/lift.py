@@ -16,9 +16,10 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
+from serving.auth import OperatorDep
 from serving.deps import SettingsDep
 
-router = APIRouter(tags=["ops"])
+router = APIRouter(tags=["ops"], dependencies=[OperatorDep])
 
 REPORT_NAME = "lift.json"  # under settings.reports_dir, where `carousel report lift` writes by default
 ARMS = ("treatment", "holdout")

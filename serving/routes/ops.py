@@ -22,10 +22,11 @@ from redis.exceptions import RedisError
 from carousel.models import ModelCatalog
 from carousel.runs import RunHistory
 from configs.settings import Settings
+from serving.auth import OperatorDep
 from serving.deps import SettingsDep, StoreDep
 from serving.store import StoreUnavailable
 
-router = APIRouter(tags=["ops"])
+router = APIRouter(tags=["ops"], dependencies=[OperatorDep])
 
 _STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 2rem; color: #222; max-width: 1200px; }

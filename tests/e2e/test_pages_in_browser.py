@@ -233,8 +233,12 @@ def test_an_anonymous_visitor_sees_their_countrys_list_and_what_goes_with_an_ite
 def test_the_ops_page_shows_the_live_version(
     browser: WebDriver, base_url: str, shop_store: ShopStore, console: Callable[[], list[dict[str, Any]]]
 ) -> None:
-    """The ops page names the live version, and loads without a console error."""
+    """Behind the login form (the admin token), the ops page names the live version, and loads without a
+    console error."""
     browser.get(f"{base_url}/ops")
+    _wait(browser, lambda d: "/ops/login" in d.current_url, "the redirect to the login form")
+    browser.find_element(By.ID, "token").send_keys("test-admin-token-0123456789")
+    browser.find_element(By.ID, "login").click()
     _wait(browser, lambda d: "carousel ops" in d.find_element(By.TAG_NAME, "h1").text, "the ops page")
     live = browser.find_element(By.XPATH, "//p[contains(., 'Live version')]").text
     assert VERSION in live

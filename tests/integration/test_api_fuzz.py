@@ -56,7 +56,7 @@ def api_schema(settings: Settings, redis_client: redis.Redis) -> Iterator[Any]:
     """The API served by uvicorn on a free port (lifespan and all), and its OpenAPI schema."""
     _publish(redis_client)
     with served(create_app(settings)) as url:
-        yield schemathesis.openapi.from_url(f"{url}/openapi.json")
+        yield schemathesis.openapi.from_url(f"{url}/openapi.json", headers=ADMIN)
 
 
 def test_no_request_gets_a_server_error(api_schema: Any) -> None:

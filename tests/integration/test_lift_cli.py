@@ -18,6 +18,8 @@ from serving.app import create_app
 
 pytestmark = pytest.mark.integration
 
+ADMIN = {"Authorization": "Bearer test-admin-token-0123456789"}
+
 SALT = "lift-cli-salt"
 NOW = pd.Timestamp("2026-10-25T00:00:00Z")
 
@@ -110,7 +112,7 @@ def test_report_lift_writes_json_and_the_ops_page_shows_it(
     arm's figures; without audience files the email section says so; /ops/lift shows the figures."""
     settings = lake_env
     with TestClient(create_app(settings)) as api:
-        empty = api.get("/ops/lift")
+        empty = api.get("/ops/lift", headers=ADMIN)
         assert empty.status_code == 200 and "no lift report yet" in empty.text
 
         assert cli.main(["report", "lift"]) == 0
@@ -125,7 +127,7 @@ def test_report_lift_writes_json_and_the_ops_page_shows_it(
         assert report["storefront"]["lift"]["conversion_rate"]["difference"] == pytest.approx(0.5 - 0.25)
         assert report["email"]["available"] is False and "no email audiences" in report["email"]["note"]
 
-        page = api.get("/ops/lift")
+        page = api.get("/ops/lift", headers=ADMIN)
         assert page.status_code == 200
         for figure in ("50.00%", "25.00%", "+25.00 pp", "5.00", "<svg"):
             assert figure in page.text

@@ -23,6 +23,8 @@ from serving.app import create_app
 
 pytestmark = pytest.mark.integration
 
+ADMIN = {"Authorization": "Bearer test-admin-token-0123456789"}
+
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[tuple[str, Path]]:
@@ -96,7 +98,7 @@ def test_api_keeps_answering_from_fallbacks(
         assert p99 < 100.0, f"p99 {p99:.1f} ms with Redis {failure}"
         ready = client.get("/health/ready")
         assert ready.status_code == 200 and ready.json()["status"] == "degraded"
-        metrics = client.get("/metrics").text
+        metrics = client.get("/metrics", headers=ADMIN).text
         assert 'carousel_fallbacks_total{kind="last_global"}' in metrics
         opened = [line for line in metrics.splitlines() if line.startswith("carousel_breaker_opened_total ")]
         assert opened and float(opened[0].split()[1]) >= 1

@@ -25,6 +25,8 @@ from serving.app import create_app
 
 pytestmark = pytest.mark.integration
 
+ADMIN = {"Authorization": "Bearer test-admin-token-0123456789"}
+
 INTERVAL_END = datetime(2026, 11, 1, tzinfo=UTC)
 
 
@@ -80,9 +82,9 @@ def test_refresh_publishes_personal_and_segment_lists(
     assert list(record["stages"]) == list(REFRESH)
     assert (settings.var_dir / "audiences" / "test-run" / "abandoned_cart.parquet").is_file()
 
-    ops = api.get("/ops")
+    ops = api.get("/ops", headers=ADMIN)
     assert ops.status_code == 200 and "test-run" in ops.text and result.version in ops.text
-    docs = api.get("/ops/quality/test-run/data_docs/index.html")
+    docs = api.get("/ops/quality/test-run/data_docs/index.html", headers=ADMIN)
     assert docs.status_code == 200 and "<html" in docs.text.lower()
 
 
@@ -169,9 +171,9 @@ def test_failed_validation_exits_non_zero_and_keeps_live_version(
     assert versions.live_version(redis_client) == first.version
 
     with TestClient(create_app(settings)) as api:
-        ops = api.get("/ops").text
+        ops = api.get("/ops", headers=ADMIN).text
         assert "manual__20261101T001500Z" in ops and "failed" in ops
-        docs = api.get("/ops/quality/manual__20261101T001500Z/data_docs/index.html").text
+        docs = api.get("/ops/quality/manual__20261101T001500Z/data_docs/index.html", headers=ADMIN).text
         assert "Failed" in docs or "failed" in docs
 
 
