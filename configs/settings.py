@@ -96,10 +96,20 @@ class Settings(BaseSettings):
     marketing_token: SecretStr | None = None
     # Optional: a token that opens `/metrics` only (for the Prometheus scrape); the admin token opens it too.
     metrics_token: SecretStr | None = None
+    # The store's servers: posting any shopper's events and reading any shopper's list.
+    storefront_token: SecretStr | None = None
+    # Signs shopper tokens (`carousel.rules.identity`), which a browser sends for its signed-in shopper.
+    shopper_token_secret: SecretStr | None = None
 
     @model_validator(mode="after")
     def _check_tokens(self) -> Settings:
-        for name in ("admin_token", "marketing_token", "metrics_token"):
+        for name in (
+            "admin_token",
+            "marketing_token",
+            "metrics_token",
+            "storefront_token",
+            "shopper_token_secret",
+        ):
             token = getattr(self, name)
             if token is not None and len(token.get_secret_value()) < 16:
                 raise ValueError(f"CAROUSEL_{name.upper()} must be at least 16 characters")

@@ -12,10 +12,13 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+
+from carousel.rules.identity import shopper_token
 
 ROOT = Path(__file__).resolve().parents[1]
 VAR = ROOT / "var"
@@ -28,12 +31,14 @@ def _carousel(*args: str) -> None:
 
 
 def demo_tokens() -> dict[str, str]:
-    """The demo's admin and marketing tokens, created once and kept under var/."""
+    """The demo's tokens (admin, marketing, storefront) and shopper-token secret, created once and kept
+    under var/ (a file from before one of them existed gets it added)."""
     path = VAR / "demo-tokens.json"
-    if path.exists():
-        tokens: dict[str, str] = json.loads(path.read_text())
+    tokens: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    wanted = ("admin", "marketing", "storefront", "shopper_secret")
+    if all(name in tokens for name in wanted):
         return tokens
-    tokens = {"admin": secrets.token_urlsafe(24), "marketing": secrets.token_urlsafe(24)}
+    tokens = {name: tokens.get(name) or secrets.token_urlsafe(24) for name in wanted}
     VAR.mkdir(exist_ok=True)
     path.write_text(json.dumps(tokens))
     path.chmod(0o600)
@@ -69,18 +74,25 @@ def main() -> int:
     tokens = demo_tokens()
     os.environ.setdefault("CAROUSEL_ADMIN_TOKEN", tokens["admin"])
     os.environ.setdefault("CAROUSEL_MARKETING_TOKEN", tokens["marketing"])
+    os.environ.setdefault("CAROUSEL_STOREFRONT_TOKEN", tokens["storefront"])
+    os.environ.setdefault("CAROUSEL_SHOPPER_TOKEN_SECRET", tokens["shopper_secret"])
     known = _shopper_with_personal_list()
+    # A link as a store would put in a signed-in shopper's page or email: their token, valid a day.
+    link_token = shopper_token(
+        known, os.environ["CAROUSEL_SHOPPER_TOKEN_SECRET"], expires_at=int(time.time()) + 86_400
+    )
     base = "http://127.0.0.1:8000"
     print(
         "\ncarousel demo is up:\n"
-        f"  known shopper:     {base}/v1/recommendations?user_id={known}&n=10\n"
+        f"  known shopper:     {base}/v1/recommendations?user_id={known}&n=10&shopper_token={link_token}\n"
         f"  anonymous visitor: {base}/v1/recommendations?session_id=demo-session&country=Germany\n"
         f"  shop (demo storefront):   {base}/shop\n"
         f"  ops (runs, data quality): {base}/ops   (log in with the admin token below)\n"
         f"  readiness:         {base}/health/ready\n"
         f"  publish status:    {BIN / 'carousel'} publish status\n"
         f"  admin token:       {tokens['admin']}\n"
-        f"  marketing token:   {tokens['marketing']}\n",
+        f"  marketing token:   {tokens['marketing']}\n"
+        f"  storefront token:  {tokens['storefront']}\n",
         flush=True,
     )
     os.execv(str(BIN / "carousel"), [str(BIN / "carousel"), "serve", "--host", "127.0.0.1", "--port", "8000"])

@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
+from carousel.rules.identity import verified_shopper
 from configs.settings import Settings
 from serving.deps import get_app_settings
 
@@ -29,15 +31,16 @@ class MissingTokens(RuntimeError):
 
 
 def check_tokens_configured(settings: Settings) -> None:
-    """Refuse to serve without both tokens (except in the demo, which generates its own)."""
+    """Refuse to serve without the admin, marketing and storefront tokens (except in the demo, which
+    generates its own)."""
     missing = [
         f"CAROUSEL_{name.upper()}"
-        for name in ("admin_token", "marketing_token")
+        for name in ("admin_token", "marketing_token", "storefront_token")
         if getattr(settings, name) is None
     ]
     if missing and not settings.demo:
         raise MissingTokens(
-            f"{' and '.join(missing)} not set: the protected routes would be open. "
+            f"{', '.join(missing)} not set: the protected routes would be open. "
             "Set them (16+ characters) or run the demo (CAROUSEL_DEMO=true)."
         )
 
@@ -116,6 +119,36 @@ async def require_metrics(
 ) -> None:
     if not (_matches(credentials, settings.metrics_token) or _matches(credentials, settings.admin_token)):
         raise _unauthorized("metrics")
+
+
+# A browser's proof that it speaks for one signed-in shopper (`carousel.rules.identity`), as a header, or
+# as the `shopper_token` query parameter of a recommendations link (an email, a page without scripts).
+SHOPPER_TOKEN_HEADER = "x-shopper-token"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a storefront request speaks for: the store's servers (any shopper), one shopper, or nobody."""
+
+    storefront: bool
+    shopper: str | None
+
+    def speaks_for(self, user_id: str) -> bool:
+        return self.storefront or self.shopper == user_id
+
+
+def storefront_caller(
+    authorization: str | None, shopper_token: str | None, settings: Settings, *, now: float
+) -> Caller:
+    """The storefront token (`Authorization: Bearer`) or a valid shopper token, checked in constant time."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() == "bearer" and settings.storefront_token is not None:
+        if secrets.compare_digest(token.encode(), settings.storefront_token.get_secret_value().encode()):
+            return Caller(True, None)
+    if shopper_token and settings.shopper_token_secret is not None:
+        secret = settings.shopper_token_secret.get_secret_value()
+        return Caller(False, verified_shopper(shopper_token, secret, now=now))
+    return Caller(False, None)
 
 
 AdminDep = Depends(require_admin)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 from shop_store import ShopStore, publish_shop_store
+from storefront_auth import SHOPPER_TOKEN_SECRET, STOREFRONT_TOKEN
 
 from configs.settings import Settings
 
@@ -113,6 +114,8 @@ def settings(tmp_path: Path, redis_url: str, redis_kind: str) -> object:
         spark_driver_memory="2g",
         admin_token="test-admin-token-0123456789",
         marketing_token="test-marketing-token-0123456789",
+        storefront_token=STOREFRONT_TOKEN,
+        shopper_token_secret=SHOPPER_TOKEN_SECRET,
     )
 
 

@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import orjson
 import redis
 
 from carousel.bench import profile
@@ -45,10 +47,14 @@ from jobs.publishing.loader import loader_env
 
 Progress = Callable[[str], None]
 TOKEN = "bench-admin-token-0123456789"
+# The storefront's servers ask for every list (known shoppers' too) with the storefront token.
+STOREFRONT_TOKEN = "bench-storefront-token-0123456789"
 
 _WRK_SCRIPT = """
 local paths = {}
 for line in io.lines(os.getenv("BENCH_PATHS")) do paths[#paths + 1] = line end
+local token = os.getenv("BENCH_TOKEN")
+if token then wrk.headers["Authorization"] = "Bearer " .. token end
 local i = math.random(1, #paths)
 request = function()
   i = i + 1
@@ -130,7 +136,8 @@ def _give_views(base_url: str, sessions: list[str]) -> None:
 def _give_carts(base_url: str, shoppers: list[str]) -> None:
     """Carts and purchases for some shoppers, posted like a storefront would."""
     now = datetime.now(UTC)
-    with httpx.Client(base_url=base_url, timeout=30) as client:
+    headers = {"Authorization": f"Bearer {STOREFRONT_TOKEN}"}
+    with httpx.Client(base_url=base_url, timeout=30, headers=headers) as client:
         for start in range(0, len(shoppers), 200):
             events = []
             for k, user in enumerate(shoppers[start : start + 200]):
@@ -159,7 +166,8 @@ def run_wrk(wrk: str, url: str, paths: Path, *, concurrency: int, duration: int)
     script.write_text(_WRK_SCRIPT)
     done = subprocess.run(
         [wrk, "-t1", f"-c{concurrency}", f"-d{duration}s", "--latency", "-s", str(script), url],
-        env={**os.environ, "BENCH_PATHS": str(paths)},
+        # Both the route and the baseline get the header: the same bytes per request.
+        env={**os.environ, "BENCH_PATHS": str(paths), "BENCH_TOKEN": STOREFRONT_TOKEN},
         capture_output=True,
         text=True,
         check=True,
@@ -226,10 +234,13 @@ def bench_serve(
     rounds: int = 2,
     publish_lists: int = 0,
     profile_dir: Path | None = None,
+    hostile: bool = False,
 ) -> dict[str, Any]:
     """The full route and the baseline, alternated for `rounds` rounds of `duration` seconds each
     (so both see the same machine), then, with `publish_lists`, the full route while a version of that
-    many lists is published. With `profile_dir`, py-spy samples one worker of each during round 1."""
+    many lists is published. With `profile_dir`, py-spy samples one worker of each during round 1. With
+    `hostile`, one more round of the full route while another process posts a 1 MB body of junk events
+    in a loop (`_under_hostile_bodies`)."""
     wrk = ensure_wrk()
     with tempfile.TemporaryDirectory(prefix="carousel-bench-") as tmp:
         root = Path(tmp)
@@ -246,6 +257,7 @@ def bench_serve(
                 "CAROUSEL_VAR_DIR": str(root / "var"),
                 "CAROUSEL_ADMIN_TOKEN": TOKEN,
                 "CAROUSEL_MARKETING_TOKEN": TOKEN,
+                "CAROUSEL_STOREFRONT_TOKEN": STOREFRONT_TOKEN,
             }
             api_port, base_port = free_port(), free_port()
             api_url, base_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{base_port}"
@@ -293,6 +305,10 @@ def bench_serve(
                         if recording is not None:
                             profiles[name] = profile.finish(recording, out)
                         progress(f"round {k + 1}: {name} {results[-1]}")
+                attacked = None
+                if hostile:
+                    attacked = _under_hostile_bodies(wrk, api_url, paths, root, concurrency, duration)
+                    progress(f"while a 1 MB junk body is posted in a loop: {attacked}")
                 during = None
                 if publish_lists:
                     during = _during_publish(wrk, api_url, paths, redis_url, publish_lists, concurrency)
@@ -323,6 +339,11 @@ def bench_serve(
     }
     if profiles:
         report["profiles"] = profiles
+    if attacked is not None:
+        attacked["p99_ratio_to_normal"] = (
+            round(attacked["p99_ms"] / full["p99_ms"], 2) if full["p99_ms"] else None
+        )
+        report["hostile_bodies"] = attacked
     if during is not None:
         # Against the rounds' p99 (the goal's "normal"), and worst slice against worst slice of the
         # control run in the same minute.
@@ -383,6 +404,74 @@ def _mean_of(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 PUBLISH_SLICE_S = 5
+
+# Posts the body in BENCH_BODY to BENCH_URL in a loop until killed, printing one line per answer status.
+_HOSTILE_POSTER = """
+import os, sys, httpx
+body = open(os.environ["BENCH_BODY"], "rb").read()
+with httpx.Client(timeout=60) as client:
+    while True:
+        answer = client.post(os.environ["BENCH_URL"], content=body, headers={"Content-Type": "application/json"})
+        print(answer.status_code, len(answer.content), flush=True)
+"""
+
+
+def _under_hostile_bodies(
+    wrk: str, api_url: str, paths: Path, root: Path, concurrency: int, duration: int
+) -> dict[str, Any]:
+    """The route under the usual load while another process posts, in a loop, a body just under the
+    1 MB cap of 600 events with 48 unknown fields each (the events route must refuse it with little
+    work), and a thread probes `/health/live` every 50 ms."""
+    body = orjson.dumps(
+        {
+            "events": [
+                {
+                    "session_id": "s",
+                    "item_id": "i",
+                    "event_type": "view",
+                    **{f"junk_{k}": "x" * 20 for k in range(48)},
+                }
+                for _ in range(600)
+            ]
+        }
+    )
+    (root / "hostile.json").write_bytes(body)
+    env = {**os.environ, "BENCH_BODY": str(root / "hostile.json"), "BENCH_URL": f"{api_url}/v1/events"}
+    poster = subprocess.Popen(
+        [sys.executable, "-c", _HOSTILE_POSTER], env=env, stdout=subprocess.PIPE, text=True
+    )
+    health: list[float] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        with httpx.Client(base_url=api_url, timeout=10) as client:
+            while not stop.is_set():
+                started = time.perf_counter()
+                client.get("/health/live").raise_for_status()
+                health.append((time.perf_counter() - started) * 1000)
+                stop.wait(0.05)
+
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+    try:
+        loaded = run_wrk(wrk, api_url, paths, concurrency=concurrency, duration=duration)
+    finally:
+        stop.set()
+        poster.kill()
+        prober.join(timeout=10)
+    assert poster.stdout is not None
+    answers = [line.split() for line in poster.stdout.read().splitlines() if line.strip()]
+    ordered = sorted(health)
+    return {
+        **loaded,
+        "body_bytes": len(body),
+        "hostile_posts": len(answers),
+        "hostile_statuses": sorted({a[0] for a in answers}),
+        "hostile_answer_bytes_max": max((int(a[1]) for a in answers), default=0),
+        "health_checks": len(ordered),
+        "health_p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))], 2) if ordered else None,
+        "health_max_ms": round(ordered[-1], 2) if ordered else None,
+    }
 
 
 def _during_publish(

@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 from carousel.cache.client import async_client
 from carousel.rules.holdout import assign_variant
 from serving import audiences, realtime
+from serving.auth import SHOPPER_TOKEN_HEADER, storefront_caller
 from serving.catalog import EVENTS_WAIT_S
 from serving.deps import SettingsDep
 from serving.inputs import CONTEXT_PATTERN, ID_PATTERN
@@ -42,6 +43,8 @@ from serving.store import StoreUnavailable
 WRITE_TIMEOUT_S = 2.0
 # An int32 in the lake; far above any real basket line.
 MAX_QUANTITY = 1_000_000
+# The items table's cap: a larger price is a mistake or an attack (1e308 overflowed the lift report).
+MAX_PRICE = 1e9
 # No storefront event is older; the real-time state also relies on times being positive epoch seconds.
 EARLIEST_TS = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -67,7 +70,7 @@ class PostedEvent(BaseModel):
     event_type: EventType
     ts: datetime | None = Field(None, description="UTC timestamp (ISO 8601; one without a zone is UTC)")
     quantity: int = Field(1, ge=1, le=MAX_QUANTITY, strict=True)
-    price: float | None = Field(None, ge=0, allow_inf_nan=False, description="unit price")
+    price: float | None = Field(None, ge=0, le=MAX_PRICE, allow_inf_nan=False, description="unit price")
     country: ContextValue | None = None
     device: ContextValue | None = None
     referrer: ContextValue | None = None
@@ -260,6 +263,22 @@ async def post_events(
 ) -> Response:
     """Accept storefront events: real-time state and the events stream are updated before answering."""
     events = batch.events
+    caller = storefront_caller(
+        request.headers.get("authorization"),
+        request.headers.get(SHOPPER_TOKEN_HEADER),
+        settings,
+        now=datetime.now(UTC).timestamp(),
+    )
+    forged = [i for i, e in enumerate(events) if e.user_id is not None and not caller.speaks_for(e.user_id)]
+    if forged:
+        # Anyone could otherwise fill any shopper's cart (and so their cart reminder email).
+        refused = error_response(
+            401,
+            "a shopper's events need the storefront token or that shopper's token (X-Shopper-Token): "
+            + ", ".join(f"events.{i}.user_id" for i in forged[:20]),
+        )
+        refused.headers["WWW-Authenticate"] = "Bearer"
+        return refused
     now = datetime.now(UTC)
     skew = settings.events_max_clock_skew_s
     latest = now + timedelta(seconds=skew)

@@ -22,7 +22,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from starlette.datastructures import QueryParams, State
+from starlette.datastructures import Headers, QueryParams, State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from carousel.cache.catalog import CATALOG_FIELDS
@@ -31,6 +31,7 @@ from carousel.rules.holdout import HOLDOUT, assign_variant
 from carousel.rules.segments import CONTEXT_DIMENSIONS, GLOBAL_SEGMENT, segment_order
 from carousel.rules.sessions import PERSONAL_WEIGHT, SEGMENT_WEIGHT, session_anchors, session_list
 from serving import metrics, realtime
+from serving.auth import SHOPPER_TOKEN_HEADER, storefront_caller
 from serving.catalog import Catalog
 from serving.inputs import CONTEXT_PATTERN, ID_PATTERN
 from serving.overlay import EMPTY_TRIGGERS, apply_overlay, triggers
@@ -55,6 +56,11 @@ class RecommendationQuery(BaseModel):
     country: str | None = Field(None, pattern=CONTEXT_PATTERN)
     device: str | None = Field(None, pattern=CONTEXT_PATTERN)
     referrer: str | None = Field(None, pattern=CONTEXT_PATTERN)
+    shopper_token: str | None = Field(
+        None,
+        max_length=512,
+        description="a shopper token for user_id, when the X-Shopper-Token header cannot be sent",
+    )
     fields: str | None = Field(
         None,
         pattern=r"^[a-z_]{1,32}(,[a-z_]{1,32}){0,15}$",
@@ -101,7 +107,7 @@ ROUTE = "/v1/recommendations"
 @router.get("/recommendations", openapi_extra={"parameters": _parameters(RecommendationQuery)})
 async def recommendations(request: Request) -> Response:
     """The ranked list for one shopper or anonymous visitor, every item with a reason."""
-    return await respond(request.app.state, request.query_params)
+    return await respond(request.app.state, request.query_params, request.headers)
 
 
 class FastPath:
@@ -118,17 +124,31 @@ class FastPath:
             await self.app(scope, receive, send)
             return
         try:
-            response = await respond(scope["app"].state, QueryParams(scope["query_string"]))
+            response = await respond(
+                scope["app"].state, QueryParams(scope["query_string"]), Headers(scope=scope)
+            )
         except RequestValidationError as exc:
             response = validation_error_response(exc)
         await response(scope, receive, send)
 
 
-async def respond(state: State, params: Mapping[str, str]) -> Response:
-    """The route's answer from the app's state and the query string (parsed, not yet validated)."""
+async def respond(state: State, params: Mapping[str, str], headers: Mapping[str, str]) -> Response:
+    """The route's answer from the app's state, the query string (parsed, not yet validated) and the
+    request's headers."""
     started = time.perf_counter()
     query = _validated(params)
     settings, store = state.settings, state.store
+    if query.user_id:
+        caller = storefront_caller(
+            headers.get("authorization"),
+            headers.get(SHOPPER_TOKEN_HEADER) or query.shopper_token,
+            settings,
+            now=time.time(),
+        )
+        if not caller.speaks_for(query.user_id):
+            # Nobody may read a shopper's list (and, through its reasons, their history) without the
+            # storefront token or that shopper's token: the request is served as an anonymous one.
+            query = query.model_copy(update={"user_id": None})
     subject = query.user_id or query.session_id or "anonymous"
     variant = assign_variant(subject, salt=settings.holdout_salt, holdout_percent=settings.holdout_percent)
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,11 +32,15 @@ from carousel.cache.keys import user_key
 from carousel.cache.scripts import RESOLVE_USER_LIST
 from carousel.lake import Lake
 from carousel.rules.holdout import assign_variant
+from carousel.rules.identity import shopper_token
 from configs.settings import Settings
 from serving.deps import SettingsDep
 from serving.inputs import CONTEXT_PATTERN, ID_PATTERN
 from serving.responses import error_response, json_response
 from serving.store import ListStore, StoreUnavailable
+
+# The demo's shopper tokens last a day: long enough for a session of trying things out.
+SHOPPER_TOKEN_TTL_S = 86_400
 
 router = APIRouter(tags=["shop"])
 
@@ -206,7 +211,16 @@ def _shopper(user_id: str, country: Any, consent: Any, *, settings: Settings) ->
         "variant": assign_variant(
             user_id, salt=settings.holdout_salt, holdout_percent=settings.holdout_percent
         ),
+        # What a store's backend hands the browser of a signed-in shopper (`carousel.rules.identity`).
+        "shopper_token": _shopper_token(user_id, settings),
     }
+
+
+def _shopper_token(user_id: str, settings: Settings) -> str | None:
+    if settings.shopper_token_secret is None:
+        return None
+    secret = settings.shopper_token_secret.get_secret_value()
+    return shopper_token(user_id, secret, expires_at=int(time.time()) + SHOPPER_TOKEN_TTL_S)
 
 
 def _countries(users: pd.DataFrame | None) -> list[str]:

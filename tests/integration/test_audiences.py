@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from storefront_auth import STOREFRONT
 
 from carousel.cache import audiences as audience_rows
 from carousel.rules.holdout import HOLDOUT, TREATMENT, assign_variant
@@ -72,7 +73,7 @@ def api(quick: Settings, redis_client: redis.Redis) -> Iterator[TestClient]:
         item_lists=similar,
         manifest={"generated_at": datetime.now(UTC).isoformat()},
     )
-    with TestClient(create_app(quick)) as client:
+    with TestClient(create_app(quick), headers=STOREFRONT) as client:
         yield client
 
 

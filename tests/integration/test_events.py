@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 import redis.asyncio as aredis
 from fastapi.testclient import TestClient
+from storefront_auth import STOREFRONT
 
 from carousel.cache import keys as layout
 from carousel.cache import stream
@@ -143,7 +144,7 @@ def settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def api(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=STOREFRONT) as client:
         yield client
 
 

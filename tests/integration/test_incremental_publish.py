@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from storefront_auth import STOREFRONT
 
 from carousel.cache import keys as layout
 from carousel.cache import payload as list_format
@@ -63,7 +64,7 @@ def _tag(client: redis.Redis, version: str, user: str) -> str | None:
 
 @pytest.fixture
 def api(settings: object) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:  # type: ignore[arg-type]
+    with TestClient(create_app(settings), headers=STOREFRONT) as client:  # type: ignore[arg-type]
         yield client
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from storefront_auth import STOREFRONT
 
 from carousel import cli
 from carousel.lake import Lake
@@ -111,7 +112,7 @@ def test_report_lift_writes_json_and_the_ops_page_shows_it(
     """The default window is the 30 days ending the midnight after the newest event; the JSON has each
     arm's figures; without audience files the email section says so; /ops/lift shows the figures."""
     settings = lake_env
-    with TestClient(create_app(settings)) as api:
+    with TestClient(create_app(settings), headers=STOREFRONT) as api:
         empty = api.get("/ops/lift", headers=ADMIN)
         assert empty.status_code == 200 and "no lift report yet" in empty.text
 

@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from storefront_auth import STOREFRONT
 
 from carousel import cli
 from carousel.cache import keys as layout
@@ -90,7 +91,7 @@ def test_after_migrating_the_api_honours_the_old_consent(
     finally:
         get_settings.cache_clear()
     loader.publish_version(redis_client, version=V2, user_lists=users, segment_lists=segments, manifest={})
-    with TestClient(create_app(settings)) as api:
+    with TestClient(create_app(settings), headers=STOREFRONT) as api:
         alice = api.get("/v1/recommendations", params={"user_id": "alice"}).json()
         dave = api.get("/v1/recommendations", params={"user_id": "dave"}).json()
     assert alice["source"] != "personal" and [i["item_id"] for i in alice["items"]] == ["g1"]

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
+from storefront_auth import STOREFRONT
 
 from configs.settings import Settings
 from serving.app import create_app
@@ -25,7 +26,7 @@ def api(settings: Settings) -> Iterator[TestClient]:
     metrics = settings.model_copy(update={"metrics_token": SecretStr("test-metrics-token-0123456789")})
     (settings.quality_dir / "runs" / "r1").mkdir(parents=True, exist_ok=True)
     (settings.quality_dir / "runs" / "r1" / "index.html").write_text("<html>docs of r1</html>")
-    with TestClient(create_app(metrics), follow_redirects=False) as client:
+    with TestClient(create_app(metrics), headers=STOREFRONT, follow_redirects=False) as client:
         yield client
 
 
@@ -77,9 +78,9 @@ def test_the_metrics_token_opens_the_metrics_only(api: TestClient) -> None:
 
 
 def test_the_demo_storefront_exists_in_the_demo_only(settings: Settings) -> None:
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=STOREFRONT) as client:
         assert client.get("/shop").status_code == 404
         assert client.get("/shop/api/shoppers").status_code == 404
-    with TestClient(create_app(settings.model_copy(update={"demo": True}))) as client:
+    with TestClient(create_app(settings.model_copy(update={"demo": True})), headers=STOREFRONT) as client:
         assert client.get("/shop").status_code == 200
         assert client.get("/shop/api/shoppers").status_code == 200

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from storefront_auth import STOREFRONT
 
 from carousel.cache import keys as layout
 from carousel.cache import payload as list_format
@@ -69,7 +70,7 @@ def _publish(client: object, version: str, tag: str) -> loader.PublishResult:
 
 @pytest.fixture
 def api(settings: object) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:  # type: ignore[arg-type]
+    with TestClient(create_app(settings), headers=STOREFRONT) as client:  # type: ignore[arg-type]
         yield client
 
 
@@ -123,7 +124,7 @@ def test_start_up_loads_the_scripts_before_any_request(redis_client: object, set
         for source in (scripts.READ_SHOPPER, scripts.RESOLVE_USER_LIST)
     ]
     assert redis_client.script_exists(*shas) == [False, False]  # type: ignore[attr-defined]
-    with TestClient(create_app(settings)):  # type: ignore[arg-type]
+    with TestClient(create_app(settings), headers=STOREFRONT):  # type: ignore[arg-type]
         assert redis_client.script_exists(*shas) == [True, True]  # type: ignore[attr-defined]
 
 
@@ -141,7 +142,10 @@ def test_fast_path_answers_as_the_routed_handler_does(redis_client: object, sett
         {"n": "many", "user_id": "bad id!"},
         {"user_id": "u1", "placement": "Home Page"},
     ]
-    with TestClient(create_app(settings)) as fast, TestClient(routed) as slow:  # type: ignore[arg-type]
+    with (
+        TestClient(create_app(settings), headers=STOREFRONT) as fast,
+        TestClient(routed, headers=STOREFRONT) as slow,
+    ):  # type: ignore[arg-type]
         for params in queries:
             a, b = (
                 fast.get("/v1/recommendations", params=params),
@@ -207,7 +211,7 @@ def test_a_version_id_published_again_is_served_with_its_new_content(
     app = create_app(settings.model_copy(update={"stale_after_s": 10**9}))  # type: ignore[attr-defined]
     _publish(redis_client, "20261101T000000Z", "a")
     _publish(redis_client, "20261102T000000Z", "b")
-    with TestClient(app) as api:
+    with TestClient(app, headers=STOREFRONT) as api:
         app.state.store._pointer_ttl_s = 0.0  # see every pointer move at once
         first = api.get("/v1/recommendations", params={"session_id": "s-1"}).json()
         assert first["items"][0]["item_id"] == "b-global-1"

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from storefront_auth import STOREFRONT
 
 from configs.settings import Settings
 from infra.redis_server import free_port, start_server, stop_server
@@ -82,7 +83,7 @@ def test_api_keeps_answering_from_fallbacks(
     url, data = own_redis
     _publish(url)
     served = settings.model_copy(update={"redis_url": url})
-    with TestClient(create_app(served)) as client:
+    with TestClient(create_app(served), headers=STOREFRONT) as client:
         warm, _ = _hammer(client, 20)  # the process has now seen the live global list
         if failure == "stopped":
             stop_server(url)
@@ -116,7 +117,7 @@ def test_api_started_while_redis_is_down_serves_fallbacks_then_lists(
     url, _ = own_redis
     stop_server(url)
     served = settings.model_copy(update={"redis_url": url})
-    with TestClient(create_app(served)) as client:
+    with TestClient(create_app(served), headers=STOREFRONT) as client:
         down = client.get("/v1/recommendations", params={"user_id": "u1", "n": 5})
         assert down.status_code == 200 and down.json()["source"] == "fallback"
         # Redis back on the same port, a version published: once the breaker lets a read through

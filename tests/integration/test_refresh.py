@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from storefront_auth import STOREFRONT
 
 from carousel import cli
 from carousel.cache import versions
@@ -32,7 +33,7 @@ INTERVAL_END = datetime(2026, 11, 1, tzinfo=UTC)
 
 @pytest.fixture
 def api(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=STOREFRONT) as client:
         yield client
 
 
@@ -170,7 +171,7 @@ def test_failed_validation_exits_non_zero_and_keeps_live_version(
         )
     assert versions.live_version(redis_client) == first.version
 
-    with TestClient(create_app(settings)) as api:
+    with TestClient(create_app(settings), headers=STOREFRONT) as api:
         ops = api.get("/ops", headers=ADMIN).text
         assert "manual__20261101T001500Z" in ops and "failed" in ops
         docs = api.get("/ops/quality/manual__20261101T001500Z/data_docs/index.html", headers=ADMIN).text

@@ -14,6 +14,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 from http_server import served
+from storefront_auth import STOREFRONT
 
 from carousel.cache import keys as layout
 from configs.settings import Settings
@@ -29,7 +30,7 @@ JUNK = 48
 
 @pytest.fixture
 def api(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=STOREFRONT) as client:
         yield client
 
 
@@ -108,7 +109,7 @@ def test_a_request_past_its_budget_gets_503(settings: Settings) -> None:
         return {"never": "sent"}
 
     app.add_api_route("/test/stalled", stalled)
-    with TestClient(app) as client:
+    with TestClient(app, headers=STOREFRONT) as client:
         response = client.get("/test/stalled")
     assert response.status_code == 503 and "budget of 0.2s" in response.json()["error"]
 

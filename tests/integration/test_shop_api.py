@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 from shop_store import VERSION, ShopStore, item_title
+from storefront_auth import STOREFRONT
 
 from configs.settings import Settings
 from serving.app import create_app
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def client(shop_settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(shop_settings)) as test_client:
+    with TestClient(create_app(shop_settings), headers=STOREFRONT) as test_client:
         yield test_client
 
 

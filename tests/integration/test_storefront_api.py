@@ -13,8 +13,10 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from shop_store import catalog
+from storefront_auth import SHOPPER_TOKEN_SECRET, STOREFRONT
 
 from carousel.rules.holdout import HOLDOUT, TREATMENT, assign_variant
+from carousel.rules.identity import shopper_token
 from configs.settings import Settings
 from jobs.publishing import loader
 from serving.app import create_app
@@ -103,7 +105,7 @@ def quick_cart(settings: Settings) -> Settings:
 def api(quick_cart: Settings, redis_client: Any) -> Iterator[tuple[TestClient, list[str]]]:
     shoppers = _treatment(quick_cart, "shopper-", 20)
     _publish_store(redis_client, shoppers)
-    with TestClient(create_app(quick_cart)) as client:
+    with TestClient(create_app(quick_cart), headers=STOREFRONT) as client:
         yield client, shoppers
 
 
@@ -287,8 +289,13 @@ def test_bad_bodies_and_parameters_get_4xx_naming_the_field(api: tuple[TestClien
 def test_the_api_refuses_to_start_without_tokens_outside_the_demo(settings: Settings) -> None:
     from serving.auth import MissingTokens
 
-    open_doors = settings.model_copy(update={"admin_token": None, "marketing_token": None})
-    with pytest.raises(MissingTokens, match="CAROUSEL_ADMIN_TOKEN and CAROUSEL_MARKETING_TOKEN"):
+    open_doors = settings.model_copy(
+        update={"admin_token": None, "marketing_token": None, "storefront_token": None}
+    )
+    with pytest.raises(
+        MissingTokens,
+        match="CAROUSEL_ADMIN_TOKEN, CAROUSEL_MARKETING_TOKEN, CAROUSEL_STOREFRONT_TOKEN not set",
+    ):
         create_app(open_doors)
     create_app(open_doors.model_copy(update={"demo": True}))  # the demo generates its own
 
@@ -399,3 +406,61 @@ def test_fields_adds_the_catalogs_attributes_and_the_current_price(
     bad = client.get("/v1/recommendations", params={"user_id": shoppers[2], "fields": "title,url"})
     assert bad.status_code == 422
     assert "unknown field(s) url" in bad.json()["problems"][0]["problem"]
+
+
+NO_TOKEN = {"Authorization": ""}
+
+
+def _token(user: str, *, ttl: int = 600, secret: str = SHOPPER_TOKEN_SECRET) -> dict[str, str]:
+    return {"X-Shopper-Token": shopper_token(user, secret, expires_at=int(time.time()) + ttl), **NO_TOKEN}
+
+
+def test_nobody_posts_a_shoppers_events_without_the_storefront_or_their_token(
+    api: tuple[TestClient, list[str]], redis_client: Any
+) -> None:
+    """Without a credential, a forged token, another shopper's token or an expired one, events naming a
+    shopper are refused whole (401, nothing stored); the shopper's own token and the storefront token
+    are taken; anonymous events need neither; a price beyond the items' cap is refused."""
+    client, shoppers = api
+    victim, stranger = shoppers[0], shoppers[1]
+    cart = [{"user_id": victim, "session_id": "s-v", "item_id": ITEMS[7], "event_type": "add_to_cart"}]
+    for headers in (
+        NO_TOKEN,
+        _token(stranger),
+        _token(victim, secret="not-the-secret-at-all-0123"),
+        _token(victim, ttl=-5),
+        {"X-Shopper-Token": "v1.garbage", **NO_TOKEN},
+    ):
+        refused = client.post("/v1/events", json={"events": cart}, headers=headers)
+        assert refused.status_code == 401 and "events.0.user_id" in refused.json()["error"], headers
+    assert redis_client.exists("carousel:events") == 0
+    assert client.post("/v1/events", json={"events": cart}, headers=_token(victim)).status_code == 202
+    assert client.post("/v1/events", json={"events": cart}).status_code == 202  # the storefront token
+    guest = [{"session_id": "s-g", "item_id": ITEMS[7], "event_type": "view"}]
+    assert client.post("/v1/events", json={"events": guest}, headers=NO_TOKEN).status_code == 202
+    huge = [{"session_id": "s-g", "item_id": ITEMS[7], "event_type": "view", "price": 1e308}]
+    assert client.post("/v1/events", json={"events": huge}).status_code == 422
+
+
+def test_a_shoppers_list_is_read_only_with_the_storefront_or_their_token(
+    api: tuple[TestClient, list[str]],
+) -> None:
+    """Asked for without a credential, `user_id` gets the non-personal list (no reasons drawn from the
+    shopper's history); the storefront token, the shopper's token as a header or as `shopper_token`
+    get the personal one."""
+    client, shoppers = api
+    shopper = shoppers[3]
+    personal = _get(client, user_id=shopper)
+    assert personal["source"] == "personal"
+    stranger = client.get("/v1/recommendations", params={"user_id": shopper}, headers=NO_TOKEN).json()
+    assert stranger["source"] == "global" and _ids(stranger) != _ids(personal)
+    assert all(i["reason"]["code"] == "bestseller" for i in stranger["items"])
+    other = client.get("/v1/recommendations", params={"user_id": shopper}, headers=_token(shoppers[4])).json()
+    assert other["source"] == "global"
+    own = client.get("/v1/recommendations", params={"user_id": shopper}, headers=_token(shopper)).json()
+    assert own["source"] == "personal" and _ids(own) == _ids(personal)
+    link = shopper_token(shopper, SHOPPER_TOKEN_SECRET, expires_at=int(time.time()) + 600)
+    by_link = client.get(
+        "/v1/recommendations", params={"user_id": shopper, "shopper_token": link}, headers=NO_TOKEN
+    ).json()
+    assert by_link["source"] == "personal"

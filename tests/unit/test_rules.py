@@ -75,3 +75,26 @@ def test_interest_weight_is_the_type_weight_decayed(half_life: float | None) -> 
     assert weights == {"purchase": 1.0, "add_to_cart": 0.5, "view": 0.1}
     got = signals.interest_weight(np.array([1.0, 0.5]), np.array([14.0, 0.0]), half_life)
     np.testing.assert_allclose(got, [0.5 if half_life else 1.0, 0.5])
+
+
+def test_a_shopper_token_binds_one_shopper_until_it_expires() -> None:
+    """Round trip; a changed shopper, expiry or signature, a wrong secret, an expired token, a life
+    beyond the cap and malformed text all verify to nobody."""
+    from carousel.rules.identity import MAX_TTL_S, shopper_token, verified_shopper
+
+    token = shopper_token("u-42@shop.example", "s3cret-s3cret-s3cret", expires_at=1_000_600)
+    assert verified_shopper(token, "s3cret-s3cret-s3cret", now=1_000_000) == "u-42@shop.example"
+    version, user, expiry, signature = token.split(".")
+    other = shopper_token("u-43", "s3cret-s3cret-s3cret", expires_at=1_000_600).split(".")[1]
+    for forged in (
+        f"{version}.{other}.{expiry}.{signature}",
+        f"{version}.{user}.1000700.{signature}",
+        f"{version}.{user}.{expiry}.{signature[:-2]}AA",
+        "v1.only.three",
+        "",
+    ):
+        assert verified_shopper(forged, "s3cret-s3cret-s3cret", now=1_000_000) is None, forged
+    assert verified_shopper(token, "another-secret-entirely", now=1_000_000) is None
+    assert verified_shopper(token, "s3cret-s3cret-s3cret", now=1_000_600) is None
+    eternal = shopper_token("u", "s3cret-s3cret-s3cret", expires_at=1_000_000 + MAX_TTL_S + 60)
+    assert verified_shopper(eternal, "s3cret-s3cret-s3cret", now=1_000_000) is None

@@ -99,8 +99,15 @@
     notice.hidden = !text;
   }
 
-  async function getJson(url) {
-    const response = await fetch(url, { headers: { Accept: "application/json" } });
+  // A signed-in shopper's token (from the store's backend: here /shop/api/shoppers) goes with every
+  // request made for them; the API serves a user_id without it as an anonymous visitor.
+  function identity(who) {
+    const shopper = who && who.user_id ? state.shoppers.find((s) => s.user_id === who.user_id) : null;
+    return shopper && shopper.shopper_token ? { "X-Shopper-Token": shopper.shopper_token } : {};
+  }
+
+  async function getJson(url, who) {
+    const response = await fetch(url, { headers: { Accept: "application/json", ...identity(who) } });
     const body = await response.json().catch(() => ({}));
     if (!response.ok) throw new Error(body.error || `${response.status} ${response.statusText}`);
     return body;
@@ -245,12 +252,12 @@
   }
 
   // -- shelves -------------------------------------------------------------------------------------
-  async function loadShelf(name, url, emptyText) {
+  async function loadShelf(name, url, emptyText, who) {
     const seq = ++state.sequence[name];
     const section = $(name);
     section.setAttribute("aria-busy", "true");
     try {
-      const body = await getJson(url);
+      const body = await getJson(url, who);
       await describe(body.items);
       if (seq !== state.sequence[name]) return; // a newer request for this shelf has been sent since
       renderMeta($(`${name}-meta`), body);
@@ -276,7 +283,7 @@
     const params = new URLSearchParams({ n: String(N), session_id: state.sessionId });
     if (who.user_id) params.set("user_id", who.user_id);
     if (who.country) params.set("country", who.country);
-    await loadShelf("recommended", `/v1/recommendations?${params}`, "This list is empty.");
+    await loadShelf("recommended", `/v1/recommendations?${params}`, "This list is empty.", who);
     renderCart();
     scheduleReminder();
   }
@@ -338,7 +345,7 @@
     try {
       const response = await fetch("/v1/events", {
         method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        headers: { "Content-Type": "application/json", Accept: "application/json", ...identity(who) },
         body: JSON.stringify({ events: [event] }),
       });
       const body = await response.json().catch(() => ({}));
