@@ -29,6 +29,10 @@ SPARK_MASTER_PATTERN = (
 )
 
 
+# The demo's erasure salt: public, so only for the demo (it is the prefix digests had before the salt).
+DEMO_ERASURE_SALT = "carousel-erasure:"
+
+
 class Settings(BaseSettings):
     """Every knob of carousel; see `configs/defaults.toml` for what each one does."""
 
@@ -100,6 +104,9 @@ class Settings(BaseSettings):
     storefront_token: SecretStr | None = None
     # Signs shopper tokens (`carousel.rules.identity`), which a browser sends for its signed-in shopper.
     shopper_token_secret: SecretStr | None = None
+    # Salts the digests erased shoppers are remembered by (`carousel.rules.erasure`); required outside the
+    # demo, whose salt is public.
+    erasure_salt: SecretStr | None = None
 
     @model_validator(mode="after")
     def _check_tokens(self) -> Settings:
@@ -114,6 +121,17 @@ class Settings(BaseSettings):
             if token is not None and len(token.get_secret_value()) < 16:
                 raise ValueError(f"CAROUSEL_{name.upper()} must be at least 16 characters")
         return self
+
+    def erasure_salt_value(self) -> str:
+        """The erasure salt; the demo's public one when unset in the demo; refused when unset elsewhere."""
+        if self.erasure_salt is not None:
+            return self.erasure_salt.get_secret_value()
+        if self.demo:
+            return DEMO_ERASURE_SALT
+        raise ValueError(
+            "CAROUSEL_ERASURE_SALT is not set: erased shoppers would be remembered by digests anyone can "
+            "reverse. Set it (16+ characters, kept secret and never changed) or run the demo."
+        )
 
     @classmethod
     def settings_customise_sources(

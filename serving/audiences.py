@@ -16,6 +16,7 @@ import pandas as pd
 from carousel.cache.audiences import CAMPAIGNS, encode_row
 from carousel.cache.client import AsyncRedis, text
 from carousel.cache.keys import (
+    ERASURES_KEY,
     NO_MARKETING_KEY,
     PENDING_CARTS_KEY,
     audience_index_key,
@@ -28,6 +29,7 @@ from carousel.cache.scripts import RESOLVE_USER_LIST
 from carousel.cache.shoppers import parse_consent
 from carousel.cache.stream import EventLike
 from carousel.rules.carts import CART_REMINDER, COMPLETES_CART, abandoned_cart
+from carousel.rules.erasure import erasure_digest
 from carousel.rules.holdout import HOLDOUT, assign_variant
 from carousel.rules.reasons import reason
 from configs.settings import Settings
@@ -64,6 +66,8 @@ async def promote_abandoned_carts(
         if not cart:
             continue
         if await client.sismember(NO_MARKETING_KEY, user):
+            continue
+        if await client.sismember(ERASURES_KEY, erasure_digest(user, settings.erasure_salt_value())):
             continue
         if parse_consent(await client.hgetall(consent_key(user))).marketing is False:
             continue

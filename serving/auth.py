@@ -38,6 +38,8 @@ def check_tokens_configured(settings: Settings) -> None:
         for name in ("admin_token", "marketing_token", "storefront_token")
         if getattr(settings, name) is None
     ]
+    if settings.erasure_salt is None:
+        missing.append("CAROUSEL_ERASURE_SALT")
     if missing and not settings.demo:
         raise MissingTokens(
             f"{', '.join(missing)} not set: the protected routes would be open. "

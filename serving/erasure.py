@@ -28,9 +28,9 @@ from serving import audiences
 _STREAM_CHUNK = 1_000
 
 
-async def erase_shopper(client: AsyncRedis, user_id: str) -> dict[str, int]:
+async def erase_shopper(client: AsyncRedis, user_id: str, *, salt: str) -> dict[str, int]:
     """Delete everything naming `user_id` and record the erasure's digest; returns what was removed."""
-    await client.sadd(ERASURES_KEY, erasure_digest(user_id))
+    await client.sadd(ERASURES_KEY, erasure_digest(user_id, salt))
     keys = shopper_state_keys(user_id)
     sessions: Any = await client.zrange(keys.sessions, 0, -1)
     deleted = int(await client.delete(user_key(user_id), consent_key(user_id)))

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 from shop_store import ShopStore, publish_shop_store
-from storefront_auth import SHOPPER_TOKEN_SECRET, STOREFRONT_TOKEN
+from storefront_auth import ERASURE_SALT, SHOPPER_TOKEN_SECRET, STOREFRONT_TOKEN
 
 from configs.settings import Settings
 
@@ -116,6 +116,7 @@ def settings(tmp_path: Path, redis_url: str, redis_kind: str) -> object:
         marketing_token="test-marketing-token-0123456789",
         storefront_token=STOREFRONT_TOKEN,
         shopper_token_secret=SHOPPER_TOKEN_SECRET,
+        erasure_salt=ERASURE_SALT,
     )
 
 

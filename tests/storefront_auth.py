@@ -1,4 +1,4 @@
-"""The storefront's credentials in tests: the storefront token the test settings carry (`conftest.py`),
+"""The credentials in the test settings (`conftest.py`): the storefront token,
 as the store's servers send it, and the shopper-token secret."""
 
 from __future__ import annotations
@@ -7,3 +7,5 @@ STOREFRONT_TOKEN = "test-storefront-token-0123456789"
 SHOPPER_TOKEN_SECRET = "test-shopper-token-secret-0123456789"
 # Default headers of a test client that plays the store's servers.
 STOREFRONT = {"Authorization": f"Bearer {STOREFRONT_TOKEN}"}
+# The salt of erasure digests in the test settings.
+ERASURE_SALT = "test-erasure-salt-0123456789"

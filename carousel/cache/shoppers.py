@@ -8,6 +8,7 @@ from typing import Any
 from carousel.cache.client import SyncRedis
 from carousel.cache.keys import CONSENT_PREFIX, ERASURES_KEY, tagged_user_id
 from carousel.rules.consent import Consent
+from carousel.rules.erasure import Erasures
 
 
 def parse_consent(raw: dict[Any, Any] | None) -> Consent:
@@ -39,3 +40,8 @@ def recorded_consents(client: SyncRedis) -> dict[str, Consent]:
 def erased_digests(client: SyncRedis) -> set[str]:
     """The digests of every erased shopper (`carousel.rules.erasure.erasure_digest`)."""
     return {d.decode() if isinstance(d, bytes) else str(d) for d in client.smembers(ERASURES_KEY)}
+
+
+def erasures(client: SyncRedis, salt: str) -> Erasures:
+    """Every erased shopper, as a set that answers `user_id in erasures`."""
+    return Erasures(frozenset(erased_digests(client)), salt)

@@ -45,15 +45,15 @@ def attribute_sessions(events: DataFrame, links: DataFrame) -> DataFrame:
 
 
 def without_shoppers(
-    events: DataFrame, opted_out: DataFrame | None, erased_digests: DataFrame | None, digest_prefix: str
+    events: DataFrame, opted_out: DataFrame | None, erased_digests: DataFrame | None, salt: str
 ) -> DataFrame:
     """Events minus those of shoppers who do not consent (`opted_out`: user_id) and of erased shoppers,
-    known only by the SHA-256 of prefix + id (`erased_digests`: digest; the digest of
+    known only by the SHA-256 of salt + id (`erased_digests`: digest; the digest of
     `carousel.rules.erasure.erasure_digest`). Either frame may be None: nothing to leave out."""
     kept = events if opted_out is None else events.join(F.broadcast(opted_out), "user_id", "left_anti")
     if erased_digests is None:
         return kept
-    digest = F.sha2(F.concat(F.lit(digest_prefix), F.col("user_id")), 256)
+    digest = F.sha2(F.concat(F.lit(salt), F.col("user_id")), 256)
     return (
         kept.withColumn("_digest", digest)
         .join(F.broadcast(erased_digests.withColumnRenamed("digest", "_digest")), "_digest", "left_anti")

@@ -34,7 +34,7 @@ from carousel.cache import versions
 from carousel.cache.client import SyncRedis
 from carousel.cache.payload import decode_items
 from carousel.rules.carts import CART_REMINDER, COMPLETES_CART, abandoned_cart
-from carousel.rules.erasure import erasure_digest
+from carousel.rules.erasure import Erasures
 from carousel.rules.holdout import HOLDOUT, assign_variant
 from carousel.rules.reasons import reason
 from configs.settings import Settings
@@ -157,7 +157,7 @@ def apply_rules(
     rows: pd.DataFrame,
     *,
     no_marketing: set[str],
-    erased_digests: set[str],
+    erased: Erasures,
     salt: str,
     holdout_percent: float,
     previous: Mapping[tuple[str, str], pd.Timestamp],
@@ -168,7 +168,7 @@ def apply_rules(
     if rows.empty:
         return pd.DataFrame(columns=ROW_COLUMNS)
     keep = ~rows["user_id"].isin(no_marketing)
-    keep &= ~rows["user_id"].map(lambda u: erasure_digest(str(u)) in erased_digests)
+    keep &= ~rows["user_id"].isin(erased.erased(rows["user_id"].unique()))
     rows = rows[keep & rows["items"].map(bool)].copy()
     cap = pd.Timedelta(hours=cap_hours)
     times = []

@@ -5,7 +5,6 @@ loader holds one block and never the run's tens of millions of rows."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from carousel.rules.erasure import erasure_digest
+from carousel.rules.erasure import Erasures
 from jobs.publishing import PublishError
 
 # Rows of a sorted lists file encoded and written at a time (whole lists: about 20k shoppers of 30).
@@ -30,8 +29,8 @@ class SortedListsFile:
     path: Path
     key_column: str = "user_id"
     block_rows: int = BLOCK_ROWS
-    # Erasure digests of shoppers whose lists are left out as the blocks are read.
-    erased: frozenset[str] = frozenset()
+    # Erased shoppers, whose lists are left out as the blocks are read.
+    erased: Erasures | None = None
     # The columns read (None: all of them).
     columns: tuple[str, ...] | None = None
 
@@ -115,10 +114,9 @@ def blocks(lists: Lists) -> Iterator[pd.DataFrame]:
     return lists.blocks() if isinstance(lists, SortedListsFile) else iter([lists])
 
 
-def drop_erased(frame: pd.DataFrame, digests: AbstractSet[str]) -> pd.DataFrame:
-    """`frame` without the lists of shoppers whose erasure digest is in `digests`."""
-    if frame.empty:
+def drop_erased(frame: pd.DataFrame, erasures: Erasures) -> pd.DataFrame:
+    """`frame` without the lists of erased shoppers."""
+    if frame.empty or not erasures:
         return frame
-    users = pd.Series(frame["user_id"].unique())
-    erased = users[users.map(lambda u: erasure_digest(str(u)) in digests)]
-    return frame[~frame["user_id"].isin(erased)] if len(erased) else frame
+    erased = erasures.erased(frame["user_id"].unique())
+    return frame[~frame["user_id"].isin(erased)] if erased else frame

@@ -31,6 +31,7 @@ from carousel.cache.payload import SCORE_DIGITS, encode_columns, encode_meta, re
 from carousel.cache.scripts import SWITCH_FORWARD, WRITE_AND_PRUNE, PipelinedScript, slot_batches
 from carousel.cache.shoppers import erased_digests
 from carousel.cache.versions import BATCH, decode, read_meta
+from carousel.rules.erasure import Erasures
 from jobs.publishing import PublishError
 from jobs.publishing.lists_file import Lists, SortedListsFile, blocks, drop_erased
 from jobs.publishing.retention import (
@@ -163,6 +164,7 @@ def publish_version(
     kind: Kind = "full",
     item_lists: pd.DataFrame | None = None,
     catalog: pd.DataFrame | None = None,
+    erasure_salt: str | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> PublishResult:
     """Write a version, verify it, switch the pointer forward, and apply retention.
@@ -182,6 +184,9 @@ def publish_version(
         A delta is published on top of the live version's base; it needs a live version.
     item_lists : pandas.DataFrame, optional
         Similar items per `anchor_id` (full versions; a delta's items resolve to its base's).
+    erasure_salt : str, optional
+        The salt of the recorded erasures (`carousel.rules.erasure`): needed once any shopper was erased,
+        whose list is then left out.
     catalog : pandas.DataFrame, optional
         The items as of the run (`item_id` and `carousel.cache.catalog.CATALOG_FIELDS`), stored with the
         version for the API (`carousel.cache.catalog`).
@@ -193,7 +198,7 @@ def publish_version(
     if kind == "delta" and item_lists is not None:
         raise PublishError("similar-item lists belong to full versions; a delta inherits its base's")
     # A run computed before a shopper was erased must not bring their list back.
-    user_lists = _without_erased(user_lists, erased_digests(client))
+    user_lists = _without_erased(user_lists, erased_digests(client), erasure_salt)
     live = decode(client.get(keys.LIVE_KEY))
     if live == version:
         # A rerun of the interval that is already live: nothing to switch and nothing to rewrite; say
@@ -322,13 +327,19 @@ def _switch(client: SyncRedis, version: str, meta: dict[str, Any]) -> None:
     client.srem(keys.PENDING_KEY, version)
 
 
-def _without_erased(user_lists: Lists, digests: set[str]) -> Lists:
+def _without_erased(user_lists: Lists, digests: set[str], salt: str | None) -> Lists:
     """The lists without erased shoppers' (a file's blocks are filtered as they are read)."""
     if not digests:
         return user_lists
+    if salt is None:
+        raise PublishError(
+            f"{len(digests)} shoppers were erased, and no erasure salt was given to leave them out: "
+            "nothing published"
+        )
+    erased = Erasures(frozenset(digests), salt)
     if isinstance(user_lists, SortedListsFile):
-        return replace(user_lists, erased=frozenset(digests))
-    return drop_erased(user_lists, digests)
+        return replace(user_lists, erased=erased)
+    return drop_erased(user_lists, erased)
 
 
 # Redis's own cost of one small string key (dict entry, key and value objects, allocator rounding).

@@ -19,7 +19,7 @@ import pyarrow.dataset as ds
 
 from carousel.cache.audiences import CAMPAIGNS, current_trigger_times, replace_campaign
 from carousel.cache.client import sync_client
-from carousel.cache.shoppers import erased_digests, recorded_consents
+from carousel.cache.shoppers import erasures, recorded_consents
 from carousel.cache.versions import live_version
 from carousel.lake import Lake
 from carousel.rules.consent import opted_out
@@ -59,7 +59,7 @@ def build_audiences(job: StageRun) -> AudienceResult:
     rows = apply_rules(
         found,
         no_marketing=no_marketing,
-        erased_digests=erased_digests(client),
+        erased=erasures(client, settings.erasure_salt_value()),
         salt=settings.holdout_salt,
         holdout_percent=settings.holdout_percent,
         previous=current_trigger_times(client),

@@ -30,7 +30,6 @@ from carousel.cache.shoppers import erased_digests, recorded_consents
 from carousel.cache.versions import live_version, read_meta
 from carousel.lake import Lake, micros, newest_event_us
 from carousel.rules.consent import opted_out
-from carousel.rules.erasure import DIGEST_PREFIX
 from configs.settings import Settings
 from jobs.features import transforms
 from jobs.features.collect import item_frame, shopper_frames
@@ -242,7 +241,7 @@ def _without_withdrawn_shoppers(
         events,
         _frame(spark, "user_id", out) if out else None,
         _frame(spark, "digest", digests) if digests else None,
-        DIGEST_PREFIX,
+        settings.erasure_salt_value(),
     )
 
 

@@ -50,6 +50,7 @@ def publish_lists(job: StageRun) -> PublishResult:
         kind="delta" if manifest.mode == "incremental" else "full",
         item_lists=pd.read_parquet(item_lists) if item_lists.exists() else None,
         catalog=_catalog(folder / "catalog.parquet"),
+        erasure_salt=settings.erasure_salt_value(),
         on_step=lambda name: job.say(f"publish: {name}"),
     )
     job.history.update(

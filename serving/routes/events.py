@@ -29,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from redis.exceptions import RedisError
 
 from carousel.cache.client import async_client
+from carousel.cache.keys import ERASURES_KEY
+from carousel.rules.erasure import erasure_digest
 from carousel.rules.holdout import assign_variant
 from serving import audiences, realtime
 from serving.auth import SHOPPER_TOKEN_HEADER, storefront_caller
@@ -313,6 +315,13 @@ async def post_events(
 
     config = realtime.RealtimeConfig.from_settings(settings)
     try:
+        # An erased shopper's events are dropped: a storefront that still sends them must not bring the
+        # shopper back (real-time state, cart emails, the lake).
+        erased = await _erased(
+            client, {e.user_id for e in events if e.user_id}, settings.erasure_salt_value()
+        )
+        kept = [(p, a) for p, a in zip(events, accepted, strict=True) if p.user_id not in erased]
+        events, accepted = [p for p, _ in kept], [a for _, a in kept]
         claimed, accepted = await _first_deliveries(client, events, accepted, settings.events_dedupe_ttl_s)
     except (RedisError, OSError) as exc:
         return _unavailable(exc)
@@ -332,7 +341,19 @@ async def post_events(
         with contextlib.suppress(RedisError, OSError):
             await realtime.release_event_ids(client, claimed)
         return _unavailable(exc)
-    return json_response({"accepted": recorded, "duplicates": duplicates}, status_code=202)
+    answer = {"accepted": recorded, "duplicates": duplicates}
+    if erased:
+        answer["erased_shoppers_dropped"] = len(batch.events) - len(events)
+    return json_response(answer, status_code=202)
+
+
+async def _erased(client: Any, user_ids: set[str], salt: str) -> set[str]:
+    """The shoppers among `user_ids` who were erased (one SMISMEMBER)."""
+    if not user_ids:
+        return set()
+    ordered = sorted(user_ids)
+    found = await client.smismember(ERASURES_KEY, [erasure_digest(u, salt) for u in ordered])
+    return {user for user, hit in zip(ordered, found, strict=True) if hit}
 
 
 async def _first_deliveries(

@@ -42,5 +42,6 @@ async def update_consent(request: Request, user_id: UserIdPath, consent: Consent
 async def erase_user(request: Request, user_id: UserIdPath) -> Response:
     """Erase the shopper: every Redis key and list member naming them, at once; batch runs leave them
     out from then on."""
-    removed = await erase_shopper(request.app.state.admin_redis, user_id)
+    salt = request.app.state.settings.erasure_salt_value()
+    removed = await erase_shopper(request.app.state.admin_redis, user_id, salt=salt)
     return json_response({"user_id": user_id, "erased": True, **removed})

@@ -127,6 +127,29 @@ def test_abandoned_cart_audience_follows_the_rules(api: TestClient, quick: Setti
     assert len(again) == 1 and again[0]["triggered_at"] == first["triggered_at"]
 
 
+def test_an_erased_shopper_posted_again_stays_out_of_the_state_and_the_audience(
+    api: TestClient, quick: Settings, redis_client: redis.Redis
+) -> None:
+    """After `DELETE /v1/users/{id}`, a storefront that still posts the shopper's cart has those events
+    dropped (counted in the answer): no real-time state, no stream entry, no cart email."""
+    shopper = _pick(quick, TREATMENT, "gone-")
+    assert api.delete(f"/v1/users/{shopper}", headers=ADMIN).status_code == 200
+    event = {
+        "user_id": shopper,
+        "session_id": "s-gone",
+        "item_id": "i5",
+        "event_type": "add_to_cart",
+        "price": 2.0,
+    }
+    answer = api.post("/v1/events", json={"events": [event, {**event, "user_id": None}]})
+    assert answer.status_code == 202
+    assert answer.json() == {"accepted": 1, "duplicates": 0, "erased_shoppers_dropped": 1}
+    assert redis_client.keys(f"carousel:rt:{{u:{shopper}}}:*") == []
+    assert [f.get(b"user_id") for _, f in redis_client.xrange("carousel:events")] == [None]
+    time.sleep(2.3)
+    assert shopper not in {r["user_id"] for r in _rows(api, "abandoned_cart", include_held_out="true")}
+
+
 def test_pages_in_json_and_csv_return_every_row_exactly_once(
     api: TestClient, redis_client: redis.Redis
 ) -> None:

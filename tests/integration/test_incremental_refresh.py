@@ -147,7 +147,7 @@ def test_batch_leaves_out_shoppers_erased_or_opted_out_through_the_api(
     consenting = users.loc[users["consent_personalization"], "user_id"].tolist()
     withdrawn, erased = consenting[0], consenting[1]
     redis_client.hset(consent_key(withdrawn), mapping={"personalization": "0", "marketing": "0"})  # type: ignore[attr-defined]
-    redis_client.sadd(ERASURES_KEY, erasure_digest(erased))  # type: ignore[attr-defined]
+    redis_client.sadd(ERASURES_KEY, erasure_digest(erased, settings.erasure_salt_value()))  # type: ignore[attr-defined]
     result = refresh.run_refresh(settings, interval_end=FULL_END, run_id="respect-1", mode="full")
     lists = pd.read_parquet(run.run_dir(settings, "respect-1") / "user_lists.parquet")
     assert not lists["user_id"].isin([withdrawn, erased]).any()

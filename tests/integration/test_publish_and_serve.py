@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from storefront_auth import ERASURE_SALT as SALT
 from storefront_auth import STOREFRONT
 
 from carousel.cache import keys as layout
@@ -231,13 +232,14 @@ def test_a_sorted_lists_file_is_published_block_by_block(redis_client: object, t
     are stored whole, an erased shopper's list is left out, and the digest is the frame path's."""
     users, segments = _lists("a", [f"u{k}" for k in range(1, 8)])
     users.to_parquet(tmp_path / "user_lists.parquet", index=False)
-    redis_client.sadd(ERASURES_KEY, erasure_digest("u3"))  # type: ignore[attr-defined]
+    redis_client.sadd(ERASURES_KEY, erasure_digest("u3", SALT))  # type: ignore[attr-defined]
     streamed = loader.publish_version(
         redis_client,
         version="20261101T000000Z",
         user_lists=SortedListsFile(tmp_path / "user_lists.parquet", block_rows=5),
         segment_lists=segments,
         manifest={"run_id": "a"},
+        erasure_salt=SALT,
     )
     kept = users[users["user_id"] != "u3"]
     assert streamed.user_lists == 6

@@ -11,8 +11,9 @@ import pytest
 from pyspark.sql import Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
+from storefront_auth import ERASURE_SALT as SALT
 
-from carousel.rules.erasure import DIGEST_PREFIX, erasure_digest
+from carousel.rules.erasure import erasure_digest
 from jobs.features import signals, transforms
 
 pytestmark = pytest.mark.integration
@@ -48,12 +49,10 @@ def test_modelling_events_drop_anonymous_future_and_opted_out(spark: SparkSessio
     """Only known shoppers' events before as_of are modelled, without those left out (opted out, or
     erased: known by the digest `erasure_digest` gives)."""
     opted_out = spark.createDataFrame([("u2",)], "user_id string")
-    erased = spark.createDataFrame([(erasure_digest("u3"),)], "digest string")
-    kept = transforms.without_shoppers(events, opted_out, erased, DIGEST_PREFIX)  # type: ignore[arg-type]
+    erased = spark.createDataFrame([(erasure_digest("u3", SALT),)], "digest string")
+    kept = transforms.without_shoppers(events, opted_out, erased, SALT)  # type: ignore[arg-type]
     assert sorted({r.user_id for r in transforms.modelling_events(kept, AS_OF).collect()}) == ["u1"]
-    everyone = transforms.modelling_events(
-        transforms.without_shoppers(events, None, None, DIGEST_PREFIX), AS_OF
-    )  # type: ignore[arg-type]
+    everyone = transforms.modelling_events(transforms.without_shoppers(events, None, None, SALT), AS_OF)  # type: ignore[arg-type]
     assert sorted({r.user_id for r in everyone.collect()}) == ["u1", "u2"]
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from carousel.rules.erasure import erasure_digest
+from carousel.rules.erasure import Erasures, erasure_digest
 from carousel.rules.holdout import HOLDOUT, assign_variant
 from jobs.marketing.audiences import AudienceRules, apply_rules, compute_audiences
 
@@ -79,7 +79,7 @@ def test_consent_erasure_holdout_and_cap() -> None:
     out = apply_rules(
         rows,
         no_marketing={"x1"},
-        erased_digests={erasure_digest("x2")},
+        erased=Erasures(frozenset({erasure_digest("x2", "s" * 20)}), "s" * 20),
         salt=salt,
         holdout_percent=percent,
         previous={

@@ -42,9 +42,13 @@ def test_a_recorded_consent_choice_wins_over_the_lake_both_ways() -> None:
     assert opted_out(lake, recorded, "marketing") == {"back-in", "silent", "lake-only"}
 
 
-def test_erasure_digest_is_the_prefixed_sha256() -> None:
-    """The digest Spark computes with sha2(concat(prefix, user_id), 256) is this one."""
-    assert erasure_digest("u1") == hashlib.sha256(b"carousel-erasure:u1").hexdigest()
+def test_erasure_digest_is_the_salted_sha256() -> None:
+    """The digest Spark computes with sha2(concat(salt, user_id), 256) is this one; another salt gives
+    another digest, so digests reverse only with the secret salt."""
+    assert (
+        erasure_digest("u1", "pepper-pepper-pepper") == hashlib.sha256(b"pepper-pepper-pepperu1").hexdigest()
+    )
+    assert erasure_digest("u1", "another-salt-entirely") != erasure_digest("u1", "pepper-pepper-pepper")
 
 
 def test_segment_names_and_departments_are_trimmed_lower_case() -> None:
