@@ -9,6 +9,7 @@ from carousel.cache.client import SyncRedis
 from carousel.cache.keys import CONSENT_PREFIX, ERASURES_KEY, tagged_user_id
 from carousel.rules.consent import Consent
 from carousel.rules.erasure import Erasures
+from configs.settings import Settings
 
 
 def parse_consent(raw: dict[Any, Any] | None) -> Consent:
@@ -42,6 +43,8 @@ def erased_digests(client: SyncRedis) -> set[str]:
     return {d.decode() if isinstance(d, bytes) else str(d) for d in client.smembers(ERASURES_KEY)}
 
 
-def erasures(client: SyncRedis, salt: str) -> Erasures:
-    """Every erased shopper, as a set that answers `user_id in erasures`."""
-    return Erasures(frozenset(erased_digests(client)), salt)
+def erasures(client: SyncRedis, settings: Settings) -> Erasures:
+    """Every erased shopper, as a set that answers `user_id in erasures`. The salt is asked for only when
+    someone was erased: a store without erasures runs without one (`Settings.erasure_salt_value`)."""
+    digests = frozenset(erased_digests(client))
+    return Erasures(digests, settings.erasure_salt_value() if digests else "")

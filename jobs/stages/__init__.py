@@ -11,13 +11,23 @@ until a stage runs.
 from __future__ import annotations
 
 # Every stage, in the order a run would take them. `train` is the compute stage in train mode.
-STAGES = ("drain_events", "check_inputs", "compute", "train", "validate", "publish", "audiences")
+STAGES = (
+    "drain_events",
+    "compact_erased",
+    "check_inputs",
+    "compute",
+    "train",
+    "validate",
+    "publish",
+    "audiences",
+)
 # The stages that run Spark jobs (spark-submitted to CAROUSEL_SPARK_MASTER); the others need no Spark.
 SPARK_STAGES = frozenset({"check_inputs", "compute", "train"})
 # `carousel_refresh` (every 15 minutes) and `carousel refresh`.
 REFRESH = ("drain_events", "check_inputs", "compute", "validate", "publish", "audiences")
-# `carousel_retrain` (nightly) and `carousel retrain`: a new numbered model, no lists.
-RETRAIN = ("check_inputs", "train")
+# `carousel_retrain` (nightly) and `carousel retrain`: erased shoppers taken out of the data files, then a
+# new numbered model, no lists.
+RETRAIN = ("compact_erased", "check_inputs", "train")
 
 # Compute modes. train: fit and store a numbered model, no lists. full: train, then score every shopper.
 # rescore: every shopper with the newest stored model. incremental: the shoppers active in the interval

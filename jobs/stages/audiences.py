@@ -59,7 +59,7 @@ def build_audiences(job: StageRun) -> AudienceResult:
     rows = apply_rules(
         found,
         no_marketing=no_marketing,
-        erased=erasures(client, settings.erasure_salt_value()),
+        erased=erasures(client, settings),
         salt=settings.holdout_salt,
         holdout_percent=settings.holdout_percent,
         previous=current_trigger_times(client),

@@ -241,7 +241,7 @@ def _without_withdrawn_shoppers(
         events,
         _frame(spark, "user_id", out) if out else None,
         _frame(spark, "digest", digests) if digests else None,
-        settings.erasure_salt_value(),
+        settings.erasure_salt_value() if digests else "",
     )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from carousel.cache.client import sync_client
+from carousel.cache.shoppers import erasures
 from jobs.publishing.lists_file import open_lists
 from jobs.publishing.loader import PublishResult, publish_version
 from jobs.stages.manifest import RunManifest
@@ -35,8 +36,9 @@ def publish_lists(job: StageRun) -> PublishResult:
     if not verdict_path.exists() or not json.loads(verdict_path.read_text())["success"]:
         raise PipelineError(f"run {job.run_id} has not passed validation: refusing to publish")
     item_lists = folder / "item_lists.parquet"
+    client = sync_client(settings)
     result = publish_version(
-        sync_client(settings),
+        client,
         version=manifest.version,
         user_lists=open_lists(folder / "user_lists.parquet"),
         segment_lists=pd.read_parquet(folder / "segment_lists.parquet"),
@@ -50,7 +52,7 @@ def publish_lists(job: StageRun) -> PublishResult:
         kind="delta" if manifest.mode == "incremental" else "full",
         item_lists=pd.read_parquet(item_lists) if item_lists.exists() else None,
         catalog=_catalog(folder / "catalog.parquet"),
-        erasure_salt=settings.erasure_salt_value(),
+        erasure_salt=erasures(client, settings).salt or None,
         on_step=lambda name: job.say(f"publish: {name}"),
     )
     job.history.update(

@@ -82,6 +82,7 @@ class StageResult:
 # not load LightGBM, the API's process none of them).
 _MODULES = {
     "drain_events": "drain",
+    "compact_erased": "compact",
     "check_inputs": "check_inputs",
     "compute": "compute",
     "train": "train",

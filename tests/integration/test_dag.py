@@ -28,7 +28,7 @@ DAGS = {
         timedelta(minutes=15),
         {"drain_events", "check_inputs", "compute", "validate", "publish", "audiences"},
     ),
-    "carousel_retrain": ("0 2 * * *", timedelta(hours=4), {"check_inputs", "train"}),
+    "carousel_retrain": ("0 2 * * *", timedelta(hours=4), {"compact_erased", "check_inputs", "train"}),
 }
 
 
@@ -87,6 +87,7 @@ def _point_at(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
         "CAROUSEL_LAKE_DIR": str(settings.lake_dir),
         "CAROUSEL_SPARK_MASTER": settings.spark_master,
         "CAROUSEL_SPARK_DRIVER_MEMORY": settings.spark_driver_memory,
+        "CAROUSEL_ERASURE_SALT": settings.erasure_salt_value(),
     }.items():
         monkeypatch.setenv(key, value)
 

@@ -246,3 +246,69 @@ def test_a_sign_in_attributes_the_sessions_guest_events_in_the_batch(
     owners = mine.groupby("session_id")["user_id"].agg(lambda u: set(u.fillna("-")))
     assert owners.to_dict() == {"guest-a": {"newcomer-1"}, "guest-b": {"-"}}
     assert len(mine[mine["user_id"] == "newcomer-1"]) == 4
+
+
+def _rows_naming(settings: Settings, user: str, session: str) -> dict[str, int]:
+    """Every Parquet and CSV file under the data folders (once each: the lake may be inside var/), read
+    with pyarrow: per file, the rows whose `user_id` is `user` or whose `session_id` is `session`."""
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    paths = {p.resolve() for root in (settings.var_dir, settings.lake_dir) for p in root.rglob("*")}
+    found = {}
+    for path in sorted(paths):
+        if not path.is_file() or path.suffix not in (".parquet", ".csv"):
+            continue
+        table = pq.read_table(path) if path.suffix == ".parquet" else pacsv.read_csv(path)
+        masks = [
+            pc.fill_null(pc.equal(table.column(column).cast("string"), value), False)
+            for column, value in (("user_id", user), ("session_id", session))
+            if column in table.column_names
+        ]
+        if not masks:
+            continue
+        mask = masks[0] if len(masks) == 1 else pc.or_(masks[0], masks[1])
+        hits = int(pc.sum(mask).as_py() or 0)
+        if hits:
+            found[str(path)] = hits
+    return found
+
+
+def test_erasure_then_compaction_leaves_the_shopper_in_no_file(
+    settings: Settings, api: TestClient, small_store: Callable[..., pd.DataFrame]
+) -> None:
+    """A shopper with events, a personal list, audience rows maybe, and a guest session they signed in
+    on; after `DELETE /v1/users/{id}` and the `compact_erased` stage no Parquet or CSV file under the data
+    folders holds a row of theirs or of that session, while the others' rows stay; the next refresh
+    runs on the compacted lake (its input ledger rebuilt)."""
+    from jobs.ingest.drain import drain_events
+    from jobs.stages.compact import compact_erased
+
+    small_store(settings, users=200, seed=4)
+    refresh.run_refresh(settings, interval_end=INTERVAL_END, run_id="before-erasure")
+    lists = pd.read_parquet(run.run_dir(settings, "before-erasure") / "user_lists.parquet")
+    shopper = str(lists["user_id"].iloc[0])
+    items = Lake(settings.lake_dir).read_items()
+    assert items is not None
+    item = str(items["item_id"].iloc[0])
+    start = datetime.now(UTC).timestamp() - 600
+    guest = {"session_id": "guest-of-shopper", "item_id": item, "event_type": "view", "price": 1.0}
+    events = [{**guest, "ts": start}, {**guest, "ts": start + 1, "user_id": shopper}]
+    assert api.post("/v1/events", json={"events": events}).status_code == 202
+    assert drain_events(settings, interval_end=datetime.now(UTC)).links == 1
+    before = _rows_naming(settings, shopper, "guest-of-shopper")
+    assert any("/events/" in p for p in before) and any(p.endswith("users/users.parquet") for p in before)
+    assert any("user_lists.parquet" in p for p in before) and any("session_links" in p for p in before)
+    others = len(pd.read_parquet(Lake(settings.lake_dir).users_path))
+
+    assert api.delete(f"/v1/users/{shopper}", headers=ADMIN).status_code == 200
+    result = compact_erased(settings)
+    assert result.erased_shoppers == 1 and result.linked_sessions == 1
+    assert result.rows_removed == sum(before.values())
+    assert _rows_naming(settings, shopper, "guest-of-shopper") == {}
+    assert len(pd.read_parquet(Lake(settings.lake_dir).users_path)) == others - 1
+    assert compact_erased(settings).rows_removed == 0  # nothing left: a second run rewrites nothing
+
+    after = refresh.run_refresh(settings, interval_end=datetime.now(UTC), run_id="after-erasure")
+    assert after.version is not None
