@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from redis.exceptions import RedisError
 
 from carousel.cache.client import async_client
-from carousel.cache.keys import ERASURES_KEY
+from carousel.cache.keys import ERASURES_KEY, consent_key
 from carousel.rules.erasure import erasure_digest
 from carousel.rules.holdout import assign_variant
 from serving import audiences, realtime
@@ -317,10 +317,15 @@ async def post_events(
     try:
         # An erased shopper's events are dropped: a storefront that still sends them must not bring the
         # shopper back (real-time state, cart emails, the lake).
-        erased = await _erased(
-            client, {e.user_id for e in events if e.user_id}, settings.erasure_salt_value()
-        )
-        kept = [(p, a) for p, a in zip(events, accepted, strict=True) if p.user_id not in erased]
+        # A shopper who withdrew personalization is not tracked: only their purchases are kept.
+        shoppers = {e.user_id for e in events if e.user_id}
+        erased = await _erased(client, shoppers, settings.erasure_salt_value())
+        untracked = await _without_personalization(client, shoppers - erased)
+        kept = [
+            (p, a)
+            for p, a in zip(events, accepted, strict=True)
+            if p.user_id not in erased and (p.user_id not in untracked or p.event_type == "purchase")
+        ]
         events, accepted = [p for p, _ in kept], [a for _, a in kept]
         claimed, accepted = await _first_deliveries(client, events, accepted, settings.events_dedupe_ttl_s)
     except (RedisError, OSError) as exc:
@@ -343,8 +348,26 @@ async def post_events(
         return _unavailable(exc)
     answer = {"accepted": recorded, "duplicates": duplicates}
     if erased:
-        answer["erased_shoppers_dropped"] = len(batch.events) - len(events)
+        answer["erased_shoppers_dropped"] = sum(1 for e in batch.events if e.user_id in erased)
+    if untracked:
+        answer["not_consented_dropped"] = sum(
+            1 for e in batch.events if e.user_id in untracked and e.event_type != "purchase"
+        )
     return json_response(answer, status_code=202)
+
+
+async def _without_personalization(client: Any, user_ids: set[str]) -> set[str]:
+    """The shoppers among `user_ids` whose consent record withdraws personalization. Their browsing
+    (views, carts) is not stored at all; their purchases are, as the store's sales (bestsellers, the lift
+    report), and the batch never models them."""
+    if not user_ids:
+        return set()
+    ordered = sorted(user_ids)
+    pipe = client.pipeline(transaction=False)
+    for user in ordered:
+        pipe.hget(consent_key(user), "personalization")
+    flags = await pipe.execute()
+    return {user for user, flag in zip(ordered, flags, strict=True) if flag in (b"0", "0")}
 
 
 async def _erased(client: Any, user_ids: set[str], salt: str) -> set[str]:

@@ -531,3 +531,25 @@ def test_a_drain_killed_with_sigkill_and_retried_moves_every_event_exactly_once(
     assert final.returncode == 0, final.stderr
     assert _lake_rows(settings) == Counter(_row_key(e) for e in events)
     assert stream.stream_backlog(redis_client) == stream.StreamBacklog(length=0, pending=0, lag=0, lost=False)
+
+
+def test_a_shopper_without_personalization_consent_is_not_tracked(
+    api: TestClient, redis_url: str, redis_client: Any
+) -> None:
+    """After personalization consent is withdrawn, the shopper's views and carts are not stored (state or
+    stream); purchases are, as the store's sales; the answer counts what was dropped."""
+    admin = {"Authorization": "Bearer test-admin-token-0123456789"}
+    consent = {"personalization": False, "marketing": False}
+    assert api.put("/v1/users/u9/consent", json=consent, headers=admin).status_code == 200
+    events = [
+        _event(user_id="u9", item_id="a", event_type="view"),
+        _event(user_id="u9", item_id="b", event_type="add_to_cart"),
+        _event(user_id="u9", item_id="c", event_type="purchase"),
+        _event(user_id="u8", item_id="d", event_type="view"),
+    ]
+    answer = api.post("/v1/events", json={"events": events})
+    assert answer.json() == {"accepted": 2, "duplicates": 0, "not_consented_dropped": 2}
+    stored = [(f[b"user_id"], f[b"event_type"]) for _, f in redis_client.xrange(layout.EVENTS_STREAM)]
+    assert stored == [(b"u9", b"purchase"), (b"u8", b"view")]
+    state = _state(redis_url, user_id="u9", session_id=None)
+    assert state.views == {} and state.cart == {} and set(state.purchases) == {"c"}
