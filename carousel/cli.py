@@ -183,6 +183,43 @@ def cmd_drain_events(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- erase, shopper-token ----------------------------------------------------------------------------
+def cmd_erase(args: argparse.Namespace) -> int:
+    from jobs.stages.compact import compact_erased
+
+    if not args.compact:
+        raise CommandError(
+            "erase a shopper with DELETE /v1/users/{id}; `carousel erase --compact` then takes the erased "
+            "shoppers out of every data file"
+        )
+    started = time.perf_counter()
+    try:
+        result = compact_erased(_settings())
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    console.print(
+        f"{result.rows_removed:,} rows of {result.erased_shoppers:,} erased shoppers (and "
+        f"{result.linked_sessions:,} guest sessions they signed in on) taken out of {len(result.files)} "
+        f"files in {time.perf_counter() - started:.1f}s"
+    )
+    for path in result.files:
+        console.print(f"  {path}")
+    return 0
+
+
+def cmd_shopper_token(args: argparse.Namespace) -> int:
+    from carousel.rules.identity import MAX_TTL_S, shopper_token
+
+    settings = _settings()
+    if settings.shopper_token_secret is None:
+        raise CommandError("CAROUSEL_SHOPPER_TOKEN_SECRET is not set: there is nothing to sign tokens with")
+    if not 1 <= args.ttl <= MAX_TTL_S:
+        raise CommandError(f"--ttl must be between 1 and {MAX_TTL_S} seconds")
+    secret = settings.shopper_token_secret.get_secret_value()
+    print(shopper_token(args.user_id, secret, expires_at=int(time.time()) + args.ttl))
+    return 0
+
+
 # -- bench --------------------------------------------------------------------------------------------
 def cmd_bench(args: argparse.Namespace) -> int:
     started = time.perf_counter()
@@ -206,6 +243,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             rounds=args.rounds,
             publish_lists=args.publish_lists,
             profile_dir=Path(args.profile) if args.profile else None,
+            hostile=args.hostile,
         )
     else:
         from carousel.bench.batch import bench_batch, local_cores, on_cpus, store_size
@@ -566,7 +604,7 @@ def _add_data_commands(sub: Commands) -> None:
 
 
 def _add_pipeline_commands(sub: Commands) -> None:
-    """The commands of the pipeline: refresh, retrain, drain-events, submit, publish."""
+    """The commands of the pipeline: refresh, retrain, drain-events, submit, publish, erase, shopper-token."""
     from jobs.stages import MODES, STAGES
 
     ref = sub.add_parser(
@@ -618,6 +656,20 @@ def _add_pipeline_commands(sub: Commands) -> None:
     pub.add_argument("--json", action="store_true")
     pub.set_defaults(func=cmd_publish)
 
+    era = sub.add_parser(
+        "erase", help="--compact: take erased shoppers out of every data file (what the nightly stage does)"
+    )
+    era.add_argument("--compact", action="store_true", help="rewrite the files that still hold them")
+    era.set_defaults(func=cmd_erase)
+
+    tok = sub.add_parser(
+        "shopper-token",
+        help="a signed shopper token for USER_ID, as the store's backend issues for a signed-in shopper",
+    )
+    tok.add_argument("user_id")
+    tok.add_argument("--ttl", type=int, default=3600, help="seconds the token lives (at most 7 days)")
+    tok.set_defaults(func=cmd_shopper_token)
+
 
 def _add_service_commands(sub: Commands) -> None:
     """The commands of the API, the benchmarks and the infrastructure: serve, bench, infra."""
@@ -664,6 +716,12 @@ def _add_service_commands(sub: Commands) -> None:
     )
     bench.add_argument(
         "--profile", help="serve: a folder for py-spy profiles of the route and the baseline (round 1)"
+    )
+    bench.add_argument(
+        "--hostile",
+        action="store_true",
+        help="serve: one more round of the route while a 1 MB body of junk events is posted in a loop, with "
+        "health checks probed meanwhile",
     )
     bench.add_argument(
         "--scoring-masters",
