@@ -348,6 +348,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from serving.auth import MissingTokens, check_tokens_configured
+    from serving.http_protocol import JsonErrorsHttpToolsProtocol
 
     try:
         # Refuse to start on a bad configuration, or with the protected routes open, before binding.
@@ -361,6 +362,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level="warning",
         access_log=False,
+        http=JsonErrorsHttpToolsProtocol,
     )
     return 0
 

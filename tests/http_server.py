@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from infra.redis_server import free_port
+from serving.http_protocol import JsonErrorsHttpToolsProtocol
 
 
 @contextlib.contextmanager
@@ -18,7 +19,14 @@ def served(app: object) -> Iterator[str]:
     thread, for clients that need a real HTTP server (a browser, schemathesis)."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)  # type: ignore[arg-type]
+        uvicorn.Config(
+            app,  # type: ignore[arg-type]
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+            http=JsonErrorsHttpToolsProtocol,  # as `carousel serve` runs it
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

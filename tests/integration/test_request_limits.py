@@ -173,3 +173,15 @@ def test_a_request_that_failed_gives_its_event_ids_back(
     monkeypatch.setattr(realtime, "record_events", real)
     assert api.post("/v1/events", json=events).json() == {"accepted": 1, "duplicates": 0}
     assert redis_client.xlen(layout.EVENTS_STREAM) == 1
+
+
+def test_a_request_uvicorn_cannot_parse_gets_the_json_error_shape(settings: Settings) -> None:
+    """A malformed request line never reaches the app; the server still answers in the API's shape."""
+    with served(create_app(settings)) as base_url:
+        host, port = base_url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as conn:
+            conn.sendall(b"GET /v1/recommendations HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n")
+            reply = conn.recv(4096)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head
+    assert orjson.loads(body)["error"].startswith("malformed HTTP request")
