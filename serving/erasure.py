@@ -13,6 +13,7 @@ from typing import Any
 
 from carousel.cache.client import AsyncRedis, text
 from carousel.cache.keys import (
+    ERASED_SESSIONS_KEY,
     ERASURES_KEY,
     EVENTS_STREAM,
     LINKS_STREAM,
@@ -33,6 +34,10 @@ async def erase_shopper(client: AsyncRedis, user_id: str, *, salt: str) -> dict[
     await client.sadd(ERASURES_KEY, erasure_digest(user_id, salt))
     keys = shopper_state_keys(user_id)
     sessions: Any = await client.zrange(keys.sessions, 0, -1)
+    if sessions:
+        # Their guest sessions, by session id only: the compaction takes those sessions' events out of the
+        # lake (their sign-in links are dropped from the stream below, before any drain could file them).
+        await client.sadd(ERASED_SESSIONS_KEY, *sessions)
     deleted = int(await client.delete(user_key(user_id), consent_key(user_id)))
     deleted += int(await client.delete(*keys.all))
     for session in sessions:  # each session's keys live in their own hash slot
@@ -40,12 +45,13 @@ async def erase_shopper(client: AsyncRedis, user_id: str, *, salt: str) -> dict[
     await audiences.drop_shopper(client, user_id)
     events = 0
     for stream in (EVENTS_STREAM, REJECTED_STREAM, LINKS_STREAM):
-        events += await _drop_stream_entries(client, stream, user_id)
+        events += await _drop_stream_entries(client, stream, user_id, {bytes(s) for s in sessions})
     return {"keys": deleted, "stream_entries": events}
 
 
-async def _drop_stream_entries(client: AsyncRedis, stream: str, user_id: str) -> int:
-    """XDEL the stream entries of one shopper (a scan of the stream: erasures are rare)."""
+async def _drop_stream_entries(client: AsyncRedis, stream: str, user_id: str, sessions: set[bytes]) -> int:
+    """XDEL the stream entries of one shopper and of their guest sessions (a scan of the stream: erasures
+    are rare)."""
     dropped = 0
     start = "-"
     target = user_id.encode()
@@ -53,7 +59,11 @@ async def _drop_stream_entries(client: AsyncRedis, stream: str, user_id: str) ->
         entries: Any = await client.xrange(stream, min=start, max="+", count=_STREAM_CHUNK)
         if not entries:
             return dropped
-        doomed = [entry_id for entry_id, fields in entries if (fields or {}).get(b"user_id") == target]
+        doomed = [
+            entry_id
+            for entry_id, fields in entries
+            if (fields or {}).get(b"user_id") == target or (fields or {}).get(b"session_id") in sessions
+        ]
         if doomed:
             dropped += int(await client.xdel(stream, *doomed))
         last = text(entries[-1][0])

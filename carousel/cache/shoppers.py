@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from carousel.cache.client import SyncRedis
-from carousel.cache.keys import CONSENT_PREFIX, ERASURES_KEY, tagged_user_id
+from carousel.cache.keys import CONSENT_PREFIX, ERASED_SESSIONS_KEY, ERASURES_KEY, tagged_user_id
 from carousel.rules.consent import Consent
 from carousel.rules.erasure import Erasures
 from configs.settings import Settings
@@ -41,6 +41,11 @@ def recorded_consents(client: SyncRedis) -> dict[str, Consent]:
 def erased_digests(client: SyncRedis) -> set[str]:
     """The digests of every erased shopper (`carousel.rules.erasure.erasure_digest`)."""
     return {d.decode() if isinstance(d, bytes) else str(d) for d in client.smembers(ERASURES_KEY)}
+
+
+def erased_sessions(client: SyncRedis) -> set[str]:
+    """The guest sessions erased shoppers had used (`serving.erasure`)."""
+    return {d.decode() if isinstance(d, bytes) else str(d) for d in client.smembers(ERASED_SESSIONS_KEY)}
 
 
 def erasures(client: SyncRedis, settings: Settings) -> Erasures:

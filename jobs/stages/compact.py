@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from carousel.cache.client import sync_client
-from carousel.cache.shoppers import erasures
+from carousel.cache.shoppers import erased_sessions, erasures
 from carousel.lake import Lake
 from carousel.rules.erasure import Erasures
 from configs.settings import Settings
@@ -57,13 +57,15 @@ def run(job: StageRun) -> StageResult:
 
 def compact_erased(settings: Settings) -> CompactionResult:
     """Rewrite every data file that holds an erased shopper's rows without them (see the module)."""
-    erased = erasures(sync_client(settings), settings)
+    client = sync_client(settings)
+    erased = erasures(client, settings)
     result = CompactionResult(erased_shoppers=len(erased.digests))
     if not erased:
         return result
     judge = _Judge(erased)
-    # The sessions first: the links naming them are compacted away below.
-    sessions = _linked_sessions(Lake(settings.lake_dir), judge)
+    # The sessions first (the links naming them are compacted away below), and those the API recorded
+    # at erasure time, whose links may never have reached the lake.
+    sessions = _linked_sessions(Lake(settings.lake_dir), judge) | erased_sessions(client)
     result.linked_sessions = len(sessions)
     for path in _data_files(settings):
         removed = (

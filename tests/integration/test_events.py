@@ -348,6 +348,12 @@ def test_erasing_a_shopper_deletes_their_keys_and_their_sessions(
     assert redis_client.keys(f"{layout.REALTIME_PREFIX}:{{u:u1}}:*") == []
     assert redis_client.keys(f"{layout.REALTIME_PREFIX}:{{s:before-login}}:*") == []
     assert _state(redis_url, user_id="u2", session_id=None).cart.keys() == {"c"}
+    # The guest events of the session u1 signed in on left the streams with u1's own, before any drain;
+    # the session id (alone) is kept for the compaction of what an earlier drain filed.
+    remaining = [f[b"session_id"] for _, f in redis_client.xrange(layout.EVENTS_STREAM)]
+    links = [f[b"user_id"] for _, f in redis_client.xrange(layout.LINKS_STREAM)]
+    assert remaining == [b"other"] and links == [b"u2"]
+    assert redis_client.smembers(layout.ERASED_SESSIONS_KEY) == {b"before-login"}
 
 
 def test_the_stream_holds_every_accepted_event_with_its_variant(
