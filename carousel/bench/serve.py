@@ -258,6 +258,7 @@ def bench_serve(
                 "CAROUSEL_ADMIN_TOKEN": TOKEN,
                 "CAROUSEL_MARKETING_TOKEN": TOKEN,
                 "CAROUSEL_STOREFRONT_TOKEN": STOREFRONT_TOKEN,
+                "CAROUSEL_ERASURE_SALT": "bench-erasure-salt-0123456789",
             }
             api_port, base_port = free_port(), free_port()
             api_url, base_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{base_port}"
