@@ -286,8 +286,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from carousel.schema import validate_events, validate_items
     from jobs.evaluation.baselines import BASELINES, tune_baselines
     from jobs.evaluation.protocol import EvaluationError, run_evaluation
+    from jobs.evaluation.published import published_lists
     from jobs.evaluation.ranker import evaluation_ranker
     from jobs.evaluation.report import write_report
+    from jobs.evaluation.sessions import visitor_tasks
     from jobs.ingest import adapters
 
     path = Path(args.input)
@@ -320,6 +322,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             test_days=args.test_days,
             val_days=args.val_days,
             tune=lambda e, i, s: tune_baselines(e, i, s, progress=say),
+            extra_tasks=visitor_tasks(published_lists, session_window_s=_settings().session_window_s),
             progress=say,
         )
     except EvaluationError as exc:

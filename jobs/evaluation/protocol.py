@@ -1,4 +1,5 @@
-"""Offline evaluation: a temporal split, two tasks, ranking metrics, activity deciles and the report.
+"""Offline evaluation: a temporal split, two tasks (and plugged-in ones), ranking metrics, activity
+deciles and the report.
 
 The protocol (``carousel evaluate``):
 
@@ -21,6 +22,8 @@ The protocol (``carousel evaluate``):
 * **Deciles.** Scored shoppers are cut into ten equal groups by activity before the cutoff (distinct
   purchase sessions, or all events when the data holds few purchases; ties broken by the other
   measure and then by id), and NDCG@10 is reported per group for every model and task.
+* **Plugged-in tasks.** ``extra_tasks`` scores others on the same split, e.g. the visitors the batch
+  has no personal list for (`jobs.evaluation.sessions`: tasks ``sessions`` and ``new_shoppers``).
 
 A model is a `Recommender`: a plain callable that gets an `EvalContext` and returns ranked lists. The
 baselines live in `jobs.evaluation.baselines`; the LightGBM ranker is plugged in the same way by the CLI.
@@ -44,6 +47,8 @@ __all__ = [
     "TASKS",
     "EvalContext",
     "EvaluationError",
+    "ExtraTasks",
+    "ExtraTasksFn",
     "Recommender",
     "Split",
     "activity_deciles",
@@ -195,6 +200,32 @@ class Recommender(Protocol):
 
 TuneFn = Callable[[pd.DataFrame, "pd.DataFrame | None", Split], dict[str, Any]]
 Progress = Callable[[str], None]
+
+
+@dataclass
+class ExtraTasks:
+    """Tasks scored on others than the warm shoppers of `TASKS` (`jobs.evaluation.sessions`: sessions
+    without a known shopper, shoppers first seen in the test period), as they go into the report.
+
+    Attributes
+    ----------
+    tasks:
+        ``{task: {model: {"ndcg@10", "recall@10", "map@12", "coverage@10", "users"}}}``.
+    targets:
+        ``{task: counts}``, beside the other tasks' target counts.
+    timings:
+        Seconds per step.
+    """
+
+    tasks: dict[str, dict[str, dict[str, float | int]]]
+    targets: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+#: ``extra_tasks(events, split, ctx, k, progress)``: every (normalised) event, for the targets; models
+#: may only read ``ctx`` (the history before the cutoff) and what the targets' own units did before
+#: what they are asked to predict.
+ExtraTasksFn = Callable[[pd.DataFrame, Split, EvalContext, int, Progress], ExtraTasks]
 
 
 def _utc(ts: pd.Series) -> pd.Series:
@@ -520,6 +551,7 @@ def run_evaluation(
     k: int = 12,
     seed: int = 7,
     tune: TuneFn | None = None,
+    extra_tasks: ExtraTasksFn | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Run the whole protocol and return the report (the contract's JSON, plus extra keys).
@@ -545,6 +577,10 @@ def run_evaluation(
         `jobs.evaluation.baselines.tune_baselines`; it gets no event at or after ``test_start``. Its result is
         ``ctx.tuned`` in the test run and ``report["tuned"]``, except an optional ``"validation"``
         entry (the validation scores of the grid), which goes to ``report["validation"]``.
+    extra_tasks:
+        Tasks beside `TASKS` on the same split (e.g. `jobs.evaluation.sessions.visitor_tasks`): their
+        figures go to ``tasks``, their counts to ``targets`` and their timings to ``timings_s``; they
+        have no activity deciles.
     progress:
         Called with one line per stage.
 
@@ -595,6 +631,11 @@ def run_evaluation(
             tasks_out[task][name] = summary
             deciles_out[task][name] = _decile_rows(per_user, deciles[task][0])
     timings["report"] = round(time.perf_counter() - t0, 3)
+    if extra_tasks is not None:
+        extra = extra_tasks(events, split, ctx, k, say)
+        tasks_out.update(extra.tasks)
+        stats = {**stats, **extra.targets}
+        timings.update(extra.timings)
     timings["total"] = round(time.perf_counter() - started, 3)
     return {
         "dataset": dataset,

@@ -3,13 +3,14 @@ pipeline's training and scoring (`jobs.ranking.training.rank_candidates`) on the
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from configs.settings import get_settings
 from jobs.evaluation.protocol import EvalContext
+from jobs.evaluation.spark_history import history_frames
 from jobs.features import transforms
 from jobs.features.session import spark_session
 from jobs.features.signals import CoocParams
@@ -21,20 +22,6 @@ from jobs.ranking.training import RankedCandidates, rank_candidates
 # Where the trained and scored candidates are kept on the context: one training and scoring of every
 # known shopper serves both tasks (they ask for different shoppers).
 _CACHE_KEY = "ranker:ranked"
-
-
-def _catalog_from_events(history: pd.DataFrame) -> pd.DataFrame:
-    """A minimal catalog when only events are given: every item seen, in stock, one unknown category."""
-    grouped = history.groupby("item_id", observed=True)
-    return pd.DataFrame(
-        {
-            "item_id": grouped["ts"].min().index.astype(str),
-            "category": "unknown",
-            "price": grouped["price"].median().to_numpy(dtype="float64"),
-            "in_stock": True,
-            "first_seen": grouped["ts"].min().to_numpy(),
-        }
-    )
 
 
 def _cooc_params(tuned: Any) -> CoocParams:
@@ -82,15 +69,7 @@ def _rank_everyone(ctx: EvalContext) -> RankedCandidates:
     cutoff = pd.Timestamp(ctx.cutoff).to_pydatetime()
     spark = spark_session(settings)
     columns = ["user_id", "session_id", "item_id", "event_type", "ts", "quantity", "price", "country"]
-    history = ctx.history[columns].copy()
-    for col in ("user_id", "session_id", "item_id", "event_type", "country"):
-        history[col] = history[col].astype(object).where(history[col].notna(), cast(Any, None))
-    events = spark.createDataFrame(history)
-    catalog = ctx.items if ctx.items is not None else _catalog_from_events(ctx.history)
-    catalog = catalog[["item_id", "category", "price", "in_stock", "first_seen"]].copy()
-    catalog["item_id"] = catalog["item_id"].astype(str)
-    catalog["category"] = catalog["category"].astype(object).where(catalog["category"].notna(), "unknown")
-    items = spark.createDataFrame(catalog)
+    events, items = history_frames(spark, ctx, columns)
     tuned = ctx.tuned or {}
     base = ModelParams.from_settings(settings)
     params = ModelParams(

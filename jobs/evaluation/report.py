@@ -66,9 +66,11 @@ def _markdown(report: Mapping[str, Any], png_name: str) -> str:
             f"{stats['anonymous_purchases_excluded']:,} anonymous purchases are not scored (cold start is "
             "served by segment lists)"
         )
+    lines += _visitor_lines(stats)
     lines += [
         "",
-        "Metrics are means over scored shoppers; relevance is binary (bought in the test window).",
+        "Metrics are means over scored shoppers (sessions in `sessions`); relevance is binary (bought in "
+        "the test window; in `sessions`, touched in the session's second half).",
         "",
     ]
     for task, per_model in report["tasks"].items():
@@ -90,6 +92,7 @@ def _markdown(report: Mapping[str, Any], png_name: str) -> str:
                 f"Ranker vs the best other model ({other}, {other_value:.4f}): "
                 f"**{_margin(ranker, other_value)}** on NDCG@10."
             )
+        lines += _against_bestsellers(per_model)
         lines.append("")
     deciles = report.get("deciles", {})
     if deciles:
@@ -133,6 +136,45 @@ def _markdown(report: Mapping[str, Any], png_name: str) -> str:
     return "\n".join(lines)
 
 
+def _visitor_lines(stats: Mapping[str, Any]) -> list[str]:
+    """What the visitor tasks scored, when the report has them."""
+    lines = []
+    sessions = stats.get("sessions")
+    if sessions:
+        lines.append(
+            f"- `sessions`: {sessions['sessions']:,} of the {sessions['anonymous_sessions']:,} sessions without a "
+            f"known shopper that start in the test window touch at least 4 items (median "
+            f"{sessions['given_items_median']:g} given); served from {_sources(sessions.get('served_from'))}"
+        )
+    newcomers = stats.get("new_shoppers")
+    if newcomers:
+        lines.append(
+            f"- `new_shoppers`: {newcomers['users']:,} of the {newcomers['first_seen']:,} shoppers first seen in the "
+            f"test window bought there; served from {_sources(newcomers.get('served_from'))}"
+        )
+    return lines
+
+
+def _sources(counts: Mapping[str, int] | None) -> str:
+    """Segment kinds and how often each was served, most often first."""
+    if not counts:
+        return "no segment"
+    return ", ".join(f"{kind} {n:,}" for kind, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _against_bestsellers(per_model: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Each visitor model's NDCG@10 as a multiple of the global bestsellers'."""
+    reference = float((per_model.get("bestsellers") or {}).get("ndcg@10", 0.0))
+    if reference <= 0:
+        return []
+    ratios = [
+        f"{name} **x{float(m['ndcg@10']) / reference:.2f}**"
+        for name, m in per_model.items()
+        if name != "bestsellers" and m
+    ]
+    return [f"Against bestsellers on NDCG@10: {', '.join(ratios)}."] if ratios else []
+
+
 def _plot(report: Mapping[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -140,23 +182,40 @@ def _plot(report: Mapping[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     tasks = list(report["tasks"])
+    # Only the shoppers' tasks have activity deciles (the visitor tasks have no history to cut by).
+    decile_tasks = [t for t in tasks if report.get("deciles", {}).get(t)]
     models = list(dict.fromkeys(m for task in tasks for m in report["tasks"][task]))
-    fig, axes = plt.subplots(1, 1 + len(tasks), figsize=(5.5 * (1 + len(tasks)), 4.5))
+    colors = {model: f"C{i % 10}" for i, model in enumerate(models)}
+    fig, axes = plt.subplots(1, 1 + len(decile_tasks), figsize=(5.5 * (1 + len(decile_tasks)), 4.5))
+    axes = np.atleast_1d(axes)
     ax = axes[0]
-    width = 0.8 / max(1, len(models))
-    x = np.arange(len(tasks))
-    for i, model in enumerate(models):
-        values = [float(report["tasks"][t].get(model, {}).get("ndcg@10", 0.0)) for t in tasks]
-        ax.bar(x + (i - (len(models) - 1) / 2) * width, values, width, label=model)
-    ax.set_xticks(x, tasks)
+    # One group of bars per task, holding only that task's models.
+    x, ticks, shown = 0.0, [], set()
+    for task in tasks:
+        per_model = report["tasks"][task]
+        start = x
+        for model, figures in per_model.items():
+            label = None if model in shown else model
+            shown.add(model)
+            ax.bar(x, float(figures.get("ndcg@10", 0.0)), 0.8, color=colors[model], label=label)
+            x += 1.0
+        ticks.append((start + x - 1.0) / 2)
+        x += 1.0
+    ax.set_xticks(ticks, tasks)
     ax.set_ylabel("NDCG@10")
     ax.set_title(f"{report['dataset']}: NDCG@10 per model")
     ax.legend(fontsize="small")
-    for ax, task in zip(axes[1:], tasks, strict=True):
+    for ax, task in zip(axes[1:], decile_tasks, strict=True):
         for model in models:
-            rows = report.get("deciles", {}).get(task, {}).get(model, [])
+            rows = report["deciles"][task].get(model, [])
             if rows:
-                ax.plot([r["decile"] for r in rows], [r["ndcg@10"] for r in rows], marker="o", label=model)
+                ax.plot(
+                    [r["decile"] for r in rows],
+                    [r["ndcg@10"] for r in rows],
+                    marker="o",
+                    label=model,
+                    color=colors[model],
+                )
         ax.set_xlabel(f"activity decile (by {report.get('deciles_by', 'activity')})")
         ax.set_ylabel("NDCG@10")
         ax.set_title(f"{task}: NDCG@10 by activity decile")

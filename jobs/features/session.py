@@ -1,7 +1,8 @@
 """The SparkSession for carousel's jobs: master from `CAROUSEL_SPARK_MASTER` (default `local[*]`).
 
-Only the stages (`jobs.stages`) and the evaluation's ranker adapter call `spark_session`; transforms
-receive DataFrames.
+Only the stages (`jobs.stages`) and the evaluation's ranker adapter and published lists
+(`jobs.evaluation.ranker`, `jobs.evaluation.published`) call `spark_session`; transforms receive
+DataFrames.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from jobs.evaluation import protocol as ev
+from jobs.evaluation import sessions
 from jobs.evaluation.report import write_report
 from jobs.ranking import metrics
 
@@ -318,7 +319,9 @@ def _store_files(tmp_path: Path) -> tuple[Path, Path]:
 def test_cli_evaluate_writes_the_report_with_the_ranker_plugged_in(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`carousel evaluate --dataset events` scores the four baselines and the plugged-in ranker, and writes all three files."""
+    """`carousel evaluate --dataset events` scores the four baselines and the plugged-in ranker, then the
+    visitor tasks on the plugged-in published lists, and writes all three files."""
+    import jobs.evaluation.published
     import jobs.evaluation.ranker
     from carousel import cli
     from jobs.evaluation.baselines import popularity
@@ -329,7 +332,13 @@ def test_cli_evaluate_writes_the_report_with_the_ranker_plugged_in(
         calls.append(exclude_bought)
         return popularity(ctx, users, k, exclude_bought)
 
+    def fake_published(ctx: ev.EvalContext) -> sessions.PublishedLists:
+        # No Spark in the unit tier: the history's most viewed items stand for every list.
+        top = ctx.history["item_id"].value_counts().index[:30]
+        return sessions.PublishedLists(segments={"global": _served(*top)}, similar={})
+
     monkeypatch.setattr(jobs.evaluation.ranker, "evaluation_ranker", fake_ranker)
+    monkeypatch.setattr(jobs.evaluation.published, "published_lists", fake_published)
     events, items = _store_files(tmp_path)
     out = tmp_path / "report" / "r.json"
     args = [
@@ -348,5 +357,213 @@ def test_cli_evaluate_writes_the_report_with_the_ranker_plugged_in(
     for task in ("all", "new_items"):
         assert list(report["tasks"][task]) == ["popularity", "repurchase", "cooccurrence", "als", "ranker"]
     assert calls == [False, True]
+    assert list(report["tasks"]["sessions"]) == ["bestsellers", "segment", "session", "served"]
+    assert list(report["tasks"]["new_shoppers"]) == ["bestsellers", "segment"]
+    assert report["tasks"]["sessions"]["served"]["users"] == report["targets"]["sessions"]["sessions"] > 0
     assert out.with_suffix(".md").is_file() and out.with_suffix(".png").is_file()
     assert report["timings_s"]["load"] >= 0 and report["tuned"]["als"]
+
+
+# -- visitor tasks: sessions and new shoppers ----------------------------------------------------------
+
+
+def _served(*items: str, code: str = "bestseller") -> list[dict[str, object]]:
+    """A published list's items in the served shape."""
+    return [{"item_id": i, "score": 1.0, "reason": {"code": code, "text": code}} for i in items]
+
+
+def _day(offset: float) -> pd.Timestamp:
+    return T0 + pd.Timedelta(days=offset)
+
+
+def test_held_out_sessions_give_the_first_half_of_each_anonymous_session() -> None:
+    """Anonymous sessions starting in the window with at least 4 items are cut after their first n // 2
+    items in time order (an invoice's simultaneous lines in the data's order); the other items are
+    the targets, and short, earlier, signed-in and later sessions are left out."""
+    rows = [
+        (None, "s1", "a", "view", 10.1),
+        (None, "s1", "b", "view", 10.2),
+        (None, "s1", "a", "view", 10.25),
+        (None, "s1", "b", "add_to_cart", 10.3),
+        (None, "s1", "c", "view", 10.4),  # the third item: the second half starts here
+        (None, "s1", "a", "view", 10.45),
+        (None, "s1", "d", "view", 10.5),
+        (None, "s1", "e", "view", 10.6),
+        (None, "s1", "c", "purchase", 10.7),
+        (None, "s2", "x", "view", 11.0),  # three items only
+        (None, "s2", "y", "view", 11.1),
+        (None, "s2", "z", "view", 11.2),
+        (None, "s3", "a", "view", 9.9),  # started before the window
+        *[(None, "s3", item, "view", 10.1 + n / 10) for n, item in enumerate("bcde")],
+        *[("u1", "s4", item, "view", 10.1 + n / 10) for n, item in enumerate("abcd")],  # signed in
+        *[(None, "s5", item, "purchase", 12.0) for item in "zyxw"],  # one invoice: file order
+        *[(None, "s6", item, "view", 20.5 + n / 10) for n, item in enumerate("abcd")],  # after the window
+    ]
+    held = sessions.held_out_sessions(ev.normalise_events(_events(rows)), _day(10), _day(20))
+
+    given = held.given.groupby("session_id")["item_id"].apply(list).to_dict()
+    assert given == {"s1": ["a", "b", "a", "b"], "s5": ["z", "y"]}
+    assert held.given.loc[held.given["session_id"] == "s1", "event_type"].tolist()[-1] == "add_to_cart"
+    assert sorted(map(tuple, held.targets.values.tolist())) == [
+        ("s1", "c"),
+        ("s1", "d"),
+        ("s1", "e"),
+        ("s5", "w"),
+        ("s5", "x"),
+    ]
+    assert held.stats == {"anonymous_sessions": 3, "sessions": 2, "pairs": 5, "given_items_median": 2.0}
+
+
+def test_the_session_state_is_the_apis_after_the_first_half() -> None:
+    """A removed cart item is no anchor, a purchase is, and the department with the most interest
+    (view 1, cart 3, purchase 5 per event) picks the segment list: one book bought outweighs three toy
+    events."""
+    rows = [
+        (None, "s", "p", "view", 10.1),  # books
+        (None, "s", "q", "view", 10.2),  # toys
+        (None, "s", "r", "view", 10.3),  # toys
+        (None, "s", "s", "add_to_cart", 10.4),  # toys, then removed
+        (None, "s", "s", "remove_from_cart", 10.45),
+        (None, "s", "p", "purchase", 10.5),
+        *[(None, "s", item, "view", 10.6 + n / 100) for n, item in enumerate(["t1", "t2", "t3", "t4"])],
+    ]
+    held = sessions.held_out_sessions(ev.normalise_events(_events(rows)), _day(10), _day(20))
+    published = sessions.PublishedLists(
+        segments={
+            "global": _served("g1", "g2"),
+            "category:books": _served("t3", "b1", code="popular_in_category"),
+            "category:toys": _served("t4", code="popular_in_category"),
+        },
+        similar={"s": _served("t1"), "p": _served("t2")},
+        departments={"p": "books", "q": "toys", "r": "toys", "s": "toys"},
+    )
+    lists, served_from = sessions.session_lists(held, published, k=12)
+
+    assert served_from == {"category": 1}
+    assert lists["segment"]["item_id"].tolist() == ["t3", "b1"]
+    served = lists["served"]["item_id"].tolist()
+    assert served[0] == "t2" and "t1" not in served  # p's similar item leads; the removed s pulls nothing
+    assert not set(served) & {"p", "q", "r", "s"}
+
+
+def test_sessions_and_new_shoppers_score_what_the_route_serves() -> None:
+    """Through the whole run: a session whose first half's similar items are two of its second half
+    scores NDCG@10 (1 + 1/log2 4) / (1 + 1/log2 3) served (hits at ranks 1 and 3), the bestsellers miss;
+    a new shopper from Germany who buys the second item of the German list scores 1/log2 3 there and
+    0 on bestsellers; the lists are built from the history before the cutoff only."""
+    events, items = _store()
+    visit = _events(
+        [
+            (None, "visit", "a", "view", 35.0),
+            (None, "visit", "b", "view", 35.01),
+            (None, "visit", "c", "view", 35.02),
+            (None, "visit", "d", "view", 35.03),
+            ("newbie", "n1", "de0", "view", 36.0),
+            ("newbie", "n1", "de1", "purchase", 36.1),
+        ]
+    )
+    visit.loc[visit["user_id"] == "newbie", "country"] = "Germany"
+    events = pd.concat([events, visit], ignore_index=True)
+    cutoffs: list[pd.Timestamp] = []
+
+    def published(ctx: ev.EvalContext) -> sessions.PublishedLists:
+        cutoffs.append(ctx.cutoff)
+        assert ctx.history["ts"].max() < ctx.cutoff and "visit" not in set(ctx.history["session_id"])
+        return sessions.PublishedLists(
+            segments={
+                "global": _served(*[f"g{n}" for n in range(20)]),
+                "category:toys": _served("t0", "d", "t1"),
+                "country:germany": _served("de0", "de1", "de2"),
+            },
+            similar={
+                "a": [{"item_id": "x", "score": 0.9}, {"item_id": "c", "score": 0.45}],
+                "b": [{"item_id": "d", "score": 0.2}],
+            },
+            departments={"a": "toys", "b": "toys"},
+        )
+
+    # x and c go with a (scores 1 and 1/2 of a's best), d with b, the newest anchor: d, x, c lead.
+    report = ev.run_evaluation(
+        events,
+        items,
+        {},
+        dataset="t",
+        test_days=10,
+        val_days=10,
+        extra_tasks=sessions.visitor_tasks(published),
+    )
+    assert cutoffs == [pd.Timestamp(report["split"]["test_start"])]
+    figures = report["tasks"]["sessions"]
+    assert list(figures) == ["bestsellers", "segment", "session", "served"]
+    assert figures["served"]["ndcg@10"] == pytest.approx((1 + 1 / np.log2(4)) / (1 + 1 / np.log2(3)))
+    assert figures["session"]["ndcg@10"] == figures["served"]["ndcg@10"]
+    assert figures["segment"]["ndcg@10"] == pytest.approx((1 / np.log2(3)) / (1 + 1 / np.log2(3)))
+    assert figures["bestsellers"]["ndcg@10"] == 0.0
+    assert figures["served"]["users"] == 1
+    assert report["targets"]["sessions"]["served_from"] == {"category": 1}
+    newcomers = report["tasks"]["new_shoppers"]
+    assert newcomers["segment"]["ndcg@10"] == pytest.approx(1 / np.log2(3))
+    assert newcomers["bestsellers"]["ndcg@10"] == 0.0
+    assert report["targets"]["new_shoppers"] == {
+        "first_seen": 1,
+        "users": 1,
+        "pairs": 1,
+        "served_from": {"country": 1},
+    }
+    assert "sessions" not in report["deciles"]
+
+
+def test_new_shoppers_are_those_first_seen_in_the_window_with_their_first_context() -> None:
+    """A shopper seen before the window is not new; a new one who does not buy counts as first seen only;
+    the context is the first event's, even when later events come from elsewhere."""
+    rows = [
+        ("old", "o1", "a", "view", 5.0),
+        ("old", "o2", "a", "purchase", 12.0),
+        ("looker", "l1", "a", "view", 12.0),
+        ("buyer", "b1", "a", "view", 13.0),
+        ("buyer", "b2", "b", "purchase", 14.0),
+        ("buyer", "b2", "c", "purchase", 14.0),
+        ("buyer", "b3", "b", "purchase", 15.0),
+        ("buyer", "b4", "d", "purchase", 25.0),  # after the window
+    ]
+    events = _events(rows)
+    events["country"] = ["UK", "UK", "UK", "France", "Spain", "Spain", "Spain", "Spain"]
+    new = sessions.new_shoppers(ev.normalise_events(events), _day(10), _day(20))
+    assert sorted(map(tuple, new.targets.values.tolist())) == [("buyer", "b"), ("buyer", "c")]
+    assert new.context.loc["buyer", "country"] == "France"
+    assert new.stats == {"first_seen": 2, "users": 1, "pairs": 2}
+
+
+def test_write_report_shows_the_visitor_tasks_against_bestsellers(tmp_path: Path) -> None:
+    """Tasks without deciles get their table and their ratio to bestsellers, and the plot still draws."""
+    metrics = {"ndcg@10": 0.1, "recall@10": 0.1, "map@12": 0.1, "coverage@10": 0.5, "users": 30}
+    deciles = [
+        {"decile": d, "users": 3, "ndcg@10": 0.1, "activity_min": d, "activity_max": d} for d in range(1, 11)
+    ]
+    report = {
+        "dataset": "demo",
+        "split": {"train_end": "a", "test_start": "a", "test_end": "b", "val_start": "c"},
+        "tasks": {
+            "all": {"als": metrics},
+            "sessions": {"bestsellers": metrics, "served": {**metrics, "ndcg@10": 0.25}},
+        },
+        "deciles": {"all": {"als": deciles}},
+        "targets": {
+            "all": {"users": 30, "pairs": 40},
+            "new_items": {"users": 20, "pairs": 25},
+            "cold_buyers_excluded": 3,
+            "anonymous_purchases_excluded": 4,
+            "sessions": {
+                "anonymous_sessions": 50,
+                "sessions": 30,
+                "pairs": 90,
+                "given_items_median": 2.0,
+                "served_from": {"category": 20, "global": 10},
+            },
+        },
+    }
+    paths = write_report(report, tmp_path / "r.json")
+    md = paths["md"].read_text()
+    assert "## Task `sessions`" in md and "served **x2.50**" in md
+    assert "category 20, global 10" in md
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
