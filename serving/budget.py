@@ -1,6 +1,7 @@
 """A time budget per request: one that has not answered within `request_budget_s` gets a 503 and its
 work is cancelled at its next await, so a stalled client or dependency cannot hold a worker's request
-open for good (the events route also bounds how long a body may take to arrive)."""
+open for good (the events route also bounds how long a body may take to arrive). Every route has it but
+`GET /v1/recommendations`, whose reads each have a deadline of their own (`serving.app`)."""
 
 from __future__ import annotations
 

@@ -35,9 +35,10 @@ async def erase_shopper(client: AsyncRedis, user_id: str, *, salt: str) -> dict[
     keys = shopper_state_keys(user_id)
     sessions: Any = await client.zrange(keys.sessions, 0, -1)
     if sessions:
-        # Their guest sessions, by session id only: the compaction takes those sessions' events out of the
-        # lake (their sign-in links are dropped from the stream below, before any drain could file them).
-        await client.sadd(ERASED_SESSIONS_KEY, *sessions)
+        # Their guest sessions, as salted digests (a session id may embed the user id): the compaction
+        # takes those sessions' events out of the lake (their sign-in links are dropped from the stream
+        # below, before any drain could file them).
+        await client.sadd(ERASED_SESSIONS_KEY, *(erasure_digest(text(s), salt) for s in sessions))
     deleted = int(await client.delete(user_key(user_id), consent_key(user_id)))
     deleted += int(await client.delete(*keys.all))
     for session in sessions:  # each session's keys live in their own hash slot

@@ -12,7 +12,7 @@ the similar-items lists), so the rules are tested without Redis:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -51,7 +51,7 @@ def apply_overlay(
     *,
     fired: Triggers,
     purchased: Iterable[str],
-    complements: Mapping[str, list[dict[str, Any]]],
+    complements: Mapping[str, Sequence[dict[str, Any]]],
     unavailable: frozenset[str],
     n: int,
 ) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ What the API records about shoppers::
 
     carousel:consent:{u:<user_id>}     -> hash {personalization: "0"|"1", marketing: "0"|"1"}
     carousel:erasures                  -> set of erasure digests (`carousel.rules.erasure`)
-    carousel:erasures:sessions         -> set of the session ids erased shoppers used (no user id)
+    carousel:erasures:sessions         -> set of digests of the sessions erased shoppers used
     carousel:rt:{u:<user_id>}:<part>   -> real-time state of a signed-in shopper (cart, purchases, views,
                                           interest, sessions); `{s:<session_id>}` for a visitor
     carousel:events                    -> stream of accepted events, drained into the lake by group `lake`
@@ -101,7 +101,8 @@ def item_key(item_id: str) -> str:
 # -- what the API records about shoppers -----------------------------------------------------------
 CONSENT_PREFIX = f"{PREFIX}:consent:"
 ERASURES_KEY = f"{PREFIX}:erasures"
-# Session ids (only) of erased shoppers' guest sessions, whose events the compaction takes out of the lake.
+# Salted digests of the guest sessions erased shoppers used, whose events the compaction takes out of the
+# lake.
 ERASED_SESSIONS_KEY = f"{PREFIX}:erasures:sessions"
 UNAVAILABLE_KEY = f"{PREFIX}:unavailable"
 PRICES_KEY = f"{PREFIX}:prices"

@@ -43,9 +43,10 @@ def erased_digests(client: SyncRedis) -> set[str]:
     return {d.decode() if isinstance(d, bytes) else str(d) for d in client.smembers(ERASURES_KEY)}
 
 
-def erased_sessions(client: SyncRedis) -> set[str]:
-    """The guest sessions erased shoppers had used (`serving.erasure`)."""
-    return {d.decode() if isinstance(d, bytes) else str(d) for d in client.smembers(ERASED_SESSIONS_KEY)}
+def erased_sessions(client: SyncRedis, salt: str) -> Erasures:
+    """The guest sessions erased shoppers had used (`serving.erasure`), as salted digests."""
+    digests = {d.decode() if isinstance(d, bytes) else str(d) for d in client.smembers(ERASED_SESSIONS_KEY)}
+    return Erasures(frozenset(digests), salt)
 
 
 def erasures(client: SyncRedis, settings: Settings) -> Erasures:

@@ -164,10 +164,14 @@ def session_list(
         segment_items[item_id] = item
         scores[item_id] = scores.get(item_id, 0.0) + segment_weight * (1.0 - position / segment_depth)
     ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+    reasons: dict[str, dict[str, str]] = {}  # one per anchor, however many items it placed
     out = []
     for item_id, score in ranked:
         if item_id in best_anchor:
-            reason = anchor_reason(best_anchor[item_id][1], title_of)
+            anchor = best_anchor[item_id][1]
+            if anchor.item_id not in reasons:
+                reasons[anchor.item_id] = anchor_reason(anchor, title_of)
+            reason = reasons[anchor.item_id]
         else:
             reason = segment_items[item_id]["reason"]
         out.append({"item_id": item_id, "score": round(score, 4), "reason": reason})

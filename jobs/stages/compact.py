@@ -63,17 +63,20 @@ def compact_erased(settings: Settings) -> CompactionResult:
     if not erased:
         return result
     judge = _Judge(erased)
-    # The sessions first (the links naming them are compacted away below), and those the API recorded
-    # at erasure time, whose links may never have reached the lake.
-    sessions = _linked_sessions(Lake(settings.lake_dir), judge) | erased_sessions(client)
-    result.linked_sessions = len(sessions)
+    # The sessions they signed in on, first (the links naming them are compacted away below); those the
+    # API recorded at erasure time, whose links may never have reached the lake, are matched by digest.
+    linked = _linked_sessions(Lake(settings.lake_dir), judge)
+    session_judge = _Judge(erased_sessions(client, erased.salt))
+    sessions_seen: set[str] = set()
     for path in _data_files(settings):
-        removed = (
-            _compact_csv(path, judge) if path.suffix == ".csv" else _compact_parquet(path, judge, sessions)
-        )
+        if path.suffix == ".csv":
+            removed = _compact_csv(path, judge)
+        else:
+            removed = _compact_parquet(path, judge, linked, session_judge, sessions_seen)
         if removed:
             result.files.append(str(path))
             result.rows_removed += removed
+    result.linked_sessions = len(sessions_seen)
     return result
 
 
@@ -121,25 +124,32 @@ def _data_files(settings: Settings) -> Iterator[Path]:
                 yield path
 
 
-def _compact_parquet(path: Path, judge: _Judge, sessions: set[str]) -> int:
-    """Rewrite one Parquet file without the rows of erased shoppers and linked sessions; rows removed."""
+def _compact_parquet(
+    path: Path, judge: _Judge, linked: set[str], session_judge: _Judge, sessions_seen: set[str]
+) -> int:
+    """Rewrite one Parquet file without the rows of erased shoppers and of their guest sessions (`linked`
+    by id, or recorded by digest); rows removed. The sessions found are added to `sessions_seen`."""
     file = pq.ParquetFile(path)
     columns = [c for c in ("user_id", "session_id") if c in file.schema_arrow.names]
     if not columns:
         return 0
     keys = file.read(columns=columns)
     users = judge.erased_among(keys.column("user_id")) if "user_id" in columns else set()
-    linked = sessions if "session_id" in columns else set()
-    if not users and not (
-        linked and pc.any(pc.is_in(keys.column("session_id"), pa.array(sorted(linked)))).as_py()
-    ):
+    sessions: set[str] = set()
+    if "session_id" in columns:
+        ids = keys.column("session_id")
+        if linked:
+            sessions = set(pc.unique(pc.filter(ids, pc.is_in(ids, pa.array(sorted(linked))))).to_pylist())
+        sessions |= session_judge.erased_among(ids)
+    sessions_seen |= sessions
+    if not users and not sessions:
         return 0
     tmp = path.with_name(f".{path.name}.compacting")
     removed = 0
     with pq.ParquetWriter(tmp, file.schema_arrow, compression="zstd") as writer:
         for batch in file.iter_batches():
             table = pa.Table.from_batches([batch], schema=file.schema_arrow)
-            mask = _erased_rows(table, users, linked)
+            mask = _erased_rows(table, users, sessions)
             removed += int(pc.sum(mask).as_py() or 0)
             writer.write_table(table.filter(pc.invert(mask)))
     os.replace(tmp, path)

@@ -12,11 +12,10 @@ marked unavailable are skipped at read time; the stored overflow refills the lis
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -37,7 +36,7 @@ from serving.inputs import CONTEXT_PATTERN, ID_PATTERN
 from serving.overlay import EMPTY_TRIGGERS, apply_overlay, triggers
 from serving.responses import error_response, json_response, validation_error_response
 from serving.stock import Availability, AvailabilityCache
-from serving.store import ListStore, StoreUnavailable
+from serving.store import IMMUTABLE_CACHE_SIZE, ListStore, StoreUnavailable
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 
@@ -139,12 +138,8 @@ async def respond(state: State, params: Mapping[str, str], headers: Mapping[str,
     query = _validated(params)
     settings, store = state.settings, state.store
     if query.user_id:
-        caller = storefront_caller(
-            headers.get("authorization"),
-            headers.get(SHOPPER_TOKEN_HEADER) or query.shopper_token,
-            settings,
-            now=time.time(),
-        )
+        token = query.shopper_token or headers.get(SHOPPER_TOKEN_HEADER)
+        caller = storefront_caller(headers.get("authorization"), token, settings, now=time.time())
         if not caller.speaks_for(query.user_id):
             # Nobody may read a shopper's list (and, through its reasons, their history) without the
             # storefront token or that shopper's token: the request is served as an anonymous one.
@@ -228,7 +223,12 @@ async def _from_redis(
         payload, source = await _segment_for(store, version, segment_order(state.interest, context))
         if source == "global" and payload:
             app_state.fallbacks.remember(version, payload)
-    stored: Iterator[dict[str, Any]] = iter_items(payload) if payload else iter(())
+    if not payload:
+        stored: Iterator[dict[str, Any]] = iter(())
+    elif source == "personal":
+        stored = iter_items(payload)  # read once: decoded lazily, as far as the answer needs
+    else:
+        stored = iter(_decoded(payload))
     fired = EMPTY_TRIGGERS
     if state.cart or state.purchases:
         fired = triggers(
@@ -258,7 +258,7 @@ async def _from_redis(
             )
         )
         source = "personal" if personal else "session"
-    complements: dict[str, list[dict[str, Any]]] = {}
+    complements: dict[str, Sequence[dict[str, Any]]] = {}
     if fired.anchors:
         complements = await _similar_lists(store, version, base, fired.anchors)
     items = apply_overlay(
@@ -290,10 +290,19 @@ async def _segment_for(store: ListStore, version: str, order: list[str]) -> tupl
 
 async def _similar_lists(
     store: ListStore, version: str, base: str, anchors: list[str]
-) -> dict[str, list[dict[str, Any]]]:
-    """The similar-item lists of `anchors` (read once per version, then from the store's memory)."""
-    lists = await asyncio.gather(*(store.item_list(version, base, item) for item in anchors))
-    return {a: decode_items(p) for a, p in zip(anchors, lists, strict=True) if p}
+) -> dict[str, Sequence[dict[str, Any]]]:
+    """The similar-item lists of `anchors` (read once per version, then from the store's memory: awaited
+    one by one, since a task per list would cost more than the reads, which are nearly always cached)."""
+    lists = [await store.item_list(version, base, item) for item in anchors]
+    return {a: _decoded(p) for a, p in zip(anchors, lists, strict=True) if p}
+
+
+@lru_cache(maxsize=IMMUTABLE_CACHE_SIZE)
+def _decoded(payload: bytes) -> tuple[dict[str, Any], ...]:
+    """A segment or similar-item list's items, decoded once. The store hands out the same bytes object
+    for a version's list every time (`RedisListStore`), so the lookup costs no hashing after the first;
+    the items are shared between requests and never changed (the overlay and `fields=` build new ones)."""
+    return tuple(decode_items(payload))
 
 
 @cache
