@@ -7,8 +7,9 @@ figure it reports is the one the route serves.
 
 * **Anchors**: the session's items, each once with its strongest kind (purchase, add to cart, view), the
   most recent first. An anchor weighs `ANCHOR_WEIGHTS[kind] * RECENCY_DECAY ** position`: recency is
-  counted in items, not seconds, because a session's events arrive seconds apart (and a basket's lines
-  all share one time), so what was looked at last counts most whatever the clock says.
+  counted in steps, not seconds, because a session's events arrive seconds apart, so what was looked at
+  last counts most whatever the clock says. Items that share a time (the lines of one basket) share a
+  step: their order in the data says nothing.
 * **Candidates**: each anchor's similar items, the scores of each list divided by its best score so that
   an anchor with strong co-occurrence does not drown the others; a candidate's score is the weighted sum
   over anchors, plus `SEGMENT_WEIGHT` times its place in the segment list (1 for the first item, falling
@@ -33,8 +34,10 @@ from carousel.rules.reasons import REASON_TEXTS
 ANCHOR_WEIGHTS: Mapping[str, float] = {"purchase": 1.5, "add_to_cart": 2.0, "view": 1.0}
 # The n-th most recent anchor weighs RECENCY_DECAY ** n.
 RECENCY_DECAY = 0.75
-# Anchors read per request: each is one similar-item list (held in memory per version by the API).
-MAX_ANCHORS = 6
+# Anchors read per request: each is one similar-item list (held in memory per version by the API). A
+# basket's worth: chosen on the evaluation's validation month (docs/evaluation.md), where 6 left most of
+# a 39-line guest basket out.
+MAX_ANCHORS = 30
 # The segment list's pull, relative to an anchor's best similar item (which scores 1 x its weight).
 SEGMENT_WEIGHT = 0.15
 # A known shopper's personal list in place of the segment list: as strong as the latest view's best
@@ -93,9 +96,12 @@ def session_anchors(
         newest = max(ts for ts, _ in latest.values())
         latest = {item: seen for item, seen in latest.items() if seen[0] >= newest - window_s}
     ordered = sorted(latest.items(), key=lambda kv: (-kv[1][0], _KIND_ORDER[kv[1][1]], kv[0]))
+    step = {
+        ts: position for position, ts in enumerate(sorted({ts for ts, _ in latest.values()}, reverse=True))
+    }
     return [
-        Anchor(item_id, kind, ANCHOR_WEIGHTS[kind] * RECENCY_DECAY**position)
-        for position, (item_id, (_, kind)) in enumerate(ordered[:max_anchors])
+        Anchor(item_id, kind, ANCHOR_WEIGHTS[kind] * RECENCY_DECAY ** step[ts])
+        for item_id, (ts, kind) in ordered[:max_anchors]
     ]
 
 

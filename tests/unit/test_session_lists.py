@@ -86,3 +86,11 @@ def test_segment_order_prefers_the_browsed_department_then_the_context() -> None
         "global",
     ]
     assert segment_order({}, {}) == ["global"]
+
+
+def test_items_sharing_a_time_share_one_recency_step() -> None:
+    """A basket's lines (one time) weigh alike; the next older time is one step further."""
+    anchors = session_anchors({"a": 5.0, "b": 5.0, "c": 5.0, "d": 1.0}, {}, {})
+    weights = {a.item_id: a.weight for a in anchors}
+    assert weights["a"] == weights["b"] == weights["c"] == pytest.approx(1.0)
+    assert weights["d"] == pytest.approx(RECENCY_DECAY)
