@@ -725,7 +725,8 @@ def _add_service_commands(sub: Commands) -> None:
     bench.add_argument(
         "--hostile",
         action="store_true",
-        help="serve: one more round of the route while a 1 MB body of junk events is posted in a loop, with "
+        help="serve: one more round of the route while a body of junk events as large as the events route "
+        "reads (its size cap) is posted in a loop, with "
         "health checks probed meanwhile",
     )
     bench.add_argument(

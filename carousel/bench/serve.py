@@ -239,8 +239,8 @@ def bench_serve(
     """The full route and the baseline, alternated for `rounds` rounds of `duration` seconds each
     (so both see the same machine), then, with `publish_lists`, the full route while a version of that
     many lists is published. With `profile_dir`, py-spy samples one worker of each during round 1. With
-    `hostile`, one more round of the full route while another process posts a 1 MB body of junk events
-    in a loop (`_under_hostile_bodies`)."""
+    `hostile`, one more round of the full route while another process posts a body of junk events as
+    large as the events route reads, in a loop (`_under_hostile_bodies`)."""
     wrk = ensure_wrk()
     with tempfile.TemporaryDirectory(prefix="carousel-bench-") as tmp:
         root = Path(tmp)
@@ -420,22 +420,20 @@ with httpx.Client(timeout=60) as client:
 def _under_hostile_bodies(
     wrk: str, api_url: str, paths: Path, root: Path, concurrency: int, duration: int
 ) -> dict[str, Any]:
-    """The route under the usual load while another process posts, in a loop, a body just under the
-    1 MB cap of 600 events with 48 unknown fields each (the events route must refuse it with little
-    work), and a thread probes `/health/live` every 50 ms."""
-    body = orjson.dumps(
-        {
-            "events": [
-                {
-                    "session_id": "s",
-                    "item_id": "i",
-                    "event_type": "view",
-                    **{f"junk_{k}": "x" * 20 for k in range(48)},
-                }
-                for _ in range(600)
-            ]
-        }
-    )
+    """The route under the usual load while another process posts, in a loop, the worst body the events
+    route reads: just under its size cap (`events_max_body_bytes`), of events with 48 unknown fields
+    each (a larger body is refused unread, by its size); a thread probes `/health/live` every 50 ms."""
+    from configs.settings import get_settings
+
+    junk = {
+        "session_id": "s",
+        "item_id": "i",
+        "event_type": "view",
+        **{f"junk_{k}": "x" * 20 for k in range(48)},
+    }
+    per_event = len(orjson.dumps(junk)) + 1
+    events = (get_settings().events_max_body_bytes - 64) // per_event
+    body = orjson.dumps({"events": [junk] * events})
     (root / "hostile.json").write_bytes(body)
     env = {**os.environ, "BENCH_BODY": str(root / "hostile.json"), "BENCH_URL": f"{api_url}/v1/events"}
     poster = subprocess.Popen(

@@ -37,7 +37,13 @@ from serving.auth import SHOPPER_TOKEN_HEADER, storefront_caller
 from serving.catalog import EVENTS_WAIT_S
 from serving.deps import SettingsDep
 from serving.inputs import CONTEXT_PATTERN, ID_PATTERN
-from serving.responses import error_response, is_json, json_response, wrong_content_type_response
+from serving.responses import (
+    MAX_PROBLEMS,
+    error_response,
+    is_json,
+    json_response,
+    wrong_content_type_response,
+)
 from serving.store import StoreUnavailable
 
 # Writes get a longer timeout than the API's reads: a write abandoned after Redis applied it turns into
@@ -221,16 +227,23 @@ async def _screen(request: _CappedBodyRequest) -> Response | None:
     cap = request.app.state.settings.events_max_per_request
     if len(events) > cap:
         raise _refuse([(("events",), f"holds {len(events)} events; at most {cap} per request")])
-    unknown: list[tuple[tuple[str | int, ...], str]] = [
-        (("events", i, name), "unknown field")
-        for i, event in enumerate(events)
-        if isinstance(event, dict)
-        for name in event
-        if name not in _FIELDS
-    ]
-    if unknown:
-        raise _refuse(unknown)
-    return None
+    # The first problems are named and the rest only counted: a body of thousands of unknown fields
+    # costs a set difference per event, not an error object per field.
+    named: list[dict[str, str]] = []
+    count = 0
+    for i, event in enumerate(events):
+        extra = event.keys() - _FIELDS if isinstance(event, dict) else ()
+        count += len(extra)
+        for name in sorted(extra)[: MAX_PROBLEMS - len(named)]:
+            named.append({"field": f"events.{i}.{name}", "problem": "unknown field"})
+    if not count:
+        return None
+    fields = ", ".join(p["field"] for p in named)
+    more = count - len(named)
+    details: dict[str, Any] = {"problems": named, **({"more_problems": more} if more else {})}
+    return error_response(
+        422, f"invalid request: {fields}" + (f" and {more} more" if more else ""), **details
+    )
 
 
 @asynccontextmanager
