@@ -18,12 +18,11 @@ from jobs.evaluation.protocol import EvalContext
 from jobs.evaluation.sessions import PublishedLists
 from jobs.evaluation.spark_history import history_frames
 from jobs.features import transforms
-from jobs.features.collect import item_frame
+from jobs.features.collect import basket_frame, item_frame
 from jobs.features.frames import sorted_frame
 from jobs.features.session import spark_session
 from jobs.features.signals import CoocParams
-from jobs.ranking.covisitation import basket_similarity
-from jobs.ranking.lists import similar_item_lists
+from jobs.ranking.lists import published_similar_items
 from jobs.ranking.segments import new_arrivals, segment_lists
 
 # Popularity over this many days when the window before the cutoff holds no purchase (as the batch does).
@@ -48,13 +47,8 @@ def published_lists(ctx: EvalContext) -> PublishedLists:
         explore_every=settings.explore_every,
     )
     cooc = CoocParams()
-    baskets = transforms.session_baskets(modelling, cutoff, cooc.basket_half_life).toPandas()
-    similarity = (
-        basket_similarity(sorted_frame(baskets, ["session_id", "item_id"]), cooc.shrink, cooc.neighbours)
-        if not baskets.empty
-        else None
-    )
-    similar = similar_item_lists(similarity, item_stats, settings.stored_list_length)
+    baskets = basket_frame(events, cutoff, cooc.basket_half_life)
+    similar = published_similar_items(baskets, item_stats, settings.stored_list_length, cooc)
     departments = item_stats["category"].astype(str).map(department)
     return PublishedLists(
         segments=_served_lists(segments, "segment"),

@@ -30,6 +30,14 @@ def shopper_frames(
     }
 
 
+def basket_frame(events: DataFrame, as_of: datetime, half_life_days: float | None) -> pd.DataFrame:
+    """Every session's weighted baskets, guests' included (`transforms.session_baskets`), collected in
+    order: what the published similar-item lists are built from."""
+    return sorted_frame(
+        transforms.session_baskets(events, as_of, half_life_days).toPandas(), ["session_id", "item_id"]
+    )
+
+
 def item_frame(events: DataFrame, items: DataFrame, as_of: datetime) -> pd.DataFrame:
     """The items frame of a feature set: every catalog item's statistics over every event."""
     return sorted_frame(transforms.item_stats(events, items, as_of, POP_WINDOWS).toPandas(), ["item_id"])

@@ -32,10 +32,10 @@ from carousel.lake import Lake, micros, newest_event_us
 from carousel.rules.consent import opted_out
 from configs.settings import Settings
 from jobs.features import transforms
-from jobs.features.collect import item_frame, shopper_frames
+from jobs.features.collect import basket_frame, item_frame, shopper_frames
 from jobs.features.frames import sorted_frame
 from jobs.features.session import spark_session
-from jobs.ranking.lists import similar_item_lists
+from jobs.ranking.lists import published_similar_items
 from jobs.ranking.model import ModelParams, TrainedModel, save_model
 from jobs.ranking.segments import new_arrivals, segment_lists
 from jobs.ranking.spark_lists import ScoredShoppers, ScoringJob, write_user_lists
@@ -293,7 +293,8 @@ def _write_lists(
     )
     if mode != "incremental":
         # Similar items change with the model only: full versions carry them, deltas inherit the base's.
-        similar_item_lists(trained.similarity, items, length).to_parquet(
+        baskets = basket_frame(inputs.events, inputs.as_of, params.cooc.basket_half_life)
+        published_similar_items(baskets, items, length, params.cooc).to_parquet(
             folder / "item_lists.parquet", index=False
         )
     counts = RunCounts(
