@@ -25,7 +25,7 @@ docs_router = APIRouter(include_in_schema=False, dependencies=[OperatorDep])
 
 _LOGIN = """<!doctype html><html><head><meta charset="utf-8"><title>carousel ops: log in</title>
 <style>body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2rem; }} .bad {{ color: #b00020; }}</style>
-</head><body><h1>carousel ops</h1>{problem}
+</head><body><h1>carousel ops: log in</h1>{problem}
 <form method="post" action="/ops/login"><input type="hidden" name="next" value="{next}">
 <label>Admin token <input type="password" name="token" id="token" autocomplete="current-password"></label>
 <button type="submit" id="login">Log in</button></form></body></html>"""

@@ -239,6 +239,8 @@ def test_the_ops_page_shows_the_live_version(
     _wait(browser, lambda d: "/ops/login" in d.current_url, "the redirect to the login form")
     browser.find_element(By.ID, "token").send_keys("test-admin-token-0123456789")
     browser.find_element(By.ID, "login").click()
-    _wait(browser, lambda d: "carousel ops" in d.find_element(By.TAG_NAME, "h1").text, "the ops page")
+    # The login page has its own heading: wait for the ops page's address, then for its heading.
+    _wait(browser, lambda d: d.current_url.rstrip("/").endswith("/ops"), "the redirect back to /ops")
+    _wait(browser, lambda d: d.find_element(By.TAG_NAME, "h1").text == "carousel ops", "the ops page")
     live = browser.find_element(By.XPATH, "//p[contains(., 'Live version')]").text
     assert VERSION in live
