@@ -48,9 +48,20 @@ def check_tokens_configured(settings: Settings) -> None:
 
 
 def _matches(credentials: HTTPAuthorizationCredentials | None, token: SecretStr | None) -> bool:
-    if credentials is None or token is None or credentials.scheme.lower() != "bearer":
+    if credentials is None or credentials.scheme.lower() != "bearer":
         return False
-    return secrets.compare_digest(credentials.credentials.encode(), token.get_secret_value().encode())
+    return _same(credentials.credentials, token)
+
+
+def _same(given: str, token: SecretStr | None) -> bool:
+    """`given` is the configured `token`, compared in constant time (never true for an unset one)."""
+    return token is not None and secrets.compare_digest(given.encode(), token.get_secret_value().encode())
+
+
+def _bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header ("" for any other header)."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return token if scheme.lower() == "bearer" else ""
 
 
 def _unauthorized(role: str) -> HTTPException:
@@ -96,10 +107,8 @@ def ops_cookie_value(settings: Settings) -> str | None:
 
 def is_operator(authorization: str | None, cookie: str | None, settings: Settings) -> bool:
     """Whether a request may see the operations pages: the admin bearer token, or the ops cookie."""
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() == "bearer" and settings.admin_token is not None:
-        if secrets.compare_digest(token.encode(), settings.admin_token.get_secret_value().encode()):
-            return True
+    if _same(_bearer_token(authorization), settings.admin_token):
+        return True
     expected = ops_cookie_value(settings)
     return bool(cookie and expected and secrets.compare_digest(cookie.encode(), expected.encode()))
 
@@ -143,10 +152,8 @@ def storefront_caller(
     authorization: str | None, shopper_token: str | None, settings: Settings, *, now: float
 ) -> Caller:
     """The storefront token (`Authorization: Bearer`) or a valid shopper token, checked in constant time."""
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() == "bearer" and settings.storefront_token is not None:
-        if secrets.compare_digest(token.encode(), settings.storefront_token.get_secret_value().encode()):
-            return Caller(True, None)
+    if _same(_bearer_token(authorization), settings.storefront_token):
+        return Caller(True, None)
     if shopper_token and settings.shopper_token_secret is not None:
         secret = settings.shopper_token_secret.get_secret_value()
         return Caller(False, verified_shopper(shopper_token, secret, now=now))

@@ -36,13 +36,20 @@ def validation_error_response(exc: RequestValidationError) -> Response:
         {"field": ".".join(str(p) for p in err["loc"][1:]) or str(err["loc"][0]), "problem": err["msg"]}
         for err in errors[:MAX_PROBLEMS]
     ]
-    fields = ", ".join(p["field"] for p in problems)
-    more = len(errors) - len(problems)
+    return problems_response(problems, total=len(errors))
+
+
+def problems_response(problems: list[dict[str, str]], *, total: int) -> Response:
+    """The 422 of every route: the first `MAX_PROBLEMS` problems ({"field", "problem"}) named, and how
+    many more of the `total` there were."""
+    named = problems[:MAX_PROBLEMS]
+    fields = ", ".join(p["field"] for p in named)
+    more = total - len(named)
     if more:
         return error_response(
-            422, f"invalid request: {fields} and {more} more", problems=problems, more_problems=more
+            422, f"invalid request: {fields} and {more} more", problems=named, more_problems=more
         )
-    return error_response(422, f"invalid request: {fields}", problems=problems)
+    return error_response(422, f"invalid request: {fields}", problems=named)
 
 
 def malformed_json_response(exc: RequestValidationError) -> Response:

@@ -32,6 +32,7 @@ from carousel.cache.client import async_client
 from carousel.cache.keys import ERASURES_KEY, consent_key
 from carousel.rules.erasure import erasure_digest
 from carousel.rules.holdout import assign_variant
+from configs.settings import Settings
 from serving import audiences, realtime
 from serving.auth import SHOPPER_TOKEN_HEADER, storefront_caller
 from serving.catalog import EVENTS_WAIT_S
@@ -42,6 +43,7 @@ from serving.responses import (
     error_response,
     is_json,
     json_response,
+    problems_response,
     wrong_content_type_response,
 )
 from serving.store import StoreUnavailable
@@ -236,14 +238,7 @@ async def _screen(request: _CappedBodyRequest) -> Response | None:
         count += len(extra)
         for name in sorted(extra)[: MAX_PROBLEMS - len(named)]:
             named.append({"field": f"events.{i}.{name}", "problem": "unknown field"})
-    if not count:
-        return None
-    fields = ", ".join(p["field"] for p in named)
-    more = count - len(named)
-    details: dict[str, Any] = {"problems": named, **({"more_problems": more} if more else {})}
-    return error_response(
-        422, f"invalid request: {fields}" + (f" and {more} more" if more else ""), **details
-    )
+    return problems_response(named, total=count) if count else None
 
 
 @asynccontextmanager
@@ -331,9 +326,7 @@ async def post_events(
         # An erased shopper's events are dropped: a storefront that still sends them must not bring the
         # shopper back (real-time state, cart emails, the lake).
         # A shopper who withdrew personalization is not tracked: only their purchases are kept.
-        shoppers = {e.user_id for e in events if e.user_id}
-        erased = await _erased(client, shoppers, settings.erasure_salt_value())
-        untracked = await _without_personalization(client, shoppers - erased)
+        erased, untracked = await _not_to_track(client, {e.user_id for e in events if e.user_id}, settings)
         kept = [
             (p, a)
             for p, a in zip(events, accepted, strict=True)
@@ -369,27 +362,22 @@ async def post_events(
     return json_response(answer, status_code=202)
 
 
-async def _without_personalization(client: Any, user_ids: set[str]) -> set[str]:
-    """The shoppers among `user_ids` whose consent record withdraws personalization. Their browsing
-    (views, carts) is not stored at all; their purchases are, as the store's sales (bestsellers, the lift
-    report), and the batch never models them."""
+async def _not_to_track(client: Any, user_ids: set[str], settings: Settings) -> tuple[set[str], set[str]]:
+    """In one round trip, the shoppers among `user_ids` who were erased, and those (not erased) whose
+    consent record withdraws personalization: their browsing (views, carts) is not stored at all; their
+    purchases are, as the store's sales (bestsellers, the lift report), and the batch never models them."""
     if not user_ids:
-        return set()
+        return set(), set()
     ordered = sorted(user_ids)
+    salt = settings.erasure_salt_value()
     pipe = client.pipeline(transaction=False)
+    pipe.smismember(ERASURES_KEY, [erasure_digest(u, salt) for u in ordered])
     for user in ordered:
         pipe.hget(consent_key(user), "personalization")
-    flags = await pipe.execute()
-    return {user for user, flag in zip(ordered, flags, strict=True) if flag in (b"0", "0")}
-
-
-async def _erased(client: Any, user_ids: set[str], salt: str) -> set[str]:
-    """The shoppers among `user_ids` who were erased (one SMISMEMBER)."""
-    if not user_ids:
-        return set()
-    ordered = sorted(user_ids)
-    found = await client.smismember(ERASURES_KEY, [erasure_digest(u, salt) for u in ordered])
-    return {user for user, hit in zip(ordered, found, strict=True) if hit}
+    found, *flags = await pipe.execute()
+    erased = {user for user, hit in zip(ordered, found, strict=True) if hit}
+    withdrawn = {user for user, flag in zip(ordered, flags, strict=True) if flag in (b"0", "0")}
+    return erased, withdrawn - erased
 
 
 async def _first_deliveries(
