@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from carousel.rules.reasons import REASON_TEXTS
@@ -105,16 +106,58 @@ def session_anchors(
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class Neighbours:
+    """An anchor's similar-item list as the session list reads it: each item with its score divided by
+    the list's best (items without a positive score pull nothing and are left out). Built once per list
+    (`neighbours`): the API keeps one per published list, so a request only adds."""
+
+    pulls: tuple[tuple[str, float], ...]
+
+
+def neighbours(items: Iterable[Mapping[str, Any]]) -> Neighbours:
+    """`items` (``{"item_id", "score", ...}`` in rank order) as `Neighbours`."""
+    scored = [(str(i["item_id"]), float(i.get("score") or 0.0)) for i in items]
+    top = max((score for _, score in scored), default=0.0)
+    if top <= 0.0:
+        return Neighbours(())
+    return Neighbours(tuple((item_id, score / top) for item_id, score in scored if score > 0.0))
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """The list that fills what the anchors do not (a segment list, or a known shopper's own list), read
+    to a depth: its items in rank order, each once, and each item's place as a pull falling linearly
+    from 1 (first) to 0 (at the depth). Built once per list (`placed`)."""
+
+    items: tuple[Mapping[str, Any], ...]
+    place: Mapping[str, float]
+
+
+def placed(items: Iterable[Mapping[str, Any]], depth: int = 100) -> Placed:
+    """The first `depth` entries of `items` (served items in rank order) as `Placed`; an item listed
+    twice keeps its first place."""
+    kept: list[Mapping[str, Any]] = []
+    place: dict[str, float] = {}
+    for position, item in enumerate(items):
+        if position >= depth:
+            break
+        item_id = item["item_id"]
+        if item_id not in place:
+            place[item_id] = 1.0 - position / depth
+            kept.append(item)
+    return Placed(tuple(kept), place)
+
+
 def session_list(
     anchors: Sequence[Anchor],
-    similar: Mapping[str, Sequence[dict[str, Any]]],
-    segment: Iterable[dict[str, Any]],
+    similar: Mapping[str, Neighbours],
+    segment: Placed,
     *,
     n: int,
     exclude: Iterable[str] = (),
     title_of: Callable[[str], str | None] = lambda _item: None,
     segment_weight: float = SEGMENT_WEIGHT,
-    segment_depth: int = 100,
 ) -> list[dict[str, Any]]:
     """The session's list in the served shape, `n` items at most.
 
@@ -122,11 +165,10 @@ def session_list(
     ----------
     anchors : sequence of Anchor
         From `session_anchors`.
-    similar : mapping of item id -> served items
-        Each anchor's similar-item list (``{"item_id", "score", ...}`` in rank order); anchors without
-        one contribute nothing.
-    segment : iterable of served items
-        The segment list that fits the visitor's context, in rank order; its items keep their reasons.
+    similar : mapping of item id -> Neighbours
+        Each anchor's similar items (`neighbours`); anchors without any contribute nothing.
+    segment : Placed
+        The segment list that fits the visitor's context (`placed`); its items keep their reasons.
     n : int
         The list's length.
     exclude : iterable of str
@@ -135,8 +177,6 @@ def session_list(
         An item's title, or None; a reason without one uses the code's standard text.
     segment_weight : float
         The segment list's pull (`PERSONAL_WEIGHT` when it is a known shopper's personal list).
-    segment_depth : int
-        How many items of the segment list are read.
 
     Returns
     -------
@@ -148,28 +188,35 @@ def session_list(
     scores: dict[str, float] = {}
     best_anchor: dict[str, tuple[float, Anchor]] = {}
     for anchor in anchors:
-        neighbours = similar.get(anchor.item_id) or ()
-        top = max((float(i.get("score") or 0.0) for i in neighbours), default=0.0)
-        if top <= 0.0:
+        found = similar.get(anchor.item_id)
+        if found is None:
             continue
-        for item in neighbours:
-            item_id = item["item_id"]
+        weight = anchor.weight
+        for item_id, share in found.pulls:
             if item_id in own:
                 continue
-            pull = anchor.weight * float(item.get("score") or 0.0) / top
-            scores[item_id] = scores.get(item_id, 0.0) + pull
-            if pull > best_anchor.get(item_id, (0.0, anchor))[0]:
+            pull = weight * share
+            if item_id in scores:
+                scores[item_id] += pull
+                if pull > best_anchor[item_id][0]:
+                    best_anchor[item_id] = (pull, anchor)
+            else:
+                scores[item_id] = pull
                 best_anchor[item_id] = (pull, anchor)
-    segment_items: dict[str, dict[str, Any]] = {}
-    for position, item in enumerate(segment):
-        if position >= segment_depth:
+    place = segment.place
+    for item_id in scores:
+        if item_id in place:
+            scores[item_id] += segment_weight * place[item_id]
+    # An item only the segment list holds scores by its place alone, which falls with rank: only the
+    # first n of those (outside the candidates) can reach the top n.
+    filling: dict[str, Mapping[str, Any]] = {}
+    for item in segment.items:
+        if len(filling) >= n:
             break
         item_id = item["item_id"]
-        if item_id in skip or item_id in segment_items:
-            continue
-        segment_items[item_id] = item
-        scores[item_id] = scores.get(item_id, 0.0) + segment_weight * (1.0 - position / segment_depth)
-    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+        if item_id not in skip and item_id not in scores:
+            filling[item_id] = item
+    ranked = _best([*scores.items(), *((item_id, segment_weight * place[item_id]) for item_id in filling)], n)
     reasons: dict[str, dict[str, str]] = {}  # one per anchor, however many items it placed
     out = []
     for item_id, score in ranked:
@@ -179,9 +226,19 @@ def session_list(
                 reasons[anchor.item_id] = anchor_reason(anchor, title_of)
             reason = reasons[anchor.item_id]
         else:
-            reason = segment_items[item_id]["reason"]
+            reason = filling[item_id]["reason"]
         out.append({"item_id": item_id, "score": round(score, 4), "reason": reason})
     return out
+
+
+def _best(scored: list[tuple[str, float]], n: int) -> list[tuple[str, float]]:
+    """The `n` best (item, score) pairs, ties by item id. Sorted on the score alone first, then the
+    few at the top again with the tie-break, which costs a third of sorting them all on both."""
+    scored.sort(key=itemgetter(1), reverse=True)
+    cut = n
+    while cut < len(scored) and scored[cut][1] == scored[n - 1][1]:
+        cut += 1
+    return sorted(scored[:cut], key=lambda kv: (-kv[1], kv[0]))[:n]
 
 
 def anchor_reason(anchor: Anchor, title_of: Callable[[str], str | None]) -> dict[str, str]:

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from carousel.rules.segments import CONTEXT_DIMENSIONS, GLOBAL_SEGMENT, INTEREST_WEIGHTS, segment_order
-from carousel.rules.sessions import session_anchors, session_list
+from carousel.rules.sessions import neighbours, placed, session_anchors, session_list
 from jobs.evaluation.protocol import (
     EvalContext,
     ExtraTasks,
@@ -222,6 +222,10 @@ def session_lists(
     contexts = given.groupby("session_id", sort=False)[list(CONTEXT_DIMENSIONS)].first().to_dict("index")
     bounds = np.flatnonzero(np.r_[True, session_ids[1:] != session_ids[:-1], True])
     global_items = list(published.segments.get(GLOBAL_SEGMENT, ()))
+    # Prepared once, as the API prepares each stored list once per version.
+    similar = {item_id: neighbours(listed) for item_id, listed in published.similar.items()}
+    fills = {name: placed(listed) for name, listed in published.segments.items()}
+    global_fill = fills.get(GLOBAL_SEGMENT, placed(()))
     rows: dict[str, list[tuple[str, str, int]]] = {model: [] for model in SESSION_MODELS}
     sources: Counter[str] = Counter()
     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
@@ -237,8 +241,8 @@ def session_lists(
         lists = {
             "bestsellers": _top(global_items, seen, k),
             "segment": _top(segment_items, seen, k),
-            "session": session_list(anchors, published.similar, global_items, n=k, exclude=seen),
-            "served": session_list(anchors, published.similar, segment_items, n=k, exclude=seen),
+            "session": session_list(anchors, similar, global_fill, n=k, exclude=seen),
+            "served": session_list(anchors, similar, fills.get(picked, placed(())), n=k, exclude=seen),
         }
         for model, ranked in lists.items():
             rows[model] += [(session, item["item_id"], rank) for rank, item in enumerate(ranked, 1)]

@@ -28,7 +28,16 @@ from carousel.cache.catalog import CATALOG_FIELDS
 from carousel.cache.payload import decode_items, iter_items
 from carousel.rules.holdout import HOLDOUT, assign_variant
 from carousel.rules.segments import CONTEXT_DIMENSIONS, GLOBAL_SEGMENT, segment_order
-from carousel.rules.sessions import PERSONAL_WEIGHT, SEGMENT_WEIGHT, session_anchors, session_list
+from carousel.rules.sessions import (
+    PERSONAL_WEIGHT,
+    SEGMENT_WEIGHT,
+    Neighbours,
+    Placed,
+    neighbours,
+    placed,
+    session_anchors,
+    session_list,
+)
 from serving import metrics, realtime
 from serving.auth import SHOPPER_TOKEN_HEADER, storefront_caller
 from serving.catalog import Catalog
@@ -245,11 +254,13 @@ async def _from_redis(
         )
     if anchors:
         seen = state.purchases.keys() if personal else {a.item_id for a in anchors} | state.purchases.keys()
+        # A segment list is prepared once per version; a shopper's own list is read here, once.
+        fill = _placed(payload) if payload and not personal else placed(stored)
         stored = iter(
             session_list(
                 anchors,
-                await _similar_lists(store, version, base, [a.item_id for a in anchors]),
-                stored,
+                await _neighbours_of(store, version, base, [a.item_id for a in anchors]),
+                fill,
                 # Room for what the overlay puts in front (and removes from the rest as repeats).
                 n=query.n + 3 * len(fired.abandoned_cart) + 4,
                 exclude=availability.unavailable | seen,
@@ -291,10 +302,35 @@ async def _segment_for(store: ListStore, version: str, order: list[str]) -> tupl
 async def _similar_lists(
     store: ListStore, version: str, base: str, anchors: list[str]
 ) -> dict[str, Sequence[dict[str, Any]]]:
-    """The similar-item lists of `anchors` (read once per version, then from the store's memory: awaited
-    one by one, since a task per list would cost more than the reads, which are nearly always cached)."""
+    """The similar-item lists of `anchors`, decoded."""
+    return {a: _decoded(p) for a, p in (await _item_lists(store, version, base, anchors)).items()}
+
+
+async def _neighbours_of(
+    store: ListStore, version: str, base: str, anchors: list[str]
+) -> dict[str, Neighbours]:
+    """The similar items of `anchors` as the session list reads them."""
+    return {a: _neighbours(p) for a, p in (await _item_lists(store, version, base, anchors)).items()}
+
+
+async def _item_lists(store: ListStore, version: str, base: str, anchors: list[str]) -> dict[str, bytes]:
+    """The stored similar-item lists of `anchors` that exist (read once per version, then from the
+    store's memory: awaited one by one, since a task per list would cost more than the reads, which
+    are nearly always cached)."""
     lists = [await store.item_list(version, base, item) for item in anchors]
-    return {a: _decoded(p) for a, p in zip(anchors, lists, strict=True) if p}
+    return {a: p for a, p in zip(anchors, lists, strict=True) if p}
+
+
+@lru_cache(maxsize=IMMUTABLE_CACHE_SIZE)
+def _neighbours(payload: bytes) -> Neighbours:
+    """A similar-item list prepared for session lists, once per stored list (as `_decoded`)."""
+    return neighbours(_decoded(payload))
+
+
+@lru_cache(maxsize=IMMUTABLE_CACHE_SIZE)
+def _placed(payload: bytes) -> Placed:
+    """A segment list prepared for session lists, once per stored list (as `_decoded`)."""
+    return placed(_decoded(payload))
 
 
 @lru_cache(maxsize=IMMUTABLE_CACHE_SIZE)

@@ -3,6 +3,8 @@ hand-made sessions, with expectations worked out by hand."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from carousel.rules.segments import segment_order
@@ -11,17 +13,23 @@ from carousel.rules.sessions import (
     RECENCY_DECAY,
     SEGMENT_WEIGHT,
     Anchor,
+    Neighbours,
+    Placed,
+    neighbours,
+    placed,
     session_anchors,
     session_list,
 )
 
 
-def _similar(*pairs: tuple[str, float]) -> list[dict[str, object]]:
-    return [{"item_id": item, "score": score} for item, score in pairs]
+def _similar(*pairs: tuple[str, float]) -> Neighbours:
+    return neighbours({"item_id": item, "score": score} for item, score in pairs)
 
 
-def _segment(*items: str) -> list[dict[str, object]]:
-    return [{"item_id": i, "score": 1.0, "reason": {"code": "bestseller", "text": "Best"}} for i in items]
+def _segment(*items: str) -> Placed:
+    return placed(
+        {"item_id": i, "score": 1.0, "reason": {"code": "bestseller", "text": "Best"}} for i in items
+    )
 
 
 def test_anchors_are_newest_first_each_item_once_with_its_strongest_kind() -> None:
@@ -54,7 +62,7 @@ def test_candidates_sum_the_anchors_normalised_pull_and_name_the_strongest_ancho
     anchors = [Anchor("a", "view", 1.0), Anchor("b", "view", 0.5)]
     similar = {"a": _similar(("y", 10.0), ("x", 5.0)), "b": _similar(("x", 0.2), ("b2", 0.1))}
     titles = {"a": "Red Mug", "b": "Blue Cup"}
-    out = session_list(anchors, similar, [], n=10, title_of=titles.get)
+    out = session_list(anchors, similar, _segment(), n=10, title_of=titles.get)
     # x: 1.0 * 5/10 + 0.5 * 0.2/0.2 = 1.0; y: 1.0; b2: 0.5 * 0.1/0.2 = 0.25 (ties by id: x < y).
     assert [(i["item_id"], i["score"]) for i in out] == [("x", 1.0), ("y", 1.0), ("b2", 0.25)]
     assert out[0]["reason"] == {"code": "because_you_viewed", "text": "Because you viewed Red Mug"}
@@ -94,3 +102,53 @@ def test_items_sharing_a_time_share_one_recency_step() -> None:
     weights = {a.item_id: a.weight for a in anchors}
     assert weights["a"] == weights["b"] == weights["c"] == pytest.approx(1.0)
     assert weights["d"] == pytest.approx(RECENCY_DECAY)
+
+
+def test_only_the_first_segment_items_are_read_yet_the_list_is_the_full_blends_top() -> None:
+    """`session_list` reads the segment list only as far as the answer can reach; on random sessions its
+    answer equals scoring every item of every list and sorting them all (the rule written plainly)."""
+    rng = random.Random(3)
+    for _ in range(300):
+        pool = [f"i{k}" for k in range(rng.randint(5, 60))]
+        anchors = [Anchor(item, rng.choice(list(ANCHOR_WEIGHTS)), rng.random() + 0.1) for item in pool[:3]]
+        raw = {
+            a.item_id: sorted(
+                ((item, rng.random() + 0.01) for item in rng.sample(pool, rng.randint(0, 5))),
+                key=lambda p: -p[1],
+            )
+            for a in anchors
+        }
+        segment = [rng.choice(pool) for _ in range(rng.randint(0, 25))]
+        exclude = set(rng.sample(pool, 3))
+        n = rng.randint(1, 12)
+        out = session_list(
+            anchors,
+            {a: _similar(*pairs) for a, pairs in raw.items()},
+            _segment(*segment),
+            n=n,
+            exclude=exclude,
+        )
+        expected = _plainly(anchors, raw, segment, n, exclude)
+        assert [(i["item_id"], i["score"]) for i in out] == expected
+
+
+def _plainly(
+    anchors: list[Anchor],
+    raw: dict[str, list[tuple[str, float]]],
+    segment: list[str],
+    n: int,
+    exclude: set[str],
+) -> list[tuple[str, float]]:
+    own = exclude | {a.item_id for a in anchors}
+    scores: dict[str, float] = {}
+    for anchor in anchors:
+        pairs = raw[anchor.item_id]
+        top = max((s for _, s in pairs), default=0.0)
+        for item, score in pairs:
+            if item not in own:
+                scores[item] = scores.get(item, 0.0) + anchor.weight * (score / top)
+    for position, item in enumerate(segment[:100]):
+        if item not in exclude and item not in segment[:position]:
+            scores[item] = scores.get(item, 0.0) + SEGMENT_WEIGHT * (1.0 - position / 100)
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+    return [(item, round(score, 4)) for item, score in ranked]
