@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 from carousel.rules.reasons import REASON_TEXTS
 
@@ -54,8 +54,7 @@ ANCHOR_REASONS: Mapping[str, tuple[str, str]] = {
 _KIND_ORDER = {"purchase": 0, "add_to_cart": 1, "view": 2}
 
 
-@dataclass(frozen=True)
-class Anchor:
+class Anchor(NamedTuple):
     item_id: str
     kind: str
     weight: float
@@ -85,25 +84,30 @@ def session_anchors(
     list of Anchor
         Each item once, with its strongest kind; ties in time keep the order purchase, cart, view.
     """
-    latest: dict[str, tuple[float, str]] = {}
-    for kind, seen in (("view", views), ("add_to_cart", cart), ("purchase", purchases)):
+    if not (views or cart or purchases):
+        return []
+    times = dict(views)
+    kinds = dict.fromkeys(views, "view")
+    for kind, seen in (("add_to_cart", cart), ("purchase", purchases)):
         for item_id, ts in seen.items():
-            current = latest.get(item_id)
-            if current is None or ANCHOR_WEIGHTS[kind] > ANCHOR_WEIGHTS[current[1]]:
-                latest[item_id] = (max(ts, current[0]) if current else ts, kind)
-            else:
-                latest[item_id] = (max(ts, current[0]), current[1])
-    if window_s is not None and latest:
-        newest = max(ts for ts, _ in latest.values())
-        latest = {item: seen for item, seen in latest.items() if seen[0] >= newest - window_s}
-    ordered = sorted(latest.items(), key=lambda kv: (-kv[1][0], _KIND_ORDER[kv[1][1]], kv[0]))
-    step = {
-        ts: position for position, ts in enumerate(sorted({ts for ts, _ in latest.values()}, reverse=True))
-    }
-    return [
-        Anchor(item_id, kind, ANCHOR_WEIGHTS[kind] * RECENCY_DECAY ** step[ts])
-        for item_id, (ts, kind) in ordered[:max_anchors]
-    ]
+            if item_id not in times:
+                times[item_id], kinds[item_id] = ts, kind
+                continue
+            times[item_id] = max(times[item_id], ts)
+            if ANCHOR_WEIGHTS[kind] > ANCHOR_WEIGHTS[kinds[item_id]]:
+                kinds[item_id] = kind
+    if window_s is not None:
+        oldest = max(times.values()) - window_s
+        times = {item_id: ts for item_id, ts in times.items() if ts >= oldest}
+    ordered = sorted(times, key=lambda item_id: (-times[item_id], _KIND_ORDER[kinds[item_id]], item_id))
+    anchors = []
+    step, previous = -1, None
+    for item_id in ordered[:max_anchors]:
+        if times[item_id] != previous:  # newest first: a new time is one recency step further
+            step, previous = step + 1, times[item_id]
+        kind = kinds[item_id]
+        anchors.append(Anchor(item_id, kind, ANCHOR_WEIGHTS[kind] * RECENCY_DECAY**step))
+    return anchors
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache, lru_cache
 from typing import Any
 
@@ -360,5 +360,10 @@ def _observe_breaker(store: ListStore) -> None:
 def _is_stale(generated_at: str | None, stale_after_s: int) -> bool:
     if not generated_at:
         return True
-    age = datetime.now(UTC) - datetime.fromisoformat(generated_at)
-    return age.total_seconds() > stale_after_s
+    return time.time() - _epoch(generated_at) > stale_after_s
+
+
+@lru_cache(maxsize=8)
+def _epoch(generated_at: str) -> float:
+    """A version's `generated_at` in epoch seconds, parsed once (every request of the version asks)."""
+    return datetime.fromisoformat(generated_at).timestamp()
