@@ -57,8 +57,8 @@ def apply_overlay(
 ) -> list[dict[str, Any]]:
     """The served list: triggered items first, then the stored list, without bought, unavailable or
     repeated items, `n` long at most."""
+    # Checked one by one, not merged: the unavailable items can be thousands, a request's few.
     bought = set(purchased)
-    skip = bought | unavailable
     front: list[dict[str, Any]] = []
     for item_id in fired.abandoned_cart:
         front.append(_item(item_id, CART_REMINDER))
@@ -75,7 +75,7 @@ def apply_overlay(
     for item in chain(front, items):
         item_id = item["item_id"]
         # Cart items were not bought (a purchase clears them from the cart), so only `skip` applies.
-        if item_id in seen or item_id in skip:
+        if item_id in seen or item_id in bought or item_id in unavailable:
             continue
         seen.add(item_id)
         out.append(item)

@@ -23,7 +23,7 @@ figure it reports is the one the route serves.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, NamedTuple
@@ -160,6 +160,7 @@ def session_list(
     *,
     n: int,
     exclude: Iterable[str] = (),
+    unavailable: Container[str] = frozenset(),
     title_of: Callable[[str], str | None] = lambda _item: None,
     segment_weight: float = SEGMENT_WEIGHT,
 ) -> list[dict[str, Any]]:
@@ -176,7 +177,9 @@ def session_list(
     n : int
         The list's length.
     exclude : iterable of str
-        Items never to show (bought, unavailable, seen).
+        Items never to show (bought, seen).
+    unavailable : container of str
+        Items that cannot be bought now: only asked about, never copied (there can be thousands).
     title_of : callable
         An item's title, or None; a reason without one uses the code's standard text.
     segment_weight : float
@@ -197,7 +200,7 @@ def session_list(
             continue
         weight = anchor.weight
         for item_id, share in found.pulls:
-            if item_id in own:
+            if item_id in own or item_id in unavailable:
                 continue
             pull = weight * share
             if item_id in scores:
@@ -218,7 +221,7 @@ def session_list(
         if len(filling) >= n:
             break
         item_id = item["item_id"]
-        if item_id not in skip and item_id not in scores:
+        if item_id not in skip and item_id not in scores and item_id not in unavailable:
             filling[item_id] = item
     ranked = _best([*scores.items(), *((item_id, segment_weight * place[item_id]) for item_id in filling)], n)
     reasons: dict[str, dict[str, str]] = {}  # one per anchor, however many items it placed

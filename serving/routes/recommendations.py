@@ -263,7 +263,8 @@ async def _from_redis(
                 fill,
                 # Room for what the overlay puts in front (and removes from the rest as repeats).
                 n=query.n + 3 * len(fired.abandoned_cart) + 4,
-                exclude=availability.unavailable | seen,
+                exclude=seen,
+                unavailable=availability.unavailable,
                 title_of=catalog.title,
                 segment_weight=PERSONAL_WEIGHT if personal else SEGMENT_WEIGHT,
             )

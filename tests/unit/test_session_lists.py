@@ -120,6 +120,7 @@ def test_only_the_first_segment_items_are_read_yet_the_list_is_the_full_blends_t
         }
         segment = [rng.choice(pool) for _ in range(rng.randint(0, 25))]
         exclude = set(rng.sample(pool, 3))
+        unavailable = frozenset(rng.sample(pool, 2))
         n = rng.randint(1, 12)
         out = session_list(
             anchors,
@@ -127,8 +128,9 @@ def test_only_the_first_segment_items_are_read_yet_the_list_is_the_full_blends_t
             _segment(*segment),
             n=n,
             exclude=exclude,
+            unavailable=unavailable,
         )
-        expected = _plainly(anchors, raw, segment, n, exclude)
+        expected = _plainly(anchors, raw, segment, n, exclude | unavailable)
         assert [(i["item_id"], i["score"]) for i in out] == expected
 
 
