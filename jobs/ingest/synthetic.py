@@ -266,21 +266,27 @@ class StoreSpec:
     events_per_user: float = 75.0
 
     def __post_init__(self) -> None:
-        if self.users < 1 or self.items < 1 or self.days < 1:
-            raise ValueError(
-                f"users, items and days must be >= 1, got {self.users}, {self.items}, {self.days}"
-            )
+        check_sizes(self.users, self.items, self.days)
         if not self.events_per_user > 0:
             raise ValueError(f"events_per_user must be > 0, got {self.events_per_user}")
-        end = pd.Timestamp(self.end)
-        # A naive timestamp is taken to be UTC already; an aware one is converted.
-        end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
-        object.__setattr__(self, "end", end)
+        object.__setattr__(self, "end", as_utc(self.end))
 
     @property
     def start(self) -> pd.Timestamp:
         """First moment of the period, ``end - days``."""
         return self.end - pd.Timedelta(days=self.days)
+
+
+def check_sizes(users: int, items: int, days: int) -> None:
+    """Refuse an empty store: ``users``, ``items`` and ``days`` must all be at least 1."""
+    if users < 1 or items < 1 or days < 1:
+        raise ValueError(f"users, items and days must be >= 1, got {users}, {items}, {days}")
+
+
+def as_utc(end: pd.Timestamp | str) -> pd.Timestamp:
+    """``end`` as a UTC timestamp: a naive one is taken to be UTC already, an aware one is converted."""
+    ts = pd.Timestamp(end)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 @dataclass
@@ -330,8 +336,8 @@ def generate_store(spec: StoreSpec) -> Store:
     events = _make_events(rng_events, sessions, catalog, spec)
     return Store(
         events=events,
-        items=_items_frame(catalog, spec),
-        users=_users_frame(shoppers),
+        items=_items_frame(catalog, spec.start, span),
+        users=_users_frame(shoppers.country, shoppers.consent_personalization, shoppers.consent_marketing),
     )
 
 
@@ -380,13 +386,7 @@ class _Catalog:
     brand: I32  # -1 = missing
     title_adjective: I32
     title_noun: I32
-    # Sampler: items sorted by category, cumulative weights, and per-category slices.
-    by_category: I32
-    cum_weight: F64
-    cat_start: I64
-    cat_stop: I64
-    cat_low: F64
-    cat_mass: F64
+    by_category: _GroupedItems  # the popularity sampler
     anchor: I32  # most popular item of each category; always exists before the period
     cat_share: F64  # browsing share of each category (0 for categories with no items)
 
@@ -450,15 +450,6 @@ def _make_catalog(rng: np.random.Generator, n_items: int, span: float) -> _Catal
     sale_start, sale_end, discount = sale_start[order], sale_end[order], discount[order]
     brand, title_adjective, title_noun = brand[order], title_adjective[order], title_noun[order]
 
-    by_category = np.argsort(category, kind="stable").astype(np.int32)
-    cum_weight = np.cumsum(weight[by_category])
-    counts = np.bincount(category, minlength=n_cat)
-    cat_stop = np.cumsum(counts)
-    cat_start = cat_stop - counts
-    cat_low = np.where(cat_start > 0, cum_weight[np.maximum(cat_start - 1, 0)], 0.0)
-    cat_mass = np.where(counts > 0, cum_weight[np.maximum(cat_stop - 1, 0)] - cat_low, 0.0)
-    share = np.where(counts > 0, traffic, 0.0)
-
     return _Catalog(
         category=category,
         weight=weight,
@@ -471,15 +462,52 @@ def _make_catalog(rng: np.random.Generator, n_items: int, span: float) -> _Catal
         brand=brand,
         title_adjective=title_adjective,
         title_noun=title_noun,
-        by_category=by_category,
-        cum_weight=cum_weight,
-        cat_start=cat_start,
-        cat_stop=cat_stop,
-        cat_low=cat_low,
-        cat_mass=cat_mass,
+        by_category=_GroupedItems.of(category, weight, n_cat),
         anchor=_category_anchor(category, weight, n_cat),
-        cat_share=share / share.sum(),
+        cat_share=_category_share(category, traffic),
     )
+
+
+@dataclass(frozen=True)
+class _GroupedItems:
+    """Items sorted by a group code (a category, a promotion week) for popularity-weighted draws.
+
+    A draw inside group ``g`` maps a uniform number onto the slice of cumulative popularity that
+    belongs to ``g``, so a million draws cost one ``searchsorted``.
+    """
+
+    order: I32  # item codes sorted by group
+    cum_weight: F64  # cumulative popularity along ``order``
+    start: I64  # each group's slice of ``order`` is [start, stop)
+    stop: I64
+    low: F64  # cumulative popularity just before the group's slice
+    mass: F64  # the group's total popularity (0 for an empty group)
+
+    @classmethod
+    def of(cls, group: I32, weight: F64, n_groups: int) -> _GroupedItems:
+        """Group the items by ``group`` (codes 0..n_groups-1) with popularity ``weight``."""
+        order = np.argsort(group, kind="stable").astype(np.int32)
+        cum_weight = np.cumsum(weight[order])
+        counts = np.bincount(group, minlength=n_groups)
+        stop = np.cumsum(counts)
+        start = stop - counts
+        low = np.where(start > 0, cum_weight[np.maximum(start - 1, 0)], 0.0)
+        mass = np.where(counts > 0, cum_weight[np.maximum(stop - 1, 0)] - low, 0.0)
+        return cls(order=order, cum_weight=cum_weight, start=start, stop=stop, low=low, mass=mass)
+
+    def draw(self, group: npt.NDArray[np.integer], u: F64) -> I32:
+        """One popularity-weighted item of each given (non-empty) group, ``u`` uniform in [0, 1)."""
+        target = self.low[group] + u * self.mass[group]
+        pos = np.searchsorted(self.cum_weight, target, side="right")
+        # Float round-off at a slice edge must not spill into the neighbouring group.
+        pos = np.clip(pos, self.start[group], self.stop[group] - 1)
+        return self.order[pos]
+
+
+def _category_share(category: I32, traffic: F64) -> F64:
+    """Browsing share of each category, 0 for a category without items."""
+    share = np.where(np.bincount(category, minlength=traffic.size) > 0, traffic, 0.0)
+    return share / share.sum()
 
 
 def _category_anchor(category: I32, weight: F64, n_cat: int) -> I32:
@@ -503,12 +531,7 @@ def _sample_items(rng: np.random.Generator, cat: I32, t: F64, catalog: _Catalog)
     for _ in range(8):
         if todo.size == 0:
             break
-        c = cat[todo]
-        target = catalog.cat_low[c] + rng.random(todo.size) * catalog.cat_mass[c]
-        pos = np.searchsorted(catalog.cum_weight, target, side="right")
-        # Float round-off at a slice edge must not spill into the neighbouring category.
-        pos = np.clip(pos, catalog.cat_start[c], catalog.cat_stop[c] - 1)
-        item = catalog.by_category[pos]
+        item = catalog.by_category.draw(cat[todo], rng.random(todo.size))
         ok = catalog.first_seen[item] <= t[todo]
         out[todo[ok]] = item[ok]
         todo = todo[~ok]
@@ -548,8 +571,7 @@ def _make_shoppers(rng: np.random.Generator, n_users: int, catalog: _Catalog) ->
     cats = favourite[has]
     staple[has] = _sample_items(rng, cats, np.full(cats.size, -_PRE_EXISTING_MIN_AGE), catalog)
 
-    no_personalization = rng.random(n_users) < _NO_PERSONALIZATION
-    no_marketing = no_personalization | (rng.random(n_users) < _NO_MARKETING_OTHERWISE)
+    consent_personalization, consent_marketing = _draw_consent(rng, n_users)
     return _Shoppers(
         country=country,
         device=device,
@@ -557,9 +579,16 @@ def _make_shoppers(rng: np.random.Generator, n_users: int, catalog: _Catalog) ->
         favourite=favourite,
         taste=taste,
         staple=staple,
-        consent_personalization=~no_personalization,
-        consent_marketing=~no_marketing,
+        consent_personalization=consent_personalization,
+        consent_marketing=consent_marketing,
     )
+
+
+def _draw_consent(rng: np.random.Generator, n: int) -> tuple[B, B]:
+    """Consent to personalization and to marketing; refusing the first usually means both."""
+    no_personalization = rng.random(n) < _NO_PERSONALIZATION
+    no_marketing = no_personalization | (rng.random(n) < _NO_MARKETING_OTHERWISE)
+    return ~no_personalization, ~no_marketing
 
 
 def _draw_with_missing(rng: np.random.Generator, weights: F64, missing: float, n: int) -> I8:
@@ -787,20 +816,20 @@ def _make_events(rng: np.random.Generator, s: _Sessions, catalog: _Catalog, spec
     sess, item, kind = sess[order], item[order], kind[order]
     qty, t, ts_us = qty[order], t[order], ts_us[order]
 
-    n_users = spec.users
-    return pd.DataFrame(
-        {
-            "user_id": _strings(s.user[sess], _ids("u", n_users, 6)),
-            "session_id": _strings(sess, _ids("s", n_sessions, 7)),
-            "item_id": _strings(item, _ids("i", len(catalog.category), 5)),
-            "event_type": _strings(kind, pa.array(EVENT_TYPES)),
-            "ts": _utc(ts_us),
-            "quantity": qty,
-            "price": catalog.price_at(item, t),
-            "country": _strings(s.country[sess], pa.array([c[0] for c in COUNTRIES])),
-            "device": _strings(s.device[sess], pa.array(DEVICES)),
-            "referrer": _strings(s.referrer[sess], pa.array(REFERRERS)),
-        }
+    return _events_frame(
+        catalog,
+        n_users=spec.users,
+        n_sessions=n_sessions,
+        sess=sess,
+        item=item,
+        kind=kind,
+        t=t,
+        ts_us=ts_us,
+        qty=qty,
+        user=s.user[sess],
+        country=s.country[sess],
+        device=s.device[sess],
+        referrer=s.referrer[sess],
     )
 
 
@@ -809,22 +838,63 @@ def _make_events(rng: np.random.Generator, s: _Sessions, catalog: _Catalog, spec
 # --------------------------------------------------------------------------------------------
 
 
-def _items_frame(catalog: _Catalog, spec: StoreSpec) -> pd.DataFrame:
+def _events_frame(
+    catalog: _Catalog,
+    *,
+    n_users: int,
+    n_sessions: int,
+    sess: I32,
+    item: I32,
+    kind: I8,
+    t: F64,
+    ts_us: I64,
+    qty: I32,
+    user: I32,
+    country: I8,
+    device: I8,
+    referrer: I8,
+) -> pd.DataFrame:
+    """The events table from per-event codes (-1 = missing) and times (``t``: seconds from the
+    period start, for the price; ``ts_us``: the timestamp in microseconds since the epoch)."""
+    return pd.DataFrame(
+        {
+            "user_id": _strings(user, _ids("u", n_users, 6)),
+            "session_id": _strings(sess, _ids("s", n_sessions, 7)),
+            "item_id": _strings(item, _ids("i", len(catalog.category), 5)),
+            "event_type": _strings(kind, pa.array(EVENT_TYPES)),
+            "ts": _utc(ts_us),
+            "quantity": qty,
+            "price": catalog.price_at(item, t),
+            "country": _strings(country, pa.array([c[0] for c in COUNTRIES])),
+            "device": _strings(device, pa.array(DEVICES)),
+            "referrer": _strings(referrer, pa.array(REFERRERS)),
+        }
+    )
+
+
+def _items_frame(
+    catalog: _Catalog,
+    start: pd.Timestamp,
+    span: float,
+    categories: Sequence[Category] = CATEGORIES,
+    brands: Sequence[str] = BRANDS,
+    adjectives: Sequence[str] = ADJECTIVES,
+) -> pd.DataFrame:
+    """The catalogue at the end of the period; every category has three title nouns."""
     n = len(catalog.category)
-    span = spec.days * DAY
-    brand = np.array(BRANDS, dtype=object)[np.maximum(catalog.brand, 0)]
-    nouns = np.array([noun for c in CATEGORIES for noun in c.nouns], dtype=object)
+    brand = np.array(brands, dtype=object)[np.maximum(catalog.brand, 0)]
+    nouns = np.array([noun for c in categories for noun in c.nouns], dtype=object)
     noun = nouns[catalog.category * 3 + catalog.title_noun]
-    product = np.array(ADJECTIVES, dtype=object)[catalog.title_adjective] + " " + noun
+    product = np.array(adjectives, dtype=object)[catalog.title_adjective] + " " + noun
     title = np.where(catalog.brand >= 0, brand + " " + product, product)
     at_end = np.full(n, span)
-    start_us = spec.start.value // 1_000
+    start_us = start.value // 1_000
     return pd.DataFrame(
         {
             "item_id": _strings(np.arange(n), _ids("i", n, 5)),
             "title": pd.Series(pd.arrays.ArrowStringArray(pa.array(title, type=pa.string()))),
-            "category": _strings(catalog.category, pa.array([c.path for c in CATEGORIES])),
-            "brand": _strings(catalog.brand, pa.array(BRANDS)),
+            "category": _strings(catalog.category, pa.array([c.path for c in categories])),
+            "brand": _strings(catalog.brand, pa.array(brands)),
             "price": catalog.price_at(np.arange(n, dtype=np.int32), at_end),
             "in_stock": catalog.stock_out > span,
             "first_seen": _utc(start_us + np.floor(catalog.first_seen * 1e6).astype(np.int64)),
@@ -832,14 +902,15 @@ def _items_frame(catalog: _Catalog, spec: StoreSpec) -> pd.DataFrame:
     )
 
 
-def _users_frame(shoppers: _Shoppers) -> pd.DataFrame:
-    n = shoppers.country.size
+def _users_frame(country: I8, consent_personalization: B, consent_marketing: B) -> pd.DataFrame:
+    """The users table; ``country`` holds codes into `COUNTRIES` (-1 = missing)."""
+    n = country.size
     return pd.DataFrame(
         {
             "user_id": _strings(np.arange(n), _ids("u", n, 6)),
-            "country": _strings(shoppers.country, pa.array([c[0] for c in COUNTRIES])),
-            "consent_personalization": shoppers.consent_personalization,
-            "consent_marketing": shoppers.consent_marketing,
+            "country": _strings(country, pa.array([c[0] for c in COUNTRIES])),
+            "consent_personalization": consent_personalization,
+            "consent_marketing": consent_marketing,
         }
     )
 
