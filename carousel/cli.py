@@ -63,14 +63,24 @@ def _now() -> pd.Timestamp:
 
 # -- generate -----------------------------------------------------------------------------------------
 def cmd_generate(args: argparse.Namespace) -> int:
+    from jobs.ingest.grocery import GrocerySpec, generate_grocery
     from jobs.ingest.synthetic import StoreSpec, generate_store, write_store
 
     started = time.perf_counter()
     end = pd.Timestamp(args.end, tz="UTC") if args.end else _now().floor("h")
-    spec = StoreSpec(users=args.users, items=args.items, days=args.days, seed=args.seed, end=end)
+    # Sizes not given come from the preset's own defaults.
+    sizes = {k: v for k in ("users", "items", "days", "seed") if (v := getattr(args, k)) is not None}
     say = _progress(started)
-    say(f"generating {spec.users} shoppers, {spec.items} items over {spec.days} days (seed {spec.seed})")
-    store = generate_store(spec)
+    if args.preset == "grocery":
+        grocery = GrocerySpec(end=end, **sizes)
+        say(
+            f"generating a grocery store: {grocery.users} households, {grocery.items} items over {grocery.days} days (seed {grocery.seed})"
+        )
+        store = generate_grocery(grocery)
+    else:
+        spec = StoreSpec(end=end, **sizes)
+        say(f"generating {spec.users} shoppers, {spec.items} items over {spec.days} days (seed {spec.seed})")
+        store = generate_store(spec)
     counts = write_store(store, Path(args.out))
     say(f"wrote {args.out}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     return 0
@@ -568,12 +578,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_data_commands(sub: Commands) -> None:
     """The commands of the store's data: generate, import, evaluate, report."""
-    gen = sub.add_parser("generate", help="write the synthetic store (events, items, users) as Parquet")
+    gen = sub.add_parser(
+        "generate",
+        help="write the synthetic store (events, items, users) as Parquet",
+        description="Write a synthetic store as canonical Parquet. Presets: 'general' (default: a "
+        "general/fashion-like shop with browsing sessions, carts and anonymous visitors; 2,000 "
+        "shoppers, 500 items, 60 days) and 'grocery' (households on weekly trips re-buying staples on "
+        "item-specific cycles, purchases only; 2,500 households, 60,000 items, 365 days). "
+        "--users/--items/--days/--seed override the preset's sizes.",
+    )
     gen.add_argument("--out", required=True)
-    gen.add_argument("--users", type=int, default=2_000)
-    gen.add_argument("--items", type=int, default=500)
-    gen.add_argument("--days", type=int, default=60)
-    gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument("--preset", choices=["general", "grocery"], default="general", help="kind of store")
+    gen.add_argument("--users", type=int, help="shoppers (households); default: the preset's")
+    gen.add_argument("--items", type=int, help="catalogue size; default: the preset's")
+    gen.add_argument("--days", type=int, help="length of the period; default: the preset's")
+    gen.add_argument("--seed", type=int, help="random seed; default 7")
     gen.add_argument("--end", help="last moment of the data (ISO date, UTC); default: this hour")
     gen.set_defaults(func=cmd_generate)
 
