@@ -1,11 +1,13 @@
-"""Unit tests for the synthetic store generator (`jobs.generate`).
+"""Unit tests for the synthetic store generators (`jobs.ingest.synthetic`, `jobs.ingest.grocery`).
 
-Each property is checked on the default store (~150k events, generated once per module) against
-expectations computed here from the frames themselves, not from the generator's internals.
+Each property is checked on the default general store (~150k events, generated once per module) or
+a small grocery store against expectations computed here from the frames themselves, not from the
+generators' internals.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from carousel import cli
 from carousel.schema import (
     EVENT_TYPES,
     EVENTS,
@@ -25,10 +28,14 @@ from carousel.schema import (
     validate_items,
     validate_users,
 )
+from jobs.ingest.grocery import GROCERY_CATEGORIES, GrocerySpec, generate_grocery
 from jobs.ingest.synthetic import CATEGORIES, Store, StoreSpec, generate_store, main, write_store
 
 SPEC = StoreSpec()  # 2,000 users, 500 items, 60 days ending 2026-11-01, ~150k events
 SMALL = StoreSpec(users=300, items=200, days=14, seed=3, events_per_user=20)
+# ~87k purchase lines in ~8k trips: enough households per item to see item-level cycles.
+GROCERY = GrocerySpec(users=400, items=3_000, days=150, seed=5)
+WARM_UP = pd.Timedelta(days=30)
 
 
 @pytest.fixture(scope="module")
@@ -268,3 +275,167 @@ def test_cli_writes_a_small_store(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events.parquet", "items.parquet", "users.parquet"]
     events = pq.read_table(tmp_path / "events.parquet").to_pandas()
     assert events["ts"].max() <= pd.Timestamp("2026-01-01", tz="UTC")
+
+
+def _frame_digest(frame: pd.DataFrame) -> str:
+    return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()
+
+
+def test_general_store_is_unchanged_by_the_presets() -> None:
+    """SMALL's frames hash to the digests recorded from the generator before the grocery preset."""
+    store = generate_store(SMALL)
+    assert (len(store.events), len(store.items), len(store.users)) == (6311, 200, 300)
+    assert _frame_digest(store.events) == "7d16cf02e5a170bc7870778ba89c16982a65067d235edd085e95f7b1631fe290"
+    assert _frame_digest(store.items) == "6748e3ef49e793b6c5702b73c93cce36c659dac319a7d126915485be930645c8"
+    assert _frame_digest(store.users) == "a1150bf52f7a2eca4171a6b3528f4706256cef64c86f9776d5e594ae6533ed6a"
+
+
+# -- the grocery preset ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def grocery() -> Store:
+    return generate_grocery(GROCERY)
+
+
+@pytest.fixture(scope="module")
+def baskets(grocery: Store) -> pd.DataFrame:
+    """One row per purchase line: household, trip, item, day, and whether it was bought before."""
+    ev = grocery.events
+    lines = pd.DataFrame(
+        {
+            "household": ev["user_id"].astype(str).to_numpy(),
+            "trip": ev["session_id"].astype(str).to_numpy(),
+            "item": ev["item_id"].astype(str).to_numpy(),
+            "ts": ev["ts"].to_numpy(),
+        }
+    )
+    lines["day"] = lines["ts"].dt.floor("D")
+    lines["repeat"] = lines.duplicated(["household", "item"])  # the log is in time order
+    return lines
+
+
+def test_grocery_frames_are_canonical_purchases_of_known_households(grocery: Store, tmp_path: Path) -> None:
+    """The grocery frames pass the validators, hold only purchases by known households (one per
+    trip), and write to Parquet in the canonical schemas."""
+    assert len(validate_events(grocery.events, now=GROCERY.end)) == len(grocery.events)
+    assert len(validate_items(grocery.items)) == len(grocery.items) == GROCERY.items
+    assert len(validate_users(grocery.users)) == len(grocery.users) == GROCERY.users
+    assert set(grocery.events["event_type"].unique()) == {"purchase"}
+    assert grocery.events["user_id"].notna().all()
+    assert (grocery.events.groupby("session_id", observed=True)["user_id"].nunique() == 1).all()
+    assert not grocery.events.duplicated(["session_id", "item_id"]).any()
+    assert grocery.events["ts"].is_monotonic_increasing
+    assert grocery.events["ts"].min() >= GROCERY.start and grocery.events["ts"].max() <= GROCERY.end
+    write_store(grocery, tmp_path)
+    for table in (EVENTS, ITEMS, USERS):
+        read = pq.read_table(tmp_path / f"{table.name}.parquet")
+        assert read.schema.equals(table.schema, check_metadata=False)
+
+
+def test_grocery_same_seed_gives_identical_frames_and_another_seed_does_not(grocery: Store) -> None:
+    """The grocery store is a function of its spec: same seed, same frames; another seed, others."""
+    again = generate_grocery(GROCERY)
+    for a, b in ((grocery.events, again.events), (grocery.items, again.items), (grocery.users, again.users)):
+        pd.testing.assert_frame_equal(a, b)
+    other = generate_grocery(replace(GROCERY, seed=GROCERY.seed + 1))
+    assert not grocery.events.equals(other.events)
+    assert not grocery.items.equals(other.items)
+
+
+def test_grocery_baskets_hold_8_to_15_items_with_household_specific_sizes(baskets: pd.DataFrame) -> None:
+    """The median trip has 8-15 lines, and households' own median baskets differ (p90 > 1.5 x p10)."""
+    per_trip = baskets.groupby("trip").agg(household=("household", "first"), lines=("item", "size"))
+    assert 8 <= per_trip["lines"].median() <= 15
+    per_household = per_trip.groupby("household")["lines"].median()
+    assert per_household.quantile(0.9) > 1.5 * per_household.quantile(0.1)
+
+
+def test_grocery_lines_mostly_repeat_the_household_s_earlier_purchases(baskets: pd.DataFrame) -> None:
+    """After a 30-day warm-up, 60-95% of lines are items the household bought before: strong
+    repurchase, with a real share of items new to the household."""
+    warm = baskets[baskets["ts"] >= GROCERY.start + WARM_UP]
+    assert 0.6 < warm["repeat"].mean() < 0.95
+
+
+def test_grocery_trips_follow_a_weekly_habit(baskets: pd.DataFrame) -> None:
+    """The commonest gap between a household's trips is 7 days, and a typical household makes
+    over 40% of its trips on one weekday (1/7 if days were random)."""
+    trips = baskets.groupby("trip").agg(household=("household", "first"), ts=("ts", "min"))
+    trips = trips.sort_values(["household", "ts"])
+    gap_days = (trips.groupby("household")["ts"].diff().dt.total_seconds() / 86_400).dropna().round()
+    assert gap_days.value_counts().idxmax() == 7
+    weekday = trips["ts"].dt.weekday
+    modal_share = weekday.groupby(trips["household"]).agg(lambda d: d.value_counts(normalize=True).iloc[0])
+    assert modal_share.median() > 0.4
+    per_week = len(trips) / trips["household"].nunique() / (GROCERY.days / 7)
+    assert 0.7 < per_week < 1.5
+
+
+def _rebuy_gaps(grocery: Store, baskets: pd.DataFrame) -> pd.DataFrame:
+    """Days between a household's consecutive purchases of the same item, with the item's category."""
+    days = baskets.drop_duplicates(["household", "item", "day"]).sort_values(["household", "item", "day"])
+    days = days.assign(gap=days.groupby(["household", "item"])["day"].diff().dt.days).dropna(subset=["gap"])
+    category = _plain(grocery.items).set_index("item_id")["category"]
+    return days.assign(category=category.reindex(days["item"]).to_numpy())
+
+
+def test_grocery_short_cycle_categories_are_rebought_sooner(grocery: Store, baskets: pd.DataFrame) -> None:
+    """Milk and bread are re-bought within about a week, detergent and baking goods after a month or more."""
+    gaps = _rebuy_gaps(grocery, baskets).groupby("category")["gap"].median()
+    cycle = {c.path: c.cycle_days for c in GROCERY_CATEGORIES}
+    assert cycle["dairy/milk"] < 10 < 30 < cycle["household/laundry"]
+    assert gaps["dairy/milk"] <= 8 and gaps["bakery/bread"] <= 8
+    assert gaps["household/laundry"] >= 21 and gaps["pantry/baking"] >= 28
+
+
+def test_grocery_rebuy_cycles_are_a_property_of_the_item(grocery: Store, baskets: pd.DataFrame) -> None:
+    """Within a category, an item's re-buy gap relative to its category's is the same in two disjoint
+    halves of the households (Spearman > 0.4; ~0 if cycles were set per category)."""
+    gaps = _rebuy_gaps(grocery, baskets)
+    gaps["half"] = gaps["household"].str[-1].astype(int) % 2
+    per_household = gaps.groupby(["half", "category", "item", "household"])["gap"].median()
+    per_item = per_household.groupby(["half", "category", "item"]).agg(["median", "size"])
+    log_gap = np.log(per_item.loc[per_item["size"] >= 3, "median"]).unstack("half").dropna()
+    assert len(log_gap) >= 100
+    relative = log_gap - log_gap.groupby("category").transform("median")
+    assert relative[0].corr(relative[1], method="spearman") > 0.4
+
+
+def test_grocery_catalogue_is_a_long_tail_of_grocery_departments(
+    grocery: Store, baskets: pd.DataFrame
+) -> None:
+    """40+ 'department/category' paths with brands and grocery prices; new items arrive and are
+    bought; a tenth of the catalogue gets under 1% of the lines while the top tenth gets over a third."""
+    items = grocery.items
+    assert items["category"].str.fullmatch(r"[a-z-]+/[a-z-]+").all()
+    assert items["category"].nunique() >= 40
+    assert items["brand"].notna().all()
+    assert 1.0 <= items["price"].median() <= 5.0 and items["price"].max() < 100
+    new = items.loc[items["first_seen"] >= GROCERY.start, "item_id"].astype(str)
+    assert 0.05 <= len(new) / len(items) <= 0.3
+    assert baskets["item"].isin(set(new)).sum() > 100
+    counts = baskets["item"].value_counts().reindex(items["item_id"].astype(str), fill_value=0)
+    counts = counts.sort_values(ascending=False)
+    tenth = len(counts) // 10
+    assert counts.iloc[:tenth].sum() > counts.sum() / 3
+    assert counts.iloc[-tenth:].sum() < 0.01 * counts.sum()
+
+
+def test_grocery_spec_defaults_are_a_year_of_a_chain_s_households() -> None:
+    """The grocery defaults are 2,500 households, 50k+ items and a year, and sizes are checked."""
+    spec = GrocerySpec()
+    assert (spec.users, spec.days) == (2_500, 365) and spec.items >= 50_000
+    with pytest.raises(ValueError):
+        GrocerySpec(items=0)
+
+
+def test_cli_generates_a_grocery_store(tmp_path: Path) -> None:
+    """`carousel generate --preset grocery` writes the three files with the given sizes, purchases only."""
+    args = ["generate", "--preset", "grocery", "--out", str(tmp_path), "--users", "30", "--items", "400"]
+    assert cli.main([*args, "--days", "28", "--end", "2026-01-01"]) == 0
+    events = pq.read_table(tmp_path / "events.parquet").to_pandas()
+    assert set(events["event_type"]) == {"purchase"}
+    assert events["ts"].max() <= pd.Timestamp("2026-01-01", tz="UTC")
+    assert pq.read_metadata(tmp_path / "items.parquet").num_rows == 400
+    assert pq.read_metadata(tmp_path / "users.parquet").num_rows == 30
