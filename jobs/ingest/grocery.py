@@ -58,6 +58,7 @@ from jobs.ingest.synthetic import (
     B,
     Category,
     Store,
+    StoreShape,
     _Catalog,
     _category_anchor,
     _category_share,
@@ -68,8 +69,6 @@ from jobs.ingest.synthetic import (
     _items_frame,
     _sample_items,
     _users_frame,
-    as_utc,
-    check_sizes,
 )
 
 WEEK = 7 * DAY
@@ -211,42 +210,17 @@ _CLOSE = 600.0  # a trip starts at least this long before the end; its lines are
 
 
 @dataclass(frozen=True)
-class GrocerySpec:
-    """What to generate for the grocery preset.
+class GrocerySpec(StoreShape):
+    """What to generate for the grocery preset: `StoreShape`, with ``users`` counting households
+    (every one of them orders signed in; there are no anonymous visitors).
 
-    Attributes
-    ----------
-    users : int
-        Households (rows of ``users``); every one of them places orders, none anonymously.
-    items : int
-        Catalogue size.
-    days : int
-        Length of the period covered by the events.
-    seed : int
-        Seed of the numpy ``Generator``; the same spec always gives identical frames.
-    end : pandas.Timestamp
-        Last moment of data (UTC): no event is later.
-
-    Notes
-    -----
-    The defaults give about 1.3M purchase lines in 130k trips: the size of a real grocery chain's
+    The defaults give about 1.35M purchase lines in 124k trips: the size of a real grocery chain's
     year of baskets (about 2,500 households, 68k products, 1.46M purchase lines).
     """
 
     users: int = 2_500
     items: int = 60_000
     days: int = 365
-    seed: int = 7
-    end: pd.Timestamp = pd.Timestamp("2026-11-01", tz="UTC")
-
-    def __post_init__(self) -> None:
-        check_sizes(self.users, self.items, self.days)
-        object.__setattr__(self, "end", as_utc(self.end))
-
-    @property
-    def start(self) -> pd.Timestamp:
-        """First moment of the period, ``end - days``."""
-        return self.end - pd.Timedelta(days=self.days)
 
 
 def generate_grocery(spec: GrocerySpec) -> Store:
@@ -480,36 +454,28 @@ def _make_lines(
     e_trip, e_item = _explore_lines(rng, staples, h, trips, catalog, promo)
 
     # One line per item and trip: an explore pick that is also a due staple adds a unit.
-    trip = np.concatenate([s_trip, e_trip])
-    item = np.concatenate([s_item, e_item])
-    qty = np.concatenate([s_qty, 1 + (rng.random(e_trip.size) < _EXTRA_UNIT)])
-    key, inverse = np.unique(trip * len(catalog.category) + item, return_inverse=True)
-    qty = np.bincount(inverse, weights=qty).astype(np.int32)
-    trip, item = (
-        (key // len(catalog.category)).astype(np.int32),
-        (key % len(catalog.category)).astype(np.int32),
+    trip, item, units = _lines(
+        np.concatenate([s_trip, e_trip]),
+        np.concatenate([s_item, e_item]),
+        np.concatenate([s_qty, 1 + (rng.random(e_trip.size) < _EXTRA_UNIT)]),
+        len(catalog.category),
     )
+    qty = units.astype(np.int32)
 
     # Sessions are numbered in order of time; a trip's lines are 1 s apart, in random order.
     session_of_trip = np.empty(trips.t.size, dtype=np.int32)
     session_of_trip[np.argsort(trips.t, kind="stable")] = np.arange(trips.t.size, dtype=np.int32)
     sess = session_of_trip[trip]
-    order = np.lexsort((rng.random(sess.size), sess))
-    sess, trip, item, qty = sess[order], trip[order], item[order], qty[order]
-    new_trip = np.r_[True, sess[1:] != sess[:-1]]
+    by_trip = np.lexsort((rng.random(sess.size), sess))
+    new_trip = np.r_[True, sess[by_trip][1:] != sess[by_trip][:-1]]
     idx = np.arange(sess.size)
     line = idx - np.maximum.accumulate(np.where(new_trip, idx, 0))
-    t = trips.t[trip] + line
+    t = trips.t[trip[by_trip]] + line
     ts_us = spec.start.value // 1_000 + np.floor(t * 1e6).astype(np.int64)
-    order = np.lexsort((sess, ts_us))
-    sess, trip, item, qty, t, ts_us = (
-        sess[order],
-        trip[order],
-        item[order],
-        qty[order],
-        t[order],
-        ts_us[order],
-    )
+    by_time = np.lexsort((sess[by_trip], ts_us))
+    rows = by_trip[by_time]
+    t, ts_us = t[by_time], ts_us[by_time]
+    sess, trip, item, qty = sess[rows], trip[rows], item[rows], qty[rows]
 
     household = trips.household[trip]
     return _events_frame(
@@ -527,6 +493,13 @@ def _make_lines(
         device=trips.device[trip],
         referrer=trips.referrer[trip],
     )
+
+
+def _lines(trip: I64, item: I32, units: F64, n_items: int) -> tuple[I64, I32, F64]:
+    """One line per trip and item, sorted by trip and item, with the units of its rows summed."""
+    key, inverse = np.unique(trip * n_items + item, return_inverse=True)
+    units_per_line = np.bincount(inverse, weights=units).astype(np.float64)
+    return key // n_items, (key % n_items).astype(np.int32), units_per_line
 
 
 @dataclass
@@ -626,13 +599,9 @@ def _staple_lines(
     on_sale = catalog.stock_out[item] > when
     trip, item = trip[on_sale], item[on_sale]
 
-    key, needs = np.unique(trip * len(catalog.category) + item, return_counts=True)
-    qty = np.minimum(needs, _MAX_NEEDS) + (rng.random(key.size) < _EXTRA_UNIT)
-    return (
-        key // len(catalog.category),
-        (key % len(catalog.category)).astype(np.int32),
-        qty.astype(np.float64),
-    )
+    trip, item, needs = _lines(trip, item, np.ones(trip.size), len(catalog.category))
+    extra = rng.random(trip.size) < _EXTRA_UNIT
+    return trip, item, (np.minimum(needs, _MAX_NEEDS) + extra).astype(np.float64)
 
 
 def _explore_lines(

@@ -237,13 +237,13 @@ _EVENTS_PER_SESSION = 5.85
 
 
 @dataclass(frozen=True)
-class StoreSpec:
-    """What to generate.
+class StoreShape:
+    """What every preset's spec has: how many shoppers and items, over what period, from what seed.
 
     Attributes
     ----------
     users : int
-        Registered shoppers (rows of ``users``); about as many anonymous sessions come on top.
+        Registered shoppers (rows of ``users``).
     items : int
         Catalogue size.
     days : int
@@ -252,24 +252,24 @@ class StoreSpec:
         Seed of the numpy ``Generator``; the same spec always gives identical frames.
     end : pandas.Timestamp
         Last moment of data (UTC): no event is later. The default is a fixed date so that a spec
-        is reproducible; the CLI passes today's date (UTC midnight).
-    events_per_user : float
-        Scale knob: the store has about ``users * events_per_user`` events, anonymous ones
-        included. The default gives ~150k events for the default 2,000 users.
+        is reproducible; the CLI passes the current hour.
     """
 
-    users: int = 2000
-    items: int = 500
-    days: int = 60
+    users: int
+    items: int
+    days: int
     seed: int = 7
     end: pd.Timestamp = pd.Timestamp("2026-11-01", tz="UTC")
-    events_per_user: float = 75.0
 
     def __post_init__(self) -> None:
-        check_sizes(self.users, self.items, self.days)
-        if not self.events_per_user > 0:
-            raise ValueError(f"events_per_user must be > 0, got {self.events_per_user}")
-        object.__setattr__(self, "end", as_utc(self.end))
+        if self.users < 1 or self.items < 1 or self.days < 1:
+            raise ValueError(
+                f"users, items and days must be >= 1, got {self.users}, {self.items}, {self.days}"
+            )
+        end = pd.Timestamp(self.end)
+        # A naive timestamp is taken to be UTC already; an aware one is converted.
+        end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+        object.__setattr__(self, "end", end)
 
     @property
     def start(self) -> pd.Timestamp:
@@ -277,16 +277,27 @@ class StoreSpec:
         return self.end - pd.Timedelta(days=self.days)
 
 
-def check_sizes(users: int, items: int, days: int) -> None:
-    """Refuse an empty store: ``users``, ``items`` and ``days`` must all be at least 1."""
-    if users < 1 or items < 1 or days < 1:
-        raise ValueError(f"users, items and days must be >= 1, got {users}, {items}, {days}")
+@dataclass(frozen=True)
+class StoreSpec(StoreShape):
+    """What to generate: the general store's sizes (see `StoreShape`) and its scale knob.
 
+    Attributes
+    ----------
+    events_per_user : float
+        Scale knob: the store has about ``users * events_per_user`` events, anonymous ones
+        included (about as many anonymous sessions as logged-in ones). The default gives ~150k
+        events for the default 2,000 users.
+    """
 
-def as_utc(end: pd.Timestamp | str) -> pd.Timestamp:
-    """``end`` as a UTC timestamp: a naive one is taken to be UTC already, an aware one is converted."""
-    ts = pd.Timestamp(end)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    users: int = 2000
+    items: int = 500
+    days: int = 60
+    events_per_user: float = 75.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.events_per_user > 0:
+            raise ValueError(f"events_per_user must be > 0, got {self.events_per_user}")
 
 
 @dataclass

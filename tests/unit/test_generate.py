@@ -301,15 +301,8 @@ def grocery() -> Store:
 @pytest.fixture(scope="module")
 def baskets(grocery: Store) -> pd.DataFrame:
     """One row per purchase line: household, trip, item, day, and whether it was bought before."""
-    ev = grocery.events
-    lines = pd.DataFrame(
-        {
-            "household": ev["user_id"].astype(str).to_numpy(),
-            "trip": ev["session_id"].astype(str).to_numpy(),
-            "item": ev["item_id"].astype(str).to_numpy(),
-            "ts": ev["ts"].to_numpy(),
-        }
-    )
+    columns = {"user_id": "household", "session_id": "trip", "item_id": "item", "ts": "ts"}
+    lines = _plain(grocery.events)[list(columns)].rename(columns=columns)
     lines["day"] = lines["ts"].dt.floor("D")
     lines["repeat"] = lines.duplicated(["household", "item"])  # the log is in time order
     return lines
