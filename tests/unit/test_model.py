@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from scipy.stats import chi2_contingency
 from toy_store import toy_feature_set
 
 from carousel.rules.reasons import REASON_TEXTS
@@ -19,7 +20,7 @@ from jobs.ranking.columns import columns_at, frame_of
 from jobs.ranking.covisitation import CoVisitation, co_visitation
 from jobs.ranking.lists import _list_order, explain_goes_with, fill_short_lists, top_lists
 from jobs.ranking.ranker import CompiledRanker, RankerParams, feature_matrix, score_candidates, train_ranker
-from jobs.ranking.segments import new_arrivals, segment_lists
+from jobs.ranking.segments import credibility_constants, new_arrivals, segment_lists
 from jobs.ranking.sparse import csr_at
 
 
@@ -217,20 +218,78 @@ def test_top_lists_refill_short_lists_from_popular(fs: FeatureSet) -> None:
     assert lists["reason_code"].tolist() == ["buy_again", "similar_shoppers", "popular", "popular", "popular"]
 
 
-def test_segment_lists_top_up_thin_countries_from_global() -> None:
-    """A country with one bought item gets the global list after it, without repeating it."""
+def _popularity(counts: dict[str, dict[str, int]]) -> pd.DataFrame:
+    """(segment, item_id, buyers) of these segments, with the global segment their sum."""
+    rows = [(segment, item, buyers) for segment, row in counts.items() for item, buyers in row.items()]
+    total: dict[str, int] = {}
+    for _, item, buyers in rows:
+        total[item] = total.get(item, 0) + buyers
+    rows += [("global", item, buyers) for item, buyers in total.items()]
+    return pd.DataFrame(rows, columns=["segment", "item_id", "buyers"])
+
+
+def test_segment_lists_top_up_thin_categories_from_global() -> None:
+    """A department with one bought item gets the global list after it, without repeating it."""
     pop = pd.DataFrame(
         {
-            "segment": ["global"] * 4 + ["country:fr"],
+            "segment": ["global"] * 4 + ["category:garden"],
             "item_id": ["a", "b", "c", "d", "c"],
             "buyers": [9, 7, 5, 3, 2],
         }
     )
     lists = segment_lists(pop, n=3)
-    fr = lists[lists["segment"] == "country:fr"]
-    assert fr["item_id"].tolist() == ["c", "a", "b"]
-    assert fr["reason_code"].tolist() == ["popular_in_country", "bestseller", "bestseller"]
+    garden = lists[lists["segment"] == "category:garden"]
+    assert garden["item_id"].tolist() == ["c", "a", "b"]
+    assert garden["reason_code"].tolist() == ["popular_in_category", "bestseller", "bestseller"]
     assert lists[lists["segment"] == "global"]["item_id"].tolist() == ["a", "b", "c"]
+
+
+def test_a_thin_country_of_the_global_taste_gets_the_global_order() -> None:
+    """Where countries buy alike, one purchase in a small country does not put its item first."""
+    same_taste = {"a": 60, "b": 50, "c": 40, "d": 30, "e": 20, "f": 10}
+    pop = _popularity(
+        {
+            "country:north": same_taste,
+            "country:south": {item: 2 * buyers for item, buyers in same_taste.items()},
+            "country:tiny": {"f": 1},
+        }
+    )
+    lists = segment_lists(pop, n=4)
+    tiny = lists[lists["segment"] == "country:tiny"]
+    assert tiny["item_id"].tolist() == ["a", "b", "c", "d"]
+    assert tiny["reason_code"].eq("bestseller").all()
+
+
+def test_large_countries_with_distinct_tastes_keep_their_own_orders() -> None:
+    """Two large countries that buy opposite ends of the catalog each keep their own best sellers."""
+    pop = _popularity(
+        {
+            "country:north": {"a": 300, "b": 240, "c": 180, "d": 10, "e": 6, "f": 2},
+            "country:south": {"a": 4, "b": 8, "c": 12, "d": 360, "e": 420, "f": 480},
+        }
+    )
+    lists = segment_lists(pop, n=4)
+    assert lists[lists["segment"] == "country:north"]["item_id"].tolist() == ["a", "b", "c", "d"]
+    assert lists[lists["segment"] == "country:south"]["item_id"].tolist() == ["f", "e", "d", "c"]
+    assert lists[lists["segment"] == "global"]["item_id"].tolist() == ["f", "e", "d", "a"]
+    assert lists.loc[lists["segment"] != "global", "reason_code"].eq("popular_in_country").all()
+
+
+def test_credibility_constant_is_the_within_over_the_between_segment_variance() -> None:
+    """k is (I - 1) over the chi-square's excess on its degrees of freedom, per N - sum(N_s^2) / N;
+    a dimension without excess or with one segment gets k = inf."""
+    counts = {
+        "country:north": {"a": 30, "b": 20, "c": 10},
+        "country:south": {"a": 10, "b": 20, "c": 30},
+        "device:mobile": {"a": 5},
+    }
+    table = np.array([[30, 20, 10], [10, 20, 30]])
+    chi_square = chi2_contingency(table, correction=False)[0]
+    n, sizes = table.sum(), table.sum(axis=1)
+    expected = 2 / ((chi_square - 2) / (n - (sizes**2).sum() / n))
+    got = credibility_constants(_popularity(counts))
+    assert got["country"] == pytest.approx(expected)
+    assert got["device"] == np.inf and got["referrer"] == np.inf
 
 
 def test_exploration_slots_show_new_arrivals_every_fifth_position() -> None:
