@@ -31,16 +31,29 @@ def explain_goes_with(lists: pd.DataFrame, covis: CoVisitation, titles: pd.Serie
     return lists
 
 
+# The reason of a never-bought item a baseline placed (`jobs.ranking.guard`, a `placed_by` column).
+_PLACED_BY_REASONS = {"als": "similar_shoppers", "popularity": "popular", "repurchase": "popular"}
+
+
 def reason_codes(featured: pd.DataFrame) -> np.ndarray:
-    """The signal that put each item in the list: own purchases, own views, similar shoppers, popularity."""
+    """The signal that put each item in the list: own purchases, own views, similar shoppers, popularity.
+
+    Where the guard served a baseline's order, a never-bought item names that baseline (similar
+    shoppers for ALS, popular for popularity and for repurchase, which orders such items by popularity)."""
+    bought = featured["ui_purchases"].to_numpy() > 0
+    placed_by = featured["placed_by"].to_numpy() if "placed_by" in featured.columns else None
     conditions = [
-        featured["ui_purchases"].to_numpy() > 0,
+        bought,
         (featured["ui_views"].to_numpy() + featured["ui_carts"].to_numpy()) > 0,
         featured["src_cooc"].to_numpy() > 0,
         featured["src_new"].to_numpy() > 0,
         featured["src_als"].to_numpy() > 0,
     ]
     choices = ["buy_again", "viewed", "goes_with_yours", "new_for_you", "similar_shoppers"]
+    if placed_by is not None:
+        for scorer, code in _PLACED_BY_REASONS.items():
+            conditions.insert(1, ~bought & (placed_by == scorer))
+            choices.insert(1, code)
     return np.select(conditions, choices, default="popular")
 
 

@@ -120,3 +120,16 @@ def evaluate_lists(
         "users": int(n),
     }
     return summary, per_user
+
+
+def candidate_ndcg(labelled: pd.DataFrame, scores: np.ndarray) -> pd.Series:
+    """NDCG@10 of each shopper of `labelled` (user_id, label) with their candidates ordered by `scores`
+    (ties keep the candidates' order), indexed by shopper: a label window's figures."""
+    order = np.lexsort((-scores, labelled["user_id"].to_numpy()))
+    users = labelled["user_id"].to_numpy()[order]
+    labels = labelled["label"].to_numpy()[order]
+    starts = np.searchsorted(users, users, side="left")
+    ranks = np.arange(len(users)) - starts + 1
+    hit = labels > 0
+    n_targets = pd.Series(labels, dtype="float64").groupby(users).sum()
+    return hit_metrics(users[hit], ranks[hit], n_targets)["ndcg@10"]

@@ -18,6 +18,7 @@ from jobs.features.signals import CoocParams
 from jobs.ranking.als import AlsParams, fit_als
 from jobs.ranking.candidate_features import overall_rebuy_rate, rebuy_rates
 from jobs.ranking.covisitation import basket_similarity
+from jobs.ranking.guard import ScorerGuard
 from jobs.ranking.ranker import CompiledRanker, RankerParams
 from jobs.ranking.store import ModelStore, StoredModel
 
@@ -77,6 +78,8 @@ class TrainedModel:
     evaluation: dict[str, Any] = field(default_factory=dict)
     # (shoppers learnt from, shoppers in the store) when training sampled them (`fit_sample`).
     fit_shoppers: tuple[int, int] | None = None
+    # Which scorer serves each activity band (`jobs.ranking.guard`); None: the ranker serves everyone.
+    guard: ScorerGuard | None = None
     _compiled: CompiledRanker | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -103,6 +106,7 @@ class TrainedModel:
             train_cutoff=datetime.fromisoformat(stored.meta["train_cutoff"]),
             windows=list(stored.meta.get("windows", [])),
             evaluation=dict(stored.meta.get("evaluation", {})),
+            guard=ScorerGuard.from_json(stored.meta.get("guard")) if stored.booster is not None else None,
         )
 
 
@@ -160,6 +164,7 @@ def save_model(
             "train_rows": trained.train_rows,
             "als": trained.als_params.__dict__,
             "evaluation": trained.evaluation,
+            "guard": trained.guard.to_json() if trained.guard is not None else None,
             "shoppers": int(len(fs.users)) if trained.fit_shoppers is None else trained.fit_shoppers[1],
             "fit_shoppers": int(len(fs.users)) if trained.fit_shoppers is None else trained.fit_shoppers[0],
             "items": int(len(fs.items)),

@@ -19,6 +19,7 @@ from jobs.ranking.als import fold_in
 from jobs.ranking.candidate_features import add_features
 from jobs.ranking.candidates import build_candidates
 from jobs.ranking.covisitation import CoVisitation, co_visitation
+from jobs.ranking.guard import guarded_scores
 from jobs.ranking.lists import explain_goes_with, top_lists
 from jobs.ranking.model import ModelParams, TrainedModel
 from jobs.ranking.ranker import score_candidates
@@ -27,9 +28,13 @@ from jobs.ranking.ranker import score_candidates
 def score_shoppers(
     fs: FeatureSet, trained: TrainedModel, users: np.ndarray, params: ModelParams
 ) -> tuple[pd.DataFrame, np.ndarray, CoVisitation]:
-    """Every candidate of `users` with its features and ranker score: the one path shared by training
-    windows, the full run and the incremental run. Shoppers' ALS factors are always folded in against
-    the fixed item factors, so a shopper scored in a 15-minute run is scored exactly as in a full one."""
+    """Every candidate of `users` with its features and score: the one path shared by training windows,
+    the full run and the incremental run. Shoppers' ALS factors are always folded in against the fixed
+    item factors, so a shopper scored in a 15-minute run is scored exactly as in a full one.
+
+    The score is the ranker's, except for shoppers of an activity band the model's guard serves with a
+    baseline (`jobs.ranking.guard.guarded_scores`): their candidates, in the baseline's order, get the
+    shopper's ranker scores, and a `placed_by` column names the scorer behind each candidate."""
     fs = replace(fs, item_rebuy=trained.item_rebuy)
     wanted = pd.Index(users)
     own = fs.interactions[fs.interactions["user_id"].isin(wanted)]
@@ -39,7 +44,10 @@ def score_shoppers(
         fs, als, users, covis, als_k=params.candidates_per_user, new_item_days=params.new_item_days
     )
     featured = add_features(cands, fs, als)
-    return featured, score_candidates(featured, trained.ranker), covis
+    scores, placed_by = guarded_scores(featured, score_candidates(featured, trained.ranker), trained.guard)
+    if placed_by is not None:
+        featured["placed_by"] = placed_by
+    return featured, scores, covis
 
 
 # Shoppers scored at once when lists are built: candidates with their features take about 0.4 KB

@@ -23,7 +23,8 @@ from jobs.features.collect import collect_feature_set
 from jobs.features.frames import FeatureSet
 from jobs.ranking.candidate_features import FEATURES, label_candidates
 from jobs.ranking.covisitation import CoVisitation
-from jobs.ranking.metrics import hit_metrics
+from jobs.ranking.guard import ScorerGuard, choose_scorers
+from jobs.ranking.metrics import candidate_ndcg
 from jobs.ranking.model import FIT_FRAMES, ModelParams, TrainedModel, fit_parts
 from jobs.ranking.ranker import CompiledRanker, score_candidates, train_ranker
 from jobs.ranking.scoring import SCORE_BLOCK_USERS, by_shopper, score_shoppers, shoppers_block
@@ -157,7 +158,7 @@ def train_model(
     # The ranker is trained, and its training rows dropped, before the full feature set is collected:
     # the windows' candidates, a window's feature set and the full one are never held at once (on a large
     # store each is gigabytes).
-    evaluation = window_evaluation(frames, params)
+    evaluation, guard = window_evaluation(frames, params)
     train = pd.concat(frames, ignore_index=True) if frames else None
     del frames
     booster = train_ranker(train, params.ranker) if train is not None else None
@@ -181,31 +182,39 @@ def train_model(
     trained.train_cutoff = as_of - timedelta(days=params.label_days)
     trained.windows = windows
     trained.evaluation = evaluation
+    trained.guard = guard if booster is not None else None
+    if progress and guard is not None and guard.active:
+        progress(f"guard: baselines serve some bands {guard.serve}")
     return trained, fs_full
 
 
-def window_evaluation(frames: list[pd.DataFrame], params: ModelParams) -> dict[str, Any]:
+def window_evaluation(
+    frames: list[pd.DataFrame], params: ModelParams
+) -> tuple[dict[str, Any], ScorerGuard | None]:
     """NDCG@10 on the newest label window of a ranker trained on the older windows only, against the
-    candidates ordered by ALS score: out-of-sample figures kept with every model."""
+    candidates ordered by ALS score: out-of-sample figures kept with every model. With them, the
+    scorer each activity band is served by (`jobs.ranking.guard.choose_scorers`): the ranker, unless a
+    baseline beat it clearly on this window; None (the ranker for everyone) without such a window."""
     if len(frames) < 2:
-        return {"note": "fewer than two label windows with purchases: no out-of-sample figures"}
+        return {"note": "fewer than two label windows with purchases: no out-of-sample figures"}, None
     # With the default two windows the older one is used as it is (a concat would copy it whole).
     newest, older = frames[0], (frames[1] if len(frames) == 2 else pd.concat(frames[1:], ignore_index=True))
     booster = train_ranker(older, params.ranker)
     bought = newest.groupby("user_id")["label"].transform("max") > 0
     buyers = newest if bought.all() else newest[bought]  # the pipeline's windows hold buyers only
     if booster is None or buyers.empty:
-        return {"note": "no buyers to measure on"}
+        return {"note": "no buyers to measure on"}, None
     ranker_scores = score_candidates(buyers, CompiledRanker(booster))
     als_scores = np.nan_to_num(buyers["als_score"].to_numpy(dtype="float64"), nan=-1e9)
-    return {
+    evaluation = {
         "window": "newest label window; ranker trained on the older windows",
         "shoppers": int(buyers["user_id"].nunique()),
         "ndcg@10": {
-            "ranker": round(_mean_ndcg(buyers, ranker_scores), 4),
-            "als": round(_mean_ndcg(buyers, als_scores), 4),
+            "ranker": round(float(candidate_ndcg(buyers, ranker_scores).mean()), 4),
+            "als": round(float(candidate_ndcg(buyers, als_scores).mean()), 4),
         },
     }
+    return evaluation, choose_scorers(buyers, ranker_scores)
 
 
 @dataclass
@@ -241,16 +250,3 @@ def rank_candidates(
         progress(f"scoring {len(score_users)} shoppers")
     featured, scores, covis = score_shoppers(fs_full, trained, score_users, params)
     return RankedCandidates(fs_full, featured, scores, covis, trained)
-
-
-def _mean_ndcg(labelled: pd.DataFrame, scores: np.ndarray) -> float:
-    """Mean NDCG@10 over the shoppers of `labelled` (user_id, label) of their candidates ordered by
-    `scores` (ties keep the candidates' order)."""
-    order = np.lexsort((-scores, labelled["user_id"].to_numpy()))
-    users = labelled["user_id"].to_numpy()[order]
-    labels = labelled["label"].to_numpy()[order]
-    starts = np.searchsorted(users, users, side="left")
-    ranks = np.arange(len(users)) - starts + 1
-    hit = labels > 0
-    n_targets = pd.Series(labels, dtype="float64").groupby(users).sum()
-    return float(hit_metrics(users[hit], ranks[hit], n_targets)["ndcg@10"].mean())

@@ -1,0 +1,153 @@
+"""The guard (`jobs.ranking.guard`): a baseline that clearly beats the ranker on a band's label window
+serves that band, and only that band; small bands and small gaps keep the ranker; the choice is
+stored with the model."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from toy_store import toy_feature_set
+
+from configs.settings import Settings
+from jobs.ranking import guard as guard_module
+from jobs.ranking.candidate_features import FEATURES
+from jobs.ranking.guard import ScorerGuard, band_names, choose_scorers, guarded_scores
+from jobs.ranking.lists import top_lists
+from jobs.ranking.model import ModelParams, TrainedModel, fit_parts, save_model
+from jobs.ranking.ranker import RankerParams, train_ranker
+from jobs.ranking.store import ModelStore
+
+CANDIDATES = 6
+
+
+def _window(shoppers: dict[float, int], seed: int = 5) -> tuple[pd.DataFrame, np.ndarray]:
+    """Labelled candidates of buying shoppers, `shoppers[orders]` of them per past order count, and
+    ranker scores. Each shopper bought one candidate: with one past order, the most popular (which the
+    ranker puts last); otherwise the one the ranker puts first. ALS scores are noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    user = 0
+    for orders, count in shoppers.items():
+        for _ in range(count):
+            pop = rng.permutation(CANDIDATES).astype(float) * 10 + 5
+            ranker = rng.standard_normal(CANDIDATES)
+            bought = int(np.argmax(pop)) if orders == 1 else int(np.argmax(ranker))
+            if orders == 1:
+                ranker[bought] = ranker.min() - 1.0
+            for c in range(CANDIDATES):
+                rows.append(
+                    {
+                        "user_id": f"u{user:04d}",
+                        "item_id": f"i{c}",
+                        "u_orders": orders,
+                        "pop_30d": pop[c],
+                        "pop_90d": pop[c],
+                        "pop_rank": np.nan,
+                        "als_score": rng.standard_normal(),
+                        "ui_purchases": 0.0,
+                        "ui_days_since_purchase": np.nan,
+                        "label": int(c == bought),
+                        "ranker": ranker[c],
+                    }
+                )
+            user += 1
+    frame = pd.DataFrame(rows)
+    return frame.drop(columns="ranker"), frame["ranker"].to_numpy()
+
+
+def test_a_baseline_that_clearly_wins_a_band_is_chosen_and_served_to_that_bands_shoppers_only() -> None:
+    """Popularity beats the ranker on the one-order band (300 shoppers): it serves that band in both
+    tasks; the ten-plus band keeps the ranker, and its shoppers' scores are untouched. Served shoppers of
+    the guarded band get their most popular candidate first, their own ranker scores in popularity
+    order, and popular as the reason."""
+    window, ranker_scores = _window({1.0: 300, 12.0: 300})
+    guard = choose_scorers(window, ranker_scores)
+    one = band_names().index("1")
+    assert guard.serve["all"][one] == guard.serve["new_items"][one] == "popularity"
+    assert [s for b, s in enumerate(guard.serve["all"]) if b != one] == ["ranker"] * 4
+    assert guard.comparison["all"]["1"]["shoppers"] == 300
+    assert guard.comparison["all"]["1"]["ndcg@10"]["popularity"] == 1.0
+
+    served, fresh_scores = _window({1.0: 20, 12.0: 20}, seed=9)
+    scores, placed_by = guarded_scores(served, fresh_scores, guard)
+    assert placed_by is not None
+    guarded = served["u_orders"].to_numpy() == 1
+    assert np.array_equal(scores[~guarded], fresh_scores[~guarded])
+    assert set(placed_by[guarded]) == {"popularity"} and set(placed_by[~guarded]) == {"ranker"}
+    frame = served.assign(score=scores, ranker=fresh_scores)
+    for _, shopper in frame[guarded].groupby("user_id"):
+        by_score = shopper.sort_values("score", ascending=False)
+        assert by_score["pop_30d"].tolist() == sorted(shopper["pop_30d"], reverse=True)
+        np.testing.assert_allclose(by_score["score"], np.sort(shopper["ranker"])[::-1], atol=1e-6)
+    featured = served.assign(ui_views=0.0, ui_carts=0.0, src_cooc=0.0, src_new=0.0, src_als=1.0)
+    lists = top_lists(featured.assign(placed_by=placed_by), scores, 3, fill=pd.DataFrame({"item_id": []}))
+    reasons = lists.set_index("user_id")["reason_code"]
+    one_order = set(served.loc[guarded, "user_id"])
+    assert set(reasons[reasons.index.isin(one_order)]) == {"popular"}
+    assert set(reasons[~reasons.index.isin(one_order)]) == {"similar_shoppers"}
+
+
+def test_a_band_with_too_few_shoppers_or_a_small_gap_keeps_the_ranker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Popularity is far better on a band of 50 shoppers, yet the ranker keeps it (too few to trust);
+    with the minimum lowered the same band flips, and a margin above the gap keeps the ranker again."""
+    window, ranker_scores = _window({1.0: 50, 12.0: 300})
+    guard = choose_scorers(window, ranker_scores)
+    figures = guard.comparison["all"]["1"]
+    assert figures["ndcg@10"]["popularity"] > 2 * figures["ndcg@10"]["ranker"]
+    assert figures["serve"] == "ranker" and not guard.active
+    monkeypatch.setattr(guard_module, "MIN_SHOPPERS", 40)
+    assert choose_scorers(window, ranker_scores).serve["all"][band_names().index("1")] == "popularity"
+    monkeypatch.setattr(guard_module, "MARGIN", 5.0)
+    assert not choose_scorers(window, ranker_scores).active
+
+
+def test_history_places_follow_the_all_scorer_and_new_places_the_explore_scorer() -> None:
+    """With repurchase for `all` and ALS for `new_items`, a shopper's bought items keep repurchase's places
+    (most bought first) and the places left are filled by never-bought items in ALS order."""
+    guard = ScorerGuard(serve={"all": ("repurchase",) * 5, "new_items": ("als",) * 5})
+    featured = pd.DataFrame(
+        {
+            "user_id": "u1",
+            "item_id": ["a", "b", "c", "d", "e"],
+            "u_orders": 5.0,
+            "ui_purchases": [0.0, 3.0, 0.0, 1.0, 0.0],
+            "ui_days_since_purchase": [np.nan, 10.0, np.nan, 2.0, np.nan],
+            "als_score": [0.1, 0.0, 0.9, 0.0, 0.5],
+            "pop_30d": [50.0, 1.0, 1.0, 1.0, 2.0],
+            "pop_90d": 0.0,
+            "pop_rank": np.nan,
+        }
+    )
+    ranker_scores = np.array([0.5, 0.4, 0.3, 0.2, 0.1])
+    scores, _ = guarded_scores(featured, ranker_scores, guard)
+    # Repurchase: b (3 orders), d (1), then never-bought by popularity; those places go to c, e, a by ALS.
+    assert featured["item_id"].to_numpy()[np.argsort(-scores)].tolist() == ["b", "d", "c", "e", "a"]
+
+
+def test_model_json_round_trips_the_choice(tmp_path: Path) -> None:
+    """A model saved with a guard loads with the same choice per band and task, and its model.json
+    records the figures it was chosen on."""
+    fs = toy_feature_set()
+    params = ModelParams.from_settings(Settings())
+    trained = fit_parts(fs, params)
+    labelled = pd.DataFrame({name: np.linspace(0, 1, 40) for name in FEATURES}).assign(
+        user_id=np.repeat(np.arange(4), 10), label=np.tile([1] + [0] * 9, 4)
+    )
+    trained.booster = train_ranker(labelled, RankerParams(num_boost_round=2, min_data_in_leaf=1))
+    trained.guard = ScorerGuard(
+        serve={"all": ("ranker", "als", "ranker", "repurchase", "ranker"), "new_items": ("popularity",) * 5},
+        comparison={"all": {"1": {"shoppers": 250, "serve": "als"}}},
+    )
+    store = ModelStore(tmp_path / "models")
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    number = save_model(store, trained, run_id="r1", interval_end=now, as_of=now, fs=fs)
+    loaded = TrainedModel.from_stored(store.load(number), params)
+    assert loaded.guard == trained.guard
+    assert loaded.guard is not None and loaded.guard.comparison == trained.guard.comparison
+    assert store.describe(number)["guard"]["bands"] == ["0", "1", "2-3", "4-9", "10+"]
