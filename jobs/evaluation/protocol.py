@@ -171,6 +171,9 @@ class EvalContext:
     cache:
         Scratch space shared by the recommender calls on this context (a fitted model or an item
         ranking is built once for both tasks). Keys should start with the model's name.
+    notes:
+        What a model says about itself for the report (``report["models"][name]``): the ranker's
+        out-of-sample figures and the scorer its guard chose per activity band.
     """
 
     history: pd.DataFrame
@@ -179,6 +182,7 @@ class EvalContext:
     seed: int = 7
     tuned: dict[str, Any] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
 
     def params(self, model: str, exclude_bought: bool) -> dict[str, Any]:
         """The tuned parameters of ``model`` for the task that ``exclude_bought`` stands for ({} if none)."""
@@ -656,6 +660,7 @@ def run_evaluation(
         "timings_s": timings,
         "tuned": tuned,
         "validation": validation,
+        "models": ctx.notes,
     }
 
 

@@ -42,6 +42,11 @@ def evaluation_ranker(ctx: EvalContext, users: np.ndarray, k: int, exclude_bough
     if _CACHE_KEY not in ctx.cache:
         ctx.cache[_CACHE_KEY] = _rank_everyone(ctx)
     ranked: RankedCandidates = ctx.cache[_CACHE_KEY]
+    guard = ranked.trained.guard
+    ctx.notes["ranker"] = {
+        "window_evaluation": ranked.trained.evaluation,
+        "guard": guard.to_json() if guard is not None else None,
+    }
     wanted = pd.Index(np.asarray(users, dtype=object))
     featured, scores = ranked.featured, ranked.scores
     keep = featured["user_id"].isin(wanted).to_numpy()

@@ -80,6 +80,8 @@ def compute_lists(job: StageRun) -> RunManifest:
         )
         number = save_model(store, trained, run_id=job.run_id, interval_end=end, as_of=inputs.as_of, fs=fs)
         job.say(f"model {number} saved under {store.path(number)}: {trained.evaluation}")
+        if trained.guard is not None and trained.guard.active:
+            job.say(f"a baseline beat the ranker on its window: bands served by {trained.guard.serve}")
         counts = RunCounts(
             modelled_users=int(len(fs.users)) if trained.fit_shoppers is None else trained.fit_shoppers[1],
             items=int(len(fs.items)),

@@ -122,7 +122,40 @@ def _model_section(settings: Settings) -> str:
     return (
         f"<p>Model <b>{number}</b> trained on data up to {_cell(meta.get('as_of'))}; label windows from "
         f"{_cell(windows)}; {_cell(meta.get('train_rows'))} training rows. Out of sample (ranker trained on "
-        "the older window, measured on the newest), NDCG@10:</p>" + bars
+        "the older window, measured on the newest), NDCG@10:</p>" + bars + guard_table(meta.get("guard"))
+    )
+
+
+def guard_table(guard: dict[str, Any] | None) -> str:
+    """The guard's comparison on the newest label window (`jobs.ranking.guard`): per task and activity
+    band the buying shoppers, each scorer's NDCG@10 and the one that serves the band (in bold)."""
+    if not guard or not guard.get("comparison"):
+        return "<p>No baseline guard on this model: the ranker serves every shopper.</p>"
+    rule = guard.get("rule") or {}
+    scorers = ["ranker", "als", "popularity", "repurchase"]
+    rows = []
+    for task, bands in guard["comparison"].items():
+        for band, figures in bands.items():
+            served = figures.get("serve")
+            cells = []
+            for scorer in scorers:
+                value = (figures.get("ndcg@10") or {}).get(scorer)
+                text = "" if value is None else f"{float(value):.3f}"
+                cells.append(f"<td><b>{text}</b></td>" if scorer == served else f"<td>{text}</td>")
+            rows.append(
+                f"<tr><td>{_cell(task)}</td><td>{_cell(band)}</td><td>{_cell(figures.get('shoppers'))}</td>"
+                + "".join(cells)
+                + f"<td>{_cell(served)}</td></tr>"
+            )
+    return (
+        "<p>Guard: per task and band of past orders, NDCG@10 on the newest window; a baseline serves a band "
+        f"only with at least {_cell(rule.get('min_shoppers'))} shoppers, {float(rule.get('margin', 0)):.0%} above "
+        f"the ranker and {_cell(rule.get('min_z'))} standard errors.</p>"
+        "<table><tr><th>task</th><th>past orders</th><th>shoppers</th>"
+        + "".join(f"<th>{s}</th>" for s in scorers)
+        + "<th>served by</th></tr>"
+        + "".join(rows)
+        + "</table>"
     )
 
 

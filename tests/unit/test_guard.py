@@ -20,6 +20,7 @@ from jobs.ranking.lists import top_lists
 from jobs.ranking.model import ModelParams, TrainedModel, fit_parts, save_model
 from jobs.ranking.ranker import RankerParams, train_ranker
 from jobs.ranking.store import ModelStore
+from serving.routes.ops import guard_table
 
 CANDIDATES = 6
 
@@ -89,6 +90,10 @@ def test_a_baseline_that_clearly_wins_a_band_is_chosen_and_served_to_that_bands_
     one_order = set(served.loc[guarded, "user_id"])
     assert set(reasons[reasons.index.isin(one_order)]) == {"popular"}
     assert set(reasons[~reasons.index.isin(one_order)]) == {"similar_shoppers"}
+
+    page = guard_table(guard.to_json())
+    assert "<td>1</td><td>300</td>" in page and "<td><b>1.000</b></td>" in page
+    assert page.count("<td>popularity</td></tr>") == 2 and page.count("<td>ranker</td></tr>") == 8
 
 
 def test_a_band_with_too_few_shoppers_or_a_small_gap_keeps_the_ranker(
