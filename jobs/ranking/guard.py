@@ -189,15 +189,22 @@ def choose_scorers(window: pd.DataFrame, ranker_scores: np.ndarray) -> ScorerGua
     names = band_names()
     serve: dict[str, tuple[str, ...]] = {}
     comparison: dict[str, Any] = {}
+    # The orders are computed once over the whole window and read on each task's rows (a shopper's rows
+    # keep their relative order): the window is every buyer's candidates, gigabytes on a large store,
+    # and is never copied.
+    keys = {"ranker": ranker_scores, **baseline_keys(window)}
+    # Shoppers as integer codes: the sorts below are several times slower on string ids.
+    users, labels = pd.factorize(window["user_id"])[0], window["label"].to_numpy()
     for task in TASKS:
         keep = np.ones(len(window), dtype=bool)
         if task == "new_items":
             keep = window["ui_purchases"].to_numpy() == 0
-        frame = window[keep]
-        labelled = frame.groupby("user_id")["label"].transform("max").to_numpy() > 0
-        frame, task_scores, task_bands = frame[labelled], ranker_scores[keep][labelled], bands[keep][labelled]
-        keys = {"ranker": task_scores, **baseline_keys(frame)}
-        ndcg = {name: candidate_ndcg(frame, keys[name]) for name in ("ranker", *BASELINES[task])}
+        # Only shoppers who bought one of the task's candidates are measured.
+        bought = pd.Series(np.where(keep, labels, 0)).groupby(users).transform("max").to_numpy() > 0
+        keep &= bought
+        frame = pd.DataFrame({"user_id": users[keep], "label": labels[keep]})
+        ndcg = {name: candidate_ndcg(frame, keys[name][keep]) for name in ("ranker", *BASELINES[task])}
+        task_bands = bands[keep]
         shopper_band = pd.Series(task_bands, index=frame["user_id"].to_numpy()).groupby(level=0).first()
         chosen, figures = [], {}
         for band, name in enumerate(names):
@@ -224,7 +231,8 @@ def choose_scorers(window: pd.DataFrame, ranker_scores: np.ndarray) -> ScorerGua
 def guarded_scores(
     featured: pd.DataFrame, ranker_scores: np.ndarray, guard: ScorerGuard | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The scores to serve, and which scorer placed each candidate (None when the ranker placed all).
+    """The scores to serve, and which scorer placed each candidate (its position in `SCORERS`; None when
+    the ranker placed all).
 
     A guarded shopper's candidates are ordered by their band's ``all`` scorer, then the places that order
     gives to never-bought items are refilled with them in the order of the band's ``new_items`` scorer;
@@ -234,8 +242,11 @@ def guarded_scores(
     if guard is None or not guard.active or featured.empty:
         return ranker_scores, None
     bands = band_of(featured["u_orders"], guard.edges)
-    choice = {task: np.asarray(guard.serve[task], dtype=object)[bands] for task in TASKS}
-    rows = np.flatnonzero((choice["all"] != "ranker") | (choice["new_items"] != "ranker"))
+    # Scorers as their positions in `SCORERS` (0 is the ranker): a band's choice is read per row.
+    choice = {
+        task: np.array([SCORERS.index(s) for s in guard.serve[task]], dtype=np.int8)[bands] for task in TASKS
+    }
+    rows = np.flatnonzero((choice["all"] > 0) | (choice["new_items"] > 0))
     if not len(rows):
         return ranker_scores, None
     frame = pd.DataFrame({name: featured[name].to_numpy()[rows] for name in _READS})
@@ -245,8 +256,8 @@ def guarded_scores(
 
     def key_of(chosen: np.ndarray) -> np.ndarray:
         key = np.empty(len(rows), dtype=np.float64)
-        for scorer in SCORERS:
-            at = chosen == scorer
+        for code, scorer in enumerate(SCORERS):
+            at = chosen == code
             key[at] = keys[scorer][at]
         return key
 
@@ -263,6 +274,6 @@ def guarded_scores(
     place = np.arange(len(rows)) - np.searchsorted(users[dealt_order], users[dealt_order], side="left")
     scores = ranker_scores.copy()
     scores[rows[served]] = dealt - place * _TIE_STEP
-    placed_by = np.full(len(featured), "ranker", dtype=object)
+    placed_by = np.zeros(len(featured), dtype=np.int8)
     placed_by[rows] = np.where(new, choice["new_items"][rows], choice["all"][rows])
     return scores, placed_by

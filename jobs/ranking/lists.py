@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from carousel.rules.reasons import REASON_TEXTS
 from jobs.features.signals import CoocParams
 from jobs.ranking.covisitation import CoVisitation, basket_similarity
+from jobs.ranking.guard import SCORERS
 from jobs.ranking.sparse import csr_top_k
 
 LIST_COLUMNS = ["user_id", "rank", "item_id", "score", "reason_code", "reason_text"]
@@ -31,7 +32,7 @@ def explain_goes_with(lists: pd.DataFrame, covis: CoVisitation, titles: pd.Serie
     return lists
 
 
-# The reason of a never-bought item a baseline placed (`jobs.ranking.guard`, a `placed_by` column).
+# The reason of a never-bought item a baseline placed (a `placed_by` column: `jobs.ranking.guard`).
 _PLACED_BY_REASONS = {"als": "similar_shoppers", "popularity": "popular", "repurchase": "popular"}
 
 
@@ -52,7 +53,7 @@ def reason_codes(featured: pd.DataFrame) -> np.ndarray:
     choices = ["buy_again", "viewed", "goes_with_yours", "new_for_you", "similar_shoppers"]
     if placed_by is not None:
         for scorer, code in _PLACED_BY_REASONS.items():
-            conditions.insert(1, ~bought & (placed_by == scorer))
+            conditions.insert(1, ~bought & (placed_by == SCORERS.index(scorer)))
             choices.insert(1, code)
     return np.select(conditions, choices, default="popular")
 

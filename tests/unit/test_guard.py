@@ -15,7 +15,7 @@ from toy_store import toy_feature_set
 from configs.settings import Settings
 from jobs.ranking import guard as guard_module
 from jobs.ranking.candidate_features import FEATURES
-from jobs.ranking.guard import ScorerGuard, band_names, choose_scorers, guarded_scores
+from jobs.ranking.guard import SCORERS, ScorerGuard, band_names, choose_scorers, guarded_scores
 from jobs.ranking.lists import top_lists
 from jobs.ranking.model import ModelParams, TrainedModel, fit_parts, save_model
 from jobs.ranking.ranker import RankerParams, train_ranker
@@ -78,7 +78,7 @@ def test_a_baseline_that_clearly_wins_a_band_is_chosen_and_served_to_that_bands_
     assert placed_by is not None
     guarded = served["u_orders"].to_numpy() == 1
     assert np.array_equal(scores[~guarded], fresh_scores[~guarded])
-    assert set(placed_by[guarded]) == {"popularity"} and set(placed_by[~guarded]) == {"ranker"}
+    assert set(placed_by[guarded]) == {SCORERS.index("popularity")} and set(placed_by[~guarded]) == {0}
     frame = served.assign(score=scores, ranker=fresh_scores)
     for _, shopper in frame[guarded].groupby("user_id"):
         by_score = shopper.sort_values("score", ascending=False)
