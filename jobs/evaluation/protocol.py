@@ -33,13 +33,14 @@ Everything is vectorized with pandas/numpy: there is no Python loop over shopper
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
+from jobs.evaluation.intervals import ratio_to_best_other
 from jobs.ranking.metrics import evaluate_lists
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "make_context",
     "normalise_events",
     "normalise_items",
+    "rolling_splits",
     "run_evaluation",
     "score_models",
     "temporal_split",
@@ -130,21 +132,66 @@ def temporal_split(events: pd.DataFrame, test_days: int = 30, val_days: int = 30
         If there are no events, a window length is below 1, or the data does not span more than the
         two windows (there would be nothing to train on).
     """
+    return rolling_splits(events, 1, test_days=test_days, val_days=val_days)[0]
+
+
+def rolling_splits(events: pd.DataFrame, folds: int, test_days: int = 30, val_days: int = 30) -> list[Split]:
+    """Rolling origin: ``folds`` consecutive test windows of ``test_days``, the last one `temporal_split`'s.
+
+    Fold ``i`` (oldest first) is tested on ``[test_start_i, test_end_i)``, trains on everything before
+    ``test_start_i`` and is tuned on the ``val_days`` before it, as the single split is. The windows
+    are back to back: ``test_end_i == test_start_{i+1}``, so no test event is scored twice.
+
+    Parameters
+    ----------
+    events:
+        Canonical events (at least a ``ts`` column of UTC timestamps).
+    folds:
+        Number of test windows (an integer >= 1; 1 gives `temporal_split`).
+    test_days, val_days:
+        Lengths of each test window and of the validation window before it, in days (both >= 1).
+
+    Returns
+    -------
+    list of Split
+        One per fold, in time order; the last ends just after the last event.
+
+    Raises
+    ------
+    EvaluationError
+        If ``folds`` is not an integer >= 1, there are no events, a window length is below 1, or the
+        data does not reach back before the first fold's validation window (nothing to train on).
+    """
+    if isinstance(folds, bool) or not isinstance(folds, int | np.integer) or folds < 1:
+        raise EvaluationError(f"folds must be an integer >= 1, got {folds!r}")
     if test_days < 1 or val_days < 1:
         raise EvaluationError(f"test_days and val_days must be >= 1, got {test_days} and {val_days}")
     if events.empty:
         raise EvaluationError("no events to split")
     ts = _utc(events["ts"])
     first, last = ts.min(), ts.max()
-    test_end = last.floor("s") + pd.Timedelta(seconds=1)
-    test_start = test_end - pd.Timedelta(days=test_days)
-    val_start = test_start - pd.Timedelta(days=val_days)
-    if first >= val_start:
-        raise EvaluationError(
-            f"the data spans {first} .. {last}, not more than the {val_days}-day validation and "
-            f"{test_days}-day test windows; nothing would be left to train on"
+    end = last.floor("s") + pd.Timedelta(seconds=1)
+    test = pd.Timedelta(days=test_days)
+    splits = []
+    for back in range(int(folds) - 1, -1, -1):
+        test_end = end - back * test
+        test_start = test_end - test
+        val_start = test_start - pd.Timedelta(days=val_days)
+        splits.append(
+            Split(train_end=test_start, test_start=test_start, test_end=test_end, val_start=val_start)
         )
-    return Split(train_end=test_start, test_start=test_start, test_end=test_end, val_start=val_start)
+    if first >= splits[0].val_start:
+        tests = (
+            f"{test_days}-day test window"
+            if folds == 1
+            else f"{folds} consecutive {test_days}-day test windows"
+        )
+        raise EvaluationError(
+            f"the data spans {first} .. {last}, not more than the {val_days}-day validation and {tests} "
+            f"(the first fold would start at {splits[0].val_start:%Y-%m-%d %H:%M}); nothing would be left "
+            "to train on"
+        )
+    return splits
 
 
 @dataclass
@@ -552,13 +599,14 @@ def run_evaluation(
     dataset: str,
     test_days: int = 30,
     val_days: int = 30,
+    folds: int = 1,
     k: int = 12,
     seed: int = 7,
     tune: TuneFn | None = None,
     extra_tasks: ExtraTasksFn | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Run the whole protocol and return the report (the contract's JSON, plus extra keys).
+    """Run the whole protocol on one or more folds and return the report (the contract's JSON, plus extra keys).
 
     Parameters
     ----------
@@ -572,6 +620,9 @@ def run_evaluation(
         Name written into the report.
     test_days, val_days:
         Window lengths of `temporal_split`.
+    folds:
+        Number of consecutive test windows (`rolling_splits`); every fold is tuned, trained and scored
+        as the single split is, on its own past.
     k:
         List length asked of the models (>= 12).
     seed:
@@ -591,77 +642,220 @@ def run_evaluation(
     Returns
     -------
     dict
-        ``dataset``, ``split`` (``train_end``, ``test_start``, ``test_end``, ``val_start``), ``tasks``
+        For the last fold (the single split's report when ``folds == 1``): ``dataset``, ``split``
+        (``train_end``, ``test_start``, ``test_end``, ``val_start``), ``tasks``
         (``{task: {model: {"ndcg@10", "recall@10", "map@12", "coverage@10", "users"}}}``), ``deciles``
         (``{task: {model: [{"decile", "users", "ndcg@10", "activity_min", "activity_max"}]}}``),
         ``deciles_by``, ``targets`` (counts), ``data`` (sizes), ``timings_s``, ``tuned`` and
-        ``validation``.
+        ``validation``. Then every fold in time order, ``folds``: ``[{"split", "tasks", "tuned",
+        "timings_s"}]``, and ``folds_summary``: per task of `TASKS`, the mean of every model's
+        metrics over the folds and, when a model is called ``ranker``, its NDCG@10 ratio to the best
+        other model per fold and on average with a paired bootstrap interval
+        (`jobs.evaluation.intervals.ratio_to_best_other`).
     """
     if k < 12:
         raise EvaluationError(f"k must be at least 12 (map@12), got {k}")
     say = progress or (lambda _message: None)
     started = time.perf_counter()
-    timings: dict[str, float] = {}
 
+    # Loaded and normalised once for every fold; each fold's context is a slice of these.
     events = normalise_events(events)
     items_n = normalise_items(items)
-    split = temporal_split(events, test_days=test_days, val_days=val_days)
-    say(
-        f"split: validation [{split.val_start:%Y-%m-%d %H:%M}, {split.test_start:%Y-%m-%d %H:%M}), "
-        f"test [{split.test_start:%Y-%m-%d %H:%M}, {split.test_end:%Y-%m-%d %H:%M})"
-    )
+    splits = rolling_splits(events, folds, test_days=test_days, val_days=val_days)
+    names = ["split"] if len(splits) == 1 else [f"fold {n}/{len(splits)}" for n in range(1, len(splits) + 1)]
 
-    # Targets first: when there is nothing to score, say so before any model is tuned or fitted.
-    t0 = time.perf_counter()
-    targets = _test_targets(events, split, test_days)
-    stats = targets["stats"]
-    timings["targets"] = round(time.perf_counter() - t0, 3)
-    say(
-        f"targets: {stats['all']['users']:,} shoppers ({stats['all']['pairs']:,} pairs) in all, "
-        f"{stats['new_items']['users']:,} in new_items; {stats['cold_buyers_excluded']:,} cold buyers "
-        "left out"
-    )
-    tuned, validation = _tuned(tune, events, items_n, split, timings, say)
-    ctx = make_context(events, items_n, split.test_start, seed=seed, tuned=tuned)
+    # Targets first: when a test window has nothing to score, say so before any model is tuned or fitted.
+    fold_targets = []
+    for name, split in zip(names, splits, strict=True):
+        t0 = time.perf_counter()
+        say(
+            f"{name}: validation [{split.val_start:%Y-%m-%d %H:%M}, {split.test_start:%Y-%m-%d %H:%M}), "
+            f"test [{split.test_start:%Y-%m-%d %H:%M}, {split.test_end:%Y-%m-%d %H:%M})"
+        )
+        targets = _test_targets(events, split, test_days)
+        stats = targets["stats"]
+        say(
+            f"targets: {stats['all']['users']:,} shoppers ({stats['all']['pairs']:,} pairs) in all, "
+            f"{stats['new_items']['users']:,} in new_items; {stats['cold_buyers_excluded']:,} cold buyers "
+            "left out"
+        )
+        fold_targets.append((targets, round(time.perf_counter() - t0, 3)))
+
+    runs = []
+    for name, split, (targets, targets_s) in zip(names, splits, fold_targets, strict=True):
+        if len(splits) > 1:
+            say(
+                f"{name}: tuning on [{split.val_start:%Y-%m-%d}, {split.test_start:%Y-%m-%d}), "
+                f"testing on [{split.test_start:%Y-%m-%d}, {split.test_end:%Y-%m-%d})"
+            )
+        fold_started = time.perf_counter()
+        run = _run_fold(
+            events,
+            items_n,
+            split,
+            targets,
+            models,
+            k=k,
+            seed=seed,
+            tune=tune,
+            extra_tasks=extra_tasks,
+            say=say,
+        )
+        run.timings = {
+            "targets": targets_s,
+            **run.timings,
+            "total": round(time.perf_counter() - fold_started, 3),
+        }
+        runs.append(run)
+        if len(splits) > 1:
+            say(f"{name} done in {run.timings['total']:.1f}s")
+
+    last = runs[-1]
+    timings = {**last.timings, "total": round(time.perf_counter() - started, 3)}
+    return {
+        "dataset": dataset,
+        "split": last.split.to_json(),
+        "tasks": last.tasks,
+        "deciles": last.deciles,
+        "deciles_by": last.deciles_by,
+        "targets": last.targets,
+        "data": {
+            "events": len(events),
+            "history_events": last.history_events,
+            "catalog_items": last.catalog_items,
+            "k": k,
+            "test_days": test_days,
+            "val_days": val_days,
+            "folds": len(runs),
+            "seed": seed,
+        },
+        "timings_s": timings,
+        "tuned": last.tuned,
+        "validation": last.validation,
+        "models": last.models,
+        "folds": [
+            {"split": run.split.to_json(), "tasks": run.tasks, "tuned": run.tuned, "timings_s": run.timings}
+            for run in runs
+        ],
+        "folds_summary": _folds_summary(runs, seed=seed),
+    }
+
+
+@dataclass
+class _FoldRun:
+    """One fold's results: the report's figures and, for the summary, every shopper's NDCG@10."""
+
+    split: Split
+    tasks: dict[str, dict[str, Any]]
+    deciles: dict[str, dict[str, Any]]
+    deciles_by: str | None
+    targets: dict[str, Any]
+    tuned: dict[str, Any]
+    validation: Any
+    history_events: int
+    catalog_items: int
+    timings: dict[str, float]
+    #: ``{task: frame}``: one row per scored shopper of the task, one column per model.
+    ndcg: dict[str, pd.DataFrame]
+    #: What the models say about themselves (`EvalContext.notes`).
+    models: dict[str, Any]
+
+
+def _run_fold(
+    events: pd.DataFrame,
+    items: pd.DataFrame | None,
+    split: Split,
+    targets: Mapping[str, Any],
+    models: Mapping[str, Recommender],
+    *,
+    k: int,
+    seed: int,
+    tune: TuneFn | None,
+    extra_tasks: ExtraTasksFn | None,
+    say: Progress,
+) -> _FoldRun:
+    """Tune on the validation window before ``split``'s test window, then fit and score every model there."""
+    timings: dict[str, float] = {}
+    tuned, validation = _tuned(tune, events, items, split, timings, say)
+    ctx = make_context(events, items, split.test_start, seed=seed, tuned=tuned)
+    _check_before(ctx.history, split.test_start, "the models' history")
     deciles, measure = _task_deciles(ctx, targets)
     scored = score_models(ctx, targets, models, k=k, progress=say, timings=timings)
 
     t0 = time.perf_counter()
     tasks_out: dict[str, dict[str, Any]] = {task: {} for task in TASKS}
     deciles_out: dict[str, dict[str, Any]] = {task: {} for task in TASKS}
+    ndcg: dict[str, pd.DataFrame] = {}
     for task in TASKS:
         for name in models:
             summary, per_user = scored[task][name]
             tasks_out[task][name] = summary
             deciles_out[task][name] = _decile_rows(per_user, deciles[task][0])
+        ndcg[task] = pd.DataFrame({name: scored[task][name][1]["ndcg@10"] for name in models})
     timings["report"] = round(time.perf_counter() - t0, 3)
+    stats = targets["stats"]
     if extra_tasks is not None:
         extra = extra_tasks(events, split, ctx, k, say)
         tasks_out.update(extra.tasks)
         stats = {**stats, **extra.targets}
         timings.update(extra.timings)
-    timings["total"] = round(time.perf_counter() - started, 3)
-    return {
-        "dataset": dataset,
-        "split": split.to_json(),
-        "tasks": tasks_out,
-        "deciles": deciles_out,
-        "deciles_by": measure,
-        "targets": stats,
-        "data": {
-            "events": len(events),
-            "history_events": len(ctx.history),
-            "catalog_items": len(catalog_items(ctx)),
-            "k": k,
-            "test_days": test_days,
-            "val_days": val_days,
-            "seed": seed,
-        },
-        "timings_s": timings,
-        "tuned": tuned,
-        "validation": validation,
-        "models": ctx.notes,
+    return _FoldRun(
+        split=split,
+        tasks=tasks_out,
+        deciles=deciles_out,
+        deciles_by=measure,
+        targets=stats,
+        tuned=tuned,
+        validation=validation,
+        history_events=len(ctx.history),
+        catalog_items=len(catalog_items(ctx)),
+        timings=timings,
+        ndcg=ndcg,
+        models=ctx.notes,
+    )
+
+
+def _check_before(frame: pd.DataFrame, test_start: pd.Timestamp, what: str) -> None:
+    """Refuse to go on if an event at or after the test window's start reached training or tuning.
+
+    The slicing upstream already guarantees it; this makes a future change that breaks it fail loudly
+    instead of flattering every figure of a fold.
+    """
+    if len(frame) and frame["ts"].max() >= test_start:
+        raise EvaluationError(
+            f"{what} holds events from {frame['ts'].max()}, at or after the test window's start {test_start}"
+        )
+
+
+def _folds_summary(runs: Sequence[_FoldRun], *, seed: int) -> dict[str, Any]:
+    """Per task of `TASKS`: each model's metrics averaged over the folds, and the ranker's ratio to the
+    best other model per fold and on average with its bootstrap interval."""
+    summary: dict[str, Any] = {
+        "folds": len(runs),
+        "test_windows": [[run.split.test_start.isoformat(), run.split.test_end.isoformat()] for run in runs],
+        "interval": {"method": "paired bootstrap over scored shoppers within each fold", **_BOOTSTRAP},
+        "tasks": {},
     }
+    for task in TASKS:
+        per_model = runs[-1].tasks[task]
+        mean = {
+            name: {
+                metric: float(np.mean([run.tasks[task][name][metric] for run in runs])) for metric in METRICS
+            }
+            for name in per_model
+        }
+        entry: dict[str, Any] = {"mean": mean}
+        if "ranker" in per_model and len(per_model) > 1:
+            ratio = ratio_to_best_other(
+                [run.ndcg[task] for run in runs], model="ranker", seed=seed, **_BOOTSTRAP
+            )
+            entry["ranker_vs_best_other"] = ratio
+        summary["tasks"][task] = entry
+    return summary
+
+
+#: Resamples and coverage of the folds' bootstrap intervals.
+_BOOTSTRAP: dict[str, Any] = {"resamples": 1000, "confidence": 0.95}
 
 
 def _test_targets(events: pd.DataFrame, split: Split, test_days: int) -> dict[str, Any]:
@@ -690,6 +884,7 @@ def _tuned(
     t0 = time.perf_counter()
     # The tuner gets only the past of the test period, so no choice can depend on it.
     before_test = events.loc[events["ts"] < split.test_start].reset_index(drop=True)
+    _check_before(before_test, split.test_start, "the tuner's events")
     tuned = dict(tune(before_test, items, split))
     # Validation scores are a record for the report, not parameters for the models.
     validation = tuned.pop("validation", None)

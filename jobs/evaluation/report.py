@@ -94,6 +94,7 @@ def _markdown(report: Mapping[str, Any], png_name: str) -> str:
             )
         lines += _against_bestsellers(per_model)
         lines.append("")
+    lines += _fold_lines(report)
     deciles = report.get("deciles", {})
     if deciles:
         lines += [
@@ -134,6 +135,49 @@ def _markdown(report: Mapping[str, Any], png_name: str) -> str:
         lines.append("")
     lines += [f"![NDCG@10 per model and by activity decile]({png_name})", ""]
     return "\n".join(lines)
+
+
+def _fold_lines(report: Mapping[str, Any]) -> list[str]:
+    """Every fold's NDCG@10 per model and the mean, and the ranker's ratio to the best other model with
+    its interval, per task (nothing for a report without folds)."""
+    summary = report.get("folds_summary")
+    folds = report.get("folds") or []
+    if not summary or not folds:
+        return []
+    interval = summary.get("interval", {})
+    level = f"{float(interval.get('confidence', 0.95)) * 100:g}%"
+    lines = [
+        f"## Folds: {len(folds)} consecutive test windows (the tables above are the last)",
+        "",
+        "Each fold is tuned on the window before its test window and trained on everything before that. "
+        f"Ratio: the ranker's NDCG@10 over the best other model's; in brackets its {level} interval "
+        f"({interval.get('method', 'bootstrap')}, {interval.get('resamples', '?')} resamples).",
+        "",
+    ]
+    for task, entry in summary["tasks"].items():
+        models = list(entry["mean"])
+        ratio = entry.get("ranker_vs_best_other")
+        header = "| test window | " + " | ".join(models) + (" | ranker / best other |" if ratio else " |")
+        lines += [f"### `{task}`", "", header, "|---|" + "---:|" * (len(models) + (1 if ratio else 0))]
+        for i, fold in enumerate(folds):
+            window = f"{fold['split']['test_start'][:10]} – {fold['split']['test_end'][:10]}"
+            values = " | ".join(f"{fold['tasks'][task][m]['ndcg@10']:.4f}" for m in models)
+            extra = ""
+            if ratio:
+                row = ratio["folds"][i]
+                extra = f" {_ratio_text(row['ratio'], row['ci'])} vs {row['best_other']} |"
+            lines.append(f"| {window} | {values} |{extra}")
+        means = " | ".join(f"{entry['mean'][m]['ndcg@10']:.4f}" for m in models)
+        extra = f" **{_ratio_text(ratio['mean_ratio'], ratio['ci'])}** |" if ratio else ""
+        lines += [f"| **mean** | {means} |{extra}", ""]
+    return lines
+
+
+def _ratio_text(ratio: float | None, ci: list[float | None]) -> str:
+    if ratio is None:
+        return "n/a"
+    low, high = ci
+    return f"{ratio:.2f}x" + (f" [{low:.2f}, {high:.2f}]" if low is not None and high is not None else "")
 
 
 def _visitor_lines(stats: Mapping[str, Any]) -> list[str]:
@@ -186,7 +230,13 @@ def _plot(report: Mapping[str, Any], path: Path) -> None:
     decile_tasks = [t for t in tasks if report.get("deciles", {}).get(t)]
     models = list(dict.fromkeys(m for task in tasks for m in report["tasks"][task]))
     colors = {model: f"C{i % 10}" for i, model in enumerate(models)}
-    fig, axes = plt.subplots(1, 1 + len(decile_tasks), figsize=(5.5 * (1 + len(decile_tasks)), 4.5))
+    ratios = {
+        task: entry["ranker_vs_best_other"]
+        for task, entry in (report.get("folds_summary") or {}).get("tasks", {}).items()
+        if entry.get("ranker_vs_best_other")
+    }
+    panels = 1 + len(decile_tasks) + (1 if ratios else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.5))
     axes = np.atleast_1d(axes)
     ax = axes[0]
     # One group of bars per task, holding only that task's models.
@@ -205,7 +255,7 @@ def _plot(report: Mapping[str, Any], path: Path) -> None:
     ax.set_ylabel("NDCG@10")
     ax.set_title(f"{report['dataset']}: NDCG@10 per model")
     ax.legend(fontsize="small")
-    for ax, task in zip(axes[1:], decile_tasks, strict=True):
+    for ax, task in zip(axes[1 : 1 + len(decile_tasks)], decile_tasks, strict=True):
         for model in models:
             rows = report["deciles"][task].get(model, [])
             if rows:
@@ -221,6 +271,29 @@ def _plot(report: Mapping[str, Any], path: Path) -> None:
         ax.set_title(f"{task}: NDCG@10 by activity decile")
         ax.set_xticks(range(1, 11))
         ax.grid(alpha=0.3)
+    if ratios:
+        _plot_fold_ratios(axes[-1], ratios)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _plot_fold_ratios(ax: Any, ratios: Mapping[str, Mapping[str, Any]]) -> None:
+    """The ranker's ratio to the best other model per fold with its interval, and the mean as a line."""
+    for i, (task, ratio) in enumerate(ratios.items()):
+        rows = [(n, r) for n, r in enumerate(ratio["folds"], start=1) if r["ratio"] is not None]
+        if not rows:
+            continue
+        x = np.array([n for n, _ in rows], dtype=float) + (i - (len(ratios) - 1) / 2) * 0.15
+        y = np.array([r["ratio"] for _, r in rows])
+        low = np.array([r["ci"][0] if r["ci"][0] is not None else r["ratio"] for _, r in rows])
+        high = np.array([r["ci"][1] if r["ci"][1] is not None else r["ratio"] for _, r in rows])
+        ax.errorbar(x, y, yerr=[y - low, high - y], fmt="o", capsize=3, color=f"C{i}", label=task)
+        if ratio["mean_ratio"] is not None:
+            ax.axhline(ratio["mean_ratio"], color=f"C{i}", linestyle="--", alpha=0.6, label=f"{task} mean")
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.set_xlabel("fold (test window, oldest first)")
+    ax.set_ylabel("ranker NDCG@10 / best other model's")
+    ax.set_title("ranker vs best other model per fold")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)

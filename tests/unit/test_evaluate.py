@@ -567,3 +567,185 @@ def test_write_report_shows_the_visitor_tasks_against_bestsellers(tmp_path: Path
     assert "## Task `sessions`" in md and "served **x2.50**" in md
     assert "category 20, global 10" in md
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- rolling origin: --folds ---------------------------------------------------------------------------
+
+
+def test_rolling_splits_are_back_to_back_windows_ending_with_the_single_split() -> None:
+    """Three folds are 10-day test windows, each starting where the one before ends, the last one equal
+    to temporal_split's, each with its 7-day validation window right before its test window."""
+    events = _events([("u", "s1", "a", "view", 0.0), ("u", "s2", "a", "purchase", 60.25)])
+    splits = ev.rolling_splits(events, 3, test_days=10, val_days=7)
+    end = T0 + pd.Timedelta(days=60.25) + pd.Timedelta(seconds=1)
+    expected_starts = [end - pd.Timedelta(days=10 * n) for n in (3, 2, 1)]
+    assert [s.test_start for s in splits] == expected_starts
+    assert [s.test_end for s in splits] == [*expected_starts[1:], end]
+    for split in splits:
+        assert split.train_end == split.test_start
+        assert split.test_end - split.test_start == pd.Timedelta(days=10)
+        assert split.test_start - split.val_start == pd.Timedelta(days=7)
+    assert splits[-1] == ev.temporal_split(events, test_days=10, val_days=7)
+    assert ev.rolling_splits(events, 1, test_days=10, val_days=7) == [splits[-1]]
+
+
+@pytest.mark.parametrize("folds", [0, -2, 1.5, "2", True, None])
+def test_rolling_splits_refuse_a_fold_count_that_is_not_a_positive_integer(folds: object) -> None:
+    """Anything but an integer >= 1 is refused with a message naming folds and the value given."""
+    events = _events([("u", "s1", "a", "view", 0.0), ("u", "s2", "a", "purchase", 60.0)])
+    with pytest.raises(ev.EvaluationError, match=r"folds must be an integer >= 1, got"):
+        ev.rolling_splits(events, folds, test_days=10, val_days=7)  # type: ignore[arg-type]
+
+
+def test_rolling_splits_refuse_data_too_short_for_the_folds_and_the_validation_window() -> None:
+    """60 days hold five 10-day test windows and a 7-day validation window before them, not six."""
+    events = _events([("u", "s1", "a", "view", 0.0), ("u", "s2", "a", "purchase", 60.0)])
+    assert len(ev.rolling_splits(events, 5, test_days=10, val_days=7)) == 5
+    with pytest.raises(ev.EvaluationError, match="6 consecutive 10-day test windows.*nothing would be left"):
+        ev.rolling_splits(events, 6, test_days=10, val_days=7)
+
+
+def _repurchase_or_first(
+    ctx: ev.EvalContext, users: np.ndarray, k: int, exclude_bought: bool
+) -> pd.DataFrame:
+    """A deterministic model that depends on the history: the shopper's most bought items, then i0..i11."""
+    from jobs.evaluation.baselines import repurchase
+
+    return repurchase(ctx, users, k, exclude_bought)
+
+
+def _popular(ctx: ev.EvalContext, users: np.ndarray, k: int, exclude_bought: bool) -> pd.DataFrame:
+    from jobs.evaluation.baselines import popularity
+
+    return popularity(ctx, users, k, exclude_bought)
+
+
+def _tune(before: pd.DataFrame, _items: pd.DataFrame | None, split: ev.Split) -> dict[str, object]:
+    """A tuner whose choice depends on its window: the number of events it was handed."""
+    return {"popularity": {"window_days": 7 if len(before) % 2 else 14}, "validation": {"n": len(before)}}
+
+
+def test_the_last_fold_is_the_single_split_report() -> None:
+    """With three folds the report's split, tasks, deciles, targets and tuning are exactly the single
+    split's, and the last entry of folds repeats them; with one fold, folds holds that one report."""
+    events, items = _store()
+    models = {"popularity": _popular, "ranker": _repurchase_or_first}
+    kwargs = {"dataset": "t", "test_days": 7, "val_days": 7, "tune": _tune}
+    single = ev.run_evaluation(events, items, models, **kwargs)  # type: ignore[arg-type]
+    three = ev.run_evaluation(events, items, models, folds=3, **kwargs)  # type: ignore[arg-type]
+    for key in ("split", "tasks", "deciles", "deciles_by", "targets", "tuned", "validation"):
+        assert three[key] == single[key], key
+    assert len(three["folds"]) == 3
+    assert three["folds"][-1]["split"] == single["split"] and three["folds"][-1]["tasks"] == single["tasks"]
+    assert [f["split"] for f in single["folds"]] == [single["split"]]
+    # The earlier folds are other windows with other figures: the comparison above meant something.
+    assert three["folds"][0]["split"]["test_end"] == three["folds"][1]["split"]["test_start"]
+    assert three["folds"][0]["tasks"] != three["folds"][2]["tasks"]
+
+
+def test_no_fold_sees_its_own_test_window() -> None:
+    """In every fold the models get only events before its test window, the tuner only events before it
+    and that fold's validation window, and each fold's history runs up to its test window's start."""
+    events, items = _store()
+    cutoffs: list[pd.Timestamp] = []
+    tuned_on: list[ev.Split] = []
+
+    def spy(ctx: ev.EvalContext, users: np.ndarray, k: int, exclude_bought: bool) -> pd.DataFrame:
+        assert ctx.history["ts"].max() < ctx.cutoff
+        # Trained on everything before the window, the earlier folds' test windows included.
+        assert ctx.history["ts"].max() > ctx.cutoff - pd.Timedelta(days=1)
+        cutoffs.append(ctx.cutoff)
+        return pd.DataFrame({"user_id": users, "item_id": "i1", "rank": 1})
+
+    def tune(before: pd.DataFrame, _items: pd.DataFrame | None, split: ev.Split) -> dict[str, object]:
+        assert before["ts"].max() < split.test_start
+        tuned_on.append(split)
+        return {}
+
+    report = ev.run_evaluation(
+        events, items, {"spy": spy}, dataset="t", test_days=7, val_days=5, folds=3, tune=tune
+    )
+    starts = [pd.Timestamp(f["split"]["test_start"]) for f in report["folds"]]
+    assert cutoffs == [s for s in starts for _task in ev.TASKS]
+    assert [s.test_start for s in tuned_on] == starts
+    assert [s.val_start for s in tuned_on] == [s - pd.Timedelta(days=5) for s in starts]
+    ends = [pd.Timestamp(f["split"]["test_end"]) for f in report["folds"]]
+    assert ends[:-1] == starts[1:] and all(
+        e - s == pd.Timedelta(days=7) for s, e in zip(starts, ends, strict=True)
+    )
+
+
+def test_a_fold_whose_history_reaches_its_test_window_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The harness checks each fold's training history itself: a context leaking one test event stops the run."""
+    events, items = _store()
+    honest = ev.make_context
+
+    def leaky(
+        events: pd.DataFrame, items: pd.DataFrame | None, cutoff: pd.Timestamp, **kw: object
+    ) -> ev.EvalContext:
+        return honest(events, items, cutoff + pd.Timedelta(days=1), **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ev, "make_context", leaky)
+    with pytest.raises(ev.EvaluationError, match="at or after the test window's start"):
+        ev.run_evaluation(events, items, {"p": _popular}, dataset="t", test_days=7, val_days=7, folds=2)
+
+
+def test_ratio_to_best_other_on_known_answers() -> None:
+    """A ranker at exactly 2x and 1.5x the best other model on every shopper gives those ratios with
+    zero-width intervals and a mean of 1.75; the reference is the best other model, not the first."""
+    from jobs.evaluation.intervals import ratio_to_best_other
+
+    other = np.array([0.1, 0.3, 0.2, 0.4])
+    fold1 = pd.DataFrame({"weak": other / 4, "best": other, "ranker": 2 * other})
+    fold2 = pd.DataFrame({"weak": other[:3] / 2, "best": other[:3], "ranker": 1.5 * other[:3]})
+    out = ratio_to_best_other([fold1, fold2], resamples=200)
+    assert [f["ratio"] for f in out["folds"]] == [2.0, 1.5]
+    assert [f["ci"] for f in out["folds"]] == [[2.0, 2.0], [1.5, 1.5]]
+    assert [f["best_other"] for f in out["folds"]] == ["best", "best"]
+    assert [f["users"] for f in out["folds"]] == [4, 3]
+    assert out["mean_ratio"] == pytest.approx(1.75) and out["ci"] == [1.75, 1.75]
+
+
+def test_ratio_interval_covers_the_estimate_and_widens_with_noise() -> None:
+    """On noisy shoppers the interval brackets the point ratio, is reproducible with the seed, and is
+    wider for 50 shoppers than for 5,000 drawn the same way; an all-zero reference gives no ratio."""
+    from jobs.evaluation.intervals import ratio_to_best_other
+
+    rng = np.random.default_rng(3)
+
+    def fold(n: int) -> pd.DataFrame:
+        return pd.DataFrame({"ranker": rng.binomial(1, 0.3, n), "other": rng.binomial(1, 0.2, n)}).astype(
+            float
+        )
+
+    small, large = ratio_to_best_other([fold(50)]), ratio_to_best_other([fold(5000)])
+    for out in (small, large):
+        low, high = out["ci"]
+        assert low <= out["mean_ratio"] <= high
+    assert small["ci"][1] - small["ci"][0] > 2 * (large["ci"][1] - large["ci"][0])
+    frame = fold(50)
+    assert ratio_to_best_other([frame]) == ratio_to_best_other([frame])
+    zero = pd.DataFrame({"ranker": [0.5, 0.1], "other": [0.0, 0.0]})
+    assert ratio_to_best_other([zero])["mean_ratio"] is None
+
+
+def test_folds_summary_and_markdown_show_every_fold_and_the_mean(tmp_path: Path) -> None:
+    """folds_summary's means are the folds' figures averaged, and the Markdown lists each test window and the mean."""
+    events, items = _store()
+    models = {"popularity": _popular, "ranker": _repurchase_or_first}
+    report = ev.run_evaluation(events, items, models, dataset="t", test_days=7, val_days=7, folds=3)
+    summary = report["folds_summary"]["tasks"]["all"]
+    per_fold = [f["tasks"]["all"]["ranker"]["ndcg@10"] for f in report["folds"]]
+    assert summary["mean"]["ranker"]["ndcg@10"] == pytest.approx(np.mean(per_fold))
+    ratios = summary["ranker_vs_best_other"]["folds"]
+    others = [f["tasks"]["all"]["popularity"]["ndcg@10"] for f in report["folds"]]
+    assert [r["ratio"] for r in ratios] == pytest.approx(
+        [r / o for r, o in zip(per_fold, others, strict=True)], abs=1e-4
+    )
+    paths = write_report(report, tmp_path / "r.json")
+    md = paths["md"].read_text()
+    assert "## Folds: 3 consecutive test windows" in md
+    for fold in report["folds"]:
+        assert f"| {fold['split']['test_start'][:10]} – {fold['split']['test_end'][:10]} |" in md
+    assert md.count("| **mean** |") == len(ev.TASKS)
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
