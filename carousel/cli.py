@@ -331,6 +331,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             dataset=args.dataset,
             test_days=args.test_days,
             val_days=args.val_days,
+            folds=args.folds,
             tune=lambda e, i, s: tune_baselines(e, i, s, progress=say),
             extra_tasks=visitor_tasks(published_lists, session_window_s=_settings().session_window_s),
             progress=say,
@@ -352,6 +353,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         say(
             f"{task}: best NDCG@10 {best} {per_model[best]['ndcg@10']:.4f} ({per_model[best]['users']:,} shoppers)"
         )
+    if len(report["folds"]) > 1:
+        for task, entry in report["folds_summary"]["tasks"].items():
+            ratio = entry.get("ranker_vs_best_other")
+            if ratio and ratio["mean_ratio"] is not None:
+                low, high = ratio["ci"]
+                per_fold = ", ".join(
+                    "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}x" for r in ratio["folds"]
+                )
+                say(
+                    f"{task}: ranker / best other model over {len(ratio['folds'])} folds: mean "
+                    f"{ratio['mean_ratio']:.2f}x [{low:.2f}, {high:.2f}] (per fold {per_fold})"
+                )
     say(f"wrote {paths['json']}, {paths['md'].name} and {paths['png'].name}")
     return 0
 
@@ -576,6 +589,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fold_count(value: str) -> int:
+    """`--folds`: an integer of at least 1 (argparse names the option in its error)."""
+    try:
+        folds = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value!r}") from None
+    if folds < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {folds}")
+    return folds
+
+
 def _add_data_commands(sub: Commands) -> None:
     """The commands of the store's data: generate, import, evaluate, report."""
     gen = sub.add_parser(
@@ -602,7 +626,7 @@ def _add_data_commands(sub: Commands) -> None:
     imp.set_defaults(func=cmd_import)
 
     ev = sub.add_parser(
-        "evaluate", help="offline evaluation of the baselines and the ranker (temporal split)"
+        "evaluate", help="offline evaluation of the baselines and the ranker (temporal split, or --folds K)"
     )
     ev.add_argument("--dataset", required=True, choices=["online-retail", "events"])
     ev.add_argument("--input", required=True, help="Online Retail CSV, or canonical events (CSV or Parquet)")
@@ -610,6 +634,16 @@ def _add_data_commands(sub: Commands) -> None:
     ev.add_argument("--out", required=True, help="report JSON; a .md summary and a .png plot go beside it")
     ev.add_argument("--test-days", type=int, default=30, help="length of the test period (the last days)")
     ev.add_argument("--val-days", type=int, default=30, help="validation window before the test period")
+    ev.add_argument(
+        "--folds",
+        type=_fold_count,
+        default=1,
+        metavar="K",
+        help="rolling origin: K consecutive test windows, the last one ending with the data, each tuned on "
+        "the validation window before it and trained on everything earlier; the report's split and tasks "
+        "are the last fold's, `folds` lists every fold and `folds_summary` the mean with a 95%% interval "
+        "of the ranker's ratio to the best other model (default 1: the single split)",
+    )
     ev.set_defaults(func=cmd_evaluate)
 
     rep = sub.add_parser("report", help="reports on live traffic: holdout lift (storefront and email)")

@@ -749,3 +749,30 @@ def test_folds_summary_and_markdown_show_every_fold_and_the_mean(tmp_path: Path)
         assert f"| {fold['split']['test_start'][:10]} – {fold['split']['test_end'][:10]} |" in md
     assert md.count("| **mean** |") == len(ev.TASKS)
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_cli_refuses_a_bad_fold_count(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--folds` must be an integer >= 1; anything else stops argparse with an error naming the option."""
+    from carousel import cli
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["evaluate", "--dataset", "events", "--input", "x", "--out", "y", "--folds", value])
+    assert exited.value.code == 2
+    assert "argument --folds: must be an integer >= 1" in capsys.readouterr().err
+
+
+def test_cli_says_when_the_data_is_too_short_for_the_folds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Fifty days cannot hold five 10-day test windows and a 10-day validation window: exit 1, saying why."""
+    from carousel import cli
+
+    events, items = _store_files(tmp_path)
+    args = ["evaluate", "--dataset", "events", "--input", str(events), "--items", str(items)]
+    code = cli.main(
+        [*args, "--out", str(tmp_path / "r.json"), "--test-days", "10", "--val-days", "10", "--folds", "5"]
+    )
+    assert code == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "5 consecutive 10-day test windows" in err and "nothing would be left to train on" in err
