@@ -89,4 +89,8 @@ def _rank_everyone(ctx: EvalContext) -> RankedCandidates:
         als_engine=base.als_engine,
     )
     modelling = transforms.modelling_events(events, cutoff).cache()
-    return rank_candidates(modelling, items, cutoff, params)
+    try:
+        return rank_candidates(modelling, items, cutoff, params)
+    finally:
+        # What comes back is pandas; released so that `--folds` does not keep every fold's history cached.
+        modelling.unpersist()
