@@ -108,3 +108,39 @@ def _check_issue_bar(report: dict[str, object]) -> None:
     deciles = report["deciles"]["new_items"]  # type: ignore[index]
     for ranker, als in zip(deciles["ranker"], deciles["als"], strict=True):
         assert ranker["ndcg@10"] >= 0.98 * als["ndcg@10"], f"decile {ranker['decile']}"
+
+
+def test_evaluate_folds_reports_every_window_and_the_last_as_the_split(tmp_path: Path) -> None:
+    """`--folds 2` on a small store (1,500 shoppers, 42 days, 7-day windows) runs the real ranker on two
+    back-to-back test windows: the report's split and tasks are the last fold's, every fold has the same
+    tasks and models, and each task's mean ratio lies inside its interval. (Two folds keep the test
+    short: the windows' arithmetic for more is unit-tested.)"""
+    store = generate_store(
+        StoreSpec(users=1_500, items=300, days=42, seed=3, end=pd.Timestamp("2026-11-01T00:00:00Z"))
+    )
+    write_store(store, tmp_path / "store")
+    out = tmp_path / "folds.json"
+    args = ["evaluate", "--dataset", "events", "--input", str(tmp_path / "store" / "events.parquet")]
+    args += ["--items", str(tmp_path / "store" / "items.parquet"), "--out", str(out)]
+    assert cli.main([*args, "--test-days", "7", "--val-days", "7", "--folds", "2"]) == 0
+    report = json.loads(out.read_text())
+    folds = report["folds"]
+    assert len(folds) == 2
+    assert folds[-1]["split"] == report["split"] and folds[-1]["tasks"] == report["tasks"]
+    starts = [pd.Timestamp(f["split"]["test_start"]) for f in folds]
+    ends = [pd.Timestamp(f["split"]["test_end"]) for f in folds]
+    assert ends[:-1] == starts[1:] and {e - s for s, e in zip(starts, ends, strict=True)} == {
+        pd.Timedelta(days=7)
+    }
+    for fold in folds:
+        assert {t: set(m) for t, m in fold["tasks"].items()} == {
+            t: set(m) for t, m in report["tasks"].items()
+        }
+        assert set(fold["tasks"]["all"]) == MODELS
+    for task in ("all", "new_items"):
+        ratio = report["folds_summary"]["tasks"][task]["ranker_vs_best_other"]
+        low, high = ratio["ci"]
+        assert low <= ratio["mean_ratio"] <= high
+        assert len(ratio["folds"]) == 2
+    md = out.with_suffix(".md").read_text()
+    assert md.count("| **mean** |") == 2
