@@ -189,9 +189,18 @@ def rolling_splits(events: pd.DataFrame, folds: int, test_days: int = 30, val_da
         raise EvaluationError(
             f"the data spans {first} .. {last}, not more than the {val_days}-day validation and {tests} "
             f"(the first fold would start at {splits[0].val_start:%Y-%m-%d %H:%M}); nothing would be left "
-            "to train on"
+            f"to train on{_folds_that_fit(first, end, folds, test, val_days)}"
         )
     return splits
+
+
+def _folds_that_fit(
+    first: pd.Timestamp, end: pd.Timestamp, folds: int, test: pd.Timedelta, val_days: int
+) -> str:
+    """For the error of too many folds: how many test windows would leave history before the first
+    validation window ("" for a single fold, or when not even one fits)."""
+    fit = int(np.ceil((end - pd.Timedelta(days=val_days) - first) / test)) - 1
+    return f"; at most {fit} such test window(s) fit" if folds > 1 and fit >= 1 else ""
 
 
 @dataclass

@@ -601,8 +601,11 @@ def test_rolling_splits_refuse_data_too_short_for_the_folds_and_the_validation_w
     """60 days hold five 10-day test windows and a 7-day validation window before them, not six."""
     events = _events([("u", "s1", "a", "view", 0.0), ("u", "s2", "a", "purchase", 60.0)])
     assert len(ev.rolling_splits(events, 5, test_days=10, val_days=7)) == 5
-    with pytest.raises(ev.EvaluationError, match="6 consecutive 10-day test windows.*nothing would be left"):
+    with pytest.raises(
+        ev.EvaluationError, match="6 consecutive 10-day test windows.*nothing would be left"
+    ) as err:
         ev.rolling_splits(events, 6, test_days=10, val_days=7)
+    assert str(err.value).endswith("at most 5 such test window(s) fit")
 
 
 def _repurchase_or_first(
