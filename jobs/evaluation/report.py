@@ -292,6 +292,7 @@ def _plot_fold_ratios(ax: Any, ratios: Mapping[str, Mapping[str, Any]]) -> None:
         if ratio["mean_ratio"] is not None:
             ax.axhline(ratio["mean_ratio"], color=f"C{i}", linestyle="--", alpha=0.6, label=f"{task} mean")
     ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.set_xticks(range(1, 1 + max(len(r["folds"]) for r in ratios.values())))
     ax.set_xlabel("fold (test window, oldest first)")
     ax.set_ylabel("ranker NDCG@10 / best other model's")
     ax.set_title("ranker vs best other model per fold")
