@@ -1,24 +1,30 @@
-"""Generate a grocery-like store: households on weekly trips re-buying their staples.
+"""Generate a grocery-like store: households on weekly trips re-buying, switching and exploring.
 
 The general store (`jobs.ingest.synthetic`) is a clickstream of browsing sessions. A grocer's data is
 different, and this preset (``carousel generate --preset grocery``) models what makes it so:
 
-- **Staples on item-specific cycles.** Each household keeps a staple set of a few dozen items and buys
-  each one again when it runs out. The cycle is a property of the item (milk ~6 days, detergent ~6
-  weeks: a category's typical cycle, spread per item) with a household-specific factor and some noise
-  per purchase. A need that falls between trips is met on the next trip; several needs met on the same
-  trip raise the quantity. A staple is now and then forgotten, and one that has been delisted is
-  replaced by another item of its category.
+- **A broad pool of regular items with a skewed preference.** Each household draws about 120 regular
+  items by its taste over categories and popularity within them, weighted by a Zipf-like
+  preference (rank^-0.5 with noise). One or two favourites are bought every cycle, dozens in
+  episodes, the tail a few times a year; the interests are scaled so that the regulars fill the
+  household's basket at its trip rate.
+- **Item-specific cycles as a hazard.** The cycle is a property of the item (milk ~6 days, detergent
+  ~6 weeks: a category's typical cycle, spread per item) with a household-specific factor. The gap
+  to the next need is Gamma-distributed around it, so the chance of a purchase rises with the time
+  since the last one relative to the cycle; a need is met on the next trip.
+- **Episodes.** A regular that is not a favourite is bought in episodes of about four cycles (a
+  recipe, a diet, a season), separated by pauses of months; the household comes back to it later.
+- **Forgetting and switching.** A due item is now and then forgotten, and a household-specific share
+  of purchases (about 1 in 8) goes to another item of the category: mostly the household's usual
+  alternative (brand or size switching), else any. A delisted item is replaced likewise.
 - **Weekly trips.** A household shops on its habitual weekday and hour, skips some weeks, moves a trip
   by a day now and then, and sometimes tops up mid-week. Some households join or leave during the
   period.
-- **Baskets of 8-15 items.** Each household has its own mean basket size; its staple set is sized so
-  that its staples fill that basket at its trip rate.
-- **A small explore share** (about 12% of lines): items picked outside the staple set, mostly in the
-  categories of the household's staples, some anywhere by popularity, some among this week's
-  promotions and the last four weeks' new arrivals.
-- **Slow drift.** A staple slot is swapped for another item of its category about once every three
-  years, so a household changes a few staples a year.
+- **Baskets of 8-15 items.** Each household has its own mean basket size.
+- **A household-specific explore share** (about 20% of lines): items picked outside the regulars,
+  in their categories, among this week's promotions, the last four weeks' new arrivals, or anywhere
+  by popularity and season (ice cream and water in summer, baking and wine at Christmas).
+- **Slow drift.** A regular is swapped for another item of its category about once in two years.
 - **A long-tail catalogue** (60k items by default) in departments and categories with brands (a third
   own label), grocery prices (log-normal around each category's median, ending in 9), weekly
   promotions, new arrivals during the period and a few delisted items.
@@ -29,9 +35,10 @@ previous orders and lists, so there is little browsing to log, and no anonymous 
 frames are in the same canonical shapes as the general store's (`carousel.schema`), so `carousel
 import`, `carousel evaluate --dataset events` and the pipeline take them unchanged.
 
-Everything is vectorised (no Python loop per household, trip or line) and drawn from one seeded numpy
+Everything is vectorised (no Python loop per household, trip or line; the only loop bisects every
+household's interest scale at once) and drawn from one seeded numpy
 ``Generator``; the default store (2,500 households, 60,000 items, a year, ~1.3M purchase lines) takes
-a few seconds. From code::
+about 6 s. From code::
 
     store = generate_grocery(GrocerySpec(users=500, items=5_000, days=120))
     write_store(store, Path("var/grocery"))
@@ -189,22 +196,41 @@ _HABIT_HOUR_P = np.array([2, 3, 4, 4, 3, 3, 3, 3, 4, 5, 6, 6, 5, 3], dtype=np.fl
 _DAY_SHIFT = np.array([-1, 0, 1, 2])  # a weekly trip moved by a day or two
 _DAY_SHIFT_P = np.array([0.12, 0.70, 0.12, 0.06])
 _BASKET_MEDIAN, _BASKET_SIGMA, _BASKET_MIN, _BASKET_MAX = 11.0, 0.3, 5.0, 30.0
-_EXPLORE_A, _EXPLORE_B = 2.0, 14.0  # Beta share of a household's lines that are explore picks
+_EXPLORE_A, _EXPLORE_B = 2.0, 8.0  # Beta share of a household's lines that are explore picks (mean 0.2)
 
-# Staples.
+# Regular items.
 _TASTE_SHAPE = 0.6  # Gamma noise on category shares: households differ (pets, babies, wine)
-_POOL = 96  # candidate staples per household; the first ones that fill its basket are kept
+_POOL = 160  # candidate regular items per household, in order of the household's preference
+_PREFERENCE_EXPONENT = 0.5  # Zipf-like preference over the pool: the r-th candidate weighs r^-0.5 ...
+_PREFERENCE_SIGMA = 0.6  # ... times log-normal noise, so ranks are not a strict order
+_MIN_INTEREST = 0.04  # candidates the household would buy less often than this are not regulars
 _HOUSEHOLD_CYCLE_SIGMA = 0.25  # a household's own pace on an item
-_NEED_SIGMA, _NEED_MIN, _NEED_MAX = 0.2, 0.6, 1.8  # noise of one gap between needs, x the cycle
-_STAPLE_LIFE = 3 * 365 * DAY  # mean time before a staple slot is swapped for another item
-_FORGET = 0.07  # a due staple left out of the basket
+_HAZARD_SHAPE = 8.0  # Gamma shape of one cycle: the chance of a purchase rises as the item runs out
+_STAPLE_LIFE = 2 * 365 * DAY  # mean time before a regular item is dropped for another of its category
+_ON_INTEREST = 1.0  # interest in an item while in an episode of buying it (every cycle) ...
+_ON_CYCLES = 4.0  # ... which lasts about this many of its cycles
+_FORGET = 0.07  # a due regular left out of the basket
+_SWITCH_A, _SWITCH_B = 1.0, 7.0  # Beta share of a household's purchases moved to another item ...
+_SWITCH_TO_USUAL = 0.6  # ... of the same category: the slot's usual alternative, else any
 _MAX_NEEDS = 6  # needs met on one trip count as at most this many units
 _EXTRA_UNIT = 0.12  # lines with one more unit than needed (multi-buy, guests)
 
-# Explore picks: near the household's staples, on promotion this week, newly arrived; the rest
-# anywhere by popularity.
-_EXPLORE_NEAR, _EXPLORE_PROMO, _EXPLORE_NEW = 0.55, 0.12, 0.08
+# Explore picks: near the household's regulars, on promotion this week, newly arrived; the rest
+# anywhere by popularity and season.
+_EXPLORE_NEAR, _EXPLORE_PROMO, _EXPLORE_NEW = 0.40, 0.20, 0.08
 _NEW_WINDOW = 28 * DAY
+# Seasonal categories: (path, amplitude, peak day of the year); a category's share of the explore
+# picks made anywhere is scaled by 1 + amplitude * cos(2 pi (day - peak) / 365).
+_SEASONS: tuple[tuple[str, float, int], ...] = (
+    ("frozen/ice-cream", 0.9, 200),
+    ("drinks/water", 0.6, 200),
+    ("drinks/soft-drinks", 0.4, 200),
+    ("produce/salad", 0.5, 190),
+    ("drinks/beer-wine", 0.5, 355),
+    ("pantry/baking", 0.6, 350),
+    ("snacks/chocolate", 0.5, 355),
+    ("personal-care/health", 0.4, 15),
+)
 
 _CLOSE = 600.0  # a trip starts at least this long before the end; its lines are 1 s apart
 
@@ -214,7 +240,7 @@ class GrocerySpec(StoreShape):
     """What to generate for the grocery preset: `StoreShape`, with ``users`` counting households
     (every one of them orders signed in; there are no anonymous visitors).
 
-    The defaults give about 1.35M purchase lines in 124k trips: the size of a real grocery chain's
+    The defaults give about 1.28M purchase lines in 124k trips: the size of a real grocery chain's
     year of baskets (about 2,500 households, 68k products, 1.46M purchase lines).
     """
 
@@ -347,6 +373,7 @@ class _Households:
     habit_hour: F64  # local hour of day
     basket: F64  # mean lines per trip
     explore: F64  # share of lines that are explore picks
+    switch: F64  # share of regular purchases moved to another item of the category
 
     @property
     def trips_per_week(self) -> F64:
@@ -377,6 +404,7 @@ def _make_households(rng: np.random.Generator, n: int, span: float) -> _Househol
         habit_hour=rng.choice(_HABIT_HOURS, size=n, p=_HABIT_HOUR_P / _HABIT_HOUR_P.sum()) + rng.random(n),
         basket=basket,
         explore=rng.beta(_EXPLORE_A, _EXPLORE_B, n),
+        switch=rng.beta(_SWITCH_A, _SWITCH_B, n),
     )
 
 
@@ -451,7 +479,7 @@ def _make_lines(
     span = spec.days * DAY
     staples = _staple_slots(rng, h, catalog, cycle)
     s_trip, s_item, s_qty = _staple_lines(rng, staples, h, trips, catalog, cycle, span)
-    e_trip, e_item = _explore_lines(rng, staples, h, trips, catalog, promo)
+    e_trip, e_item = _explore_lines(rng, staples, h, trips, catalog, promo, span)
 
     # One line per item and trip: an explore pick that is also a due staple adds a unit.
     trip, item, units = _lines(
@@ -504,11 +532,13 @@ def _lines(trip: I64, item: I32, units: F64, n_items: int) -> tuple[I64, I32, F6
 
 @dataclass
 class _Staples:
-    """Every household's staple slots, sorted by household (index = slot)."""
+    """Every household's regular items (slots), sorted by household (index = slot)."""
 
     household: I32
     item: I32  # the item at the household's start; a swap replaces it later
+    usual_switch: I32  # the item of the same category the household switches to most often
     pace: F64  # the household's factor on the item's cycle
+    interest: F64  # share of the item's cycles in which the household buys it here (0-1]
 
     def of(self, household: I32, u: F64) -> I32:
         """A slot of each household (uniform by ``u``), or -1 for a household without staples."""
@@ -518,11 +548,15 @@ class _Staples:
 
 
 def _staple_slots(rng: np.random.Generator, h: _Households, catalog: _Catalog, cycle: F64) -> _Staples:
-    """A staple set per household, sized so that its staples fill the household's baskets.
+    """Each household's regular items, with a skewed interest sized to fill its baskets.
 
-    Candidates are drawn by the household's taste over categories and by popularity within them;
-    the first candidates are kept until their expected lines per week (one per cycle, at most one
-    per trip) reach the household's basket size times its trips per week.
+    Candidates are drawn by the household's taste over categories and by popularity within them,
+    and weighted by a Zipf-like preference over the order of the draw. A candidate's interest is
+    its preference times a household factor, capped at 1 (bought every cycle): the factor is set
+    so that the expected lines per week (interest per cycle, at most one per trip) fill the
+    household's basket times its trips per week. A few favourites are bought every cycle, dozens
+    every few cycles, and the tail only a few times a year; candidates below `_MIN_INTEREST` are
+    dropped.
     """
     n, n_cat = h.start.size, len(GROCERY_CATEGORIES)
     taste = catalog.cat_share * rng.gamma(_TASTE_SHAPE, size=(n, n_cat))
@@ -532,18 +566,54 @@ def _staple_slots(rng: np.random.Generator, h: _Households, catalog: _Catalog, c
     rows = np.arange(n)[:, None]
     pos = np.searchsorted((cum + rows).ravel(), (rng.random((n, _POOL)) + rows).ravel(), side="right")
     category = np.minimum(pos.reshape(n, _POOL) - rows * n_cat, n_cat - 1).astype(np.int32)
-    item = _sample_items(rng, category.ravel(), np.repeat(h.start, _POOL), catalog).reshape(n, _POOL)
+    start = np.repeat(h.start, _POOL)
+    item = _sample_items(rng, category.ravel(), start, catalog).reshape(n, _POOL)
+    usual_switch = _sample_items(rng, category.ravel(), start, catalog).reshape(n, _POOL)
 
     repeated = np.ones(n * _POOL, dtype=bool)
     repeated[np.unique(rows * len(catalog.category) + item, return_index=True)[1]] = False
     pace = rng.lognormal(0.0, _HOUSEHOLD_CYCLE_SIGMA, size=(n, _POOL))
-    per_week = np.minimum(WEEK / (cycle[item] * pace), h.trips_per_week[:, None])
-    per_week[repeated.reshape(n, _POOL)] = 0.0
+    per_week = WEEK / (cycle[item] * pace)
+    rank = np.arange(1, _POOL + 1, dtype=np.float64)
+    preference = rank**-_PREFERENCE_EXPONENT * rng.lognormal(0.0, _PREFERENCE_SIGMA, size=(n, _POOL))
+    preference[repeated.reshape(n, _POOL)] = 0.0
     target = h.basket * (1.0 - h.explore) * h.trips_per_week / (1.0 - _FORGET)
-    filled = np.cumsum(per_week, axis=1) - per_week
-    kept = (filled < target[:, None]) & (per_week > 0)
+    # Candidates too rarely bought to be regulars leave their share of the basket to the others.
+    for _ in range(2):
+        scale = _interest_scale(preference, per_week, h.trips_per_week, target)
+        interest = np.minimum(1.0, scale[:, None] * preference)
+        preference[interest < _MIN_INTEREST] = 0.0
+    kept = preference > 0
     household = np.broadcast_to(rows, (n, _POOL))
-    return _Staples(household=household[kept].astype(np.int32), item=item[kept], pace=pace[kept])
+    return _Staples(
+        household=household[kept].astype(np.int32),
+        item=item[kept],
+        usual_switch=usual_switch[kept],
+        pace=pace[kept],
+        interest=interest[kept],
+    )
+
+
+def _interest_scale(preference: F64, per_week: F64, trips_per_week: F64, target: F64) -> F64:
+    """Per household, the factor k on its preferences whose interests fill ``target`` lines a week.
+
+    A candidate with interest q is bought ``q * per_week`` times a week, in episodes when q is
+    below `_ON_INTEREST` (`_episodes`), and within an episode on at most every trip. The total grows
+    with k, so 60 halvings of a wide bracket on log k pin it down; a household whose candidates
+    cannot reach the target gets the top of the bracket.
+    """
+    lo = np.full(target.size, -12.0)
+    hi = np.full(target.size, 12.0)
+    trips = trips_per_week[:, None]
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        interest = np.minimum(1.0, np.exp(mid)[:, None] * preference)
+        on_interest = np.maximum(interest, _ON_INTEREST)
+        lines = (interest / on_interest * np.minimum(on_interest * per_week, trips)).sum(axis=1)
+        below = lines < target
+        lo = np.where(below, mid, lo)
+        hi = np.where(below, hi, mid)
+    return np.exp(hi)
 
 
 def _staple_lines(
@@ -555,10 +625,16 @@ def _staple_lines(
     cycle: F64,
     span: float,
 ) -> tuple[I64, I32, F64]:
-    """(trip, item, quantity) of every staple bought: each need is met on the next trip.
+    """(trip, item, quantity) of every regular item bought.
 
-    A slot is one segment of needs from the household's start, or two when the slot is swapped
-    for another item of its category during the household's life.
+    A slot's purchases are a renewal process: each cycle of the item is Gamma-distributed around
+    the household's pace on it (shape `_HAZARD_SHAPE`, so the chance of buying rises with the time
+    since the last purchase relative to the cycle, rather than falling due on a fixed day), and
+    the household buys the item in a cycle with its interest, so the gap to the next purchase spans
+    a geometric number of cycles (a sum of Gammas, itself a Gamma). A purchase is made on the next
+    trip; it is sometimes forgotten, and some go to another item of the category (brand or size
+    switching: mostly the slot's usual alternative). A slot is one segment of purchases from the
+    household's start, or two when the slot is swapped for another item of its category.
     """
     n_slots = staples.item.size
     hh = staples.household
@@ -567,22 +643,32 @@ def _staple_lines(
     new_item = _sample_items(rng, catalog.category[staples.item[swapped]], swap[swapped], catalog)
     new_pace = rng.lognormal(0.0, _HOUSEHOLD_CYCLE_SIGMA, size=swapped.size)
 
-    seg_household = np.concatenate([hh, hh[swapped]])
+    seg_slot = np.concatenate([np.arange(n_slots), swapped])
+    seg_household = hh[seg_slot]
     seg_item = np.concatenate([staples.item, new_item])
     seg_cycle = cycle[seg_item] * np.concatenate([staples.pace, new_pace])
+    seg_interest = staples.interest[seg_slot]
     t0 = np.concatenate([h.start[hh], swap[swapped]])
     t1 = np.concatenate([np.minimum(swap, h.end[hh]), h.end[hh[swapped]]])
-    # Mid-cycle at the household's start; the swapped-in item is bought on the next trip.
-    phase = np.concatenate([rng.random(n_slots), np.zeros(swapped.size)]) * seg_cycle
+    seg_slot, seg_item, seg_cycle, seg_interest, t0, t1 = _episodes(
+        rng, seg_slot, seg_item, seg_cycle, seg_interest, t0, t1
+    )
+    seg_household = hh[seg_slot]
 
-    # Needs: phase, then gaps of a noisy cycle, until the segment ends. Enough gaps are drawn for
-    # the shortest possible ones; the needs past the end are dropped.
-    n_needs = np.ceil((t1 - t0) / (seg_cycle * _NEED_MIN)).astype(np.int64) + 1
-    seg = np.repeat(np.arange(n_needs.size), n_needs)
-    gap = seg_cycle[seg] * np.clip(rng.lognormal(0.0, _NEED_SIGMA, size=seg.size), _NEED_MIN, _NEED_MAX)
+    # Enough gaps are drawn to cover each segment with room to spare (a gap's spread is about its
+    # mean); those that end past the segment are dropped.
+    mean_gap = seg_cycle / seg_interest
+    expected = (t1 - t0) / mean_gap
+    n_gaps = np.ceil(1.5 * expected + 5 * np.sqrt(expected) + 10).astype(np.int64)
+    seg = np.repeat(np.arange(n_gaps.size), n_gaps)
+    cycles = rng.geometric(seg_interest[seg])
+    gap = seg_cycle[seg] * rng.gamma(_HAZARD_SHAPE * cycles) / _HAZARD_SHAPE
+    first = np.cumsum(n_gaps) - n_gaps
+    # A segment starts anywhere within a gap, at the household's start as at a swap: a new item
+    # is not bought at once unless the household buys it every cycle.
+    lead = rng.random(t0.size)
     before = np.cumsum(gap) - gap
-    first = np.cumsum(n_needs) - n_needs
-    need_t = t0[seg] + phase[seg] + before - before[first][seg]
+    need_t = t0[seg] + (lead * gap[first])[seg] + before - before[first][seg]
     due = need_t < t1[seg]
     seg, need_t = seg[due], need_t[due]
 
@@ -590,18 +676,59 @@ def _staple_lines(
     met = trip >= 0
     met[met] &= trips.t[trip[met]] < t1[seg[met]]
     met &= rng.random(met.size) >= _FORGET
-    trip, item = trip[met], seg_item[seg[met]]
-
-    # A delisted staple is replaced by another item of its category (dropped if that one is too).
+    trip, seg = trip[met], seg[met]
+    item = seg_item[seg]
     when = trips.t[trip]
+
+    # Brand or size switching: the slot's usual alternative, else any item of the category.
+    switch = rng.random(trip.size) < h.switch[seg_household[seg]]
+    usual = switch & (rng.random(trip.size) < _SWITCH_TO_USUAL)
+    item[usual] = staples.usual_switch[seg_slot[seg[usual]]]
+    other = switch & ~usual
+    item[other] = _sample_items(rng, catalog.category[item[other]], when[other], catalog)
+
+    # A delisted item is replaced by another item of its category (dropped if that one is too).
     gone = np.flatnonzero(catalog.stock_out[item] <= when)
     item[gone] = _sample_items(rng, catalog.category[item[gone]], when[gone], catalog)
-    on_sale = catalog.stock_out[item] > when
+    on_sale = (catalog.stock_out[item] > when) & (catalog.first_seen[item] <= when)
     trip, item = trip[on_sale], item[on_sale]
 
     trip, item, needs = _lines(trip, item, np.ones(trip.size), len(catalog.category))
     extra = rng.random(trip.size) < _EXTRA_UNIT
     return trip, item, (np.minimum(needs, _MAX_NEEDS) + extra).astype(np.float64)
+
+
+def _episodes(
+    rng: np.random.Generator, slot: I64, item: I32, cycle: F64, interest: F64, t0: F64, t1: F64
+) -> tuple[I64, I32, F64, F64, F64, F64]:
+    """Split each segment [t0, t1) into the episodes in which the household buys its item.
+
+    A favourite (interest of `_ON_INTEREST` or more) is bought all along. Another item is bought in
+    episodes of about `_ON_CYCLES` purchases at interest `_ON_INTEREST`, between pauses sized so that
+    the item's share of time in an episode keeps its long-run interest: a household goes through
+    phases (a recipe, a diet, a season) and comes back to an item months later. Episodes and pauses
+    alternate with exponential lengths; returns the episodes' slot, item, cycle, interest and bounds.
+    """
+    on_interest = np.maximum(interest, _ON_INTEREST)
+    share_on = interest / on_interest
+    steady = share_on >= 1.0
+    on_mean = _ON_CYCLES * cycle / on_interest
+    off_mean = on_mean * (1.0 - share_on) / share_on
+    expected = (t1 - t0) / (on_mean + off_mean)
+    n_phases = np.where(steady, 1, 2 * np.ceil(1.5 * expected + 4 * np.sqrt(expected) + 2)).astype(np.int64)
+    seg = np.repeat(np.arange(t0.size), n_phases)
+    first = np.cumsum(n_phases) - n_phases
+    k = np.arange(seg.size) - first[seg]
+    is_on = (k % 2 == 0) == (rng.random(t0.size) < share_on)[seg]
+    length = rng.exponential(np.where(is_on, on_mean[seg], off_mean[seg]))
+    length[steady[seg]] = (t1 - t0)[seg[steady[seg]]]
+    end = np.cumsum(length)
+    end = t0[seg] + end - (end[first] - length[first])[seg]
+    start = np.maximum(end - length, t0[seg])
+    end = np.minimum(end, t1[seg])
+    keep = is_on & (start < end)
+    seg, start, end = seg[keep], start[keep], end[keep]
+    return slot[seg], item[seg], cycle[seg], on_interest[seg], start, end
 
 
 def _explore_lines(
@@ -611,14 +738,16 @@ def _explore_lines(
     trips: _Trips,
     catalog: _Catalog,
     promo: _GroupedItems,
+    span: float,
 ) -> tuple[I64, I32]:
-    """(trip, item) of the picks outside the staple set: near the staples, promoted, new or popular."""
+    """(trip, item) of the picks outside the regular items: near them, promoted, new, or popular
+    anywhere in season."""
     per_trip = rng.poisson((h.basket * h.explore)[trips.household])
     trip = np.repeat(np.arange(trips.t.size), per_trip)
     hh, t = trips.household[trip], trips.t[trip]
     source = rng.random(trip.size)
 
-    category = rng.choice(len(GROCERY_CATEGORIES), size=trip.size, p=catalog.cat_share).astype(np.int32)
+    category = _seasonal_categories(rng, t, catalog.cat_share, span)
     slot = staples.of(hh, rng.random(trip.size))
     near = (source < _EXPLORE_NEAR) & (slot >= 0)
     category[near] = catalog.category[staples.item[slot[near]]]
@@ -641,3 +770,21 @@ def _explore_lines(
 
     on_sale = catalog.stock_out[item] > t
     return trip[on_sale], item[on_sale]
+
+
+def _seasonal_categories(rng: np.random.Generator, t: F64, cat_share: F64, span: float) -> I32:
+    """A category for a pick at each time ``t``, by share scaled by the week's season (`_SEASONS`)."""
+    paths = [c.path for c in GROCERY_CATEGORIES]
+    n_weeks = int(np.ceil(span / WEEK)) + 1
+    day_of_year = (np.arange(n_weeks) * 7 + 3.5) % 365
+    season = np.ones((n_weeks, len(paths)))
+    for path, amplitude, peak in _SEASONS:
+        season[:, paths.index(path)] += amplitude * np.cos(2 * np.pi * (day_of_year - peak) / 365)
+    cum = np.cumsum(cat_share * season, axis=1)
+    cum /= cum[:, -1:]
+    week = np.minimum(np.floor(t / WEEK).astype(np.int64), n_weeks - 1)
+    # As in `_staple_slots`: week w's cumulative shares are shifted by w for one searchsorted.
+    pos = np.searchsorted(
+        (cum + np.arange(n_weeks)[:, None]).ravel(), rng.random(t.size) + week, side="right"
+    )
+    return np.minimum(pos - week * len(paths), len(paths) - 1).astype(np.int32)

@@ -345,10 +345,28 @@ def test_grocery_baskets_hold_8_to_15_items_with_household_specific_sizes(basket
 
 
 def test_grocery_lines_mostly_repeat_the_household_s_earlier_purchases(baskets: pd.DataFrame) -> None:
-    """After a 30-day warm-up, 60-95% of lines are items the household bought before: strong
-    repurchase, with a real share of items new to the household."""
+    """After a 30-day warm-up, 55-72% of lines are items the household bought before, as in real
+    grocery data (Instacart's reorder ratio is 59% of lines): strong repurchase, with a large share
+    of items new to the household."""
     warm = baskets[baskets["ts"] >= GROCERY.start + WARM_UP]
-    assert 0.6 < warm["repeat"].mean() < 0.95
+    assert 0.55 < warm["repeat"].mean() < 0.72
+
+
+def test_grocery_households_favourites_are_not_all_bought_every_month(baskets: pd.DataFrame) -> None:
+    """A household's ten most bought items (by trips, then recency) before the last 30 days are bought
+    in those 30 days at a rate of 30-60% (near 90% if every favourite were a weekly staple), and a
+    typical household buys 60+ distinct items in four months: broad, shifting assortments."""
+    cutoff = GROCERY.end - pd.Timedelta(days=30)
+    before, after = baskets[baskets["ts"] < cutoff], baskets[baskets["ts"] >= cutoff]
+    counts = before.groupby(["household", "item"]).agg(trips=("trip", "nunique"), last=("ts", "max"))
+    counts = counts.reset_index().sort_values(["household", "trips", "last"], ascending=[True, False, False])
+    top = counts.groupby("household").head(10)
+    top = top[top["household"].isin(set(after["household"]))]
+    bought_after = pd.MultiIndex.from_frame(after[["household", "item"]])
+    hit = pd.MultiIndex.from_frame(top[["household", "item"]]).isin(bought_after)
+    assert len(top) > 2_000
+    assert 0.3 < hit.mean() < 0.6
+    assert before.groupby("household")["item"].nunique().median() >= 60
 
 
 def test_grocery_trips_follow_a_weekly_habit(baskets: pd.DataFrame) -> None:
