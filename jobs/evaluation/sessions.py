@@ -220,7 +220,8 @@ def session_lists(
     kinds = given["event_type"].to_numpy()
     seconds = ((given["ts"] - _EPOCH) / pd.Timedelta(seconds=1)).to_numpy(dtype="float64")
     contexts = given.groupby("session_id", sort=False)[list(CONTEXT_DIMENSIONS)].first().to_dict("index")
-    bounds = np.flatnonzero(np.r_[True, session_ids[1:] != session_ids[:-1], True])
+    # Where each session's rows start (and the end); none in a store without guest sessions.
+    bounds = np.flatnonzero(np.r_[True, session_ids[1:] != session_ids[:-1], True]) if len(given) else [0]
     global_items = list(published.segments.get(GLOBAL_SEGMENT, ()))
     # Prepared once, as the API prepares each stored list once per version.
     similar = {item_id: neighbours(listed) for item_id, listed in published.similar.items()}

@@ -446,6 +446,18 @@ def test_the_session_state_is_the_apis_after_the_first_half() -> None:
     assert not set(served) & {"p", "q", "r", "s"}
 
 
+def test_a_store_without_guest_sessions_scores_no_session() -> None:
+    """A purchases-only store (the grocery preset, a chain's loyalty-card data) has no anonymous
+    session: the task scores nobody instead of failing."""
+    rows = [("u1", "s1", item, "purchase", 10.1) for item in "abcd"]
+    held = sessions.held_out_sessions(ev.normalise_events(_events(rows)), _day(10), _day(20))
+    published = sessions.PublishedLists(segments={"global": _served("g1")}, similar={})
+    lists, served_from = sessions.session_lists(held, published, k=12)
+
+    assert held.given.empty and served_from == {}
+    assert all(frame.empty for frame in lists.values())
+
+
 def test_sessions_and_new_shoppers_score_what_the_route_serves() -> None:
     """Through the whole run: a session whose first half's similar items are two of its second half
     scores NDCG@10 (1 + 1/log2 4) / (1 + 1/log2 3) served (hits at ranks 1 and 3), the bestsellers miss;
