@@ -544,6 +544,22 @@ def _decile_rows(per_user: pd.DataFrame, deciles: pd.DataFrame) -> list[dict[str
     ]
 
 
+def lowest_decile_ratio(
+    model: Sequence[Mapping[str, Any]], reference: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The activity decile where `model`'s NDCG@10 is lowest against `reference`'s (rows of
+    `_decile_rows`), with that ratio; deciles where the reference scores nothing are skipped."""
+    ratios = [
+        (float(m["ndcg@10"]) / float(r["ndcg@10"]), int(m["decile"]))
+        for m, r in zip(model, reference, strict=True)
+        if float(r["ndcg@10"]) > 0
+    ]
+    if not ratios:
+        return {"decile": None, "ratio": None}
+    ratio, decile = min(ratios)
+    return {"decile": decile, "ratio": round(ratio, 4)}
+
+
 # --------------------------------------------------------------------------------------------------
 # The whole run
 # --------------------------------------------------------------------------------------------------
@@ -743,7 +759,14 @@ def run_evaluation(
         "validation": last.validation,
         "models": last.models,
         "folds": [
-            {"split": run.split.to_json(), "tasks": run.tasks, "tuned": run.tuned, "timings_s": run.timings}
+            {
+                "split": run.split.to_json(),
+                "tasks": run.tasks,
+                "deciles": run.deciles,
+                "deciles_by": run.deciles_by,
+                "tuned": run.tuned,
+                "timings_s": run.timings,
+            }
             for run in runs
         ],
         "folds_summary": _folds_summary(runs, seed=seed),
@@ -859,6 +882,10 @@ def _folds_summary(runs: Sequence[_FoldRun], *, seed: int) -> dict[str, Any]:
                 [run.ndcg[task] for run in runs], model="ranker", seed=seed, **_BOOTSTRAP
             )
             entry["ranker_vs_best_other"] = ratio
+        if "ranker" in per_model and "als" in per_model:
+            entry["lowest_decile_vs_als"] = [
+                lowest_decile_ratio(run.deciles[task]["ranker"], run.deciles[task]["als"]) for run in runs
+            ]
         summary["tasks"][task] = entry
     return summary
 

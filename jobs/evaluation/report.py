@@ -157,8 +157,15 @@ def _fold_lines(report: Mapping[str, Any]) -> list[str]:
     for task, entry in summary["tasks"].items():
         models = list(entry["mean"])
         ratio = entry.get("ranker_vs_best_other")
-        header = "| test window | " + " | ".join(models) + (" | ranker / best other |" if ratio else " |")
-        lines += [f"### `{task}`", "", header, "|---|" + "---:|" * (len(models) + (1 if ratio else 0))]
+        lowest = entry.get("lowest_decile_vs_als")
+        header = (
+            "| test window | "
+            + " | ".join(models)
+            + (" | ranker / best other |" if ratio else " |")
+            + (" lowest decile, ranker / ALS |" if lowest else "")
+        )
+        columns = len(models) + (1 if ratio else 0) + (1 if lowest else 0)
+        lines += [f"### `{task}`", "", header, "|---|" + "---:|" * columns]
         for i, fold in enumerate(folds):
             window = f"{fold['split']['test_start'][:10]} – {fold['split']['test_end'][:10]}"
             values = " | ".join(f"{fold['tasks'][task][m]['ndcg@10']:.4f}" for m in models)
@@ -166,9 +173,13 @@ def _fold_lines(report: Mapping[str, Any]) -> list[str]:
             if ratio:
                 row = ratio["folds"][i]
                 extra = f" {_ratio_text(row['ratio'], row['ci'])} vs {row['best_other']} |"
+            if lowest:
+                worst = lowest[i]
+                extra += f" {_ratio_text(worst['ratio'], [None, None])} (decile {worst['decile']}) |"
             lines.append(f"| {window} | {values} |{extra}")
         means = " | ".join(f"{entry['mean'][m]['ndcg@10']:.4f}" for m in models)
         extra = f" **{_ratio_text(ratio['mean_ratio'], ratio['ci'])}** |" if ratio else ""
+        extra += " |" if lowest else ""
         lines += [f"| **mean** | {means} |{extra}", ""]
     return lines
 

@@ -127,6 +127,7 @@ def test_evaluate_folds_reports_every_window_and_the_last_as_the_split(tmp_path:
     folds = report["folds"]
     assert len(folds) == 2
     assert folds[-1]["split"] == report["split"] and folds[-1]["tasks"] == report["tasks"]
+    assert folds[-1]["deciles"] == report["deciles"]
     starts = [pd.Timestamp(f["split"]["test_start"]) for f in folds]
     ends = [pd.Timestamp(f["split"]["test_end"]) for f in folds]
     assert ends[:-1] == starts[1:] and {e - s for s, e in zip(starts, ends, strict=True)} == {
@@ -142,5 +143,15 @@ def test_evaluate_folds_reports_every_window_and_the_last_as_the_split(tmp_path:
         low, high = ratio["ci"]
         assert low <= ratio["mean_ratio"] <= high
         assert len(ratio["folds"]) == 2
+        # Every fold's weakest activity decile against ALS, as its own decile rows give it.
+        for fold, lowest in zip(
+            folds, report["folds_summary"]["tasks"][task]["lowest_decile_vs_als"], strict=True
+        ):
+            rows = {r["decile"]: r["ndcg@10"] for r in fold["deciles"][task]["ranker"]}
+            als = {r["decile"]: r["ndcg@10"] for r in fold["deciles"][task]["als"]}
+            assert lowest["ratio"] == pytest.approx(
+                min(rows[d] / als[d] for d in als if als[d] > 0), abs=1e-4
+            )
+            assert rows[lowest["decile"]] / als[lowest["decile"]] == pytest.approx(lowest["ratio"], abs=1e-4)
     md = out.with_suffix(".md").read_text()
     assert md.count("| **mean** |") == 2

@@ -791,3 +791,12 @@ def test_cli_says_when_the_data_is_too_short_for_the_folds(
     assert code == 1
     err = " ".join(capsys.readouterr().err.split())
     assert "5 consecutive 10-day test windows" in err and "nothing would be left to train on" in err
+
+
+def test_lowest_decile_ratio_names_the_weakest_decile_and_skips_empty_references() -> None:
+    """The ranker's weakest decile against ALS is the smallest ratio, not the smallest NDCG; a decile
+    where ALS scores nothing has no ratio and is left out."""
+    ranker = [{"decile": d, "ndcg@10": v} for d, v in [(1, 0.10), (2, 0.30), (3, 0.50), (4, 0.20)]]
+    als = [{"decile": d, "ndcg@10": v} for d, v in [(1, 0.08), (2, 0.33), (3, 0.40), (4, 0.0)]]
+    assert ev.lowest_decile_ratio(ranker, als) == {"decile": 2, "ratio": round(0.30 / 0.33, 4)}
+    assert ev.lowest_decile_ratio(ranker[3:], als[3:]) == {"decile": None, "ratio": None}
