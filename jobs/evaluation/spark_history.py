@@ -44,4 +44,8 @@ def history_frames(
     catalog = catalog[["item_id", "category", "price", "in_stock", "first_seen"]].copy()
     catalog["item_id"] = catalog["item_id"].astype(str)
     catalog["category"] = catalog["category"].astype(object).where(catalog["category"].notna(), "unknown")
-    return spark.createDataFrame(history), spark.createDataFrame(catalog)
+    # Arrow hands pandas over in batches of `maxRecordsPerBatch` rows, one partition each (118 for a
+    # grocery chain's year): every stage over the history would run that many tiny tasks. One partition
+    # per core, as the lake's files give the pipeline.
+    cores = spark.sparkContext.defaultParallelism
+    return spark.createDataFrame(history).coalesce(cores), spark.createDataFrame(catalog).coalesce(cores)

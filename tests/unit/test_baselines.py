@@ -193,3 +193,26 @@ def test_fill_reaches_past_a_long_run_of_excluded_bestsellers() -> None:
     lists = bl.popularity(ctx, _users("u", "fresh"), 5, True)
     assert _list_of(lists, "u") == [f"p{rank}" for rank in range(40, 45)]
     assert _list_of(lists, "fresh") == [f"p{rank:02d}" for rank in range(5)]
+
+
+def test_sparse_scores_rank_only_their_stored_positive_values_as_written_plainly() -> None:
+    """A sparse score block (co-occurrence) ranks each row's stored positive scores that are shown and
+    not banned, best first, k at most; zeros, negatives, hidden columns and banned pairs never appear."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(3)
+    n_rows, n_cols, k = 40, 300, 12
+    dense = rng.permutation(n_rows * n_cols).reshape(n_rows, n_cols) / (n_rows * n_cols) - 0.1
+    dense[rng.random((n_rows, n_cols)) < 0.9] = 0.0  # mostly no evidence; some negatives stored
+    scores = sp.csr_matrix(dense)
+    allowed = rng.random(n_cols) < 0.8
+    banned = sp.csr_matrix((rng.random((n_rows, n_cols)) < 0.05).astype(np.float64))
+    users = np.array([f"u{r}" for r in range(n_rows)], dtype=object)
+    items = np.array([f"i{c}" for c in range(n_cols)], dtype=object)
+    got = bl._rank_rows(users, items, lambda rows: scores[rows], k, blocked=banned, allowed=allowed)
+    expected = []
+    for r in range(n_rows):
+        ok = [c for c in range(n_cols) if dense[r, c] > 0 and allowed[c] and not banned[r, c]]
+        expected += [(users[r], items[c]) for c in sorted(ok, key=lambda c: -dense[r, c])[:k]]
+    assert list(zip(got["user_id"], got["item_id"], strict=True)) == expected
+    assert len(expected) > n_rows  # the rule had something to rank
