@@ -21,6 +21,18 @@ DRIVER_JAVA_OPTIONS = (
     "-Dlog4j2.level=ERROR -XX:G1PeriodicGCInterval=5000 -XX:MinHeapFreeRatio=10 -XX:MaxHeapFreeRatio=30"
 )
 
+# The status store keeps every finished job, stage and SQL execution (with its plan's metrics) for a UI that
+# carousel turns off: 1,000 of each by default, which in a long-lived application (the evaluation's many
+# training windows, a test session) fills the driver's heap and leaves it collecting garbage. A few recent
+# ones are enough for a failure's stack trace and for `spark.sparkContext.statusTracker()`.
+STATUS_RETENTION = {
+    "spark.ui.retainedJobs": "50",
+    "spark.ui.retainedStages": "50",
+    "spark.ui.retainedTasks": "2000",
+    "spark.sql.ui.retainedExecutions": "20",
+    "spark.ui.dagGraph.retainedRootRDDs": "50",
+}
+
 
 def spark_session(settings: Settings, app_name: str = "carousel") -> SparkSession:
     """Build (or reuse) the session configured from settings; on a cluster the same code runs unchanged."""
@@ -39,6 +51,8 @@ def spark_session(settings: Settings, app_name: str = "carousel") -> SparkSessio
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.driver.extraJavaOptions", DRIVER_JAVA_OPTIONS)
     )
+    for key, value in STATUS_RETENTION.items():
+        builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
