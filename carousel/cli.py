@@ -508,9 +508,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 # -- submit -------------------------------------------------------------------------------------------
 def cmd_submit(args: argparse.Namespace) -> int:
-    """Run one pipeline stage (what the DAG calls): the Spark stages (check_inputs, compute) as a Spark
-    application on CAROUSEL_SPARK_MASTER through spark-submit; validate and publish use no Spark and run
-    in this process (a JVM start saved per stage)."""
+    """Run one pipeline stage (what the DAG calls): the Spark stages (`jobs.stages.SPARK_STAGES`) as a
+    Spark application on CAROUSEL_SPARK_MASTER through spark-submit; the others use no Spark and run in
+    this process (a JVM start saved per stage)."""
     import os
     import subprocess
 

@@ -1,8 +1,8 @@
 """What both carousel DAGs share: default task arguments and one task per pipeline stage.
 
 A stage task runs `carousel submit STAGE` from the project folder with the run's id and data interval;
-`carousel submit` spark-submits the Spark stages (check_inputs, compute) to `CAROUSEL_SPARK_MASTER`, so
-the same DAGs run on `local[*]` or a cluster. This module defines no DAG itself.
+`carousel submit` spark-submits the Spark stages (check_inputs, compute, train, audiences) to
+`CAROUSEL_SPARK_MASTER`, so the same DAGs run on `local[*]` or a cluster. This module defines no DAG itself.
 """
 
 from __future__ import annotations

@@ -18,20 +18,25 @@ the first row).
 
 Run by the `audiences` stage of every refresh (`jobs.stages.audiences`), which writes each campaign's
 rows as files for email tools and into Redis, where the API serves them and keeps abandoned carts current
-between runs from the real-time state (`serving/audiences.py`).
+between runs from the real-time state (`serving/audiences.py`). The triggers are found by Spark tasks
+(`spark_audiences`, each shopper's events on an executor); consent, erasure, holdout and the cap are
+applied to the triggered rows alone (`apply_rules`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from carousel.cache import versions
-from carousel.cache.client import SyncRedis
+from carousel.cache.client import SyncRedis, sync_client
 from carousel.cache.payload import decode_items
 from carousel.rules.carts import CART_REMINDER, COMPLETES_CART, abandoned_cart
 from carousel.rules.erasure import Erasures
@@ -88,6 +93,54 @@ def compute_audiences(
     for user, own in recent.sort_values("ts", kind="stable").groupby("user_id", sort=True):
         rows.extend(_triggers(str(user), own, now_ts, rules, similar, personal))
     return pd.DataFrame(rows, columns=ROW_COLUMNS[:4])
+
+
+# A triggered row as the Spark tasks return it: the items as JSON text (a list of {item_id, reason}).
+_TRIGGER_SCHEMA = "campaign string, user_id string, triggered_at timestamp, items string"
+
+
+def spark_audiences(
+    events: DataFrame, *, now: datetime, rules: AudienceRules, settings: Settings, version: str | None
+) -> pd.DataFrame:
+    """`compute_audiences` run by Spark tasks, one call per shopper of the look-back window: only the
+    triggered rows come to the driver, never the window's events. The tasks read `version`'s similar
+    items and personal lists from Redis (`ListReader`, one per Python worker), so executors must reach
+    Redis as the driver does."""
+    since = now - timedelta(days=rules.lookback_days)
+    window = events.where(
+        F.col("user_id").isNotNull() & (F.col("ts") >= F.lit(since)) & (F.col("ts") < F.lit(now))
+    ).select("user_id", "item_id", "event_type", "ts")
+
+    def shopper_rows(own: pd.DataFrame) -> pd.DataFrame:
+        lists = _worker_lists(settings, version)
+        found = compute_audiences(
+            own.assign(ts=pd.to_datetime(own["ts"], utc=True)),
+            now=now,
+            rules=rules,
+            similar=lists.similar,
+            personal=lists.personal,
+        )
+        return found.assign(
+            items=found["items"].map(json.dumps), triggered_at=pd.to_datetime(found["triggered_at"], utc=True)
+        )
+
+    found = window.groupBy("user_id").applyInPandas(shopper_rows, _TRIGGER_SCHEMA).toPandas()
+    found["items"] = found["items"].map(json.loads)
+    found["triggered_at"] = pd.to_datetime(found["triggered_at"], utc=True)
+    return found.sort_values(["campaign", "user_id"], kind="stable").reset_index(drop=True)
+
+
+# The list reader of this Python worker: Spark reuses workers across tasks, so one connection and one
+# cache of lists serve every shopper a worker handles (kept for the newest version asked only).
+_WORKER_LISTS: dict[tuple[str, str | None], ListReader] = {}
+
+
+def _worker_lists(settings: Settings, version: str | None) -> ListReader:
+    key = (settings.redis_url, version)
+    if key not in _WORKER_LISTS:
+        _WORKER_LISTS.clear()
+        _WORKER_LISTS[key] = ListReader(sync_client(settings), version)
+    return _WORKER_LISTS[key]
 
 
 def _triggers(

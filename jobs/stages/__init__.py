@@ -22,7 +22,7 @@ STAGES = (
     "audiences",
 )
 # The stages that run Spark jobs (spark-submitted to CAROUSEL_SPARK_MASTER); the others need no Spark.
-SPARK_STAGES = frozenset({"check_inputs", "compute", "train"})
+SPARK_STAGES = frozenset({"check_inputs", "compute", "train", "audiences"})
 # `carousel_refresh` (every 15 minutes) and `carousel refresh`.
 REFRESH = ("drain_events", "check_inputs", "compute", "validate", "publish", "audiences")
 # `carousel_retrain` (nightly) and `carousel retrain`: erased shoppers taken out of the data files, then a

@@ -1,9 +1,9 @@
 """Stage `audiences`, last of every refresh: the marketing audiences from the lake.
 
-Extract: the look-back window of events (a filtered Parquet scan), the live version's lists, marketing
-consent (the users table and the API's records, `carousel.rules.consent`), erasures and the rows already
-in the audiences. Transform: `jobs.marketing.audiences` (triggers, then consent, erasure, holdout and the
-frequency cap). Load: `<var_dir>/audiences/<run_id>/<campaign>.parquet|csv` for email tools, and each
+Extract: the lake's events (Spark), the live version's lists, marketing consent (the users table and
+the API's records, `carousel.rules.consent`), erasures and the rows already in the audiences.
+Transform: `jobs.marketing.audiences` (the triggers of the look-back window, found by Spark tasks; then
+consent, erasure, holdout and the frequency cap on the triggered rows). Load: `<var_dir>/audiences/<run_id>/<campaign>.parquet|csv` for email tools, and each
 campaign's rows in Redis, replaced at once (`carousel.cache.audiences`).
 """
 
@@ -15,7 +15,6 @@ from datetime import UTC
 from typing import Any
 
 import pandas as pd
-import pyarrow.dataset as ds
 
 from carousel.cache.audiences import CAMPAIGNS, current_trigger_times, replace_campaign
 from carousel.cache.client import sync_client
@@ -24,7 +23,8 @@ from carousel.cache.versions import live_version
 from carousel.lake import Lake
 from carousel.rules.consent import opted_out
 from carousel.runs import folder_name
-from jobs.marketing.audiences import AudienceRules, ListReader, apply_rules, compute_audiences
+from jobs.features.session import spark_session
+from jobs.marketing.audiences import ROW_COLUMNS, AudienceRules, apply_rules, spark_audiences
 from jobs.stages.run import StageResult, StageRun
 
 
@@ -48,13 +48,17 @@ def build_audiences(job: StageRun) -> AudienceResult:
     interval_end = job.interval_end.astimezone(UTC)
     rules = AudienceRules.from_settings(settings)
     lake = Lake(settings.lake_dir)
-    since = pd.Timestamp(interval_end) - pd.Timedelta(days=rules.lookback_days)
-    events = _read_events(lake, since, pd.Timestamp(interval_end))
     client = sync_client(settings)
-    lists = ListReader(client, live_version(client))
-    found = compute_audiences(
-        events, now=interval_end, rules=rules, similar=lists.similar, personal=lists.personal
-    )
+    if lake.event_files():
+        found = spark_audiences(
+            spark_session(settings).read.parquet(str(lake.events_dir)),
+            now=interval_end,
+            rules=rules,
+            settings=settings,
+            version=live_version(client),
+        )
+    else:
+        found = pd.DataFrame(columns=ROW_COLUMNS[:4])
     no_marketing = opted_out(lake.opted_out("marketing"), recorded_consents(client), "marketing")
     rows = apply_rules(
         found,
@@ -82,15 +86,3 @@ def build_audiences(job: StageRun) -> AudienceResult:
             "held_out": int(part["held_out"].sum()),
         }
     return AudienceResult(counts, files)
-
-
-def _read_events(lake: Lake, since: pd.Timestamp, until: pd.Timestamp) -> pd.DataFrame:
-    """The look-back window of events (a filtered Parquet scan: only the recent rows are read)."""
-    columns = ["user_id", "item_id", "event_type", "ts"]
-    if not lake.event_files():
-        return pd.DataFrame(columns=columns)
-    dataset = ds.dataset([str(p) for p in lake.event_files()], format="parquet")
-    table = dataset.to_table(columns=columns, filter=(ds.field("ts") >= since) & (ds.field("ts") < until))
-    frame = table.to_pandas()
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    return frame

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from storefront_auth import STOREFRONT
 
 from carousel.cache import audiences as audience_rows
+from carousel.lake import Lake
 from carousel.rules.holdout import HOLDOUT, TREATMENT, assign_variant
 from configs.settings import Settings
 from jobs.publishing import loader
@@ -204,3 +205,68 @@ def test_audiences_need_the_marketing_token_and_check_their_input(api: TestClien
     assert api.get("/v1/audiences/newsletter", headers=MARKETING).status_code == 422
     bad = api.get("/v1/audiences/post_purchase", params={"cursor": "bm90LWEtY3Vyc29y"}, headers=MARKETING)
     assert bad.status_code == 422 and "cursor" in bad.text
+
+
+def _lake_event(user: str, item: str, event_type: str, ts: datetime) -> dict[str, Any]:
+    return {
+        "user_id": user,
+        "session_id": f"s-{user}",
+        "item_id": item,
+        "event_type": event_type,
+        "ts": ts.isoformat(),
+        "quantity": 1,
+        "price": 2.0,
+        "country": "France",
+        "device": "mobile",
+        "referrer": None,
+    }
+
+
+def test_the_audiences_stage_finds_each_trigger_in_the_lake_with_spark_and_serves_it(
+    api: TestClient, quick: Settings
+) -> None:
+    """The refresh's last stage on the lake's events (Spark tasks, one call per shopper, reading the
+    published similar items from Redis): each campaign's rows in the run's files and over HTTP, and
+    the shoppers the rules leave out are absent."""
+    from jobs.stages import run
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    hours, days = pd.Timedelta(hours=1), pd.Timedelta(days=1)
+    carter, buyer, looker = (_pick(quick, TREATMENT, p) for p in ("carter-", "buyer-", "looker-"))
+    quiet, old = _pick(quick, TREATMENT, "quiet-"), _pick(quick, TREATMENT, "old-")
+    events = [
+        _lake_event(carter, "i5", "add_to_cart", now - 3 * hours),
+        _lake_event(buyer, "i10", "purchase", now - 3 * days),
+        *(_lake_event(looker, "i20", "view", now - k * hours) for k in (5, 4, 3)),
+        _lake_event(looker, "i30", "view", now - 2 * hours),
+        _lake_event(quiet, "i7", "add_to_cart", now - 3 * hours),
+        _lake_event(old, "i8", "add_to_cart", now - 30 * days),  # before the look-back
+        {**_lake_event(carter, "i9", "add_to_cart", now - 2 * hours), "user_id": None},  # a guest
+    ]
+    Lake(quick.lake_dir).append_events(pd.DataFrame(events), now=now, source="test events")
+    consent = {"personalization": True, "marketing": False}
+    assert api.put(f"/v1/users/{quiet}/consent", json=consent, headers=ADMIN).status_code == 200
+
+    run_id = "manual__audiences"
+    result = run.run_stage("audiences", run.StageRun(quick, run_id, now))
+    counts = result.value.counts
+    assert {c: n["send"] for c, n in counts.items()} == {
+        "abandoned_cart": 1,
+        "post_purchase": 1,
+        "browse_abandonment": 1,
+    }
+
+    def ids(row: dict[str, Any]) -> list[str]:
+        return [i["item_id"] for i in row["items"]]
+
+    (cart,) = _rows(api, "abandoned_cart")
+    assert cart["user_id"] == carter and ids(cart) == ["i5", "i6", "i7"]
+    assert cart["items"][0]["reason"]["code"] == "cart_reminder"
+    assert pd.Timestamp(cart["triggered_at"]) == now - 3 * hours
+    (bought,) = _rows(api, "post_purchase")
+    assert bought["user_id"] == buyer and ids(bought) == ["i11", "i12", "i13"]
+    (browsed,) = _rows(api, "browse_abandonment")
+    assert browsed["user_id"] == looker and ids(browsed) == ["i20", "i21", "i22", "i23"]
+    files = quick.var_dir / "audiences" / run_id
+    written = pd.read_parquet(files / "post_purchase.parquet")
+    assert written["user_id"].tolist() == [buyer] and json.loads(written["items"][0])[0]["item_id"] == "i11"
