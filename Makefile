@@ -44,7 +44,7 @@ browsers: venv
 
 test: bootstrap lint browsers
 	@url=$$($(BIN)/carousel infra up --print-url) && \
-	  CAROUSEL_REDIS_URL=$$url $(BIN)/pytest -q -p no:cacheprovider --timeout=900 --durations=25
+	  CAROUSEL_REDIS_URL=$$url $(BIN)/pytest -q -p no:cacheprovider --timeout=900 --durations=25 --numprocesses=2 --dist=loadfile
 
 demo: bootstrap
 	@url=$$($(BIN)/carousel infra up --print-url) && export CAROUSEL_REDIS_URL=$$url CAROUSEL_DEMO=true && \
