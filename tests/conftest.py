@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,12 @@ from shop_store import ShopStore, publish_shop_store
 from storefront_auth import ERASURE_SALT, SHOPPER_TOKEN_SECRET, STOREFRONT_TOKEN
 
 from configs.settings import Settings
+
+# A pytest-xdist worker's `__main__` has neither a spec nor a file, which PySpark's Spark Connect import
+# (reached through Great Expectations) takes for a doctest run, and exits the worker
+# (`pyspark.sql.connect.utils.check_dependencies`). Named, the worker is treated as the program it is.
+if sys.modules["__main__"].__spec__ is None and not hasattr(sys.modules["__main__"], "__file__"):
+    sys.modules["__main__"].__file__ = "<pytest-xdist worker>"
 
 ROOT = Path(__file__).resolve().parents[1]
 # py4j logs at INFO from finalizers after pytest closed its streams ("--- Logging error ---" at exit).
