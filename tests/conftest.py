@@ -110,6 +110,9 @@ def redis_client(redis_url: str, redis_kind: str) -> Iterator[object]:
 
 @pytest.fixture
 def settings(tmp_path: Path, redis_url: str, redis_kind: str) -> object:
+    """The settings every test starts from. Redis timeouts are generous: answers are under test, not
+    latency, and two test workers, Spark and Redis share two cores (the served default of 50 ms turned a
+    busy moment into a fallback list, and a comparison of two handlers' answers into a flaky failure)."""
     from configs.settings import Settings
 
     return Settings(
@@ -119,6 +122,8 @@ def settings(tmp_path: Path, redis_url: str, redis_kind: str) -> object:
         lake_dir=tmp_path / "var" / "lake",
         spark_master="local[2]",
         spark_driver_memory="2g",
+        redis_socket_timeout_s=1.0,
+        redis_connect_timeout_s=1.0,
         admin_token="test-admin-token-0123456789",
         marketing_token="test-marketing-token-0123456789",
         storefront_token=STOREFRONT_TOKEN,
@@ -184,15 +189,11 @@ def shop_store(settings: Settings, redis_client: redis.Redis) -> ShopStore:
 
 @pytest.fixture
 def shop_settings(settings: Settings) -> Settings:
-    """The app's settings for these tests. Redis timeouts are generous: the pages are under test, not
-    latency, and a browser, uvicorn and Redis share two busy cores here (the default 50 ms socket
-    timeout would turn a slow answer into a fallback list now and then)."""
+    """The app's settings for these tests."""
     return settings.model_copy(
         update={
             "cart_abandon_after_s": CART_ABANDON_AFTER_S,
             # `/shop` and its helpers are mounted in the demo only.
             "demo": True,
-            "redis_socket_timeout_s": 1.0,
-            "redis_connect_timeout_s": 1.0,
         }
     )
