@@ -183,9 +183,12 @@ def item_stats(events: DataFrame, items: DataFrame, as_of: datetime, windows: tu
 def user_stats(events: DataFrame, as_of: datetime) -> DataFrame:
     """Per shopper: purchase sessions, distinct items, days since last activity, usual unit price."""
     purchases = events.where(F.col("event_type") == "purchase")
+    # Distinct counts as the sizes of per-shopper sets: `countDistinct` twice would make Spark copy every
+    # purchase once per distinct column (its Expand operator) and run the median over the copies. A
+    # shopper's sessions and items number hundreds, not millions.
     bought = purchases.groupBy("user_id").agg(
-        F.countDistinct("session_id").alias("u_orders"),
-        F.countDistinct("item_id").alias("u_items"),
+        F.size(F.collect_set("session_id")).cast("long").alias("u_orders"),
+        F.size(F.collect_set("item_id")).cast("long").alias("u_items"),
         F.expr("percentile_approx(price, 0.5)").alias("u_median_price"),
     )
     active = events.groupBy("user_id").agg(
@@ -267,17 +270,18 @@ def session_baskets(events: DataFrame, as_of: datetime, half_life_days: float | 
     """(session_id, item_id, weight): the items bought or carted together in a session, each basket
     weighed by `signals.basket_weight` of its size and its last line's age. Single-item baskets say
     nothing about pairs and are dropped."""
-    lines = (
+    # One grouping by session, its items as a set: a basket holds tens of items, and grouping the lines
+    # by (session, item) first, then by session, then joining the two took three shuffles.
+    baskets = (
         events.where(F.col("event_type").isin("purchase", "add_to_cart"))
-        .groupBy("session_id", "item_id")
-        .agg(F.max("ts").alias("ts"))
-    )
-    per_session = lines.groupBy("session_id").agg(
-        F.count(F.lit(1)).alias("size"), _days_before(as_of, F.max("ts")).alias("age")
+        .groupBy("session_id")
+        .agg(F.collect_set("item_id").alias("items"), _days_before(as_of, F.max("ts")).alias("age"))
+        .withColumn("size", F.size("items"))
+        .where(F.col("size") > 1)
     )
     weight = signals.basket_weight(F.col("size"), F.col("age"), half_life_days, log2=F.log2)
-    return lines.join(per_session.where(F.col("size") > 1), "session_id").select(
-        "session_id", "item_id", weight.cast("double").alias("weight")
+    return baskets.select(
+        "session_id", F.explode("items").alias("item_id"), weight.cast("double").alias("weight")
     )
 
 
