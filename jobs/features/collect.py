@@ -15,18 +15,24 @@ from jobs.features.frames import POP_WINDOWS, SHOPPER_FRAMES, FeatureSet, sorted
 from jobs.features.signals import CoocParams
 
 
+def shopper_pairs(events: DataFrame, as_of: datetime, cooc: CoocParams) -> DataFrame:
+    """The (shopper, item) statistics of `events` (`transforms.pair_stats`) that three shopper frames
+    select from."""
+    return transforms.pair_stats(
+        transforms.session_touches(events), as_of, cooc.half_life_days, cooc.cart_weight, cooc.view_weight
+    )
+
+
 def shopper_frames(
-    events: DataFrame, items: DataFrame, touches: DataFrame, as_of: datetime, cooc: CoocParams
+    events: DataFrame, items: DataFrame, pairs: DataFrame, as_of: datetime
 ) -> dict[str, DataFrame]:
-    """The shopper-level frames (`SHOPPER_FRAMES`) of `events`, whose `session_touches` are `touches`."""
+    """The shopper-level frames (`SHOPPER_FRAMES`) of `events`, whose `shopper_pairs` are `pairs`."""
     return {
-        "interactions": transforms.als_interactions(touches),
-        "user_item": transforms.user_item_stats(touches, as_of),
+        "interactions": transforms.als_interactions(pairs),
+        "user_item": transforms.user_item_stats(pairs),
         "users": transforms.user_stats(events, as_of),
         "affinity": transforms.user_category_affinity(events, items),
-        "interest": transforms.shopper_interest(
-            touches, as_of, cooc.half_life_days, cooc.cart_weight, cooc.view_weight
-        ),
+        "interest": transforms.shopper_interest(pairs),
     }
 
 
@@ -65,12 +71,13 @@ def collect_feature_set(
         if baskets
         else pd.DataFrame(columns=["session_id", "item_id", "weight"])
     )
-    touches = transforms.session_touches(own).cache()
+    # Three frames select from the pairs: kept once, they are aggregated once.
+    pairs = shopper_pairs(own, as_of, cooc).cache()
     frames = {
         name: sorted_frame(frame.toPandas(), SHOPPER_FRAMES[name])
         if only is None or name in only
         else frame.limit(0).toPandas()
-        for name, frame in shopper_frames(own, items, touches, as_of, cooc).items()
+        for name, frame in shopper_frames(own, items, pairs, as_of).items()
     }
     feature_set = FeatureSet.of(
         pd.Timestamp(as_of),
@@ -78,7 +85,7 @@ def collect_feature_set(
         frames,
         baskets=sorted_frame(basket_frame, ["session_id", "item_id"]),
     )
-    touches.unpersist()
+    pairs.unpersist()
     if shoppers is not None:
         own.unpersist()
     return feature_set

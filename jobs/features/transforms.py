@@ -90,12 +90,7 @@ def interaction_weights(events: DataFrame) -> DataFrame:
 def session_touches(events: DataFrame) -> DataFrame:
     """(user_id, session_id, item_id, event_type, events, units, ts): a known shopper's events of one
     type on one item within one session, counted (`events`), their quantities summed (`units`), with
-    the latest time (`ts`).
-
-    The per-(shopper, item) features (`als_interactions`, `user_item_stats`, `shopper_interest`) are
-    all aggregates of these rows: computing them once (and caching them) replaces three aggregations
-    of every event, each with several distinct counts, by one grouping and three small ones.
-    """
+    the latest time (`ts`): what `pair_stats` aggregates per (shopper, item)."""
     return (
         events.where(F.col("user_id").isNotNull())
         .groupBy("user_id", "session_id", "item_id", "event_type")
@@ -112,38 +107,61 @@ def _sessions_with(event_type: str) -> Column:
     return F.count(F.when((F.col("event_type") == event_type) & F.col("session_id").isNotNull(), F.lit(1)))
 
 
-def als_interactions(touches: DataFrame) -> DataFrame:
-    """(user_id, item_id, weight) for ALS from `session_touches`: `signals.als_weight` of the pair's
-    purchase, cart and view session counts, the weighting the evaluation's ALS baseline uses too (so the
-    ALS hyper-parameters tuned there fit the ranker's ALS)."""
-    counts = touches.groupBy("user_id", "item_id").agg(
-        _sessions_with("purchase").alias("p"),
-        _sessions_with("add_to_cart").alias("c"),
-        _sessions_with("view").alias("v"),
-    )
-    weight = signals.als_weight(F.col("p"), F.col("c"), F.col("v"), log1p=F.log1p)
-    return (
-        counts.select("user_id", "item_id", weight.alias("weight"))
-        .where(F.col("weight") > 0)
-        .select("user_id", "item_id", F.col("weight").cast("float").alias("weight"))
-    )
-
-
-def user_item_stats(touches: DataFrame, as_of: datetime) -> DataFrame:
-    """Per (shopper, item), from `session_touches`: purchase sessions, units, views, carts and days
-    since the last purchase/touch."""
+def pair_stats(
+    touches: DataFrame, as_of: datetime, half_life_days: float | None, cart_weight: float, view_weight: float
+) -> DataFrame:
+    """Per (shopper, item), from `session_touches`, in one grouping: purchase, cart and view sessions,
+    units, views, carts, days since the last purchase and touch, and the decayed interest (each (session,
+    item, event type) once, weighed by `signals.interest_weight`). `als_interactions`, `user_item_stats`
+    and `shopper_interest` select from it: one aggregation of the touches instead of three."""
     is_purchase = F.col("event_type") == "purchase"
 
     def events_of(event_type: str) -> Column:
         return F.sum(F.when(F.col("event_type") == event_type, F.col("events")).otherwise(0))
 
+    type_weight: Column = F.lit(0.0)
+    for event_type, value in reversed(signals.interest_type_weights(cart_weight, view_weight).items()):
+        type_weight = F.when(F.col("event_type") == event_type, F.lit(value)).otherwise(type_weight)
+    interest = signals.interest_weight(type_weight, _days_before(as_of, F.col("ts")), half_life_days)
     return touches.groupBy("user_id", "item_id").agg(
         _sessions_with("purchase").alias("ui_purchases"),
+        _sessions_with("add_to_cart").alias("cart_sessions"),
+        _sessions_with("view").alias("view_sessions"),
         F.sum(F.when(is_purchase, F.col("units")).otherwise(0)).cast("double").alias("ui_units"),
         events_of("view").alias("ui_views"),
         events_of("add_to_cart").alias("ui_carts"),
         _days_before(as_of, F.max(F.when(is_purchase, F.col("ts")))).alias("ui_days_since_purchase"),
         _days_before(as_of, F.max("ts")).alias("ui_days_since_touch"),
+        F.sum(interest).cast("double").alias("interest"),
+    )
+
+
+def als_interactions(pairs: DataFrame) -> DataFrame:
+    """(user_id, item_id, weight) for ALS from `pair_stats`: `signals.als_weight` of the pair's
+    purchase, cart and view session counts, the weighting the evaluation's ALS baseline uses too (so the
+    ALS hyper-parameters tuned there fit the ranker's ALS)."""
+    weight = signals.als_weight(
+        F.col("ui_purchases"), F.col("cart_sessions"), F.col("view_sessions"), log1p=F.log1p
+    )
+    return (
+        pairs.select("user_id", "item_id", weight.alias("weight"))
+        .where(F.col("weight") > 0)
+        .select("user_id", "item_id", F.col("weight").cast("float").alias("weight"))
+    )
+
+
+def user_item_stats(pairs: DataFrame) -> DataFrame:
+    """Per (shopper, item), from `pair_stats`: purchase sessions, units, views, carts and days since the
+    last purchase/touch."""
+    return pairs.select(
+        "user_id",
+        "item_id",
+        "ui_purchases",
+        "ui_units",
+        "ui_views",
+        "ui_carts",
+        "ui_days_since_purchase",
+        "ui_days_since_touch",
     )
 
 
@@ -285,18 +303,6 @@ def session_baskets(events: DataFrame, as_of: datetime, half_life_days: float | 
     )
 
 
-def shopper_interest(
-    touches: DataFrame, as_of: datetime, half_life_days: float | None, cart_weight: float, view_weight: float
-) -> DataFrame:
-    """(user_id, item_id, interest) from `session_touches`: each (session, item, event type) once,
-    weighed by `signals.interest_weight` (its type's weight, decayed by its age), summed per pair."""
-    type_weight: Column = F.lit(0.0)
-    for event_type, value in reversed(signals.interest_type_weights(cart_weight, view_weight).items()):
-        type_weight = F.when(F.col("event_type") == event_type, F.lit(value)).otherwise(type_weight)
-    weight = signals.interest_weight(type_weight, _days_before(as_of, F.col("ts")), half_life_days)
-    return (
-        touches.select("user_id", "item_id", weight.alias("w"))
-        .groupBy("user_id", "item_id")
-        .agg(F.sum("w").cast("double").alias("interest"))
-        .where(F.col("interest") > 0)
-    )
+def shopper_interest(pairs: DataFrame) -> DataFrame:
+    """(user_id, item_id, interest) from `pair_stats`: the pairs with a positive decayed interest."""
+    return pairs.select("user_id", "item_id", "interest").where(F.col("interest") > 0)

@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.features import transforms
-from jobs.features.collect import collect_feature_set
+from jobs.features.collect import collect_feature_set, shopper_pairs
 from jobs.features.frames import FeatureSet
 from jobs.ranking.candidate_features import FEATURES, label_candidates
 from jobs.ranking.covisitation import CoVisitation
@@ -51,12 +51,14 @@ def fit_sample(events: DataFrame, max_shoppers: int) -> tuple[DataFrame | None, 
     return sample, sample.count(), total
 
 
-def engine_item_factors(events: DataFrame, params: ModelParams) -> tuple[np.ndarray, np.ndarray] | None:
-    """With `als_engine` "spark", the ALS item factors of every shopper's `events`, fitted by Spark
+def engine_item_factors(
+    events: DataFrame, as_of: datetime, params: ModelParams
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """With `als_engine` "spark", the ALS item factors of every shopper's `events` before `as_of`, fitted by Spark
     MLlib on the executors; None for implicit, which `fit_parts` fits on the driver's sample."""
     if params.als_engine != "spark":
         return None
-    interactions = transforms.als_interactions(transforms.session_touches(events))
+    interactions = transforms.als_interactions(shopper_pairs(events, as_of, params.cooc))
     return fit_item_factors(interactions, params.als)
 
 
@@ -91,7 +93,9 @@ def training_window(
     train_users = np.sort(fs.users["user_id"][fs.users["user_id"].isin(future["user_id"])].to_numpy())
     if not len(train_users) or fs.interactions.empty:
         return None
-    parts = fit_parts(fs, params, engine_item_factors(events.where(F.col("ts") < F.lit(cutoff)), params))
+    parts = fit_parts(
+        fs, params, engine_item_factors(events.where(F.col("ts") < F.lit(cutoff)), cutoff, params)
+    )
     fs = by_shopper(fs)
     frames = []
     for start in range(0, len(train_users), SCORE_BLOCK_USERS):
@@ -175,7 +179,7 @@ def train_model(
     )
     if sample is not None:
         sample.unpersist()
-    trained = fit_parts(fs_full, params, engine_item_factors(events, params))
+    trained = fit_parts(fs_full, params, engine_item_factors(events, as_of, params))
     trained.fit_shoppers = (sampled, total)
     trained.booster = booster
     trained.train_rows = train_rows

@@ -32,7 +32,7 @@ from carousel.lake import Lake, micros, newest_event_us
 from carousel.rules.consent import opted_out
 from configs.settings import Settings
 from jobs.features import transforms
-from jobs.features.collect import basket_frame, item_frame, shopper_frames
+from jobs.features.collect import basket_frame, item_frame, shopper_frames, shopper_pairs
 from jobs.features.frames import sorted_frame
 from jobs.features.session import spark_session
 from jobs.ranking.lists import published_similar_items
@@ -327,7 +327,8 @@ def _personal_lists(
     modelling, as_of = inputs.modelling, inputs.as_of
     # The given shoppers' events are read by several feature frames: kept once, they are a small share.
     own = modelling if shoppers is None else modelling.join(F.broadcast(shoppers), "user_id").cache()
-    touches = transforms.session_touches(own).cache()
+    # Three feature frames select from the (shopper, item) statistics: kept once, they are aggregated once.
+    pairs = shopper_pairs(own, as_of, params.cooc).cache()
     if items is None:
         items = item_frame(modelling, inputs.items, as_of)
         progress(f"statistics of {len(items):,} items computed")
@@ -336,13 +337,13 @@ def _personal_lists(
     try:
         scored = write_user_lists(
             own.sparkSession,
-            shopper_frames(own, inputs.items, touches, as_of, params.cooc),
+            shopper_frames(own, inputs.items, pairs, as_of),
             scoring,
             folder / "user_lists.parquet",
             progress,
         )
     finally:
-        touches.unpersist()
+        pairs.unpersist()
         if shoppers is not None:
             own.unpersist()
     return scored, items

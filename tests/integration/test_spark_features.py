@@ -69,7 +69,8 @@ def test_interaction_weights_sum_and_damp(spark: SparkSession, events: object) -
 def test_user_item_stats_count_purchase_sessions_and_recency(spark: SparkSession, events: object) -> None:
     """Purchases are counted per session, units summed, recency measured from as_of."""
     touches = transforms.session_touches(events.where("user_id = 'u1'"))  # type: ignore[attr-defined]
-    got = transforms.user_item_stats(touches, AS_OF).collect()[0]
+    pairs = transforms.pair_stats(touches, AS_OF, None, cart_weight=0.5, view_weight=0.1)
+    got = transforms.user_item_stats(pairs).collect()[0]
     assert (got.ui_purchases, got.ui_units, got.ui_views, got.ui_carts) == (2, 4.0, 1, 1)
     assert got.ui_days_since_purchase == pytest.approx(1.0)
 
