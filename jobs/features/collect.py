@@ -16,8 +16,8 @@ from jobs.features.signals import CoocParams
 
 
 def shopper_pairs(events: DataFrame, as_of: datetime, cooc: CoocParams) -> DataFrame:
-    """The (shopper, item) statistics of `events` (`transforms.pair_stats`) that three shopper frames
-    select from."""
+    """The (shopper, item) statistics of `events` (`transforms.pair_stats`) that four shopper frames
+    read."""
     return transforms.pair_stats(
         transforms.session_touches(events), as_of, cooc.half_life_days, cooc.cart_weight, cooc.view_weight
     )
@@ -31,7 +31,7 @@ def shopper_frames(
         "interactions": transforms.als_interactions(pairs),
         "user_item": transforms.user_item_stats(pairs),
         "users": transforms.user_stats(events, as_of),
-        "affinity": transforms.user_category_affinity(events, items),
+        "affinity": transforms.user_category_affinity(pairs, items),
         "interest": transforms.shopper_interest(pairs),
     }
 
@@ -71,7 +71,7 @@ def collect_feature_set(
         if baskets
         else pd.DataFrame(columns=["session_id", "item_id", "weight"])
     )
-    # Three frames select from the pairs: kept once, they are aggregated once.
+    # Four frames read the pairs: kept once, they are aggregated once.
     pairs = shopper_pairs(own, as_of, cooc).cache()
     frames = {
         name: sorted_frame(frame.toPandas(), SHOPPER_FRAMES[name])

@@ -73,17 +73,11 @@ def purchases_and_events_of(events: DataFrame, shoppers: DataFrame) -> DataFrame
     )
 
 
-def interaction_weights(events: DataFrame) -> DataFrame:
-    """(user_id, item_id, weight): summed event strengths, log-damped so one binge does not dominate."""
-    weight = F.lit(0.0)
-    for event_type, value in EVENT_WEIGHTS.items():
-        weight = F.when(F.col("event_type") == event_type, F.lit(value)).otherwise(weight)
-    return (
-        events.withColumn("w", weight)
-        .groupBy("user_id", "item_id")
-        .agg(F.sum("w").alias("raw"))
-        .where(F.col("raw") > 0)
-        .select("user_id", "item_id", F.log1p("raw").cast("float").alias("weight"))
+def interaction_weights(pairs: DataFrame) -> DataFrame:
+    """(user_id, item_id, weight) from `pair_stats`: summed event strengths (`EVENT_WEIGHTS`),
+    log-damped so one binge does not dominate."""
+    return pairs.where(F.col("strength") > 0).select(
+        "user_id", "item_id", F.log1p("strength").cast("float").alias("weight")
     )
 
 
@@ -111,9 +105,10 @@ def pair_stats(
     touches: DataFrame, as_of: datetime, half_life_days: float | None, cart_weight: float, view_weight: float
 ) -> DataFrame:
     """Per (shopper, item), from `session_touches`, in one grouping: purchase, cart and view sessions,
-    units, views, carts, days since the last purchase and touch, and the decayed interest (each (session,
-    item, event type) once, weighed by `signals.interest_weight`). `als_interactions`, `user_item_stats`
-    and `shopper_interest` select from it: one aggregation of the touches instead of three."""
+    units, views, carts, days since the last purchase and touch, the decayed interest (each (session,
+    item, event type) once, weighed by `signals.interest_weight`) and the summed event strengths.
+    `als_interactions`, `user_item_stats`, `shopper_interest` and `interaction_weights` select from it:
+    one aggregation instead of four."""
     is_purchase = F.col("event_type") == "purchase"
 
     def events_of(event_type: str) -> Column:
@@ -123,6 +118,9 @@ def pair_stats(
     for event_type, value in reversed(signals.interest_type_weights(cart_weight, view_weight).items()):
         type_weight = F.when(F.col("event_type") == event_type, F.lit(value)).otherwise(type_weight)
     interest = signals.interest_weight(type_weight, _days_before(as_of, F.col("ts")), half_life_days)
+    strength: Column = F.lit(0.0)
+    for event_type, value in EVENT_WEIGHTS.items():
+        strength = F.when(F.col("event_type") == event_type, F.lit(value)).otherwise(strength)
     return touches.groupBy("user_id", "item_id").agg(
         _sessions_with("purchase").alias("ui_purchases"),
         _sessions_with("add_to_cart").alias("cart_sessions"),
@@ -133,6 +131,7 @@ def pair_stats(
         _days_before(as_of, F.max(F.when(is_purchase, F.col("ts")))).alias("ui_days_since_purchase"),
         _days_before(as_of, F.max("ts")).alias("ui_days_since_touch"),
         F.sum(interest).cast("double").alias("interest"),
+        F.sum(strength * F.col("events")).alias("strength"),
     )
 
 
@@ -153,16 +152,7 @@ def als_interactions(pairs: DataFrame) -> DataFrame:
 def user_item_stats(pairs: DataFrame) -> DataFrame:
     """Per (shopper, item), from `pair_stats`: purchase sessions, units, views, carts and days since the
     last purchase/touch."""
-    return pairs.select(
-        "user_id",
-        "item_id",
-        "ui_purchases",
-        "ui_units",
-        "ui_views",
-        "ui_carts",
-        "ui_days_since_purchase",
-        "ui_days_since_touch",
-    )
+    return pairs.select("user_id", "item_id", *(c for c in pairs.columns if c.startswith("ui_")))
 
 
 def item_stats(events: DataFrame, items: DataFrame, as_of: datetime, windows: tuple[int, ...]) -> DataFrame:
@@ -216,9 +206,10 @@ def user_stats(events: DataFrame, as_of: datetime) -> DataFrame:
     return active.join(bought, "user_id", "left").fillna(0, subset=["u_orders", "u_items"])
 
 
-def user_category_affinity(events: DataFrame, items: DataFrame) -> DataFrame:
-    """(user_id, category, cat_affinity): the share of a shopper's weighted interactions in a category."""
-    weights = interaction_weights(events).join(items.select("item_id", "category"), "item_id")
+def user_category_affinity(pairs: DataFrame, items: DataFrame) -> DataFrame:
+    """(user_id, category, cat_affinity) from `pair_stats`: the share of a shopper's weighted
+    interactions in a category."""
+    weights = interaction_weights(pairs).join(items.select("item_id", "category"), "item_id")
     per_cat = weights.groupBy("user_id", "category").agg(F.sum("weight").alias("w"))
     total = Window.partitionBy("user_id")
     return per_cat.select(

@@ -327,7 +327,7 @@ def _personal_lists(
     modelling, as_of = inputs.modelling, inputs.as_of
     # The given shoppers' events are read by several feature frames: kept once, they are a small share.
     own = modelling if shoppers is None else modelling.join(F.broadcast(shoppers), "user_id").cache()
-    # Three feature frames select from the (shopper, item) statistics: kept once, they are aggregated once.
+    # Four feature frames read the (shopper, item) statistics: kept once, they are aggregated once.
     pairs = shopper_pairs(own, as_of, params.cooc).cache()
     if items is None:
         items = item_frame(modelling, inputs.items, as_of)

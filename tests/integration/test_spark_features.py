@@ -58,7 +58,8 @@ def test_modelling_events_drop_anonymous_future_and_opted_out(spark: SparkSessio
 
 def test_interaction_weights_sum_and_damp(spark: SparkSession, events: object) -> None:
     """Weights are log1p of summed event strengths per (user, item)."""
-    got = transforms.interaction_weights(events.where("user_id = 'u1'"))  # type: ignore[attr-defined]
+    touches = transforms.session_touches(events.where("user_id = 'u1'"))  # type: ignore[attr-defined]
+    got = transforms.interaction_weights(transforms.pair_stats(touches, AS_OF, None, 0.5, 0.1))
     expected = spark.createDataFrame(
         [Row(user_id="u1", item_id="a", weight=math.log1p(1 + 3 + 6 + 6))],
         "user_id string, item_id string, weight float",
