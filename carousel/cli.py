@@ -508,9 +508,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 # -- submit -------------------------------------------------------------------------------------------
 def cmd_submit(args: argparse.Namespace) -> int:
-    """Run one pipeline stage (what the DAG calls): the Spark stages (`jobs.stages.SPARK_STAGES`) as a
-    Spark application on CAROUSEL_SPARK_MASTER through spark-submit; the others use no Spark and run in
-    this process (a JVM start saved per stage)."""
+    """Run one pipeline stage (what the DAG calls). The Spark stages (`jobs.stages.SPARK_STAGES`) run as
+    a Spark application on CAROUSEL_SPARK_MASTER: on the store's warm stage runner when
+    CAROUSEL_STAGE_RUNNER is on (`infra.stage_runner`; training always gets an application of its own),
+    else through spark-submit. The others use no Spark and run in this process (a JVM start saved per
+    stage)."""
     import os
     import subprocess
 
@@ -533,38 +535,26 @@ def cmd_submit(args: argparse.Namespace) -> int:
         stage_args += ["--interval-start", args.interval_start]
     if args.stage not in SPARK_STAGES:
         return jobs.entry.main(stage_args)
-    from jobs.features.session import DRIVER_JAVA_OPTIONS
+    if settings.stage_runner and args.stage != "train" and args.mode != "train":
+        from infra.stage_runner import run_on_runner
 
-    spark_submit = Path(sys.executable).parent / "spark-submit"
-    command = [
-        str(spark_submit) if spark_submit.exists() else "spark-submit",
-        "--master",
-        settings.spark_master,
-        "--driver-memory",
-        settings.spark_driver_memory,
-        # The driver JVM starts before the job's session is built, so its options are given here.
-        "--driver-java-options",
-        DRIVER_JAVA_OPTIONS,
-        # Driver and executors run this project's Python (its venv has every dependency).
-        "--conf",
-        f"spark.pyspark.python={sys.executable}",
-        "--conf",
-        f"spark.pyspark.driver.python={sys.executable}",
-        jobs.entry.__file__,
-        *stage_args,
-    ]
+        return run_on_runner(settings, stage_args)
+    command = jobs.entry.spark_submit_command(settings, jobs.entry.__file__, stage_args)
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     return subprocess.run(command, env=env, check=False).returncode
 
 
 # -- infra --------------------------------------------------------------------------------------------
 def cmd_infra(args: argparse.Namespace) -> int:
-    from infra import prereqs, redis_server
+    from infra import prereqs, redis_server, stage_runner
 
-    var_dir = Path(_settings().var_dir)
+    settings = _settings()
+    var_dir = Path(settings.var_dir)
     if args.action == "down":
         stopped = redis_server.stop_managed(var_dir)
         console.print("managed Redis stopped" if stopped else "managed Redis was not running")
+        ran = stage_runner.stop_runner(settings)
+        console.print("stage runner stopped" if ran else "no stage runner was running")
         return 0
     if prereqs.main() != 0:
         return 1

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     spark_master: str = Field(pattern=rf"^({SPARK_MASTER_PATTERN})$")
     spark_driver_memory: str = Field(pattern=r"^\d+[kmgt]?$")
     spark_shuffle_partitions: int = Field(ge=1)
+    stage_runner: bool
+    stage_runner_idle_s: int = Field(ge=10, le=86_400)
+    stage_runner_max_rss_mb: int = Field(ge=500)
     list_length: int = Field(ge=1, le=500)
     list_overflow: int = Field(ge=0, le=500)
     candidates_per_user: int = Field(ge=1, le=2000)

@@ -14,13 +14,44 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from jobs.stages import MODES, STAGES
 
+if TYPE_CHECKING:
+    from configs.settings import Settings
 
-def main(argv: Sequence[str] | None = None) -> int:
+
+def spark_submit_command(settings: Settings, app: str, app_args: Sequence[str]) -> list[str]:
+    """`spark-submit` of `app` (this file, or the stage runner) on the settings' master, with this
+    project's Python on the driver and the executors (its venv has every dependency)."""
+    from pathlib import Path
+
+    from jobs.features.session import DRIVER_JAVA_OPTIONS
+
+    spark_submit = Path(sys.executable).parent / "spark-submit"
+    return [
+        str(spark_submit) if spark_submit.exists() else "spark-submit",
+        "--master",
+        settings.spark_master,
+        "--driver-memory",
+        settings.spark_driver_memory,
+        # The driver JVM starts before the job's session is built, so its options are given here.
+        "--driver-java-options",
+        DRIVER_JAVA_OPTIONS,
+        "--conf",
+        f"spark.pyspark.python={sys.executable}",
+        "--conf",
+        f"spark.pyspark.driver.python={sys.executable}",
+        app,
+        *app_args,
+    ]
+
+
+def main(argv: Sequence[str] | None = None, progress: Callable[[str], None] | None = None) -> int:
+    """Run one stage; its progress lines go to `progress` (default: printed with the time since start)."""
     parser = argparse.ArgumentParser(prog="jobs/entry.py")
     parser.add_argument("stage", choices=STAGES)
     parser.add_argument("--run-id", required=True)
@@ -43,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         interval_end=args.interval_end,
         interval_start=args.interval_start,
         mode=args.mode,
-        progress=say,
+        progress=progress or say,
     )
     run_stage(args.stage, job)
     return 0

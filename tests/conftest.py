@@ -22,6 +22,10 @@ from configs.settings import Settings
 if sys.modules["__main__"].__spec__ is None and not hasattr(sys.modules["__main__"], "__file__"):
     sys.modules["__main__"].__file__ = "<pytest-xdist worker>"
 
+# A `carousel submit` of a Spark stage would leave a warm stage runner (a JVM) behind for each test's
+# store: off unless a test turns it on and stops it (`infra.stage_runner.stop_runner`).
+os.environ.setdefault("CAROUSEL_STAGE_RUNNER", "false")
+
 ROOT = Path(__file__).resolve().parents[1]
 # py4j logs at INFO from finalizers after pytest closed its streams ("--- Logging error ---" at exit).
 logging.getLogger("py4j").setLevel(logging.WARNING)
@@ -130,6 +134,20 @@ def settings(tmp_path: Path, redis_url: str, redis_kind: str) -> object:
         shopper_token_secret=SHOPPER_TOKEN_SECRET,
         erasure_salt=ERASURE_SALT,
     )
+
+
+@pytest.fixture
+def store_env(settings: Settings) -> dict[str, str]:
+    """The `CAROUSEL_*` variables that point a `carousel` process (a DAG task, `carousel submit`) at the
+    test's store."""
+    return {
+        "CAROUSEL_REDIS_URL": settings.redis_url,
+        "CAROUSEL_VAR_DIR": str(settings.var_dir),
+        "CAROUSEL_LAKE_DIR": str(settings.lake_dir),
+        "CAROUSEL_SPARK_MASTER": settings.spark_master,
+        "CAROUSEL_SPARK_DRIVER_MEMORY": settings.spark_driver_memory,
+        "CAROUSEL_ERASURE_SALT": settings.erasure_salt_value(),
+    }
 
 
 @pytest.fixture(scope="session")

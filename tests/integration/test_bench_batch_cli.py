@@ -5,9 +5,11 @@ the contract's JSON. Only that the work was done and measured is checked; how fa
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import orjson
+import psutil
 import pytest
 import redis
 
@@ -22,6 +24,8 @@ def test_bench_batch_writes_the_contract_report(
     # As under `make test`, this process's environment points at a Redis of its own: the bench must
     # publish into its private Redis all the same, not here (its publish job once inherited this URL).
     monkeypatch.setenv("CAROUSEL_REDIS_URL", redis_url)
+    # As the DAG runs them by default: the Spark stages on a warm stage runner.
+    monkeypatch.setenv("CAROUSEL_STAGE_RUNNER", "true")
     out = tmp_path / "batch.json"
     argv = ["bench", "batch", "--users", "400", "--items", "80", "--events", "30000", "--out", str(out)]
     argv += ["--scoring-masters", "local[1]"]
@@ -35,18 +39,34 @@ def test_bench_batch_writes_the_contract_report(
     assert report["incremental_total_s"] == pytest.approx(
         sum(report["incremental_stages"].values()), abs=0.05
     )
-    assert report["incremental_active_users"] == 4
+    assert report["incremental_active_users"] == 4 and report["stage_runner"] is True
+    # Two 15-minute runs: the figures of the one after the other, and of the first after the full run.
+    assert list(report["incremental_first_stages"]) == stages
+    assert report["incremental_first_total_s"] == pytest.approx(
+        sum(report["incremental_first_stages"].values()), abs=0.05
+    )
+    # The bench stopped the runner it used.
+    assert not any(
+        str(environment.get("CAROUSEL_VAR_DIR", "")).startswith(
+            tempfile.gettempdir() + "/carousel-bench-batch-"
+        )
+        for environment in _environments()
+    )
     assert report["full_counts"]["user_lists"] > 0 and report["ranker_train_rows"] >= 0
     assert 0 < report["redis_bytes_per_list"] < 10_000
     assert redis_client.dbsize() == 0
-    # Every job was sampled, each with its own process tree; the reported peak is the biggest job's,
-    # the compute job's with its Spark JVM.
+    # Every job was sampled, each with its own process tree and the stage runner's it handed its stage to;
+    # the reported peak is the biggest job's, a Spark stage's with its JVM.
     jobs = report["jobs_peak_rss_mb"]
     assert list(jobs["full"]) == stages and all(mb > 0 for mb in jobs["full"].values())
     assert report["peak_rss_mb"] == max(mb for run in jobs.values() for mb in run.values())
     run, stage = report["peak_job"].split()
     assert jobs[run][stage] == report["peak_rss_mb"]
-    assert stage == "compute" and report["peak_rss_mb_spark_jvm"] > 0 and report["peak_rss_mb_python"] > 0
+    assert (
+        stage in ("inputs", "compute")
+        and report["peak_rss_mb_spark_jvm"] > 0
+        and report["peak_rss_mb_python"] > 0
+    )
     assert report["seconds_per_million_events"] == pytest.approx(
         report["total_s"] / (report["events"] / 1e6), rel=0.01
     )
@@ -62,6 +82,17 @@ def test_bench_batch_writes_the_contract_report(
     assert list(report["scoring_by_master"]) == ["local[1]"]
     assert report["scoring_by_master"]["local[1]"]["cores"] == 1
     assert report["scoring_by_master"]["local[1]"]["shoppers"] == full_scoring["shoppers"]
+
+
+def _environments() -> list[dict[str, str]]:
+    """The environments of this user's processes that can still be read."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            found.append(process.environ())
+        except psutil.Error:
+            continue
+    return found
 
 
 def test_bench_batch_refuses_a_master_it_cannot_name(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from carousel.lake import Lake
 from carousel.runs import RunHistory, folder_name
 from configs.settings import Settings
 from infra.airflow_runner import ROOT, DagRunFailed, run_dag_once
+from infra.stage_runner import runner_answers, stop_runner
 from jobs.ranking.store import ModelStore
 
 pytestmark = pytest.mark.integration
@@ -80,15 +81,15 @@ def test_dag_scheduling_invariants(dagbag: object, dag_id: str) -> None:
         assert task.execution_timeout is not None and task.execution_timeout < dag.dagrun_timeout
 
 
-def _point_at(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in {
-        "CAROUSEL_REDIS_URL": settings.redis_url,
-        "CAROUSEL_VAR_DIR": str(settings.var_dir),
-        "CAROUSEL_LAKE_DIR": str(settings.lake_dir),
-        "CAROUSEL_SPARK_MASTER": settings.spark_master,
-        "CAROUSEL_SPARK_DRIVER_MEMORY": settings.spark_driver_memory,
-        "CAROUSEL_ERASURE_SALT": settings.erasure_salt_value(),
-    }.items():
+@pytest.fixture
+def runner_stopped(settings: Settings) -> Iterator[None]:
+    """The DAG's Spark stages run on the store's stage runner, as in production; stopped afterwards."""
+    yield
+    stop_runner(settings)
+
+
+def _point_at(store_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {**store_env, "CAROUSEL_STAGE_RUNNER": "true"}.items():
         monkeypatch.setenv(key, value)
 
 
@@ -98,12 +99,14 @@ def test_retrain_then_refresh_runs_through_airflow(
     monkeypatch: pytest.MonkeyPatch,
     redis_client: object,
     small_store: Callable[..., object],
+    store_env: dict[str, str],
+    runner_stopped: None,
 ) -> None:
     """`airflow dags test`: the retrain stores model 1 and publishes nothing; the next refresh rescores
     every shopper with it (a full version); the one after, with new events, publishes a delta of the
-    active shoppers only."""
+    active shoppers only. The refreshes' Spark stages ran on one warm stage runner."""
     small_store(settings, users=300, seed=3)
-    _point_at(settings, monkeypatch)
+    _point_at(store_env, monkeypatch)
     home = tmp_path / "airflow"
     run_dag_once("carousel_retrain", datetime(2026, 11, 1, 2, tzinfo=UTC), airflow_home=home)
     model = ModelStore(settings.models_dir).describe(1)
@@ -150,6 +153,10 @@ def test_retrain_then_refresh_runs_through_airflow(
     # The last stage wrote this run's audience files for email tools.
     for campaign in ("abandoned_cart", "post_purchase", "browse_abandonment"):
         assert (settings.var_dir / "audiences" / folder_name(delta["run_id"]) / f"{campaign}.csv").exists()
+    # Both refreshes' input gate, compute and audiences (the retrain's stages run in their own
+    # applications).
+    runner = runner_answers(settings)
+    assert runner is not None and runner["stages_run"] == 6
 
 
 def test_dag_run_with_bad_inputs_fails_and_keeps_live_version(
@@ -158,11 +165,13 @@ def test_dag_run_with_bad_inputs_fails_and_keeps_live_version(
     monkeypatch: pytest.MonkeyPatch,
     redis_client: object,
     small_store: Callable[..., object],
+    store_env: dict[str, str],
+    runner_stopped: None,
 ) -> None:
     """Events duplicated wholesale into the lake fail the input checkpoint: the Airflow run fails,
     nothing is computed or published, and the input Data Docs show the failure."""
     small_store(settings, users=200, seed=4)
-    _point_at(settings, monkeypatch)
+    _point_at(store_env, monkeypatch)
     # A second copy of the same events (a replayed export) under another part name.
     part = next((settings.lake_dir / "events").glob("part-*.parquet"))
     shutil.copy(part, part.with_name("part-replayed-copy.parquet"))

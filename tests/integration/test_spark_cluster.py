@@ -55,6 +55,8 @@ def test_refresh_dag_on_a_standalone_cluster_publishes_the_local_runs_lists(
         "CAROUSEL_LAKE_DIR": str(settings.lake_dir),
         "CAROUSEL_SPARK_MASTER": cluster.master_url,
         "CAROUSEL_SPARK_DRIVER_MEMORY": "1g",
+        # One application per stage, as spark-submit runs them (the stage runner: test_stage_runner).
+        "CAROUSEL_STAGE_RUNNER": "false",
         "SPARK_LOCAL_IP": "127.0.0.1",
     }.items():
         monkeypatch.setenv(key, value)
