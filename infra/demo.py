@@ -64,13 +64,17 @@ def _shopper_with_personal_list() -> str:
 
 
 def main() -> int:
+    from configs.settings import get_settings
     from infra.airflow_runner import run_dag_once
+    from infra.stage_runner import stop_runner
 
     if not (STORE / "events.parquet").exists():
         _carousel("generate", "--out", str(STORE))
     for kind in ("items", "users", "events"):
         _carousel("import", kind, str(STORE / f"{kind}.parquet"))
     run_dag_once("carousel_refresh", datetime.now(UTC))
+    # One run, and no scheduler to run the next: the stage runner would only hold memory beside the API.
+    stop_runner(get_settings())
     tokens = demo_tokens()
     os.environ.setdefault("CAROUSEL_ADMIN_TOKEN", tokens["admin"])
     os.environ.setdefault("CAROUSEL_MARKETING_TOKEN", tokens["marketing"])
