@@ -324,6 +324,8 @@ def bench_batch(
                 "CAROUSEL_REDIS_URL": redis_url,
                 "CAROUSEL_VAR_DIR": str(run_settings.var_dir),
                 "CAROUSEL_LAKE_DIR": str(run_settings.lake_dir),
+                # The jobs run as the report says they ran.
+                "CAROUSEL_STAGE_RUNNER": str(settings.stage_runner).lower(),
             }
             lake = Lake(run_settings.lake_dir)
             lake.upsert_items(store.items, source="bench items")

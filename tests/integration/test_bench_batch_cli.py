@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from carousel import cli
+from configs.settings import get_settings
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +30,11 @@ def test_bench_batch_writes_the_contract_report(
     out = tmp_path / "batch.json"
     argv = ["bench", "batch", "--users", "400", "--items", "80", "--events", "30000", "--out", str(out)]
     argv += ["--scoring-masters", "local[1]"]
-    assert cli.main(argv) == 0
+    get_settings.cache_clear()  # the CLI reads the settings once per process
+    try:
+        assert cli.main(argv) == 0
+    finally:
+        get_settings.cache_clear()
     report = orjson.loads(out.read_bytes())
     assert report["mode"] == "full" and report["users"] == 400 and report["items"] == 80
     assert abs(report["events"] - 30_000) <= 3_000
