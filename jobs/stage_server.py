@@ -156,7 +156,9 @@ class StageServer:
         try:
             request = json.loads(line)
         except json.JSONDecodeError:
-            send(conn, {"exit": 2, "error": "the request is not JSON"})
+            request = None
+        if not isinstance(request, dict):
+            send(conn, {"exit": 2, "error": "a request is one JSON object on one line"})
             return None
         if request.get("ping"):
             send(conn, {"pong": os.getpid(), "stages_run": self.stages_run, "fingerprint": self.fingerprint})
@@ -164,9 +166,13 @@ class StageServer:
         if request.get("fingerprint") != self.fingerprint:
             send(conn, {"restart": "the settings, environment or code differ from this runner's"})
             return "a request with other settings or code"
+        argv = request.get("argv")
+        if not isinstance(argv, list) or not all(isinstance(arg, str) for arg in argv):
+            send(conn, {"exit": 2, "error": "argv must be a list of strings (jobs/entry.py arguments)"})
+            return None
         finished = threading.Event()
         threading.Thread(target=_exit_when_gone, args=(reader, finished), daemon=True).start()
-        code = self._run(conn, list(request.get("argv", [])))
+        code = self._run(conn, argv)
         finished.set()
         self.stages_run += 1
         rss = _tree_rss_mb()

@@ -5,8 +5,10 @@ stage, and a client killed mid-stage takes the runner and its jobs down with it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +21,7 @@ import pytest
 
 from configs.settings import Settings
 from infra.stage_runner import runner_answers, runner_pid_file, stop_runner
+from jobs.stage_server import runner_socket
 
 pytestmark = pytest.mark.integration
 
@@ -74,6 +77,16 @@ def _runner_pid(settings: Settings) -> int:
     return int(answer["pong"])
 
 
+def _ask(path: Path, request: bytes) -> dict[str, object]:
+    """The runner's one-line answer to `request`, as sent."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(30)
+        conn.connect(str(path))
+        conn.sendall(request)
+        answer: dict[str, object] = json.loads(conn.makefile("rb").readline())
+        return answer
+
+
 def _gone(pid: int, timeout_s: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -107,6 +120,13 @@ def test_runner_serves_stages_as_spark_submit_would(settings: Settings, store: d
     # A stage that fails reports its error and exit code; the runner stays and serves the next one.
     failed = _run(store, "compute", "early", "rescore", interval_end="2020-01-01T00:00:00+00:00")
     assert failed.returncode == 1 and "holds no events before 2020-01-01" in failed.stdout
+    assert _runner_pid(settings) == pid
+    # Requests that are not one JSON object with string arguments are refused, and serving goes on.
+    answer = runner_answers(settings)
+    assert answer is not None
+    bad_argv = json.dumps({"fingerprint": answer["fingerprint"], "argv": [1]}).encode() + b"\n"
+    for junk in (b"not json\n", b"[1, 2]\n", bad_argv, b"\n"):
+        assert "error" in _ask(runner_socket(settings), junk)
     assert _runner_pid(settings) == pid
 
     # Other settings: a fresh runner. Its memory bound is below what any runner holds, so it ends
