@@ -513,7 +513,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
     CAROUSEL_STAGE_RUNNER is on (`infra.stage_runner`; training always gets an application of its own),
     else through spark-submit. The others use no Spark and run in this process (a JVM start saved per
     stage)."""
-    import os
     import subprocess
 
     import jobs.entry
@@ -540,8 +539,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
         return run_on_runner(settings, stage_args)
     command = jobs.entry.spark_submit_command(settings, jobs.entry.__file__, stage_args)
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    return subprocess.run(command, env=env, check=False).returncode
+    return subprocess.run(command, env=jobs.entry.spark_submit_env(), check=False).returncode
 
 
 # -- infra --------------------------------------------------------------------------------------------

@@ -18,13 +18,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import jobs.stage_server
 from configs.settings import Settings
-from jobs.entry import spark_submit_command
+from jobs.entry import spark_submit_command, spark_submit_env
 from jobs.stage_server import runner_fingerprint, runner_socket
 
 # A cold runner's JVM, session and first classes take seconds; a machine under load, more.
@@ -35,15 +35,14 @@ class RunnerUnavailable(RuntimeError):
     """The stage runner could not be started; the message holds its log's tail."""
 
 
-def run_on_runner(settings: Settings, argv: Sequence[str], echo: Callable[[str], None] | None = None) -> int:
+def run_on_runner(settings: Settings, argv: Sequence[str]) -> int:
     """Run the stage `argv` (`jobs.entry` arguments) on the store's runner; its exit code. Progress
-    lines go to `echo` (default: printed with the seconds since this call, as `jobs.entry` prints)."""
+    lines are printed with the seconds since this call, as `jobs.entry` prints them."""
     started = time.perf_counter()
 
-    def printed(message: str) -> None:
+    def say(message: str) -> None:
         print(f"{time.perf_counter() - started:7.1f}s  {message}", flush=True)
 
-    say = echo or printed
     fingerprint = runner_fingerprint(settings)
     for _ in range(3):
         with _connected(settings, fingerprint) as conn:
@@ -63,7 +62,8 @@ def run_on_runner(settings: Settings, argv: Sequence[str], echo: Callable[[str],
                     return int(message["exit"])
             else:
                 raise RunnerUnavailable(
-                    f"the stage runner closed the connection before the stage ended; see {_log(settings)}"
+                    f"the stage runner closed the connection before the stage ended; see "
+                    f"{_run_folder(settings.var_dir) / 'stage-runner.log'}"
                 )
         # A runner with other settings or code is on its way out: wait for it, then start a fresh one.
         _wait_gone(runner_socket(settings))
@@ -113,9 +113,7 @@ def _connected(settings: Settings, fingerprint: str) -> Iterator[socket.socket]:
     conn = _connect(path)
     if conn is None:
         # One client starts the runner; the others wait for it on the lock, then connect.
-        run_folder = settings.var_dir / "run"
-        run_folder.mkdir(parents=True, exist_ok=True)
-        with (run_folder / "stage-runner.lock").open("w") as lock:
+        with (_run_folder(settings.var_dir) / "stage-runner.lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             conn = _connect(path) or _start(settings, fingerprint, path)
     try:
@@ -152,8 +150,7 @@ def _start(settings: Settings, fingerprint: str, path: Path) -> socket.socket:
             str(settings.stage_runner_max_rss_mb),
         ],
     )
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    log = _log(settings)
+    log = _run_folder(settings.var_dir) / "stage-runner.log"
     # The log is the current runner's: a new runner starts it afresh.
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -161,7 +158,7 @@ def _start(settings: Settings, fingerprint: str, path: Path) -> socket.socket:
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=env,
+            env=spark_submit_env(),
             start_new_session=True,
         )
     _pid_file(settings).write_text(str(process.pid))
@@ -202,10 +199,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _log(settings: Settings) -> Path:
-    folder = settings.var_dir / "run"
+def _run_folder(var_dir: Path) -> Path:
+    """The store's runner's files: its log, process id and start lock."""
+    folder = var_dir / "run"
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / "stage-runner.log"
+    return folder
 
 
 def runner_pid_file(var_dir: Path) -> Path:

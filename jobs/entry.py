@@ -50,6 +50,13 @@ def spark_submit_command(settings: Settings, app: str, app_args: Sequence[str]) 
     ]
 
 
+def spark_submit_env() -> dict[str, str]:
+    """The environment a `spark_submit_command` runs in: this project's Python on driver and executors."""
+    import os
+
+    return {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+
+
 def main(argv: Sequence[str] | None = None, progress: Callable[[str], None] | None = None) -> int:
     """Run one stage; its progress lines go to `progress` (default: printed with the time since start)."""
     parser = argparse.ArgumentParser(prog="jobs/entry.py")
