@@ -5,11 +5,13 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,6 +29,35 @@ SPARK_MASTER_PATTERN = (
     r"|yarn"
     r"|k8s://https?://[\w.-]+(:\d+)?"
 )
+
+
+# Where the lake and the run folders may live: a local or mounted path, or a `file://` URI of one. The
+# stages read and write them as files (atomic renames, footers read in place), so object stores and
+# HDFS are refused by name instead of becoming a local folder called "s3a:".
+_STORAGE_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def storage_path(value: object, name: str) -> Path:
+    """A storage setting as a path: a plain path, or a `file://` URI (`file:///abs/path`)."""
+    text = str(value).strip()
+    if not text:
+        raise ValueError(f"CAROUSEL_{name.upper()} is empty")
+    match = _STORAGE_SCHEME.match(text)
+    if match is None:
+        return Path(text)
+    scheme = match.group(1).lower()
+    if scheme != "file":
+        raise ValueError(
+            f"CAROUSEL_{name.upper()}={text!r}: {scheme}:// storage is not supported. The lake and the "
+            "run folders must be a filesystem mounted at the same path on the driver and every Spark "
+            "worker (a local disk, NFS or a cluster filesystem); see docs/scaling.md."
+        )
+    rest = text[len(match.group(0)) :]
+    if not rest.startswith("/"):
+        raise ValueError(
+            f"CAROUSEL_{name.upper()}={text!r}: a file:// URI names an absolute path (file:///...)"
+        )
+    return Path(unquote(rest))
 
 
 # The demo's erasure salt: public, so only for the demo (it is the prefix digests had before the salt).
@@ -110,6 +141,11 @@ class Settings(BaseSettings):
     # Salts the digests erased shoppers are remembered by (`carousel.rules.erasure`); required outside the
     # demo, whose salt is public.
     erasure_salt: SecretStr | None = None
+
+    @field_validator("var_dir", "lake_dir", mode="before")
+    @classmethod
+    def _storage(cls, value: object, info: ValidationInfo) -> Path:
+        return storage_path(value, str(info.field_name))
 
     @model_validator(mode="after")
     def _check_tokens(self) -> Settings:

@@ -4,6 +4,7 @@ the task's share of the cores."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -52,3 +53,21 @@ def test_native_threads_follow_the_tasks_share(monkeypatch: pytest.MonkeyPatch) 
         assert native_threads() == (os.cpu_count() or 1)
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert native_threads() == (os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize("name", ["lake_dir", "var_dir"])
+def test_storage_is_a_path_or_a_file_uri(name: str) -> None:
+    assert getattr(Settings(**{name: "/data/store/lake"}), name) == Path("/data/store/lake")
+    assert getattr(Settings(**{name: "relative/lake"}), name) == Path("relative/lake")
+    assert getattr(Settings(**{name: "file:///mnt/nfs/my%20lake"}), name) == Path("/mnt/nfs/my lake")
+
+
+@pytest.mark.parametrize(
+    "uri", ["s3a://bucket/lake", "hdfs://nn:8020/lake", "gs://b/l", "file://host/lake", "  "]
+)
+def test_storage_a_stage_cannot_reach_as_files_is_refused_by_name(
+    uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CAROUSEL_LAKE_DIR", uri)
+    with pytest.raises(ValidationError, match="CAROUSEL_LAKE_DIR"):
+        Settings()
