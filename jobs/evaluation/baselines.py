@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from implicit.cpu.topk import topk
 
 from jobs.evaluation.protocol import (
     TASKS,
@@ -49,6 +50,7 @@ from jobs.features.signals import (
 from jobs.ranking.als import AlsModel, AlsParams, fit_als
 from jobs.ranking.covisitation import basket_cooccurrence, cosine_neighbours
 from jobs.ranking.sparse import csr_top_k
+from jobs.ranking.threads import native_threads
 
 __all__ = [
     "ALS_GRID",
@@ -270,60 +272,34 @@ def _blocks(n_rows: int, n_cols: int) -> Iterator[slice]:
         yield slice(start, min(n_rows, start + size))
 
 
-def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Column indices and values of the ``k`` best scores of each row, best first."""
-    k = min(k, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    values = np.take_along_axis(scores, top, axis=1)
-    order = np.argsort(-values, axis=1, kind="stable")
-    return np.take_along_axis(top, order, axis=1), np.take_along_axis(values, order, axis=1)
-
-
 def _rank_rows(
     row_users: np.ndarray,
     item_ids: np.ndarray,
-    score_block: Callable[[slice], np.ndarray | sp.spmatrix],
+    score_block: Callable[[slice], sp.spmatrix],
     k: int,
     *,
     blocked: sp.csr_matrix | None,
     allowed: np.ndarray,
 ) -> pd.DataFrame:
-    """Top-k items per row of a score matrix computed block by block (rows are shoppers).
+    """Top-k items per row of a sparse score matrix computed block by block (rows are shoppers).
 
     ``allowed`` masks the columns that may be shown; ``blocked`` (rows x columns, nonzero = banned) holds
-    the items each shopper must not see. Masked scores are no candidates. A dense block ranks every
-    score, negative ones too (ALS); in a sparse block zeros are no evidence (co-occurrence), so only its
-    stored positive scores rank and the block is never made dense (on a 60,000-item grocery catalog,
-    densifying and partitioning every row was a fifth of the evaluation's tuning).
+    the items each shopper must not see. Masked scores are no candidates. Zeros are no evidence
+    (co-occurrence), so only a block's stored positive scores rank and the block is never made dense (on
+    a 60,000-item grocery catalog, densifying and partitioning every row was a fifth of the evaluation's
+    tuning).
     """
     if not len(item_ids) or k < 1:
         return _empty_lists()
     users_out, items_out = [], []
     for rows in _blocks(len(row_users), len(item_ids)):
-        block = score_block(rows)
         banned = blocked[rows] if blocked is not None else None
-        at, columns = (
-            _stored_top_k(sp.csr_matrix(block), k, banned, allowed)
-            if sp.issparse(block)
-            else _dense_top_k(np.asarray(block, dtype=np.float64), k, banned, allowed)
-        )
+        at, columns = _stored_top_k(sp.csr_matrix(score_block(rows)), k, banned, allowed)
         users_out.append(row_users[rows][at])
         items_out.append(item_ids[columns])
     if not users_out:
         return _empty_lists()
     return pd.DataFrame({"user_id": np.concatenate(users_out), "item_id": np.concatenate(items_out)})
-
-
-def _dense_top_k(
-    scores: np.ndarray, k: int, banned: sp.csr_matrix | None, allowed: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rows and columns of each row's k best scores, best first, masked ones left out."""
-    scores[:, ~allowed] = -np.inf
-    if banned is not None:
-        scores[banned.toarray() > 0] = -np.inf
-    top, values = _top_k(scores, k)
-    keep = np.isfinite(values)
-    return np.broadcast_to(np.arange(len(scores))[:, None], top.shape)[keep], top[keep]
 
 
 def _stored_top_k(
@@ -339,6 +315,39 @@ def _stored_top_k(
     scores.eliminate_zeros()
     at, columns, _, _ = csr_top_k(scores, k)
     return at, columns
+
+
+def _factor_top_k(
+    row_users: np.ndarray,
+    item_ids: np.ndarray,
+    user_factors: np.ndarray,
+    item_factors: np.ndarray,
+    k: int,
+    *,
+    blocked: sp.csr_matrix | None,
+    allowed: np.ndarray,
+) -> pd.DataFrame:
+    """Top-k items per shopper by the dot product of their factors, masked as `_rank_rows` masks (every
+    score ranks, negative ones too). implicit's top-k kernel scores blocks of shoppers on every core and
+    keeps a heap per shopper: the dense products and partitions it replaces were a third of each ALS
+    grid point on a 60,000-item catalog."""
+    k = min(k, len(item_ids))
+    if not len(row_users) or k < 1:
+        return _empty_lists()
+    top, values = topk(
+        np.ascontiguousarray(item_factors, dtype=np.float32),
+        np.ascontiguousarray(user_factors, dtype=np.float32),
+        k,
+        filter_query_items=None if blocked is None else sp.csr_matrix(blocked, dtype=np.float32),
+        filter_items=np.flatnonzero(~allowed).astype(np.int32),
+        num_threads=native_threads(),
+    )
+    keep = values > _FILTERED  # a masked item is scored float32's lowest; no product reaches it
+    at = np.broadcast_to(np.arange(len(row_users))[:, None], top.shape)[keep]
+    return pd.DataFrame({"user_id": row_users[at], "item_id": item_ids[top[keep]]})
+
+
+_FILTERED = np.finfo(np.float32).min
 
 
 def _pair_matrix(pairs: pd.DataFrame, rows: pd.Index, cols: pd.Index) -> sp.csr_matrix:
@@ -473,6 +482,43 @@ def _basket_similarity(
     return result
 
 
+class _Interactions(NamedTuple):
+    """Each (shopper, session, item, event type) once, as codes into the three id lists, with the age in
+    days of its latest time, in the order of the history's first occurrence."""
+
+    users: pd.Index
+    user_codes: np.ndarray
+    items: pd.Index
+    item_codes: np.ndarray
+    types: pd.Index
+    type_codes: np.ndarray
+    age_days: np.ndarray
+
+
+def _interactions(ctx: EvalContext) -> _Interactions:
+    """What every interest matrix weighs, grouped and coded once per context: a grid point only maps
+    codes to its rows, columns and type weights (grouping and hashing the ids per call was a third of
+    each co-occurrence grid point on a grocery chain's year)."""
+
+    def build() -> _Interactions:
+        h = ctx.history
+        g = (
+            h.groupby(["user_id", "session_id", "item_id", "event_type"], sort=False)["ts"]
+            .max()
+            .reset_index()
+        )
+        user_codes, users = pd.factorize(g["user_id"])
+        item_codes, items = pd.factorize(g["item_id"])
+        type_codes, types = pd.factorize(g["event_type"])
+        age = (ctx.cutoff - g["ts"]).dt.total_seconds().to_numpy() / 86_400.0
+        return _Interactions(
+            pd.Index(users), user_codes, pd.Index(items), item_codes, pd.Index(types), type_codes, age
+        )
+
+    result: _Interactions = _cached(ctx, "cooccurrence:interactions", build)
+    return result
+
+
 def _interest_matrix(
     ctx: EvalContext,
     users: pd.Index,
@@ -485,17 +531,14 @@ def _interest_matrix(
     """Shopper x item interest: each (session, item, event type) interaction once, weighed by
     `jobs.features.signals.interest_weight` (its type's weight, decayed by its age), summed per pair:
     the ranker's co-visitation interest (`shopper_interest`)."""
-    h = ctx.history
-    h = h.loc[h["user_id"].isin(users)]
+    g = _interactions(ctx)
     type_weight = interest_type_weights(cart_weight, view_weight)
-    h = h.loc[h["event_type"].isin([t for t, w in type_weight.items() if w > 0])]
-    g = h.groupby(["user_id", "session_id", "item_id", "event_type"], sort=False)["ts"].max().reset_index()
-    age = (ctx.cutoff - g["ts"]).dt.total_seconds().to_numpy() / 86_400.0
-    weight = interest_weight(g["event_type"].map(type_weight).to_numpy(dtype=np.float64), age, half_life_days)
-    r = users.get_indexer(pd.Index(g["user_id"]))
-    c = items.get_indexer(pd.Index(g["item_id"]))
-    ok = (r >= 0) & (c >= 0)
-    return sp.csr_matrix((weight[ok], (r[ok], c[ok])), shape=(len(users), len(items)))
+    by_type = np.array([type_weight.get(t, 0.0) for t in g.types], dtype=np.float64)[g.type_codes]
+    r = users.get_indexer(g.users)[g.user_codes]
+    c = items.get_indexer(g.items)[g.item_codes]
+    ok = (r >= 0) & (c >= 0) & (by_type > 0)
+    weight = interest_weight(by_type[ok], g.age_days[ok], half_life_days)
+    return sp.csr_matrix((weight, (r[ok], c[ok])), shape=(len(users), len(items)))
 
 
 def cooccurrence(ctx: EvalContext, users: np.ndarray, k: int, exclude_bought: bool) -> pd.DataFrame:
@@ -615,14 +658,13 @@ def als(ctx: EvalContext, users: np.ndarray, k: int, exclude_bought: bool) -> pd
     lists = _empty_lists()
     if len(known) and len(item_index):
         rows = pd.Index(model.user_ids).get_indexer(known)
-        blocked = _pair_matrix(_bought(ctx), known, item_index) if exclude_bought else None
-        factors_u, factors_i = model.user_factors, model.item_factors
-        lists = _rank_rows(
+        lists = _factor_top_k(
             known.to_numpy(dtype=object),
             item_index.to_numpy(dtype=object),
-            lambda block: factors_u[rows[block]] @ factors_i.T,
+            model.user_factors[rows],
+            model.item_factors,
             k,
-            blocked=blocked,
+            blocked=_pair_matrix(_bought(ctx), known, item_index) if exclude_bought else None,
             allowed=item_index.isin(_available(ctx)),
         )
     exclude = _bought(ctx) if exclude_bought else None

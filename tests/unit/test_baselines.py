@@ -216,3 +216,28 @@ def test_sparse_scores_rank_only_their_stored_positive_values_as_written_plainly
         expected += [(users[r], items[c]) for c in sorted(ok, key=lambda c: -dense[r, c])[:k]]
     assert list(zip(got["user_id"], got["item_id"], strict=True)) == expected
     assert len(expected) > n_rows  # the rule had something to rank
+
+
+def test_factor_scores_rank_every_shown_unbanned_item_as_written_plainly() -> None:
+    """ALS's lists: each row's k best dot products among the shown, unbanned items, best first, negative
+    scores included (a score is evidence, however low), as a dense product sorted plainly."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(5)
+    n_rows, n_cols, factors, k = 30, 200, 8, 12
+    user_factors = rng.normal(size=(n_rows, factors)).astype(np.float32)
+    item_factors = rng.normal(size=(n_cols, factors)).astype(np.float32)
+    allowed = rng.random(n_cols) < 0.7
+    allowed[: n_cols - 15] = False  # 15 items or fewer shown: some rows have fewer than k left
+    banned = sp.csr_matrix((rng.random((n_rows, n_cols)) < 0.2).astype(np.float64))
+    users = np.array([f"u{r}" for r in range(n_rows)], dtype=object)
+    items = np.array([f"i{c}" for c in range(n_cols)], dtype=object)
+    got = bl._factor_top_k(users, items, user_factors, item_factors, k, blocked=banned, allowed=allowed)
+    dense = user_factors @ item_factors.T
+    expected = []
+    for r in range(n_rows):
+        ok = [c for c in range(n_cols) if allowed[c] and not banned[r, c]]
+        expected += [(users[r], items[c]) for c in sorted(ok, key=lambda c: -dense[r, c])[:k]]
+    assert list(zip(got["user_id"], got["item_id"], strict=True)) == expected
+    assert (dense[allowed[None, :].repeat(n_rows, 0)] < 0).any()  # negative scores were there to rank
+    assert any(sum(1 for u in got["user_id"] if u == user) < k for user in users)  # short rows too
