@@ -358,20 +358,29 @@ def visitor_tasks(published: PublishedFn, *, session_window_s: float | None = No
     def run(events: pd.DataFrame, split: Split, ctx: EvalContext, k: int, say: Progress) -> ExtraTasks:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        lists = published(ctx)
-        timings["published_lists"] = round(time.perf_counter() - t0, 3)
-        say(
-            f"published lists as of the cutoff: {len(lists.segments):,} segments, similar items of "
-            f"{len(lists.similar):,} items ({timings['published_lists']:.1f}s)"
-        )
+        held = held_out_sessions(events, split.test_start, split.test_end)
+        shoppers = new_shoppers(events, split.test_start, split.test_end)
+        timings["visitors"] = round(time.perf_counter() - t0, 3)
+        t0 = time.perf_counter()
+        if len(held.targets) or len(shoppers.targets):
+            lists = published(ctx)
+            timings["published_lists"] = round(time.perf_counter() - t0, 3)
+            say(
+                f"published lists as of the cutoff: {len(lists.segments):,} segments, similar items of "
+                f"{len(lists.similar):,} items ({timings['published_lists']:.1f}s)"
+            )
+        else:
+            # A store without guest sessions or newcomers in the test window (a grocery chain's loyalty
+            # cards): both tasks score nobody, and building the lists was a sixteenth of its evaluation.
+            lists = PublishedLists(segments={}, similar={})
+            timings["published_lists"] = 0.0
+            say("published lists: not built, no session and no new shopper to score")
         catalog = catalog_items(ctx)
         t0 = time.perf_counter()
-        held = held_out_sessions(events, split.test_start, split.test_end)
         session_models, session_sources = session_lists(held, lists, k, window_s=session_window_s)
         sessions = _scored(session_models, held.targets, held.users, k, catalog)
         timings["sessions"] = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
-        shoppers = new_shoppers(events, split.test_start, split.test_end)
         shopper_models, shopper_sources = new_shopper_lists(shoppers, lists, k)
         newcomers = _scored(shopper_models, shoppers.targets, shoppers.users, k, catalog)
         timings["new_shoppers"] = round(time.perf_counter() - t0, 3)

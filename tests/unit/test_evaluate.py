@@ -525,6 +525,30 @@ def test_sessions_and_new_shoppers_score_what_the_route_serves() -> None:
     assert "sessions" not in report["deciles"]
 
 
+def test_visitor_lists_are_not_built_when_no_visitor_is_scored() -> None:
+    """A store whose test window has no guest session and no newcomer: the published lists (a Spark
+    job over the history) are not built, and both tasks report zero shoppers in the usual shape."""
+    events, items = _store()
+
+    def published(ctx: ev.EvalContext) -> sessions.PublishedLists:
+        raise AssertionError("the lists were built for nobody")
+
+    report = ev.run_evaluation(
+        events,
+        items,
+        {},
+        dataset="t",
+        test_days=10,
+        val_days=10,
+        extra_tasks=sessions.visitor_tasks(published),
+    )
+    assert list(report["tasks"]["sessions"]) == ["bestsellers", "segment", "session", "served"]
+    assert all(figures["users"] == 0 for figures in report["tasks"]["sessions"].values())
+    assert list(report["tasks"]["new_shoppers"]) == ["bestsellers", "segment"]
+    assert all(figures["users"] == 0 for figures in report["tasks"]["new_shoppers"].values())
+    assert report["timings_s"]["published_lists"] == 0.0
+
+
 def test_new_shoppers_are_those_first_seen_in_the_window_with_their_first_context() -> None:
     """A shopper seen before the window is not new; a new one who does not buy counts as first seen only;
     the context is the first event's, even when later events come from elsewhere."""
