@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -458,6 +459,21 @@ def test_a_store_without_guest_sessions_scores_no_session() -> None:
     assert all(frame.empty for frame in lists.values())
 
 
+def _visitor_report(
+    events: pd.DataFrame, items: pd.DataFrame, published: sessions.PublishedFn
+) -> dict[str, Any]:
+    """The evaluation with no model, only the visitor tasks on `published`'s lists."""
+    return ev.run_evaluation(
+        events,
+        items,
+        {},
+        dataset="t",
+        test_days=10,
+        val_days=10,
+        extra_tasks=sessions.visitor_tasks(published),
+    )
+
+
 def test_sessions_and_new_shoppers_score_what_the_route_serves() -> None:
     """Through the whole run: a session whose first half's similar items are two of its second half
     scores NDCG@10 (1 + 1/log2 4) / (1 + 1/log2 3) served (hits at ranks 1 and 3), the bestsellers miss;
@@ -495,15 +511,7 @@ def test_sessions_and_new_shoppers_score_what_the_route_serves() -> None:
         )
 
     # x and c go with a (scores 1 and 1/2 of a's best), d with b, the newest anchor: d, x, c lead.
-    report = ev.run_evaluation(
-        events,
-        items,
-        {},
-        dataset="t",
-        test_days=10,
-        val_days=10,
-        extra_tasks=sessions.visitor_tasks(published),
-    )
+    report = _visitor_report(events, items, published)
     assert cutoffs == [pd.Timestamp(report["split"]["test_start"])]
     figures = report["tasks"]["sessions"]
     assert list(figures) == ["bestsellers", "segment", "session", "served"]
@@ -533,15 +541,7 @@ def test_visitor_lists_are_not_built_when_no_visitor_is_scored() -> None:
     def published(ctx: ev.EvalContext) -> sessions.PublishedLists:
         raise AssertionError("the lists were built for nobody")
 
-    report = ev.run_evaluation(
-        events,
-        items,
-        {},
-        dataset="t",
-        test_days=10,
-        val_days=10,
-        extra_tasks=sessions.visitor_tasks(published),
-    )
+    report = _visitor_report(events, items, published)
     assert list(report["tasks"]["sessions"]) == ["bestsellers", "segment", "session", "served"]
     assert all(figures["users"] == 0 for figures in report["tasks"]["sessions"].values())
     assert list(report["tasks"]["new_shoppers"]) == ["bestsellers", "segment"]
