@@ -36,6 +36,7 @@ from urllib.parse import quote
 
 import httpx
 import orjson
+import psutil
 import redis
 
 from carousel.bench import profile
@@ -302,7 +303,11 @@ def bench_serve(
                         if profile_dir is not None and k == 0:
                             out = profile_dir / f"{name}.txt"
                             recording = profile.record(profile.worker_pid(process.pid), out, duration)
+                        cpu_before = server_cpu(process.pid)
                         results.append(run_wrk(wrk, url, target_paths, **load))
+                        results[-1]["busiest_worker_share"] = busiest_share(
+                            cpu_before, server_cpu(process.pid)
+                        )
                         if recording is not None:
                             profiles[name] = profile.finish(recording, out)
                         progress(f"round {k + 1}: {name} {results[-1]}")
@@ -320,6 +325,10 @@ def bench_serve(
         finally:
             stop_server(redis_url)
     full, base = _mean_of(full_rounds), _mean_of(base_rounds)
+    uneven = {
+        name: [k + 1 for k, r in enumerate(rounds_of) if r["busiest_worker_share"] > UNEVEN_SHARE]
+        for name, rounds_of in (("full", full_rounds), ("baseline", base_rounds))
+    }
     report: dict[str, Any] = {
         "endpoint": "/v1/recommendations",
         "concurrency": concurrency,
@@ -329,6 +338,10 @@ def bench_serve(
         "redis_get_rps": get_rps,
         "ratio_to_baseline": round(full["rps"] / base["rps"], 3) if base["rps"] else None,
         "rounds": {"full": full_rounds, "baseline": base_rounds},
+        # Rounds in which one uvicorn worker did most of the work (it accepted most of wrk's
+        # connections): that server ran at about one core's rate, which skews the ratio.
+        "uneven_rounds": uneven,
+        "ratio_to_baseline_even_rounds": _even_ratio(full_rounds, base_rounds),
         "setup": {
             "workers": workers,
             "users": users,
@@ -393,6 +406,45 @@ def _request_mix(path: Path, shoppers: list[str], with_carts: list[str], browsin
             lines.append(f"/v1/recommendations?session_id={rng.choice(browsing)}&n=10")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+# A round is uneven when one process did more than this share of the server's CPU (with two workers an
+# even round is about half each; one that served every connection does nearly all).
+UNEVEN_SHARE = 0.8
+
+
+def server_cpu(server_pid: int) -> dict[int, float]:
+    """CPU seconds so far of a server and its processes (uvicorn's workers are its children)."""
+    used: dict[int, float] = {}
+    root = psutil.Process(server_pid)
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        used[process.pid] = times.user + times.system
+    return used
+
+
+def busiest_share(before: dict[int, float], after: dict[int, float]) -> float:
+    """The busiest process's share of the CPU the server's processes used between two `server_cpu`
+    readings: 1/workers when the load was spread evenly, near 1 when one worker served it all."""
+    spent = [after[pid] - before.get(pid, 0.0) for pid in after]
+    total = sum(spent)
+    return round(max(spent) / total, 3) if total > 0 else 1.0
+
+
+def _even_ratio(full: list[dict[str, float]], base: list[dict[str, float]]) -> float | None:
+    """The route's mean rate over the baseline's in the rounds where both spread their load evenly
+    (round k of each ran in the same minute); None when no round did."""
+    even = [
+        (f["rps"], b["rps"])
+        for f, b in zip(full, base, strict=True)
+        if max(f["busiest_worker_share"], b["busiest_worker_share"]) <= UNEVEN_SHARE
+    ]
+    if not even or not sum(b for _, b in even):
+        return None
+    return round(sum(f for f, _ in even) / sum(b for _, b in even), 3)
 
 
 def _mean_of(runs: list[dict[str, float]]) -> dict[str, float]:

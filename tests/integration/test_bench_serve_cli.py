@@ -24,6 +24,10 @@ def test_bench_serve_writes_the_contract_report(tmp_path: Path) -> None:
     assert report["baseline"]["rps"] > 0 and report["baseline"]["errors"] == 0
     assert report["redis_get_rps"] > 0
     assert report["ratio_to_baseline"] == pytest.approx(report["rps"] / report["baseline"]["rps"], abs=1e-3)
+    for name in ("full", "baseline"):
+        (only,) = report["rounds"][name]
+        assert 0 < only["busiest_worker_share"] <= 1
+        assert report["uneven_rounds"][name] == ([1] if only["busiest_worker_share"] > 0.8 else [])
     during = report["during_publish"]
     assert during["lists"] == 2000 and during["publish_s"] > 0 and during["slices"] >= 1
     assert during["errors"] == 0 and during["rps"] > 0
