@@ -381,15 +381,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         check_tokens_configured(_settings())
     except MissingTokens as exc:
         raise CommandError(str(exc)) from None
-    uvicorn.run(
-        "serving.main:app",
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level="warning",
-        access_log=False,
-        http=JsonErrorsHttpToolsProtocol,
-    )
+    if args.workers < 1:
+        raise CommandError(f"--workers must be at least 1, got {args.workers}")
+    config: dict[str, Any] = {
+        "log_level": "warning",
+        "access_log": False,
+        "http": JsonErrorsHttpToolsProtocol,
+    }
+    if args.workers > 1 and sys.platform.startswith("linux"):
+        from serving.workers import serve_workers
+
+        # A listening socket per worker: the kernel spreads connections over them (serving/workers.py).
+        try:
+            return serve_workers(
+                "serving.main:app", host=args.host, port=args.port, workers=args.workers, **config
+            )
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
+    uvicorn.run("serving.main:app", host=args.host, port=args.port, workers=args.workers, **config)
     return 0
 
 

@@ -1,0 +1,102 @@
+"""`carousel serve --workers N` (N > 1): N uvicorn workers, each listening on its own socket bound to the
+same port with SO_REUSEPORT, so that the kernel spreads new connections over the workers.
+
+uvicorn's own supervisor shares one listening socket between its workers, and the worker that wakes
+first may accept every pending connection. A few long-lived connections (a load balancer's or a
+storefront's pool) can then all land on one worker, and the API serves at one core's rate: in
+`carousel bench serve`, 16 connections all went to one of two workers in about a third of the rounds
+(docs/performance.md). With a socket per worker the kernel hashes each new connection to one of them.
+
+The supervisor restarts a worker that dies, stops when one fails to start (a bad app or a taken port
+would fail the same way again), and on SIGINT or SIGTERM stops the workers and waits for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import socket
+import threading
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+
+logger = logging.getLogger("carousel.serve")
+
+# How long stopped workers get to finish their requests before they are killed.
+_STOP_TIMEOUT_S = 30.0
+
+
+def serve_workers(app: str, *, host: str, port: int, workers: int, **config: Any) -> int:
+    """Run `workers` uvicorn servers of `app` on `host`:`port` until SIGINT or SIGTERM; the exit code
+    (1 when a worker could not start). `config` goes to each worker's `uvicorn.Config`."""
+    if port == 0:
+        raise ValueError("several workers need a fixed port (each binds it with SO_REUSEPORT)")
+    # SO_REUSEPORT would let this server share a port another server of the same user listens on (an
+    # old deployment still running): a plain bind first fails then, as uvicorn's own would.
+    with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+    # Held while the workers run, so a plain bind of another server keeps failing; it never listens, so
+    # the kernel hands it no connection.
+    reserved = _reuseport_socket(host, port)
+    spawn = multiprocessing.get_context("spawn")
+    stop = threading.Event()
+    failed = False
+
+    def start() -> BaseProcess:
+        process = spawn.Process(target=_worker, args=(app, host, port, config), daemon=False)
+        process.start()
+        return process
+
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    processes = [start() for _ in range(workers)]
+    try:
+        while not stop.wait(0.5):
+            for k, process in enumerate(processes):
+                if process.is_alive():
+                    continue
+                if process.exitcode == STARTUP_FAILURE:
+                    logger.error("worker %s failed to start; stopping", process.pid)
+                    failed = True
+                    stop.set()
+                    break
+                logger.warning("worker %s exited with %s; starting another", process.pid, process.exitcode)
+                processes[k] = start()
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: uvicorn finishes the requests in flight
+        for process in processes:
+            process.join(_STOP_TIMEOUT_S)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        reserved.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 1 if failed else 0
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _reuseport_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _worker(app: str, host: str, port: int, config: dict[str, Any]) -> None:
+    try:
+        sock = _reuseport_socket(host, port)
+    except OSError as exc:
+        logger.error("cannot bind %s:%s: %s", host, port, exc)
+        raise SystemExit(STARTUP_FAILURE) from None
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, **config)).run(sockets=[sock])

@@ -1,0 +1,135 @@
+"""`carousel serve --workers 2`: each worker listens on its own socket (SO_REUSEPORT), so a pool of
+long-lived connections is spread over the workers instead of landing on whichever woke first; a worker
+that dies is replaced; SIGTERM stops them all; a port another server holds is refused."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from configs.settings import Settings
+from infra.redis_server import free_port
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "workers-test-token-0123456789"
+
+
+def _serve(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "carousel.cli", "serve", "--port", str(port), "--workers", "2"]
+    with log.open("ab") as out:
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _wait_live(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the server exited"
+        try:
+            if httpx.get(f"{url}/health/live", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("the API did not come up")
+
+
+def _workers(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    return [
+        p for p in psutil.Process(process.pid).children() if "resource_tracker" not in " ".join(p.cmdline())
+    ]
+
+
+def _wait_listening(process: subprocess.Popen[bytes], port: int, timeout_s: float = 60) -> None:
+    """Until each of the two workers listens on the port (a worker still importing the app does not)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        listening = [
+            any(c.laddr.port == port and c.status == "LISTEN" for c in worker.net_connections(kind="tcp"))
+            for worker in _workers(process)
+        ]
+        if len(listening) == 2 and all(listening):
+            return
+        time.sleep(0.2)
+    raise AssertionError("the workers did not all listen")
+
+
+def _connections_per_worker(process: subprocess.Popen[bytes], port: int) -> list[int]:
+    return [
+        sum(
+            1
+            for c in worker.net_connections(kind="tcp")
+            if c.laddr.port == port and c.status == "ESTABLISHED"
+        )
+        for worker in _workers(process)
+    ]
+
+
+def test_workers_share_a_pool_of_connections_restart_and_stop(
+    settings: Settings, store_env: dict[str, str], tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        **store_env,
+        "CAROUSEL_ADMIN_TOKEN": TOKEN,
+        "CAROUSEL_MARKETING_TOKEN": TOKEN,
+        "CAROUSEL_STOREFRONT_TOKEN": TOKEN,
+    }
+    server = _serve(port, env, tmp_path / "api.log")
+    try:
+        _wait_live(url, server)
+        _wait_listening(server, port)
+
+        # A pool of 32 keep-alive connections, opened at once as a load balancer's would be.
+        pool = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
+        for conn in pool:
+            conn.sendall(b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n")
+        for conn in pool:
+            assert conn.recv(64).startswith(b"HTTP/1.1 200")
+        per_worker = _connections_per_worker(server, port)
+        assert sum(per_worker) == 32 and min(per_worker) > 0, per_worker  # all on one: 2 in 2**32
+        for conn in pool:
+            conn.close()
+
+        # A second server on the same port is refused, as with one shared socket.
+        second = subprocess.run(
+            [sys.executable, "-m", "carousel.cli", "serve", "--port", str(port), "--workers", "2"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode != 0 and "Address already in use" in second.stderr + second.stdout
+
+        # A worker killed outright is replaced, and the API keeps answering.
+        victim = _workers(server)[0]
+        victim.kill()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            alive = [w for w in _workers(server) if w.pid != victim.pid and w.is_running()]
+            if len(alive) == 2:
+                break
+            time.sleep(0.2)
+        assert len(alive) == 2, "the killed worker was not replaced"
+        _wait_listening(server, port)
+        _wait_live(url, server)
+
+        workers = _workers(server)
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0
+        assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
