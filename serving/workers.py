@@ -13,6 +13,7 @@ would fail the same way again), and on SIGINT or SIGTERM stops the workers and w
 
 from __future__ import annotations
 
+import argparse
 import logging
 import multiprocessing
 import signal
@@ -99,4 +100,35 @@ def _worker(app: str, host: str, port: int, config: dict[str, Any]) -> None:
     except OSError as exc:
         logger.error("cannot bind %s:%s: %s", host, port, exc)
         raise SystemExit(STARTUP_FAILURE) from None
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, **config)).run(sockets=[sock])
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, **config))
+    try:
+        server.run(sockets=[sock])
+    except BaseException:
+        if server.started:
+            raise
+        started = False
+    else:
+        started = server.started
+    if not started:
+        # The app could not be loaded or its startup failed: a restart would fail the same way.
+        raise SystemExit(STARTUP_FAILURE)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m serving.workers APP --port P --workers N`: any ASGI app served as `carousel serve`
+    serves the API (the serving benchmark runs its baseline this way, so both have the same server)."""
+    parser = argparse.ArgumentParser(prog="python -m serving.workers")
+    parser.add_argument("app", help="module:attribute of the ASGI app")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    if args.workers < 2:
+        parser.error("--workers must be at least 2 (one worker needs no supervisor)")
+    return serve_workers(
+        args.app, host=args.host, port=args.port, workers=args.workers, log_level="warning", access_log=False
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,7 +1,7 @@
-"""The serving benchmark's baseline: a bare FastAPI route returning one Redis GET, run by uvicorn with
-the same workers as the API, so `bench serve` can say how close the full route comes to it.
+"""The serving benchmark's baseline: a bare FastAPI route returning one Redis GET, served as the API is
+(the same workers, a listening socket each), so `bench serve` can say how close the full route comes.
 
-    uvicorn carousel.bench.baseline:app   (CAROUSEL_REDIS_URL names the Redis)
+    python -m serving.workers carousel.bench.baseline:app --port P --workers 2   (CAROUSEL_REDIS_URL names the Redis)
 """
 
 from __future__ import annotations

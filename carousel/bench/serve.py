@@ -382,6 +382,10 @@ def _api_command(port: int, workers: int) -> list[str]:
 
 
 def _baseline_command(port: int, workers: int) -> list[str]:
+    """The baseline under the server `carousel serve` uses for as many workers (a listening socket each)."""
+    if workers > 1 and sys.platform.startswith("linux"):
+        app = ("carousel.bench.baseline:app", "--port", str(port), "--workers", str(workers))
+        return [sys.executable, "-m", "serving.workers", *app]
     return [
         *(sys.executable, "-m", "uvicorn", "carousel.bench.baseline:app", "--port", str(port)),
         *("--workers", str(workers), "--log-level", "warning", "--no-access-log"),

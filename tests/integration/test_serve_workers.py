@@ -44,19 +44,30 @@ def _wait_live(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60
 
 
 def _workers(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
-    return [
-        p for p in psutil.Process(process.pid).children() if "resource_tracker" not in " ".join(p.cmdline())
-    ]
+    """The server's live workers (not multiprocessing's resource tracker, not a worker dead and not yet
+    reaped)."""
+    workers = []
+    for child in psutil.Process(process.pid).children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(child.cmdline()):
+                workers.append(child)
+        except psutil.Error:
+            continue
+    return workers
+
+
+def _listens(worker: psutil.Process, port: int) -> bool:
+    try:
+        return any(c.laddr.port == port and c.status == "LISTEN" for c in worker.net_connections(kind="tcp"))
+    except psutil.Error:
+        return False
 
 
 def _wait_listening(process: subprocess.Popen[bytes], port: int, timeout_s: float = 60) -> None:
     """Until each of the two workers listens on the port (a worker still importing the app does not)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        listening = [
-            any(c.laddr.port == port and c.status == "LISTEN" for c in worker.net_connections(kind="tcp"))
-            for worker in _workers(process)
-        ]
+        listening = [_listens(worker, port) for worker in _workers(process)]
         if len(listening) == 2 and all(listening):
             return
         time.sleep(0.2)
@@ -133,3 +144,10 @@ def test_workers_share_a_pool_of_connections_restart_and_stop(
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_workers_that_cannot_load_the_app_stop_the_server_instead_of_restarting_forever() -> None:
+    command = [sys.executable, "-m", "serving.workers", "no_such_module:app", "--port", str(free_port())]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "no_such_module" in done.stderr
