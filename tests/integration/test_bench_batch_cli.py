@@ -67,11 +67,9 @@ def test_bench_batch_writes_the_contract_report(
     assert report["peak_rss_mb"] == max(mb for run in jobs.values() for mb in run.values())
     run, stage = report["peak_job"].split()
     assert jobs[run][stage] == report["peak_rss_mb"]
-    assert (
-        stage in ("inputs", "compute")
-        and report["peak_rss_mb_spark_jvm"] > 0
-        and report["peak_rss_mb_python"] > 0
-    )
+    # Which stage peaks is the data's business (on this small store validate can top compute); every
+    # stage runs in the runner's process tree, JVM included.
+    assert stage in stages and report["peak_rss_mb_spark_jvm"] > 0 and report["peak_rss_mb_python"] > 0
     assert report["seconds_per_million_events"] == pytest.approx(
         report["total_s"] / (report["events"] / 1e6), rel=0.01
     )
