@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
+import hiredis
 import redis.asyncio as aredis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
@@ -113,14 +114,27 @@ class ScriptBatcher:
     On a single Redis the batcher writes each batch on a connection of its own and reads the replies
     back: redis-py's pipeline object, pool bookkeeping and retry wrapper around it are a large share of
     the route's cost (`bench serve --profile`, docs/performance.md). On a cluster the client's pipelines route each
-    EVALSHA to the node of its keys."""
+    EVALSHA to the node of its keys.
+
+    A batch has one deadline, `deadline_s`, for its wait for a connection, its write and its replies;
+    when it passes, every caller of the batch gets `TimeoutError`. So the callers need no timer of their
+    own, and the batcher's connections have no socket timeout: with one, redis-py starts a task per
+    write (`asyncio.wait_for` before Python 3.12) and a timer per reply, a tenth of the worker's time
+    under load (docs/performance.md)."""
 
     def __init__(
-        self, client: AsyncRedis, source: str, *, max_connections: int = 64, max_idle: int = 32
+        self,
+        client: AsyncRedis,
+        source: str,
+        *,
+        deadline_s: float,
+        max_connections: int = 64,
+        max_idle: int = 32,
     ) -> None:
         self._client = client
         self._source = source
         self._sha = hashlib.sha1(source.encode()).hexdigest()
+        self._deadline_s = deadline_s
         self._pending: list[tuple[list[str], list[str], asyncio.Future[Any]]] = []
         self._pool = client.connection_pool if isinstance(client, aredis.Redis) else None
         self._idle: list[Any] = []
@@ -144,11 +158,14 @@ class ScriptBatcher:
 
     async def _run(self, batch: list[tuple[list[str], list[str], asyncio.Future[Any]]]) -> None:
         try:
-            replies = await self._send(batch)
-            if any(isinstance(r, NoScriptError) for r in replies):  # Redis restarted or flushed its scripts
-                await self._client.script_load(self._source)
+            async with asyncio.timeout(self._deadline_s):
                 replies = await self._send(batch)
-        except BaseException as exc:  # the connection failed: every caller gets the error
+                if any(
+                    isinstance(r, NoScriptError) for r in replies
+                ):  # Redis restarted or flushed its scripts
+                    await self._client.script_load(self._source)
+                    replies = await self._send(batch)
+        except BaseException as exc:  # the connection failed or the deadline passed: every caller gets it
             for *_, future in batch:
                 if not future.done():
                     future.set_exception(exc)
@@ -175,10 +192,20 @@ class ScriptBatcher:
         self, batch: list[tuple[list[str], list[str], asyncio.Future[Any]]]
     ) -> list[Any]:
         assert self._pool is not None
-        connection = self._idle.pop() if self._idle else self._pool.make_connection()
+        if self._idle:
+            connection = self._idle.pop()
+        else:
+            connection = self._pool.make_connection()
+            connection.socket_timeout = None  # the batch's deadline bounds it (see the class)
         try:
-            commands = [("EVALSHA", self._sha, len(keys), *keys, *args) for keys, args, _ in batch]
-            await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+            # hiredis packs each command in one call; redis-py's packer re-encodes every argument in
+            # Python first (5% of the worker under load).
+            packed = b"".join(
+                # hiredis's stub types the command as a 1-tuple; it takes any number of arguments.
+                hiredis.pack_command(("EVALSHA", self._sha, len(keys), *keys, *args))  # type: ignore[arg-type]
+                for keys, args, _ in batch
+            )
+            await connection.send_packed_command(packed, check_health=False)
             replies: list[Any] = []
             for _ in batch:  # every reply is read, errors included, so the connection stays in step
                 try:
@@ -222,7 +249,7 @@ class RedisListStore:
         self._pointer: tuple[float, str | None] = (-1e9, None)
         self._meta: dict[str, dict[str, Any]] = {}
         self._resolve = client.register_script(RESOLVE_USER_LIST)
-        self._read_shopper = ScriptBatcher(client, READ_SHOPPER)
+        self._read_shopper = ScriptBatcher(client, READ_SHOPPER, deadline_s=deadline_s)
         # A version's lists never change once written, so the few segment lists and the similar-item
         # lists the overlay reads are kept per (version, key): no round trip after the first.
         self._immutable: OrderedDict[tuple[str, str], bytes | None] = OrderedDict()
@@ -235,13 +262,17 @@ class RedisListStore:
     def deadline_s(self) -> float:
         return self._deadline_s
 
-    async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
-        """Run one Redis operation under the deadline and the breaker."""
+    async def call(self, operation: Callable[[], Awaitable[T]], *, bounded: bool = False) -> T:
+        """Run one Redis operation under the deadline and the breaker (`bounded`: the operation keeps
+        the deadline itself, as the shopper reads' batcher does)."""
         if not self.breaker.allow():
             raise StoreUnavailable("Redis circuit is open")
         try:
-            async with asyncio.timeout(self._deadline_s):
+            if bounded:
                 result = await operation()
+            else:
+                async with asyncio.timeout(self._deadline_s):
+                    result = await operation()
         except (RedisError, OSError, TimeoutError) as exc:
             self.breaker.failure()
             raise StoreUnavailable(f"Redis did not answer: {type(exc).__name__}") from exc
@@ -300,7 +331,7 @@ class RedisListStore:
             # A visitor has no list and no consent record: keys that never exist, in the session's slot.
             owned = (f"{state_keys.cart}:no-list", f"{state_keys.cart}:no-consent")
         read = [*owned, state_keys.cart, state_keys.purchases, state_keys.interest, state_keys.views]
-        reply = await self.call(lambda: self._read_shopper(read, [version, base]))
+        reply = await self.call(lambda: self._read_shopper(read, [version, base]), bounded=True)
         if not isinstance(reply, list):  # the list alone: no consent record, no real-time state
             return reply or None, None, EMPTY_STATE
         listed, consent, cart, purchases, interest, views = reply
