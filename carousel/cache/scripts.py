@@ -38,7 +38,7 @@ return redis.call('HGET', KEYS[1], best)
 # an anonymous visitor's session keys share `{s:<id>}`). KEYS: list hash, consent hash, cart, purchases,
 # interest, views (the first two may be a visitor's never-written keys). ARGV: version, base.
 # Returns just the list (or nil) when there is no consent record and no real-time state, the common case,
-# which spares the client parsing a nested reply; else {list or false, personalization flag or false,
+# which spares the client parsing a nested reply (and Redis, through one EXISTS, four reads); else {list or false, personalization flag or false,
 # cart, purchases, interest, views}, without the list and the state when personalization was withdrawn.
 READ_SHOPPER = (
     """
@@ -49,6 +49,10 @@ if consent == '0' then return {false, consent, {}, {}, {}, {}} end
     + """
 local list = false
 if best ~= nil then list = redis.call('HGET', KEYS[1], best) end
+if redis.call('EXISTS', KEYS[3], KEYS[4], KEYS[5], KEYS[6]) == 0 then
+  if not consent then return list end
+  return {list, consent, {}, {}, {}, {}}
+end
 local cart = redis.call('ZRANGEBYSCORE', KEYS[3], '(0', '+inf', 'WITHSCORES')
 local purchases = redis.call('ZRANGE', KEYS[4], 0, -1, 'WITHSCORES')
 local interest = redis.call('HGETALL', KEYS[5])
