@@ -22,7 +22,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.datastructures import Headers, QueryParams, State
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from carousel.cache.catalog import CATALOG_FIELDS
 from carousel.cache.payload import decode_items, iter_items
@@ -120,26 +120,20 @@ async def recommendations(request: Request) -> Response:
     return await respond(request.app.state, request.query_params, request.headers)
 
 
-class FastPath:
-    """`GET /v1/recommendations` straight to `respond`, ahead of Starlette's routing and FastAPI's
-    request handling (which cost this route more than its own work: docs/performance.md); every
-    other request, and this route's docs, go through the app as usual. A pure ASGI middleware, so the
-    server-error handler around it still turns an unexpected exception into a 500."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != ROUTE or scope["method"] != "GET":
-            await self.app(scope, receive, send)
-            return
-        try:
-            response = await respond(
-                scope["app"].state, QueryParams(scope["query_string"]), Headers(scope=scope)
-            )
-        except RequestValidationError as exc:
-            response = validation_error_response(exc)
-        await response(scope, receive, send)
+async def answer(state: State, scope: Scope, receive: Receive, send: Send) -> None:
+    """`GET /v1/recommendations` answered straight from the ASGI call, ahead of FastAPI's and
+    Starlette's layers (routing, request objects, middleware: they cost this route more than its own
+    work, docs/performance.md); `serving.app.CarouselApp` sends the route here, and its docs stay on
+    the router. An unexpected exception gets a 500 and goes on to the server's log, as Starlette's
+    server-error middleware would do."""
+    try:
+        response = await respond(state, QueryParams(scope["query_string"]), Headers(scope=scope))
+    except RequestValidationError as exc:
+        response = validation_error_response(exc)
+    except Exception:
+        await error_response(500, "internal server error")(scope, receive, send)
+        raise
+    await response(scope, receive, send)
 
 
 async def respond(state: State, params: Mapping[str, str], headers: Mapping[str, str]) -> Response:

@@ -19,8 +19,7 @@ from carousel.cache.keys import ERASURES_KEY
 from carousel.rules.erasure import erasure_digest
 from jobs.publishing import PublishError, loader, retention
 from jobs.publishing.lists_file import SortedListsFile
-from serving.app import create_app
-from serving.routes import recommendations
+from serving.app import CarouselApp, create_app
 
 # Every test runs on a single Redis and on a three-primary Redis Cluster.
 pytestmark = [
@@ -130,11 +129,12 @@ def test_start_up_loads_the_scripts_before_any_request(redis_client: object, set
 
 
 def test_fast_path_answers_as_the_routed_handler_does(redis_client: object, settings: object) -> None:
-    """The middleware that takes GET /v1/recommendations ahead of the router gives the same status and
+    """The app's fast path for GET /v1/recommendations, ahead of FastAPI, gives the same status and
     body as the FastAPI route it stands in front of, for good and bad queries alike."""
     _publish(redis_client, "20261101T000000Z", "a")
     routed = create_app(settings)  # type: ignore[arg-type]
-    routed.user_middleware = [m for m in routed.user_middleware if m.cls is not recommendations.FastPath]
+    assert isinstance(routed, CarouselApp) and routed.fast_path
+    routed.fast_path = False
     queries: list[dict[str, object]] = [
         {"user_id": "u2", "n": 5},
         {"session_id": "s-1", "country": "France"},
@@ -155,6 +155,29 @@ def test_fast_path_answers_as_the_routed_handler_does(redis_client: object, sett
             assert (a.status_code, a.json()) == (b.status_code, b.json()), params
             assert a.headers["content-type"] == b.headers["content-type"] == "application/json"
         assert fast.get("/v1/recommendations", params={"n": 0}).json()["problems"][0]["field"] == "n"
+
+
+def test_an_unexpected_error_on_the_fast_path_is_a_json_500_and_reaches_the_server(
+    redis_client: object, settings: object
+) -> None:
+    """The fast path stands where Starlette's server-error middleware did: the client gets a 500 with
+    a JSON body, and the exception goes on to the server (which logs it)."""
+    _publish(redis_client, "20261101T000000Z", "a")
+
+    class BrokenAvailability:
+        async def get(self, call: object) -> object:
+            raise RuntimeError("availability exploded")
+
+    app = create_app(settings)  # type: ignore[arg-type]
+    with TestClient(app, headers=STOREFRONT, raise_server_exceptions=False) as api:
+        app.state.availability = BrokenAvailability()
+        response = api.get("/v1/recommendations", params={"user_id": "u2"})
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal server error"}
+    with TestClient(app, headers=STOREFRONT) as api:
+        app.state.availability = BrokenAvailability()
+        with pytest.raises(RuntimeError, match="availability exploded"):
+            api.get("/v1/recommendations", params={"user_id": "u2"})
 
 
 def test_known_user_gets_personal_list(redis_client: object, api: TestClient) -> None:
