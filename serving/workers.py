@@ -8,14 +8,18 @@ storefront's pool) can then all land on one worker, and the API serves at one co
 (docs/performance.md). With a socket per worker the kernel hashes each new connection to one of them.
 
 The supervisor restarts a worker that dies, stops when one fails to start (a bad app or a taken port
-would fail the same way again), and on SIGINT or SIGTERM stops the workers and waits for them.
+would fail the same way again), and on SIGINT or SIGTERM stops the workers and waits for them. A worker
+whose supervisor dies without stopping it (SIGKILL, the OOM killer) gets SIGTERM from the kernel and
+stops too: orphans would keep the port, and the restarted server would be refused it.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import threading
@@ -49,7 +53,7 @@ def serve_workers(app: str, *, host: str, port: int, workers: int, **config: Any
     failed = False
 
     def start() -> BaseProcess:
-        process = spawn.Process(target=_worker, args=(app, host, port, config), daemon=False)
+        process = spawn.Process(target=_worker, args=(app, host, port, config, os.getpid()), daemon=False)
         process.start()
         return process
 
@@ -94,7 +98,22 @@ def _reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(app: str, host: str, port: int, config: dict[str, Any]) -> None:
+# prctl(2) option: the signal this process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent(parent: int) -> None:
+    """SIGTERM to this process when the supervisor dies (Linux, as SO_REUSEPORT's spreading is); if it
+    died before the request took effect, stop now."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        logger.warning("prctl(PR_SET_PDEATHSIG) failed: errno %s", ctypes.get_errno())
+    if os.getppid() != parent:
+        raise SystemExit(0)
+
+
+def _worker(app: str, host: str, port: int, config: dict[str, Any], parent: int) -> None:
+    _stop_with_parent(parent)
     try:
         sock = _reuseport_socket(host, port)
     except OSError as exc:

@@ -1,6 +1,7 @@
 """`carousel serve --workers 2`: each worker listens on its own socket (SO_REUSEPORT), so a pool of
 long-lived connections is spread over the workers instead of landing on whichever woke first; a worker
-that dies is replaced; SIGTERM stops them all; a port another server holds is refused."""
+that dies is replaced; SIGTERM stops them all; a port another server holds is refused; workers do not
+outlive a supervisor killed outright."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ from infra.redis_server import free_port
 pytestmark = pytest.mark.integration
 
 TOKEN = "workers-test-token-0123456789"
+
+
+def _env(store_env: dict[str, str]) -> dict[str, str]:
+    tokens = ("CAROUSEL_ADMIN_TOKEN", "CAROUSEL_MARKETING_TOKEN", "CAROUSEL_STOREFRONT_TOKEN")
+    return {**os.environ, **store_env, **dict.fromkeys(tokens, TOKEN)}
 
 
 def _serve(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -90,13 +96,7 @@ def test_workers_share_a_pool_of_connections_restart_and_stop(
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        **store_env,
-        "CAROUSEL_ADMIN_TOKEN": TOKEN,
-        "CAROUSEL_MARKETING_TOKEN": TOKEN,
-        "CAROUSEL_STOREFRONT_TOKEN": TOKEN,
-    }
+    env = _env(store_env)
     server = _serve(port, env, tmp_path / "api.log")
     try:
         _wait_live(url, server)
@@ -151,3 +151,30 @@ def test_workers_that_cannot_load_the_app_stop_the_server_instead_of_restarting_
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr
     assert "no_such_module" in done.stderr
+
+
+def test_workers_stop_when_their_supervisor_is_killed_and_the_port_can_be_served_again(
+    settings: Settings, store_env: dict[str, str], tmp_path: Path
+) -> None:
+    """SIGKILL (or the OOM killer) gives the supervisor no chance to stop its workers: the kernel sends
+    them SIGTERM, so they neither keep serving nor keep the port from the server started next."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = _env(store_env)
+    first = _serve(port, env, tmp_path / "first.log")
+    second = None
+    try:
+        _wait_live(url, first)
+        _wait_listening(first, port)
+        workers = _workers(first)
+        first.kill()
+        first.wait()
+        gone, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive, [w.pid for w in alive]
+        second = _serve(port, env, tmp_path / "second.log")
+        _wait_live(url, second)
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
