@@ -9,18 +9,26 @@ import scipy.sparse as sp
 def csr_at(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """`matrix[rows, cols]` as a flat array (0 where nothing is stored), by binary search of every pair
     in the stored entries' sorted (row, column) keys: faster than SciPy's fancy indexing on a block's
-    shopper x item product, which holds millions of stored values (docs/performance.md)."""
-    ordered = matrix if matrix.has_sorted_indices else matrix.sorted_indices()
-    width = np.int64(max(1, ordered.shape[1]))
-    stored = np.repeat(np.arange(ordered.shape[0], dtype=np.int64), np.diff(ordered.indptr)) * width
-    stored += ordered.indices
+    shopper x item product, which holds millions of stored values (docs/performance.md).
+
+    Sorts `matrix`'s indices in place when they are not (the same matrix; SciPy's products come
+    unsorted): a sorted copy would cost as much again. The pairs are searched in key order, each search
+    starting where the previous one ended, which on tens of millions of keys is several times faster
+    than searching them in the callers' order."""
+    if not matrix.has_sorted_indices:
+        matrix.sort_indices()
+    width = np.int64(max(1, matrix.shape[1]))
+    stored = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr)) * width
+    stored += matrix.indices
     wanted = rows.astype(np.int64) * width + cols
     out = np.zeros(len(wanted), dtype=np.float64)
     if not len(stored):
         return out
-    at = np.minimum(np.searchsorted(stored, wanted), len(stored) - 1)
+    order = np.argsort(wanted, kind="stable")
+    at = np.empty(len(wanted), dtype=np.int64)
+    at[order] = np.minimum(np.searchsorted(stored, wanted[order]), len(stored) - 1)
     hit = stored[at] == wanted
-    out[hit] = ordered.data[at[hit]]
+    out[hit] = matrix.data[at[hit]]
     return out
 
 

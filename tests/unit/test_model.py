@@ -393,10 +393,15 @@ def test_stored_values_of_a_sparse_product_are_found_for_any_pairs() -> None:
         product.indices[start:end] = product.indices[start:end][::-1].copy()
         product.data[start:end] = product.data[start:end][::-1].copy()
     product.has_sorted_indices = False
+    dense = product.toarray()
     rows, cols = rng.integers(0, 50, 5_000), rng.integers(0, 120, 5_000)
     found = csr_at(product, rows, cols)
-    np.testing.assert_array_equal(found, np.asarray(product[rows, cols]).ravel())
+    np.testing.assert_array_equal(found, dense[rows, cols])
     assert (found == 0).any() and (found > 0).any()
+    # Its indices were sorted in place: the same matrix, and a second lookup agrees.
+    assert product.has_sorted_indices
+    np.testing.assert_array_equal(product.toarray(), dense)
+    np.testing.assert_array_equal(csr_at(product, rows, cols), found)
     assert not csr_at(sp.csr_matrix((3, 4)), np.array([0, 2]), np.array([1, 3])).any()
 
 
