@@ -33,25 +33,37 @@ def csr_at(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndar
 
 
 def csr_top_k(matrix: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Row, column, value and 1-based rank of the k largest stored values of every row."""
-    rows, cols, vals, ranks = [], [], [], []
+    """Row, column, value and 1-based rank of the k largest stored values of every row, row by row,
+    each row's by value (ties: stored order for a row of at most k values, else `argpartition`'s).
+
+    The rows of at most k values (most of an item x item matrix's: rare items co-occur with few) are
+    ordered by one stable sort of all of them; only the longer rows are partitioned one at a time."""
     indptr, indices, data = matrix.indptr, matrix.indices, matrix.data
-    for row in range(matrix.shape[0]):
+    lengths = np.diff(indptr).astype(np.int64)
+    takes = np.minimum(lengths, k)
+    # Where each row's top goes in the output, rows in order.
+    offsets = np.r_[0, np.cumsum(takes)]
+    rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), takes)
+    cols = np.empty(offsets[-1], dtype=indices.dtype)
+    vals = np.empty(offsets[-1], dtype=data.dtype)
+    ranks = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1], takes) + 1
+    short = np.flatnonzero((lengths > 0) & (lengths <= k))
+    # The short rows' entries, row after row: each row's start repeated over its entries, plus 0, 1, ...
+    count = lengths[short]
+    within = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+    at = np.repeat(indptr[short].astype(np.int64), count) + within
+    # Sorted by row first, the short rows' entries fill their rows' places in row order.
+    at = at[np.lexsort((-data[at], np.repeat(short, count)))]  # stable: equal values keep the stored order
+    out = np.repeat(offsets[short], count) + within
+    cols[out], vals[out] = indices[at], data[at]
+    for row in np.flatnonzero(lengths > k).tolist():
         start, end = indptr[row], indptr[row + 1]
-        if start == end:
-            continue
         row_vals = data[start:end]
-        take = min(k, end - start)
-        top = np.argpartition(-row_vals, take - 1)[:take] if take < end - start else np.arange(end - start)
+        top = np.argpartition(-row_vals, k - 1)[:k]
         top = top[np.argsort(-row_vals[top], kind="stable")]
-        rows.append(np.full(take, row))
-        cols.append(indices[start:end][top])
-        vals.append(row_vals[top])
-        ranks.append(np.arange(1, take + 1))
-    if not rows:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros(0), empty
-    return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), np.concatenate(ranks)
+        cols[offsets[row] : offsets[row + 1]] = indices[start:end][top]
+        vals[offsets[row] : offsets[row + 1]] = row_vals[top]
+    return rows, cols, vals, ranks
 
 
 def prune_rows(matrix: sp.csr_matrix, keep: int) -> sp.csr_matrix:
