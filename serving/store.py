@@ -160,9 +160,8 @@ class ScriptBatcher:
         try:
             async with asyncio.timeout(self._deadline_s):
                 replies = await self._send(batch)
-                if any(
-                    isinstance(r, NoScriptError) for r in replies
-                ):  # Redis restarted or flushed its scripts
+                # Redis restarted or flushed its scripts: load it and send the batch again.
+                if any(isinstance(r, NoScriptError) for r in replies):
                     await self._client.script_load(self._source)
                     replies = await self._send(batch)
         except BaseException as exc:  # the connection failed or the deadline passed: every caller gets it
