@@ -7,9 +7,9 @@ storefront's pool) can then all land on one worker, and the API serves at one co
 `carousel bench serve`, 16 connections all went to one of two workers in about a third of the rounds
 (docs/performance.md). With a socket per worker the kernel hashes each new connection to one of them.
 
-The supervisor restarts a worker that dies, stops when one fails to start (a bad app or a taken port
-would fail the same way again), and on SIGINT or SIGTERM stops the workers and waits for them. A worker
-whose supervisor dies without stopping it (SIGKILL, the OOM killer) gets SIGTERM from the kernel and
+The supervisor restarts a worker that dies (waiting longer each time one dies soon after its start),
+stops when one fails to start (a bad app or a taken port would fail the same way again), and on SIGINT
+or SIGTERM stops the workers and waits for them. A worker whose supervisor dies without stopping it (SIGKILL, the OOM killer) gets SIGTERM from the kernel and
 stops too: orphans would keep the port, and the restarted server would be refused it.
 """
 
@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -33,6 +34,20 @@ logger = logging.getLogger("carousel.serve")
 
 # How long stopped workers get to finish their requests before they are killed.
 _STOP_TIMEOUT_S = 30.0
+# A worker that dies sooner than this after its start is crashing, not ending a long life: each such
+# death in a row doubles the wait before the next start (from _FIRST_WAIT_S up to _MAX_WAIT_S), so a
+# worker that crashes on every request does not spawn processes in a loop.
+_STABLE_S = 10.0
+_FIRST_WAIT_S = 0.5
+_MAX_WAIT_S = 30.0
+
+
+def restart_wait(quick_deaths: int) -> float:
+    """Seconds before a dead worker's slot gets a new one, after `quick_deaths` deaths in a row each
+    sooner than `_STABLE_S` after their start (0: it had lived long, restart at once)."""
+    if quick_deaths <= 0:
+        return 0.0
+    return float(min(_MAX_WAIT_S, _FIRST_WAIT_S * 2 ** (quick_deaths - 1)))
 
 
 def serve_workers(app: str, *, host: str, port: int, workers: int, **config: Any) -> int:
@@ -58,10 +73,17 @@ def serve_workers(app: str, *, host: str, port: int, workers: int, **config: Any
         return process
 
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    processes = [start() for _ in range(workers)]
+    processes: list[BaseProcess | None] = [start() for _ in range(workers)]
+    started = [time.monotonic()] * workers
+    quick_deaths = [0] * workers
+    due: list[float] = [0.0] * workers  # when an empty slot (None) gets its next worker
     try:
         while not stop.wait(0.5):
             for k, process in enumerate(processes):
+                if process is None:
+                    if time.monotonic() >= due[k]:
+                        processes[k], started[k] = start(), time.monotonic()
+                    continue
                 if process.is_alive():
                     continue
                 if process.exitcode == STARTUP_FAILURE:
@@ -69,13 +91,26 @@ def serve_workers(app: str, *, host: str, port: int, workers: int, **config: Any
                     failed = True
                     stop.set()
                     break
-                logger.warning("worker %s exited with %s; starting another", process.pid, process.exitcode)
-                processes[k] = start()
+                lived = time.monotonic() - started[k]
+                quick_deaths[k] = quick_deaths[k] + 1 if lived < _STABLE_S else 0
+                wait = restart_wait(quick_deaths[k])
+                logger.warning(
+                    "worker %s exited with %s after %.0fs; starting another in %.1fs",
+                    process.pid,
+                    process.exitcode,
+                    lived,
+                    wait,
+                )
+                if wait:
+                    processes[k], due[k] = None, time.monotonic() + wait
+                else:
+                    processes[k], started[k] = start(), time.monotonic()
     finally:
-        for process in processes:
+        running = [process for process in processes if process is not None]
+        for process in running:
             if process.is_alive():
                 process.terminate()  # SIGTERM: uvicorn finishes the requests in flight
-        for process in processes:
+        for process in running:
             process.join(_STOP_TIMEOUT_S)
             if process.is_alive():
                 process.kill()
