@@ -9,8 +9,9 @@ storefront's pool) can then all land on one worker, and the API serves at one co
 
 The supervisor restarts a worker that dies (waiting longer each time one dies soon after its start),
 stops when one fails to start (a bad app or a taken port would fail the same way again), and on SIGINT
-or SIGTERM stops the workers and waits for them. A worker whose supervisor dies without stopping it (SIGKILL, the OOM killer) gets SIGTERM from the kernel and
-stops too: orphans would keep the port, and the restarted server would be refused it.
+or SIGTERM stops the workers and waits for them. A worker whose supervisor dies without stopping it
+(SIGKILL, the OOM killer) gets SIGTERM from the kernel and stops too: orphans would keep the port, and
+the restarted server would be refused it.
 """
 
 from __future__ import annotations
