@@ -20,7 +20,7 @@ products, and lists are cut with ``argpartition``; there is no Python loop over 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -160,6 +160,40 @@ def _bought(ctx: EvalContext) -> pd.DataFrame:
     return frame
 
 
+class _ItemBuyers(NamedTuple):
+    """Each (item, buyer) pair of the history's purchases once, with its latest purchase (a buyer is a
+    known shopper, or ``"~" + session`` for an anonymous one), and every item's events of any type:
+    built once per context, so that each of `_popular_order`'s windows only counts."""
+
+    items: pd.Index
+    pair_items: np.ndarray
+    pair_last: pd.Series
+    interest: pd.Series
+
+    def since(self, start: pd.Timestamp | None) -> pd.Series:
+        """Distinct buyers per item with a purchase at or after `start` (all time for None)."""
+        pairs = self.pair_items if start is None else self.pair_items[(self.pair_last >= start).to_numpy()]
+        return pd.Series(np.bincount(pairs, minlength=len(self.items)), index=self.items)
+
+
+def _item_buyers(ctx: EvalContext) -> _ItemBuyers:
+    def build() -> _ItemBuyers:
+        h = ctx.history
+        purchases = h.loc[h["event_type"] == "purchase", ["user_id", "session_id", "item_id", "ts"]]
+        buyer = purchases["user_id"].where(purchases["user_id"].notna(), "~" + purchases["session_id"])
+        item_codes, items = pd.factorize(purchases["item_id"])
+        buyer_codes, buyers = pd.factorize(buyer)
+        ok = (item_codes >= 0) & (buyer_codes >= 0)  # no item or no buyer: counted nowhere
+        width = max(1, len(buyers))
+        pair = item_codes[ok].astype(np.int64) * width + buyer_codes[ok]
+        last = purchases["ts"][ok].groupby(pair).max()
+        interest = h.groupby("item_id").size()
+        return _ItemBuyers(pd.Index(items), last.index.to_numpy() // width, last, interest)
+
+    result: _ItemBuyers = _cached(ctx, "popularity:buyers", build)
+    return result
+
+
 def _popular_order(ctx: EvalContext, window_days: int | None) -> np.ndarray:
     """Available items, most popular first.
 
@@ -169,24 +203,18 @@ def _popular_order(ctx: EvalContext, window_days: int | None) -> np.ndarray:
     """
 
     def build() -> np.ndarray:
-        h = ctx.history
-        purchases = h.loc[h["event_type"] == "purchase", ["user_id", "session_id", "item_id", "ts"]]
-        buyer = purchases["user_id"].where(purchases["user_id"].notna(), "~" + purchases["session_id"])
-        purchases = purchases.assign(buyer=buyer)
-        all_time = purchases.groupby("item_id")["buyer"].nunique()
-        if window_days is None:
-            recent = all_time
-        else:
-            since = ctx.cutoff - pd.Timedelta(days=window_days)
-            recent = purchases.loc[purchases["ts"] >= since].groupby("item_id")["buyer"].nunique()
-        interest = h.groupby("item_id").size()
+        buyers = _item_buyers(ctx)
+        all_time = buyers.since(None)
+        recent = (
+            all_time if window_days is None else buyers.since(ctx.cutoff - pd.Timedelta(days=window_days))
+        )
         available = _available(ctx)
         table = pd.DataFrame(
             {
                 "item_id": available.to_numpy(dtype=object),
                 "recent": recent.reindex(available, fill_value=0).to_numpy(),
                 "all_time": all_time.reindex(available, fill_value=0).to_numpy(),
-                "interest": interest.reindex(available, fill_value=0).to_numpy(),
+                "interest": buyers.interest.reindex(available, fill_value=0).to_numpy(),
             }
         )
         table = table.sort_values(
@@ -278,42 +306,55 @@ def _rank_rows(
     score_block: Callable[[slice], sp.spmatrix],
     k: int,
     *,
-    blocked: sp.csr_matrix | None,
+    blocked: Sequence[sp.csr_matrix | None],
     allowed: np.ndarray,
-) -> pd.DataFrame:
-    """Top-k items per row of a sparse score matrix computed block by block (rows are shoppers).
+) -> list[pd.DataFrame]:
+    """Top-k items per row of a sparse score matrix computed block by block (rows are shoppers), once per
+    entry of ``blocked``: each block's scores are computed once for all of them (a co-occurrence grid
+    point's two tasks share its shopper x item product, the larger part of its time).
 
-    ``allowed`` masks the columns that may be shown; ``blocked`` (rows x columns, nonzero = banned) holds
-    the items each shopper must not see. Masked scores are no candidates. Zeros are no evidence
-    (co-occurrence), so only a block's stored positive scores rank and the block is never made dense (on
-    a 60,000-item grocery catalog, densifying and partitioning every row was a fifth of the evaluation's
-    tuning).
+    ``allowed`` masks the columns that may be shown; each ``blocked`` (rows x columns, nonzero = banned,
+    or None) holds the items each shopper must not see. Masked scores are no candidates. Zeros are no
+    evidence (co-occurrence), so only a block's stored positive scores rank and the block is never made
+    dense (on a 60,000-item grocery catalog, densifying and partitioning every row was a fifth of the
+    evaluation's tuning).
     """
     if not len(item_ids) or k < 1:
-        return _empty_lists()
-    users_out, items_out = [], []
+        return [_empty_lists() for _ in blocked]
+    users_out: list[list[np.ndarray]] = [[] for _ in blocked]
+    items_out: list[list[np.ndarray]] = [[] for _ in blocked]
     for rows in _blocks(len(row_users), len(item_ids)):
-        banned = blocked[rows] if blocked is not None else None
-        at, columns = _stored_top_k(sp.csr_matrix(score_block(rows)), k, banned, allowed)
-        users_out.append(row_users[rows][at])
-        items_out.append(item_ids[columns])
-    if not users_out:
-        return _empty_lists()
-    return pd.DataFrame({"user_id": np.concatenate(users_out), "item_id": np.concatenate(items_out)})
+        scores = sp.csr_matrix(score_block(rows))
+        for users, items, banned in zip(users_out, items_out, blocked, strict=True):
+            at, columns = _stored_top_k(scores, k, None if banned is None else banned[rows], allowed)
+            users.append(row_users[rows][at])
+            items.append(item_ids[columns])
+    return [
+        pd.DataFrame({"user_id": np.concatenate(users), "item_id": np.concatenate(items)})
+        if users
+        else _empty_lists()
+        for users, items in zip(users_out, items_out, strict=True)
+    ]
 
 
 def _stored_top_k(
     scores: sp.csr_matrix, k: int, banned: sp.csr_matrix | None, allowed: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rows and columns of each row's k best stored positive scores, best first, masked ones left out."""
-    # Masked columns and banned pairs become exact zeros (x * 0, x - x) and leave the candidates.
-    scores = scores @ sp.diags(allowed.astype(np.float64))
-    if banned is not None:
-        scores = scores - scores.multiply(banned > 0)
-    scores = sp.csr_matrix(scores)
-    scores.data[~(scores.data > 0)] = 0.0
-    scores.eliminate_zeros()
-    at, columns, _, _ = csr_top_k(scores, k)
+    """Rows and columns of each row's k best stored positive scores, best first, masked ones left out
+    (ties in the product's stored order). The masks select stored entries by their positions: SciPy's
+    products with a column diagonal and a banned-pair matrix cost as much as the block's own product."""
+    n_rows, n_cols = scores.shape
+    row_of = np.repeat(np.arange(n_rows), np.diff(scores.indptr))
+    keep = (scores.data > 0) & allowed[scores.indices]
+    if banned is not None and banned.nnz:
+        # A block is at most _BLOCK_CELLS cells: its banned pairs fit a dense 0/1 mask.
+        pairs = banned.tocoo()
+        shown = np.ones((n_rows, n_cols), dtype=bool)
+        shown[pairs.row[pairs.data > 0], pairs.col[pairs.data > 0]] = False
+        keep &= shown[row_of, scores.indices]
+    indptr = np.r_[0, np.cumsum(np.bincount(row_of[keep], minlength=n_rows))]
+    kept = sp.csr_matrix((scores.data[keep], scores.indices[keep], indptr), shape=scores.shape)
+    at, columns, _, _ = csr_top_k(kept, k)
     return at, columns
 
 
@@ -562,8 +603,18 @@ def cooccurrence(ctx: EvalContext, users: np.ndarray, k: int, exclude_bought: bo
         ``user_id, item_id, rank``.
     """
     p = _params(ctx, "cooccurrence", exclude_bought)
-    sim, item_index = _basket_similarity(ctx, float(p["shrink"]), int(p["neighbours"]), p["basket_half_life"])
     wanted = pd.Index(pd.unique(np.asarray(users, dtype=object)))
+    exclude = _bought(ctx) if exclude_bought else None
+    # The other task's lists, made by the last call with the same parameters (see below).
+    shared: _SharedLists | None = ctx.cache.pop("cooccurrence:other-task", None)
+    if (
+        shared is not None
+        and shared.exclude_bought == exclude_bought
+        and shared.params == p
+        and wanted.isin(shared.users).all()
+    ):
+        return _complete(shared.lists, users, _fill_order(ctx, exclude_bought), k, exclude)
+    sim, item_index = _basket_similarity(ctx, float(p["shrink"]), int(p["neighbours"]), p["basket_half_life"])
     interest = _interest_matrix(
         ctx,
         wanted,
@@ -572,19 +623,31 @@ def cooccurrence(ctx: EvalContext, users: np.ndarray, k: int, exclude_bought: bo
         cart_weight=float(p["cart_weight"]),
         view_weight=float(p["view_weight"]),
     )
-    blocked = _pair_matrix(_bought(ctx), wanted, item_index) if exclude_bought else None
-    allowed = item_index.isin(_available(ctx))
-    item_ids = item_index.to_numpy(dtype=object)
+    # When both tasks use the same parameters (every tuning grid point), one product serves both: the
+    # other task's lists are kept for its call, which follows (`score_models` asks task after task).
+    both = _params(ctx, "cooccurrence", not exclude_bought) == p
+    bought = _pair_matrix(_bought(ctx), wanted, item_index) if exclude_bought or both else None
+    masks = [bought if exclude_bought else None] + ([None if exclude_bought else bought] if both else [])
     lists = _rank_rows(
         wanted.to_numpy(dtype=object),
-        item_ids,
+        item_index.to_numpy(dtype=object),
         lambda rows: interest[rows] @ sim,
         k,
-        blocked=blocked,
-        allowed=allowed,
+        blocked=masks,
+        allowed=item_index.isin(_available(ctx)),
     )
-    exclude = _bought(ctx) if exclude_bought else None
-    return _complete(lists, users, _fill_order(ctx, exclude_bought), k, exclude)
+    if both:
+        ctx.cache["cooccurrence:other-task"] = _SharedLists(p, not exclude_bought, wanted, lists[1])
+    return _complete(lists[0], users, _fill_order(ctx, exclude_bought), k, exclude)
+
+
+class _SharedLists(NamedTuple):
+    """Co-occurrence lists made for the other task in the same pass (`cooccurrence`)."""
+
+    params: dict[str, Any]
+    exclude_bought: bool
+    users: pd.Index
+    lists: pd.DataFrame
 
 
 def _als_params(p: dict[str, Any], seed: int) -> AlsParams:

@@ -142,6 +142,41 @@ def test_every_baseline_honours_exclude_bought_and_fills_lists(
             assert clash.empty, f"{name} showed {len(clash)} already-bought items"
 
 
+def test_cooccurrence_lists_made_for_the_other_task_equal_its_own(
+    small_store: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    """With both tasks on the same parameters, one call makes the other task's lists as well; they equal
+    those of a context that never made them, for a subset of the shoppers too, and a call with other
+    parameters does not take them."""
+    events, items = small_store
+    cutoff = events["ts"].max() - pd.Timedelta(days=15)
+    users = np.asarray(pd.unique(bl._bought(ev.make_context(events, items, cutoff))["user_id"]), dtype=object)
+
+    def alone(exclude: bool, some: np.ndarray, params: dict[str, float]) -> pd.DataFrame:
+        """The lists of a context whose other task has other parameters, so that it makes one task's only."""
+        differ = {"shrink": 30.0}
+        mine, theirs = (differ, params) if exclude else (params, differ)
+        ctx = ev.make_context(
+            events, items, cutoff, tuned={"cooccurrence": mine, "new_items": {"cooccurrence": theirs}}
+        )
+        lists = bl.cooccurrence(ctx, some, 12, exclude)
+        assert "cooccurrence:other-task" not in ctx.cache
+        return lists
+
+    for first in (False, True):
+        shared = ev.make_context(events, items, cutoff)
+        for some in (users, users[::3]):
+            bl.cooccurrence(shared, users, 12, first)
+            assert "cooccurrence:other-task" in shared.cache
+            got = bl.cooccurrence(shared, some, 12, not first)
+            pd.testing.assert_frame_equal(got, alone(not first, some, {}))
+    bl.cooccurrence(shared, users, 12, False)  # keeps new_items lists of the default parameters
+    shared.tuned = {"new_items": {"cooccurrence": {"shrink": 3.0}}}
+    got = bl.cooccurrence(shared, users, 12, True)
+    pd.testing.assert_frame_equal(got, alone(True, users, {"shrink": 3.0}))
+    assert not got.equals(alone(True, users, {}))  # the parameters matter here
+
+
 def test_als_learns_taste_clusters_and_keeps_rebuys_only_in_all() -> None:
     """ALS recommends items of the shopper's own taste cluster; already-bought items return only in `all`."""
     rng = np.random.default_rng(2)
@@ -209,13 +244,19 @@ def test_sparse_scores_rank_only_their_stored_positive_values_as_written_plainly
     banned = sp.csr_matrix((rng.random((n_rows, n_cols)) < 0.05).astype(np.float64))
     users = np.array([f"u{r}" for r in range(n_rows)], dtype=object)
     items = np.array([f"i{c}" for c in range(n_cols)], dtype=object)
-    got = bl._rank_rows(users, items, lambda rows: scores[rows], k, blocked=banned, allowed=allowed)
-    expected = []
-    for r in range(n_rows):
-        ok = [c for c in range(n_cols) if dense[r, c] > 0 and allowed[c] and not banned[r, c]]
-        expected += [(users[r], items[c]) for c in sorted(ok, key=lambda c: -dense[r, c])[:k]]
-    assert list(zip(got["user_id"], got["item_id"], strict=True)) == expected
-    assert len(expected) > n_rows  # the rule had something to rank
+    got = bl._rank_rows(users, items, lambda rows: scores[rows], k, blocked=[banned, None], allowed=allowed)
+    for lists, mask in zip(got, [banned, None], strict=True):
+        expected = []
+        for r in range(n_rows):
+            ok = [
+                c
+                for c in range(n_cols)
+                if dense[r, c] > 0 and allowed[c] and (mask is None or not mask[r, c])
+            ]
+            expected += [(users[r], items[c]) for c in sorted(ok, key=lambda c: -dense[r, c])[:k]]
+        assert list(zip(lists["user_id"], lists["item_id"], strict=True)) == expected
+        assert len(expected) > n_rows  # the rule had something to rank
+    assert not got[0].equals(got[1])  # the banned pairs were masked in the first only
 
 
 def test_factor_scores_rank_every_shown_unbanned_item_as_written_plainly() -> None:
