@@ -627,7 +627,8 @@ def cooccurrence(ctx: EvalContext, users: np.ndarray, k: int, exclude_bought: bo
     # other task's lists are kept for its call, which follows (`score_models` asks task after task).
     both = _params(ctx, "cooccurrence", not exclude_bought) == p
     bought = _pair_matrix(_bought(ctx), wanted, item_index) if exclude_bought or both else None
-    masks = [bought if exclude_bought else None] + ([None if exclude_bought else bought] if both else [])
+    mine, other = (bought, None) if exclude_bought else (None, bought)
+    masks = [mine, other] if both else [mine]
     lists = _rank_rows(
         wanted.to_numpy(dtype=object),
         item_index.to_numpy(dtype=object),
