@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     spark_master: str = Field(pattern=rf"^({SPARK_MASTER_PATTERN})$")
     spark_driver_memory: str = Field(pattern=r"^\d+[kmgt]?$")
     spark_shuffle_partitions: int = Field(ge=1)
+    # JVM options only (each word starts with "-"): they reach every Spark JVM's command line.
+    spark_java_options: str = Field(pattern=r"^(\s*-\S+)*\s*$")
     stage_runner: bool
     stage_runner_idle_s: int = Field(ge=10, le=86_400)
     stage_runner_max_rss_mb: int = Field(ge=500)

@@ -29,9 +29,13 @@ def spark_submit_command(settings: Settings, app: str, app_args: Sequence[str]) 
     project's Python on the driver and the executors (its venv has every dependency)."""
     from pathlib import Path
 
-    from jobs.features.session import DRIVER_JAVA_OPTIONS
+    from jobs.features.session import java_options
 
+    driver_options, executor_options = java_options(settings)
     spark_submit = Path(sys.executable).parent / "spark-submit"
+    executor_conf = (
+        ["--conf", f"spark.executor.extraJavaOptions={executor_options}"] if executor_options else []
+    )
     return [
         str(spark_submit) if spark_submit.exists() else "spark-submit",
         "--master",
@@ -40,11 +44,12 @@ def spark_submit_command(settings: Settings, app: str, app_args: Sequence[str]) 
         settings.spark_driver_memory,
         # The driver JVM starts before the job's session is built, so its options are given here.
         "--driver-java-options",
-        DRIVER_JAVA_OPTIONS,
+        driver_options,
         "--conf",
         f"spark.pyspark.python={sys.executable}",
         "--conf",
         f"spark.pyspark.driver.python={sys.executable}",
+        *executor_conf,
         app,
         *app_args,
     ]

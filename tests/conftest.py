@@ -26,6 +26,12 @@ if sys.modules["__main__"].__spec__ is None and not hasattr(sys.modules["__main_
 # store: off unless a test turns it on and stops it (`infra.stage_runner.stop_runner`).
 os.environ.setdefault("CAROUSEL_STAGE_RUNNER", "false")
 
+# The Spark applications the tests start as processes (DAG tasks, `carousel submit`, the benches' jobs)
+# run for seconds on small stores, two test workers to two cores: the quick JIT compiler alone spends far
+# less CPU on such short runs (configs/defaults.toml). A test worker's own Spark application lives as long
+# as the worker and keeps the default compilers.
+SHORT_SPARK_APPS = {"CAROUSEL_SPARK_JAVA_OPTIONS": "-XX:TieredStopAtLevel=1"}
+
 ROOT = Path(__file__).resolve().parents[1]
 # py4j logs at INFO from finalizers after pytest closed its streams ("--- Logging error ---" at exit).
 logging.getLogger("py4j").setLevel(logging.WARNING)
@@ -137,6 +143,12 @@ def settings(tmp_path: Path, redis_url: str, redis_kind: str) -> object:
 
 
 @pytest.fixture
+def short_spark_apps() -> dict[str, str]:
+    """The variables for Spark applications a test starts as processes (`SHORT_SPARK_APPS`)."""
+    return dict(SHORT_SPARK_APPS)
+
+
+@pytest.fixture
 def store_env(settings: Settings) -> dict[str, str]:
     """The `CAROUSEL_*` variables that point a `carousel` process (a DAG task, `carousel submit`) at the
     test's store."""
@@ -147,6 +159,7 @@ def store_env(settings: Settings) -> dict[str, str]:
         "CAROUSEL_SPARK_MASTER": settings.spark_master,
         "CAROUSEL_SPARK_DRIVER_MEMORY": settings.spark_driver_memory,
         "CAROUSEL_ERASURE_SALT": settings.erasure_salt_value(),
+        **SHORT_SPARK_APPS,
     }
 
 

@@ -34,11 +34,18 @@ STATUS_RETENTION = {
 }
 
 
+def java_options(settings: Settings) -> tuple[str, str]:
+    """The driver's and the executors' JVM options: carousel's own, then `spark_java_options`."""
+    extra = settings.spark_java_options.strip()
+    return f"{DRIVER_JAVA_OPTIONS} {extra}".strip(), extra
+
+
 def spark_session(settings: Settings, app_name: str = "carousel") -> SparkSession:
     """Build (or reuse) the session configured from settings; on a cluster the same code runs unchanged."""
     # Executors must run the same Python as the driver (the project's venv).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    driver_options, executor_options = java_options(settings)
     builder = (
         SparkSession.builder.appName(app_name)
         .master(settings.spark_master)
@@ -49,8 +56,10 @@ def spark_session(settings: Settings, app_name: str = "carousel") -> SparkSessio
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.adaptive.enabled", "true")
-        .config("spark.driver.extraJavaOptions", DRIVER_JAVA_OPTIONS)
+        .config("spark.driver.extraJavaOptions", driver_options)
     )
+    if executor_options:
+        builder = builder.config("spark.executor.extraJavaOptions", executor_options)
     for key, value in STATUS_RETENTION.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

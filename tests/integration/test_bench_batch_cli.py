@@ -20,13 +20,19 @@ pytestmark = pytest.mark.integration
 
 
 def test_bench_batch_writes_the_contract_report(
-    tmp_path: Path, redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    redis_url: str,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    short_spark_apps: dict[str, str],
 ) -> None:
     # As under `make test`, this process's environment points at a Redis of its own: the bench must
     # publish into its private Redis all the same, not here (its publish job once inherited this URL).
     monkeypatch.setenv("CAROUSEL_REDIS_URL", redis_url)
     # As the DAG runs them by default: the Spark stages on a warm stage runner.
     monkeypatch.setenv("CAROUSEL_STAGE_RUNNER", "true")
+    for key, value in short_spark_apps.items():
+        monkeypatch.setenv(key, value)
     out = tmp_path / "batch.json"
     argv = ["bench", "batch", "--users", "400", "--items", "80", "--events", "30000", "--out", str(out)]
     argv += ["--scoring-masters", "local[1]"]

@@ -41,6 +41,7 @@ def test_refresh_dag_on_a_standalone_cluster_publishes_the_local_runs_lists(
     redis_client: redis.Redis,
     small_store: Callable[..., object],
     cluster: StandaloneCluster,
+    short_spark_apps: dict[str, str],
 ) -> None:
     small_store(settings, users=300, seed=3)
     local = refresh.run_refresh(settings, interval_end=INTERVAL_END, mode="auto", run_id="local-run")
@@ -58,6 +59,7 @@ def test_refresh_dag_on_a_standalone_cluster_publishes_the_local_runs_lists(
         # One application per stage, as spark-submit runs them (the stage runner: test_stage_runner).
         "CAROUSEL_STAGE_RUNNER": "false",
         "SPARK_LOCAL_IP": "127.0.0.1",
+        **short_spark_apps,
     }.items():
         monkeypatch.setenv(key, value)
     run_dag_once("carousel_refresh", INTERVAL_END, airflow_home=tmp_path / "airflow")

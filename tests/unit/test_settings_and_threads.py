@@ -37,6 +37,31 @@ def test_driver_memory_with_a_typo_is_refused() -> None:
         Settings(spark_driver_memory="4 GB")
 
 
+def test_jvm_options_reach_the_driver_and_the_executors_after_carousels_own() -> None:
+    from jobs.entry import spark_submit_command
+    from jobs.features.session import DRIVER_JAVA_OPTIONS, java_options
+
+    quick = Settings(spark_java_options=" -XX:TieredStopAtLevel=1 -Xss4m ")
+    assert java_options(quick) == (
+        f"{DRIVER_JAVA_OPTIONS} -XX:TieredStopAtLevel=1 -Xss4m",
+        "-XX:TieredStopAtLevel=1 -Xss4m",
+    )
+    command = spark_submit_command(quick, "app.py", ["compute"])
+    assert command[command.index("--driver-java-options") + 1] == java_options(quick)[0]
+    assert "spark.executor.extraJavaOptions=-XX:TieredStopAtLevel=1 -Xss4m" in command
+    assert command[-2:] == ["app.py", "compute"]
+    # None given: carousel's own for the driver, nothing more for the executors.
+    plain = Settings(spark_java_options="")
+    assert java_options(plain) == (DRIVER_JAVA_OPTIONS, "")
+    assert not any("extraJavaOptions" in word for word in spark_submit_command(plain, "app.py", []))
+
+
+@pytest.mark.parametrize("options", ["TieredStopAtLevel=1", "-Xss4m rm", "-Xmx1g\n'; echo"])
+def test_jvm_options_that_are_not_options_are_refused(options: str) -> None:
+    with pytest.raises(ValidationError, match="spark_java_options"):
+        Settings(spark_java_options=options)
+
+
 def test_als_engine_is_implicit_or_spark() -> None:
     assert Settings().als_engine == "implicit" and Settings(als_engine="spark").als_engine == "spark"
     with pytest.raises(ValidationError, match="als_engine"):
