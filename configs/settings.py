@@ -80,8 +80,7 @@ class Settings(BaseSettings):
     spark_master: str = Field(pattern=rf"^({SPARK_MASTER_PATTERN})$")
     spark_driver_memory: str = Field(pattern=r"^\d+[kmgt]?$")
     spark_shuffle_partitions: int = Field(ge=1)
-    # JVM options only (each word starts with "-"): they reach every Spark JVM's command line.
-    spark_java_options: str = Field(pattern=r"^(\s*-\S+)*\s*$")
+    spark_java_options: str
     stage_runner: bool
     stage_runner_idle_s: int = Field(ge=10, le=86_400)
     stage_runner_max_rss_mb: int = Field(ge=500)
@@ -148,6 +147,15 @@ class Settings(BaseSettings):
     @classmethod
     def _storage(cls, value: object, info: ValidationInfo) -> Path:
         return storage_path(value, str(info.field_name))
+
+    @field_validator("spark_java_options")
+    @classmethod
+    def _java_options(cls, value: str) -> str:
+        # They reach every Spark JVM's command line: JVM options only, nothing a JVM would take for a class.
+        strays = [word for word in value.split() if not word.startswith("-")]
+        if strays:
+            raise ValueError(f"JVM options start with '-', not {strays[0]!r}")
+        return value
 
     @model_validator(mode="after")
     def _check_tokens(self) -> Settings:
