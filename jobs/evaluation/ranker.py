@@ -51,8 +51,8 @@ def evaluation_ranker(ctx: EvalContext, users: np.ndarray, k: int, exclude_bough
     featured, scores = ranked.featured, ranked.scores
     keep = featured["user_id"].isin(wanted).to_numpy()
     if exclude_bought:
-        # The same ranker orders the items the shopper never bought (a ranker trained on first purchases
-        # alone did worse on validation: re-buy examples teach it what a shopper's taste is).
+        # The never-bought items in the order the pipeline serves them: the ranker's, or where the guard
+        # chose it on the newest label window, the explore model's or a baseline's (`jobs.ranking.guard`).
         keep &= featured["ui_purchases"].to_numpy() == 0
     featured, scores = featured[keep], scores[keep]
     fill = ranked.features.popular_items(k * 4 + 50)

@@ -34,12 +34,13 @@ import pandas as pd
 
 from jobs.ranking.metrics import candidate_ndcg
 
-SCORERS: tuple[str, ...] = ("ranker", "als", "popularity", "repurchase")
+SCORERS: tuple[str, ...] = ("ranker", "als", "popularity", "repurchase", "explore")
 TASKS: tuple[str, ...] = ("all", "new_items")
-# Baselines compared per task: on never-bought items the repurchase order is the popularity order.
+# What may replace the ranker per task: on never-bought items the repurchase order is the popularity
+# order, and the explore model (a ranker that learnt from never-bought candidates alone) orders only those.
 BASELINES: dict[str, tuple[str, ...]] = {
     "all": ("als", "popularity", "repurchase"),
-    "new_items": ("als", "popularity"),
+    "new_items": ("als", "popularity", "explore"),
 }
 # Lower bounds of the activity bands on `u_orders`: 0, 1, 2-3, 4-9, 10+.
 BAND_EDGES: tuple[int, ...] = (0, 1, 2, 4, 10)
@@ -56,6 +57,7 @@ MIN_Z = 2.0
 # The candidate columns the guard reads.
 _READS = (
     "user_id",
+    "item_id",
     "u_orders",
     "ui_purchases",
     "ui_days_since_purchase",
@@ -130,6 +132,10 @@ class ScorerGuard:
         """Whether any band is served by something other than the ranker."""
         return any(s != "ranker" for scorers in self.serve.values() for s in scorers)
 
+    def serves(self, scorer: str) -> bool:
+        """Whether `scorer` serves any band of any task."""
+        return any(scorer in scorers for scorers in self.serve.values())
+
     def to_json(self) -> dict[str, Any]:
         return {
             "bands": band_names(self.edges),
@@ -169,7 +175,9 @@ def wins(ranker: np.ndarray, baseline: np.ndarray) -> tuple[bool, float]:
     return clear, z
 
 
-def choose_scorers(window: pd.DataFrame, ranker_scores: np.ndarray) -> ScorerGuard:
+def choose_scorers(
+    window: pd.DataFrame, ranker_scores: np.ndarray, explore_scores: np.ndarray | None = None
+) -> ScorerGuard:
     """Compare the ranker with the baselines on a label window, per band and task, and choose.
 
     Parameters
@@ -178,6 +186,9 @@ def choose_scorers(window: pd.DataFrame, ranker_scores: np.ndarray) -> ScorerGua
         Labelled candidates of the window's buying shoppers: user_id, the features and label.
     ranker_scores
         The scores of a ranker that did not learn from this window, per row of `window`.
+    explore_scores
+        The scores of an explore model that did not learn from this window, per row (only never-bought
+        rows are read); None when there is none, and it is not compared.
 
     Returns
     -------
@@ -193,6 +204,8 @@ def choose_scorers(window: pd.DataFrame, ranker_scores: np.ndarray) -> ScorerGua
     # keep their relative order): the window is every buyer's candidates, gigabytes on a large store,
     # and is never copied.
     keys = {"ranker": ranker_scores, **baseline_keys(window)}
+    if explore_scores is not None:
+        keys["explore"] = explore_scores
     # Shoppers as integer codes: the sorts below are several times slower on string ids.
     users, labels = pd.factorize(window["user_id"])[0], window["label"].to_numpy()
     for task in TASKS:
@@ -203,7 +216,8 @@ def choose_scorers(window: pd.DataFrame, ranker_scores: np.ndarray) -> ScorerGua
         bought = pd.Series(np.where(keep, labels, 0)).groupby(users).transform("max").to_numpy() > 0
         keep &= bought
         frame = pd.DataFrame({"user_id": users[keep], "label": labels[keep]})
-        ndcg = {name: candidate_ndcg(frame, keys[name][keep]) for name in ("ranker", *BASELINES[task])}
+        rivals = [name for name in BASELINES[task] if name in keys]
+        ndcg = {name: candidate_ndcg(frame, keys[name][keep]) for name in ("ranker", *rivals)}
         task_bands = bands[keep]
         shopper_band = pd.Series(task_bands, index=frame["user_id"].to_numpy()).groupby(level=0).first()
         chosen, figures = [], {}
@@ -211,7 +225,7 @@ def choose_scorers(window: pd.DataFrame, ranker_scores: np.ndarray) -> ScorerGua
             shoppers = shopper_band.index[shopper_band.to_numpy() == band]
             per_shopper = {s: v.reindex(shoppers).to_numpy() for s, v in ndcg.items()}
             best, best_mean, z_of = "ranker", -np.inf, {}
-            for baseline in BASELINES[task]:
+            for baseline in rivals:
                 clear, z = wins(per_shopper["ranker"], per_shopper[baseline])
                 z_of[baseline] = round(z, 2) if np.isfinite(z) else None
                 if clear and per_shopper[baseline].mean() > best_mean:
@@ -229,7 +243,10 @@ def choose_scorers(window: pd.DataFrame, ranker_scores: np.ndarray) -> ScorerGua
 
 
 def guarded_scores(
-    featured: pd.DataFrame, ranker_scores: np.ndarray, guard: ScorerGuard | None
+    featured: pd.DataFrame,
+    ranker_scores: np.ndarray,
+    guard: ScorerGuard | None,
+    explore_scores: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The scores to serve, and which scorer placed each candidate (its position in `SCORERS`; None when
     the ranker placed all).
@@ -238,6 +255,8 @@ def guarded_scores(
     gives to never-bought items are refilled with them in the order of the band's ``new_items`` scorer;
     the shopper's own ranker scores are dealt out in the resulting order (best first, strictly falling),
     so the shopper's scores are the ranker's numbers in another order. Other shoppers keep theirs.
+    `explore_scores` (per row; read on never-bought rows) are required when the guard serves the explore
+    model.
     """
     if guard is None or not guard.active or featured.empty:
         return ranker_scores, None
@@ -253,20 +272,29 @@ def guarded_scores(
     own = ranker_scores[rows]
     users = pd.factorize(frame["user_id"].to_numpy())[0]
     keys = {"ranker": own, **baseline_keys(frame)}
+    if explore_scores is not None:
+        keys["explore"] = np.asarray(explore_scores, dtype=np.float64)[rows]
 
     def key_of(chosen: np.ndarray) -> np.ndarray:
         key = np.empty(len(rows), dtype=np.float64)
         for code, scorer in enumerate(SCORERS):
             at = chosen == code
+            if not at.any():
+                continue
+            if scorer not in keys:
+                raise ValueError(f"the guard serves some shoppers with the {scorer} model, which is missing")
             key[at] = keys[scorer][at]
         return key
 
     # The list by the `all` scorer (rows grouped by shopper), then its never-bought places refilled in
     # the explore order: both runs of never-bought rows hold the same shoppers in the same order.
-    served = np.lexsort((-key_of(choice["all"][rows]), users))
+    # Equal keys (a popularity tie, the same leaf values of a ranker's trees) go by item id, as lists do:
+    # the row order of a shopper's candidates depends on which shoppers were scored with them.
+    items = pd.factorize(frame["item_id"].to_numpy(), sort=True)[0]
+    served = np.lexsort((items, -key_of(choice["all"][rows]), users))
     new = frame["ui_purchases"].to_numpy() == 0
     new_rows = np.flatnonzero(new)
-    explore = new_rows[np.lexsort((-key_of(choice["new_items"][rows])[new], users[new]))]
+    explore = new_rows[np.lexsort((items[new], -key_of(choice["new_items"][rows])[new], users[new]))]
     served[new[served]] = explore
     # Each shopper's ranker scores, best first, in the same shopper order as `served`.
     dealt_order = np.lexsort((-own, users))

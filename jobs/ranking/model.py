@@ -3,7 +3,7 @@ re-buy rates, the ranker), fitted on a feature set or loaded from a numbered mod
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -80,16 +80,28 @@ class TrainedModel:
     fit_shoppers: tuple[int, int] | None = None
     # Which scorer serves each activity band (`jobs.ranking.guard`); None: the ranker serves everyone.
     guard: ScorerGuard | None = None
+    # The explore model: a ranker that learnt from never-bought candidates alone, kept only when the guard
+    # serves some band's never-bought places with it.
+    explore_booster: lgb.Booster | None = None
     _compiled: CompiledRanker | None = field(default=None, repr=False, compare=False)
+    _compiled_explore: CompiledRanker | None = field(default=None, repr=False, compare=False)
 
     @property
     def ranker(self) -> CompiledRanker | None:
         """The booster compiled for scoring, once per model (compiling takes about half a second)."""
-        if self.booster is None:
-            return None
-        if self._compiled is None or self._compiled.booster is not self.booster:
-            self._compiled = CompiledRanker(self.booster)
+        self._compiled = _compiled(self.booster, self._compiled)
         return self._compiled
+
+    @property
+    def explore(self) -> CompiledRanker | None:
+        """The explore model compiled for scoring, once per model; None when the model has none."""
+        self._compiled_explore = _compiled(self.explore_booster, self._compiled_explore)
+        return self._compiled_explore
+
+    def uncompiled(self) -> TrainedModel:
+        """This model without its compiled rankers (native code that cannot be shipped to another
+        process: each process compiles its own)."""
+        return replace(self, _compiled=None, _compiled_explore=None)
 
     @classmethod
     def from_stored(cls, stored: StoredModel, params: ModelParams) -> TrainedModel:
@@ -107,7 +119,15 @@ class TrainedModel:
             windows=list(stored.meta.get("windows", [])),
             evaluation=dict(stored.meta.get("evaluation", {})),
             guard=ScorerGuard.from_json(stored.meta.get("guard")) if stored.booster is not None else None,
+            explore_booster=stored.explore_booster,
         )
+
+
+def _compiled(booster: lgb.Booster | None, compiled: CompiledRanker | None) -> CompiledRanker | None:
+    """`compiled` if it is `booster`'s, else `booster` compiled (None without a booster)."""
+    if booster is None:
+        return None
+    return compiled if compiled is not None and compiled.booster is booster else CompiledRanker(booster)
 
 
 # The shopper-level frames `fit_parts` reads (and `save_model` counts).
@@ -176,4 +196,5 @@ def save_model(
         item_rebuy=trained.item_rebuy[0],
         overall_rebuy=trained.item_rebuy[1],
         booster=trained.booster,
+        explore_booster=trained.explore_booster,
     )

@@ -70,6 +70,12 @@ def train_ranker(labelled: pd.DataFrame, params: RankerParams) -> lgb.Booster | 
     return lgb.train(booster_params, dataset, num_boost_round=params.num_boost_round)
 
 
+def explore_rows(labelled: pd.DataFrame) -> pd.DataFrame:
+    """The rows an explore model learns from: candidates the shopper never bought, whose labels are the
+    shopper's first purchases of an item."""
+    return labelled[labelled["ui_purchases"].to_numpy() == 0]
+
+
 def feature_matrix(frame: pd.DataFrame, order: Literal["C", "F"] = "F") -> np.ndarray:
     """`FEATURES` of `frame` as one float64 matrix, filled column by column: in column order LightGBM
     trains on it without a copy, in row order the compiled ranker scores it fastest. Selecting the

@@ -44,10 +44,23 @@ def score_shoppers(
         fs, als, users, covis, als_k=params.candidates_per_user, new_item_days=params.new_item_days
     )
     featured = add_features(cands, fs, als)
-    scores, placed_by = guarded_scores(featured, score_candidates(featured, trained.ranker), trained.guard)
+    scores, placed_by = guarded_scores(
+        featured, score_candidates(featured, trained.ranker), trained.guard, explore_scores(featured, trained)
+    )
     if placed_by is not None:
         featured["placed_by"] = placed_by
     return featured, scores, covis
+
+
+def explore_scores(featured: pd.DataFrame, trained: TrainedModel) -> np.ndarray | None:
+    """The explore model's scores of the never-bought candidates (NaN elsewhere); None without one."""
+    if trained.explore is None:
+        return None
+    new = np.flatnonzero(featured["ui_purchases"].to_numpy() == 0)
+    scores = np.full(len(featured), np.nan)
+    if len(new):
+        scores[new] = score_candidates(featured.iloc[new], trained.explore)
+    return scores
 
 
 # Shoppers scored at once when lists are built: candidates with their features take about 0.4 KB

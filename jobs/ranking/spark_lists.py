@@ -135,7 +135,7 @@ def _scored(
         1,
     )
     # The compiled ranker is native code that does not travel: each worker compiles its own.
-    shared = spark.sparkContext.broadcast(replace(job, trained=replace(job.trained, _compiled=None)))
+    shared = spark.sparkContext.broadcast(replace(job, trained=job.trained.uncompiled()))
     partitioned = rows.repartitionByRange(partitions, "user_id")
 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -9,6 +9,7 @@ shoppers without training anything:
     covis.npz         the item-item co-visitation matrix and its item ids
     item_rebuy.parquet  per-item re-buy rates and the overall rate the ranker's features use
     ranker.txt        the LightGBM booster (absent when the window had no purchases to learn from)
+    explore.txt       the explore model's booster (present only when the guard serves a band with it)
 
 A model is written to a temporary folder and renamed into place (`carousel.models` reads the folders).
 """
@@ -42,6 +43,7 @@ class StoredModel:
     item_rebuy: pd.DataFrame
     overall_rebuy: float
     booster: lgb.Booster | None
+    explore_booster: lgb.Booster | None = None
 
 
 class ModelStore(ModelCatalog):
@@ -58,6 +60,7 @@ class ModelStore(ModelCatalog):
         item_rebuy: pd.DataFrame,
         overall_rebuy: float,
         booster: lgb.Booster | None,
+        explore_booster: lgb.Booster | None = None,
         keep: int = 5,
     ) -> int:
         """Write the next numbered model atomically and drop the oldest beyond `keep`; returns its number."""
@@ -76,7 +79,15 @@ class ModelStore(ModelCatalog):
         item_rebuy.to_parquet(staging / "item_rebuy.parquet", index=False)
         if booster is not None:
             booster.save_model(str(staging / "ranker.txt"))
-        full_meta = {**meta, "number": number, "overall_rebuy": overall_rebuy, "ranker": booster is not None}
+        if explore_booster is not None:
+            explore_booster.save_model(str(staging / "explore.txt"))
+        full_meta = {
+            **meta,
+            "number": number,
+            "overall_rebuy": overall_rebuy,
+            "ranker": booster is not None,
+            "explore": explore_booster is not None,
+        }
         (staging / MODEL_FILE).write_text(json.dumps(full_meta, indent=2, default=str))
         staging.rename(self.path(number))
         for old in self.numbers()[:-keep]:
@@ -94,7 +105,7 @@ class ModelStore(ModelCatalog):
         try:
             meta = self.describe(number)
             als = np.load(folder / "als_items.npz")
-            ranker = folder / "ranker.txt"
+            ranker, explore = folder / "ranker.txt", folder / "explore.txt"
             return StoredModel(
                 number=number,
                 meta=meta,
@@ -105,6 +116,7 @@ class ModelStore(ModelCatalog):
                 item_rebuy=pd.read_parquet(folder / "item_rebuy.parquet"),
                 overall_rebuy=float(meta["overall_rebuy"]),
                 booster=lgb.Booster(model_file=str(ranker)) if ranker.exists() else None,
+                explore_booster=lgb.Booster(model_file=str(explore)) if explore.exists() else None,
             )
         except (OSError, KeyError, ValueError) as exc:
             raise ModelStoreError(f"model {number} at {folder} cannot be read: {exc}") from exc

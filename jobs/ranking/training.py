@@ -26,7 +26,7 @@ from jobs.ranking.covisitation import CoVisitation
 from jobs.ranking.guard import ScorerGuard, choose_scorers
 from jobs.ranking.metrics import candidate_ndcg
 from jobs.ranking.model import FIT_FRAMES, ModelParams, TrainedModel, fit_parts
-from jobs.ranking.ranker import CompiledRanker, score_candidates, train_ranker
+from jobs.ranking.ranker import CompiledRanker, explore_rows, score_candidates, train_ranker
 from jobs.ranking.scoring import SCORE_BLOCK_USERS, by_shopper, score_shoppers, shoppers_block
 from jobs.ranking.spark_als import fit_item_factors
 
@@ -166,6 +166,12 @@ def train_model(
     train = pd.concat(frames, ignore_index=True) if frames else None
     del frames
     booster = train_ranker(train, params.ranker) if train is not None else None
+    # The explore model is trained for good only where the window showed it serving some shoppers better.
+    explore = (
+        train_ranker(explore_rows(train), params.ranker)
+        if train is not None and booster is not None and guard is not None and guard.serves("explore")
+        else None
+    )
     train_rows = 0 if train is None else len(train)
     del train
     # A caller that scores from this feature set (the evaluation) needs every shopper's frames.
@@ -187,6 +193,7 @@ def train_model(
     trained.windows = windows
     trained.evaluation = evaluation
     trained.guard = guard if booster is not None else None
+    trained.explore_booster = explore
     if progress and guard is not None and guard.active:
         progress(f"guard: baselines serve some bands {guard.serve}")
     return trained, fs_full
@@ -209,6 +216,8 @@ def window_evaluation(
     if booster is None or buyers.empty:
         return {"note": "no buyers to measure on"}, None
     ranker_scores = score_candidates(buyers, CompiledRanker(booster))
+    explore = train_ranker(explore_rows(older), params.ranker)
+    explore_scores = score_candidates(buyers, CompiledRanker(explore)) if explore is not None else None
     als_scores = np.nan_to_num(buyers["als_score"].to_numpy(dtype="float64"), nan=-1e9)
     evaluation = {
         "window": "newest label window; ranker trained on the older windows",
@@ -218,7 +227,7 @@ def window_evaluation(
             "als": round(float(candidate_ndcg(buyers, als_scores).mean()), 4),
         },
     }
-    return evaluation, choose_scorers(buyers, ranker_scores)
+    return evaluation, choose_scorers(buyers, ranker_scores, explore_scores)
 
 
 @dataclass

@@ -3,6 +3,7 @@ the driver gives, written as parts in shopper order that the loader streams."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,10 @@ from jobs.features.frames import SHOPPER_FRAMES, FeatureSet
 from jobs.publishing.lists_file import SortedListsFile
 from jobs.ranking import spark_lists
 from jobs.ranking.als import AlsParams, fold_in
+from jobs.ranking.guard import SCORERS, ScorerGuard
 from jobs.ranking.lists import LIST_SCHEMA, explain_goes_with, top_lists
 from jobs.ranking.model import ModelParams, TrainedModel, fit_parts
+from jobs.ranking.ranker import RankerParams, feature_matrix, train_ranker
 from jobs.ranking.scoring import score_shoppers
 from jobs.ranking.spark_als import fit_item_factors
 from jobs.ranking.spark_lists import ScoringJob, write_user_lists
@@ -75,6 +78,52 @@ def test_lists_scored_by_spark_tasks_are_the_whole_runs_lists(
     pd.testing.assert_frame_equal(lists, whole.astype({"rank": np.int64}), check_dtype=False)
     # Written beside the folder and renamed into place: nothing else is left behind.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["user_lists.parquet"]
+
+
+def test_never_bought_places_follow_the_explore_model_where_the_guard_serves_it(
+    spark: SparkSession,
+    tmp_path: Path,
+    toy: tuple[FeatureSet, TrainedModel, ModelParams, pd.Series],
+) -> None:
+    """A model whose guard serves never-bought places with its explore model: each shopper's bought
+    items keep the ranker's order, the places left go to never-bought items in the explore model's
+    order, and Spark tasks (the model shipped without its compiled code) give the same lists."""
+    fs, trained, params, titles = toy
+    users = fs.users["user_id"].to_numpy()
+    featured, _, _ = score_shoppers(fs, trained, users, params)
+    rng = np.random.default_rng(2)
+    quick = RankerParams(num_boost_round=20, min_data_in_leaf=5)
+    labelled = featured.assign(label=(rng.random(len(featured)) < 0.2).astype(int))
+    model = replace(
+        trained,
+        booster=train_ranker(labelled, quick),
+        explore_booster=train_ranker(labelled.assign(label=1 - labelled["label"]), quick),
+        guard=ScorerGuard(serve={"all": ("ranker",) * 5, "new_items": ("explore",) * 5}),
+    )
+    assert model.ranker is not None and model.explore is not None
+    featured, scores, covis = score_shoppers(fs, model, users, params)
+    matrix = feature_matrix(featured, order="C")
+    frame = featured.assign(
+        score=scores, ranker=model.ranker.predict(matrix), explore=model.explore.predict(matrix)
+    )
+    new = frame["ui_purchases"] == 0
+    assert new.any() and (~new).any() and set(featured["placed_by"][new]) == {SCORERS.index("explore")}
+    for _, shopper in frame.groupby("user_id"):
+        served = shopper.sort_values("score", ascending=False)
+        is_new = served["ui_purchases"] == 0
+        assert served.loc[is_new, "explore"].is_monotonic_decreasing
+        assert served.loc[~is_new, "ranker"].is_monotonic_decreasing
+        np.testing.assert_allclose(np.sort(served["score"]), np.sort(shopper["ranker"]), atol=1e-6)
+    assert not np.allclose(scores, frame["ranker"])
+
+    whole = explain_goes_with(
+        top_lists(featured, scores, LENGTH, fill=fs.popular_items(LENGTH * 2)), covis, titles
+    )
+    path = tmp_path / "user_lists.parquet"
+    job = ScoringJob(model, params, fs.as_of, fs.items, titles, LENGTH, block_shoppers=7)
+    write_user_lists(spark, _spark_frames(spark, fs), job, path)  # type: ignore[arg-type]
+    lists = pd.concat(list(SortedListsFile(path, block_rows=100).blocks()), ignore_index=True)
+    pd.testing.assert_frame_equal(lists, whole.astype({"rank": np.int64}), check_dtype=False)
 
 
 def test_a_run_without_shoppers_writes_an_empty_readable_folder(

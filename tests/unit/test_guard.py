@@ -1,6 +1,6 @@
-"""The guard (`jobs.ranking.guard`): a baseline that clearly beats the ranker on a band's label window
-serves that band, and only that band; small bands and small gaps keep the ranker; the choice is
-stored with the model."""
+"""The guard (`jobs.ranking.guard`): a baseline (or the explore model, on never-bought places) that
+clearly beats the ranker on a band's label window serves that band, and only that band; small bands and
+small gaps keep the ranker; the choice, and the explore model, are stored with the model."""
 
 from __future__ import annotations
 
@@ -135,6 +135,35 @@ def test_history_places_follow_the_all_scorer_and_new_places_the_explore_scorer(
     assert featured["item_id"].to_numpy()[np.argsort(-scores)].tolist() == ["b", "d", "c", "e", "a"]
 
 
+def test_an_explore_model_that_wins_the_never_bought_places_serves_them_and_only_them() -> None:
+    """On a window where shoppers of 10+ orders buy the never-bought candidate the explore model puts
+    first and the ranker last, the explore model serves that band's `new_items` places; it is never
+    compared in `all`, and bands without it keep the ranker. Serving puts the never-bought items in the
+    explore model's order, and a guard that names the explore model without its scores is refused."""
+    window, ranker_scores = _window({12.0: 300, 5.0: 300})
+    rng = np.random.default_rng(3)
+    explore_scores = rng.standard_normal(len(window))
+    bought = window["label"].to_numpy() == 1
+    heavy = window["u_orders"].to_numpy() == 12.0
+    explore_scores[bought & heavy] = 10.0
+    ranker_scores = ranker_scores.copy()
+    ranker_scores[bought & heavy] = -10.0
+    guard = choose_scorers(window, ranker_scores, explore_scores)
+    ten = band_names().index("10+")
+    assert guard.serve["new_items"][ten] == "explore"
+    assert "explore" not in guard.serve["all"] and guard.serve["new_items"].count("explore") == 1
+    assert guard.comparison["new_items"]["10+"]["ndcg@10"]["explore"] == 1.0
+    assert "explore" not in guard.comparison["all"]["10+"]["ndcg@10"]
+    assert "explore" not in choose_scorers(window, ranker_scores).comparison["new_items"]["10+"]["ndcg@10"]
+
+    scores, placed_by = guarded_scores(window, ranker_scores, guard, explore_scores)
+    assert placed_by is not None and set(placed_by[heavy]) == {SCORERS.index("explore")}
+    first = window.assign(score=scores).sort_values("score", ascending=False).groupby("user_id").head(1)
+    assert first.loc[first["u_orders"] == 12.0, "label"].eq(1).all()
+    with pytest.raises(ValueError, match="explore model, which is missing"):
+        guarded_scores(window, ranker_scores, guard)
+
+
 def test_model_json_round_trips_the_choice(tmp_path: Path) -> None:
     """A model saved with a guard loads with the same choice per band and task, and its model.json
     records the figures it was chosen on."""
@@ -145,8 +174,12 @@ def test_model_json_round_trips_the_choice(tmp_path: Path) -> None:
         user_id=np.repeat(np.arange(4), 10), label=np.tile([1] + [0] * 9, 4)
     )
     trained.booster = train_ranker(labelled, RankerParams(num_boost_round=2, min_data_in_leaf=1))
+    trained.explore_booster = train_ranker(labelled, RankerParams(num_boost_round=3, min_data_in_leaf=1))
     trained.guard = ScorerGuard(
-        serve={"all": ("ranker", "als", "ranker", "repurchase", "ranker"), "new_items": ("popularity",) * 5},
+        serve={
+            "all": ("ranker", "als", "ranker", "repurchase", "ranker"),
+            "new_items": ("popularity",) * 4 + ("explore",),
+        },
         comparison={"all": {"1": {"shoppers": 250, "serve": "als"}}},
     )
     store = ModelStore(tmp_path / "models")
@@ -156,3 +189,7 @@ def test_model_json_round_trips_the_choice(tmp_path: Path) -> None:
     assert loaded.guard == trained.guard
     assert loaded.guard is not None and loaded.guard.comparison == trained.guard.comparison
     assert store.describe(number)["guard"]["bands"] == ["0", "1", "2-3", "4-9", "10+"]
+    assert store.describe(number)["explore"] and loaded.explore_booster is not None
+    matrix = labelled[list(FEATURES)].to_numpy()
+    assert loaded.explore is not None and trained.explore is not None
+    np.testing.assert_allclose(loaded.explore.predict(matrix), trained.explore.predict(matrix), atol=1e-9)
