@@ -765,6 +765,7 @@ def run_evaluation(
                 "deciles": run.deciles,
                 "deciles_by": run.deciles_by,
                 "tuned": run.tuned,
+                "models": run.models,
                 "timings_s": run.timings,
             }
             for run in runs

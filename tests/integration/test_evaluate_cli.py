@@ -128,6 +128,8 @@ def test_evaluate_folds_reports_every_window_and_the_last_as_the_split(tmp_path:
     assert len(folds) == 2
     assert folds[-1]["split"] == report["split"] and folds[-1]["tasks"] == report["tasks"]
     assert folds[-1]["deciles"] == report["deciles"]
+    # Each fold keeps what its ranker said about itself (its window figures, the guard it chose).
+    assert folds[-1]["models"] == report["models"] and "window_evaluation" in folds[0]["models"]["ranker"]
     starts = [pd.Timestamp(f["split"]["test_start"]) for f in folds]
     ends = [pd.Timestamp(f["split"]["test_end"]) for f in folds]
     assert ends[:-1] == starts[1:] and {e - s for s, e in zip(starts, ends, strict=True)} == {
