@@ -12,14 +12,18 @@ shoppers without training anything:
     explore.txt       the explore model's booster (present only when the guard serves a band with it)
 
 A model is written to a temporary folder and renamed into place (`carousel.models` reads the folders).
+`model.json` records the SHA-256 of the booster files (`digests`), checked before LightGBM reads them:
+LightGBM aborts the whole process on a model file it cannot parse, where a mismatch is a clear error.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
@@ -28,6 +32,27 @@ import pandas as pd
 import scipy.sparse as sp
 
 from carousel.models import MODEL_FILE, ModelCatalog, ModelStoreError
+
+# The LightGBM model files of a model folder.
+BOOSTER_FILES = ("ranker.txt", "explore.txt")
+
+
+def _digest(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _check_digests(folder: Path, digests: dict[str, str]) -> None:
+    """Refuse booster files that differ from what the model recorded (models from before the digests
+    record none, and load as they are)."""
+    for name, digest in digests.items():
+        if not (folder / name).exists():
+            raise ModelStoreError(f"{name} is missing from {folder}, though model.json lists it")
+        if _digest(folder / name) != digest:
+            raise ModelStoreError(
+                f"{folder / name} differs from the file the model was saved with (its SHA-256 is not the "
+                "one model.json records): it was edited or damaged; retrain, or roll back to another model"
+            )
 
 
 @dataclass
@@ -87,6 +112,7 @@ class ModelStore(ModelCatalog):
             "overall_rebuy": overall_rebuy,
             "ranker": booster is not None,
             "explore": explore_booster is not None,
+            "digests": {name: _digest(staging / name) for name in BOOSTER_FILES if (staging / name).exists()},
         }
         (staging / MODEL_FILE).write_text(json.dumps(full_meta, indent=2, default=str))
         staging.rename(self.path(number))
@@ -105,6 +131,7 @@ class ModelStore(ModelCatalog):
         try:
             meta = self.describe(number)
             als = np.load(folder / "als_items.npz")
+            _check_digests(folder, meta.get("digests", {}))
             ranker, explore = folder / "ranker.txt", folder / "explore.txt"
             return StoredModel(
                 number=number,

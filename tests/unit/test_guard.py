@@ -4,6 +4,7 @@ small gaps keep the ranker; the choice, and the explore model, are stored with t
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +13,9 @@ import pandas as pd
 import pytest
 from toy_store import toy_feature_set
 
+from carousel.models import ModelStoreError
 from configs.settings import Settings
+from jobs.features.frames import FeatureSet
 from jobs.ranking import guard as guard_module
 from jobs.ranking.candidate_features import FEATURES
 from jobs.ranking.guard import SCORERS, ScorerGuard, band_names, choose_scorers, guarded_scores
@@ -164,9 +167,8 @@ def test_an_explore_model_that_wins_the_never_bought_places_serves_them_and_only
         guarded_scores(window, ranker_scores, guard)
 
 
-def test_model_json_round_trips_the_choice(tmp_path: Path) -> None:
-    """A model saved with a guard loads with the same choice per band and task, and its model.json
-    records the figures it was chosen on."""
+def _model_with_ranker() -> tuple[FeatureSet, ModelParams, TrainedModel, pd.DataFrame]:
+    """A toy feature set's model with a two-tree ranker, and the rows the ranker learnt from."""
     fs = toy_feature_set()
     params = ModelParams.from_settings(Settings())
     trained = fit_parts(fs, params)
@@ -174,6 +176,13 @@ def test_model_json_round_trips_the_choice(tmp_path: Path) -> None:
         user_id=np.repeat(np.arange(4), 10), label=np.tile([1] + [0] * 9, 4)
     )
     trained.booster = train_ranker(labelled, RankerParams(num_boost_round=2, min_data_in_leaf=1))
+    return fs, params, trained, labelled
+
+
+def test_model_json_round_trips_the_choice(tmp_path: Path) -> None:
+    """A model saved with a guard loads with the same choice per band and task, and its model.json
+    records the figures it was chosen on."""
+    fs, params, trained, labelled = _model_with_ranker()
     trained.explore_booster = train_ranker(labelled, RankerParams(num_boost_round=3, min_data_in_leaf=1))
     trained.guard = ScorerGuard(
         serve={
@@ -190,6 +199,35 @@ def test_model_json_round_trips_the_choice(tmp_path: Path) -> None:
     assert loaded.guard is not None and loaded.guard.comparison == trained.guard.comparison
     assert store.describe(number)["guard"]["bands"] == ["0", "1", "2-3", "4-9", "10+"]
     assert store.describe(number)["explore"] and loaded.explore_booster is not None
+    assert set(store.describe(number)["digests"]) == {"ranker.txt", "explore.txt"}
     matrix = labelled[list(FEATURES)].to_numpy()
     assert loaded.explore is not None and trained.explore is not None
     np.testing.assert_allclose(loaded.explore.predict(matrix), trained.explore.predict(matrix), atol=1e-9)
+
+
+def test_a_booster_file_changed_after_saving_is_refused_by_name_before_lightgbm_reads_it(
+    tmp_path: Path,
+) -> None:
+    """LightGBM aborts the process on a model file it cannot parse (a ranker.txt with one leaf value
+    edited no longer matches its tree sizes): the store compares the file with the digest model.json
+    recorded and raises a clear error instead. A model saved before the digests loads as it did."""
+    fs, params, trained, labelled = _model_with_ranker()
+    store = ModelStore(tmp_path / "models")
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    number = save_model(store, trained, run_id="r1", interval_end=now, as_of=now, fs=fs)
+    assert set(store.describe(number)["digests"]) == {"ranker.txt"} and trained.booster is not None
+    ranker = store.path(number) / "ranker.txt"
+    ranker.write_text(ranker.read_text().replace("leaf_value=", "leaf_value=-1", 1))
+    with pytest.raises(ModelStoreError, match="ranker.txt differs from the file the model was saved with"):
+        store.load(number)
+
+    meta_path = store.path(number) / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["digests"] = {"explore.txt": "0" * 64}
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ModelStoreError, match="explore.txt is missing"):
+        store.load(number)
+    del meta["digests"]
+    meta_path.write_text(json.dumps(meta))
+    trained.booster.save_model(str(ranker))
+    assert store.load(number).booster is not None
