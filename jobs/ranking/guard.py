@@ -136,6 +136,11 @@ class ScorerGuard:
         """Whether `scorer` serves any band of any task."""
         return any(scorer in scorers for scorers in self.serve.values())
 
+    def served_rows(self, frame: pd.DataFrame, task: str, scorer: str) -> np.ndarray:
+        """Which rows of `frame` (candidates with `u_orders`) belong to a band `scorer` serves in `task`."""
+        served = np.array([s == scorer for s in self.serve[task]], dtype=bool)
+        return served[band_of(frame["u_orders"], self.edges)]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "bands": band_names(self.edges),

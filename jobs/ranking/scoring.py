@@ -53,10 +53,14 @@ def score_shoppers(
 
 
 def explore_scores(featured: pd.DataFrame, trained: TrainedModel) -> np.ndarray | None:
-    """The explore model's scores of the never-bought candidates (NaN elsewhere); None without one."""
-    if trained.explore is None:
+    """The explore model's scores of the never-bought candidates of the bands it serves (NaN elsewhere:
+    nothing reads them); None without one."""
+    if trained.explore_booster is None or trained.guard is None or trained.explore is None:
         return None
-    new = np.flatnonzero(featured["ui_purchases"].to_numpy() == 0)
+    new = np.flatnonzero(
+        (featured["ui_purchases"].to_numpy() == 0)
+        & trained.guard.served_rows(featured, "new_items", "explore")
+    )
     scores = np.full(len(featured), np.nan)
     if len(new):
         scores[new] = score_candidates(featured.iloc[new], trained.explore)

@@ -22,6 +22,7 @@ from jobs.ranking.guard import SCORERS, ScorerGuard, band_names, choose_scorers,
 from jobs.ranking.lists import top_lists
 from jobs.ranking.model import ModelParams, TrainedModel, fit_parts, save_model
 from jobs.ranking.ranker import RankerParams, train_ranker
+from jobs.ranking.scoring import explore_scores
 from jobs.ranking.store import ModelStore
 from serving.routes.ops import guard_table
 
@@ -203,6 +204,15 @@ def test_model_json_round_trips_the_choice(tmp_path: Path) -> None:
     matrix = labelled[list(FEATURES)].to_numpy()
     assert loaded.explore is not None and trained.explore is not None
     np.testing.assert_allclose(loaded.explore.predict(matrix), trained.explore.predict(matrix), atol=1e-9)
+    # Only the never-bought candidates of the band the explore model serves (10+ orders) are scored by it.
+    rows = labelled.assign(u_orders=np.tile([12.0, 5.0], 20), ui_purchases=np.repeat([0.0, 1.0], 20))
+    scores = explore_scores(rows, loaded)
+    assert scores is not None
+    scored = (rows["u_orders"] == 12.0) & (rows["ui_purchases"] == 0)
+    assert np.isfinite(scores[scored]).all() and np.isnan(scores[~scored.to_numpy()]).all()
+    np.testing.assert_allclose(
+        scores[scored], loaded.explore.predict(rows.loc[scored, list(FEATURES)].to_numpy()), atol=1e-9
+    )
 
 
 def test_a_booster_file_changed_after_saving_is_refused_by_name_before_lightgbm_reads_it(
