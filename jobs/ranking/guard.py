@@ -17,6 +17,20 @@ A baseline replaces the ranker on a band and task only when it wins clearly (`wi
 paired difference of at least `MIN_Z` standard errors. A small band's mean moves by more than any gap
 worth acting on, so noise does not flip choices, and the ranker keeps every tie.
 
+In ``new_items`` two learned orders are compared too: ``explore`` (a ranker trained on never-bought
+candidates alone, `jobs.ranking.ranker.explore_rows`) and ``blend`` (per shopper, the mean of the
+ranker's and the explore model's percentile ranks among the never-bought candidates, `blend_key`: two
+models of the same features that err differently). They use every signal the ranker uses and are judged
+on every band's shoppers together (`POOLED`), several times the shoppers of one band. With at least
+`MIN_SHOPPERS` of them, the blend fills the never-bought places by default (`DEFAULTS`) unless the ranker
+clearly beats it there (the rule above, the other way round), and the explore model replaces it where it
+clearly beats the ranker with a higher mean. Band by band, a baseline that clearly beats the ranker
+still serves its band, and a band where the ranker clearly beats the pooled choice keeps the ranker.
+Why the blend by default: on the label windows before the evaluation's test folds it was above the
+ranker on nearly every window of three stores, where the explore model alone swung both ways, and a
+per-band choice between them flipped with a one-second shift of the cutoff (docs/evaluation.md, "The
+guard").
+
 Serving (`guarded_scores`): a guarded shopper's candidates are ordered by the band's ``all`` scorer; the
 slots that order gives to never-bought items are then filled with those items in the order of the band's
 ``new_items`` scorer (the explore part of the list). The shopper's own ranker scores are dealt out in that
@@ -34,14 +48,21 @@ import pandas as pd
 
 from jobs.ranking.metrics import candidate_ndcg
 
-SCORERS: tuple[str, ...] = ("ranker", "als", "popularity", "repurchase", "explore")
+SCORERS: tuple[str, ...] = ("ranker", "als", "popularity", "repurchase", "explore", "blend")
 TASKS: tuple[str, ...] = ("all", "new_items")
 # What may replace the ranker per task: on never-bought items the repurchase order is the popularity
-# order, and the explore model (a ranker that learnt from never-bought candidates alone) orders only those.
+# order, and the explore model (a ranker that learnt from never-bought candidates alone) and its blend
+# with the ranker order only those.
 BASELINES: dict[str, tuple[str, ...]] = {
     "all": ("als", "popularity", "repurchase"),
-    "new_items": ("als", "popularity", "explore"),
+    "new_items": ("als", "popularity", "explore", "blend"),
 }
+# The challengers that read the explore model's scores; they are also compared on the pooled window.
+LEARNED: tuple[str, ...] = ("explore", "blend")
+# Per task, the learned order that serves unless the ranker clearly beats it on the pooled window.
+DEFAULTS: dict[str, str] = {"new_items": "blend"}
+# The name of the pooled comparison among the bands' figures (`ScorerGuard.comparison`).
+POOLED = "all bands"
 # Lower bounds of the activity bands on `u_orders`: 0, 1, 2-3, 4-9, 10+.
 BAND_EDGES: tuple[int, ...] = (0, 1, 2, 4, 10)
 # A baseline replaces the ranker on a band only with this many buying shoppers in the band's window:
@@ -136,9 +157,15 @@ class ScorerGuard:
         """Whether `scorer` serves any band of any task."""
         return any(scorer in scorers for scorers in self.serve.values())
 
-    def served_rows(self, frame: pd.DataFrame, task: str, scorer: str) -> np.ndarray:
-        """Which rows of `frame` (candidates with `u_orders`) belong to a band `scorer` serves in `task`."""
-        served = np.array([s == scorer for s in self.serve[task]], dtype=bool)
+    @property
+    def needs_explore(self) -> bool:
+        """Whether some band is served by a scorer that reads the explore model (`LEARNED`)."""
+        return any(self.serves(scorer) for scorer in LEARNED)
+
+    def explore_rows(self, frame: pd.DataFrame) -> np.ndarray:
+        """Which rows of `frame` (candidates with `u_orders`) belong to a band whose never-bought places a
+        scorer reading the explore model fills: the rows whose explore scores are read."""
+        served = np.array([s in LEARNED for s in self.serve["new_items"]], dtype=bool)
         return served[band_of(frame["u_orders"], self.edges)]
 
     def to_json(self) -> dict[str, Any]:
@@ -160,6 +187,21 @@ class ScorerGuard:
         if any(len(scorers) != len(edges) or not set(scorers) <= set(SCORERS) for scorers in serve.values()):
             raise ValueError(f"a stored guard does not match its bands: {stored}")
         return cls(serve=serve, edges=edges, comparison=dict(stored.get("comparison", {})))
+
+
+def blend_key(users: np.ndarray, new: np.ndarray, ranker: np.ndarray, explore: np.ndarray) -> np.ndarray:
+    """The ``blend`` order of each shopper's never-bought rows (`new`): the mean of the ranker's and the
+    explore model's percentile ranks among them (higher first). Percentiles, not scores: two lambdarank
+    models' scores have no common scale. NaN on bought rows, which it never orders."""
+    key = np.full(len(users), np.nan)
+    at = np.flatnonzero(new)
+    if len(at):
+        groups = users[at]
+        ranks = [
+            pd.Series(scores[at]).groupby(groups).rank(pct=True).to_numpy() for scores in (ranker, explore)
+        ]
+        key[at] = (ranks[0] + ranks[1]) / 2.0
+    return key
 
 
 def wins(ranker: np.ndarray, baseline: np.ndarray) -> tuple[bool, float]:
@@ -205,18 +247,18 @@ def choose_scorers(
     names = band_names()
     serve: dict[str, tuple[str, ...]] = {}
     comparison: dict[str, Any] = {}
+    # Shoppers as integer codes: the sorts below are several times slower on string ids.
+    users, labels = pd.factorize(window["user_id"])[0], window["label"].to_numpy()
+    never_bought = window["ui_purchases"].to_numpy() == 0
     # The orders are computed once over the whole window and read on each task's rows (a shopper's rows
     # keep their relative order): the window is every buyer's candidates, gigabytes on a large store,
     # and is never copied.
     keys = {"ranker": ranker_scores, **baseline_keys(window)}
     if explore_scores is not None:
         keys["explore"] = explore_scores
-    # Shoppers as integer codes: the sorts below are several times slower on string ids.
-    users, labels = pd.factorize(window["user_id"])[0], window["label"].to_numpy()
+        keys["blend"] = blend_key(users, never_bought, ranker_scores, explore_scores)
     for task in TASKS:
-        keep = np.ones(len(window), dtype=bool)
-        if task == "new_items":
-            keep = window["ui_purchases"].to_numpy() == 0
+        keep = never_bought.copy() if task == "new_items" else np.ones(len(window), dtype=bool)
         # Only shoppers who bought one of the task's candidates are measured.
         bought = pd.Series(np.where(keep, labels, 0)).groupby(users).transform("max").to_numpy() > 0
         keep &= bought
@@ -225,26 +267,51 @@ def choose_scorers(
         ndcg = {name: candidate_ndcg(frame, keys[name][keep]) for name in ("ranker", *rivals)}
         task_bands = bands[keep]
         shopper_band = pd.Series(task_bands, index=frame["user_id"].to_numpy()).groupby(level=0).first()
-        chosen, figures = [], {}
+        figures: dict[str, Any] = {}
+        # On every band's shoppers together: the task's default learned order, or another learned one
+        # that clearly beats the ranker, or the ranker where it clearly beats the default.
+        # With fewer buying shoppers than a choice needs, the learned orders learnt from as few first
+        # purchases: the ranker keeps its places.
+        default, preferred = "ranker", DEFAULTS.get(task)
+        if preferred in keys:
+            learned = [name for name in rivals if name in LEARNED and name != preferred]
+            pooled = shopper_band.index
+            fallback = str(preferred) if len(pooled) >= MIN_SHOPPERS else "ranker"
+            default, figures[POOLED] = _compare(ndcg, pooled, learned, fallback)
+        chosen = []
         for band, name in enumerate(names):
             shoppers = shopper_band.index[shopper_band.to_numpy() == band]
-            per_shopper = {s: v.reindex(shoppers).to_numpy() for s, v in ndcg.items()}
-            best, best_mean, z_of = "ranker", -np.inf, {}
-            for baseline in rivals:
-                clear, z = wins(per_shopper["ranker"], per_shopper[baseline])
-                z_of[baseline] = round(z, 2) if np.isfinite(z) else None
-                if clear and per_shopper[baseline].mean() > best_mean:
-                    best, best_mean = baseline, float(per_shopper[baseline].mean())
+            best, figures[name] = _compare(ndcg, shoppers, rivals, default)
             chosen.append(best)
-            figures[name] = {
-                "shoppers": len(shoppers),
-                "ndcg@10": {s: round(float(v.mean()), 4) if len(v) else None for s, v in per_shopper.items()},
-                "z": z_of,
-                "serve": best,
-            }
         serve[task] = tuple(chosen)
         comparison[task] = figures
     return ScorerGuard(serve=serve, comparison=comparison)
+
+
+def _compare(
+    ndcg: dict[str, pd.Series], shoppers: pd.Index, rivals: list[str], default: str
+) -> tuple[str, dict[str, Any]]:
+    """The scorer of one group of shoppers and its figures: a rival that clearly beats the ranker (the
+    best mean of those that do), else `default` unless the ranker clearly beats it, else the ranker."""
+    per_shopper = {s: v.reindex(shoppers).to_numpy() for s, v in ndcg.items()}
+    mean = {s: float(v.mean()) if len(v) else -np.inf for s, v in per_shopper.items()}
+    winners, z_of = [], {}
+    for rival in dict.fromkeys([*rivals, default]):
+        if rival == "ranker":
+            continue
+        clear, z = wins(per_shopper["ranker"], per_shopper[rival])
+        z_of[rival] = round(z, 2) if np.isfinite(z) else None
+        if clear and rival in rivals:
+            winners.append(rival)
+    if default != "ranker" and not wins(per_shopper[default], per_shopper["ranker"])[0]:
+        winners.append(default)
+    best = max(winners, key=lambda s: mean[s]) if winners else "ranker"
+    return best, {
+        "shoppers": len(shoppers),
+        "ndcg@10": {s: round(float(v.mean()), 4) if len(v) else None for s, v in per_shopper.items()},
+        "z": z_of,
+        "serve": best,
+    }
 
 
 def guarded_scores(
@@ -261,7 +328,7 @@ def guarded_scores(
     the shopper's own ranker scores are dealt out in the resulting order (best first, strictly falling),
     so the shopper's scores are the ranker's numbers in another order. Other shoppers keep theirs.
     `explore_scores` (per row; read on never-bought rows) are required when the guard serves the explore
-    model.
+    model or the blend.
     """
     if guard is None or not guard.active or featured.empty:
         return ranker_scores, None
@@ -276,9 +343,12 @@ def guarded_scores(
     frame = pd.DataFrame({name: featured[name].to_numpy()[rows] for name in _READS})
     own = ranker_scores[rows]
     users = pd.factorize(frame["user_id"].to_numpy())[0]
+    new = frame["ui_purchases"].to_numpy() == 0
     keys = {"ranker": own, **baseline_keys(frame)}
     if explore_scores is not None:
         keys["explore"] = np.asarray(explore_scores, dtype=np.float64)[rows]
+        if guard.serves("blend"):
+            keys["blend"] = blend_key(users, new, own, keys["explore"])
 
     def key_of(chosen: np.ndarray) -> np.ndarray:
         key = np.empty(len(rows), dtype=np.float64)
@@ -297,7 +367,6 @@ def guarded_scores(
     # the row order of a shopper's candidates depends on which shoppers were scored with them.
     items = pd.factorize(frame["item_id"].to_numpy(), sort=True)[0]
     served = np.lexsort((items, -key_of(choice["all"][rows]), users))
-    new = frame["ui_purchases"].to_numpy() == 0
     new_rows = np.flatnonzero(new)
     explore = new_rows[np.lexsort((items[new], -key_of(choice["new_items"][rows])[new], users[new]))]
     served[new[served]] = explore

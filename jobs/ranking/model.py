@@ -81,7 +81,7 @@ class TrainedModel:
     # Which scorer serves each activity band (`jobs.ranking.guard`); None: the ranker serves everyone.
     guard: ScorerGuard | None = None
     # The explore model: a ranker that learnt from never-bought candidates alone, kept only when the guard
-    # serves some band's never-bought places with it.
+    # serves some band's never-bought places with it or with its blend with the ranker.
     explore_booster: lgb.Booster | None = None
     _compiled: CompiledRanker | None = field(default=None, repr=False, compare=False)
     _compiled_explore: CompiledRanker | None = field(default=None, repr=False, compare=False)

@@ -53,14 +53,11 @@ def score_shoppers(
 
 
 def explore_scores(featured: pd.DataFrame, trained: TrainedModel) -> np.ndarray | None:
-    """The explore model's scores of the never-bought candidates of the bands it serves (NaN elsewhere:
-    nothing reads them); None without one."""
+    """The explore model's scores of the never-bought candidates of the bands it (or its blend with the
+    ranker) serves; NaN elsewhere: nothing reads them. None without one."""
     if trained.explore_booster is None or trained.guard is None or trained.explore is None:
         return None
-    new = np.flatnonzero(
-        (featured["ui_purchases"].to_numpy() == 0)
-        & trained.guard.served_rows(featured, "new_items", "explore")
-    )
+    new = np.flatnonzero((featured["ui_purchases"].to_numpy() == 0) & trained.guard.explore_rows(featured))
     scores = np.full(len(featured), np.nan)
     if len(new):
         scores[new] = score_candidates(featured.iloc[new], trained.explore)

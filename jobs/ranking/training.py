@@ -166,10 +166,11 @@ def train_model(
     train = pd.concat(frames, ignore_index=True) if frames else None
     del frames
     booster = train_ranker(train, params.ranker) if train is not None else None
-    # The explore model is trained for good only where the window showed it serving some shoppers better.
+    # The explore model is trained for good only where the window showed it (or its blend with the
+    # ranker) serving some shoppers better.
     explore = (
         train_ranker(explore_rows(train), params.ranker)
-        if train is not None and booster is not None and guard is not None and guard.serves("explore")
+        if train is not None and booster is not None and guard is not None and guard.needs_explore
         else None
     )
     train_rows = 0 if train is None else len(train)

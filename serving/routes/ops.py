@@ -132,7 +132,7 @@ def guard_table(guard: dict[str, Any] | None) -> str:
     if not guard or not guard.get("comparison"):
         return "<p>No baseline guard on this model: the ranker serves every shopper.</p>"
     rule = guard.get("rule") or {}
-    scorers = ["ranker", "als", "popularity", "repurchase", "explore"]
+    scorers = ["ranker", "als", "popularity", "repurchase", "explore", "blend"]
     rows = []
     for task, bands in guard["comparison"].items():
         for band, figures in bands.items():

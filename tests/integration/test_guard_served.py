@@ -4,6 +4,7 @@ model with an explore model serving the never-bought places, rescored and read t
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from storefront_auth import STOREFRONT
 from carousel.lake import Lake
 from configs.settings import Settings
 from jobs.ingest.synthetic import StoreSpec, generate_store
-from jobs.ranking.guard import band_names
+from jobs.ranking.guard import LEARNED, POOLED, band_names
 from jobs.ranking.store import ModelStore
 from jobs.stages import refresh, run
 from serving.app import create_app
@@ -115,7 +116,12 @@ def test_a_baseline_that_beat_the_ranker_on_the_newest_window_orders_the_served_
     assert meta.get("guard"), {k: meta.get(k) for k in ("windows", "evaluation", "as_of", "train_rows")}
     assert meta["guard"]["serve"]["all"][-1] == "repurchase", meta["guard"]
     assert meta["guard"]["comparison"]["all"][top_band]["serve"] == "repurchase"
-    assert all(s == "ranker" for s in meta["guard"]["serve"]["new_items"])
+    # Never-bought places: the pooled choice (the blend of the ranker and the explore model unless the
+    # ranker clearly beat it), and the explore model stored with the model exactly when it is read.
+    pooled = meta["guard"]["comparison"]["new_items"][POOLED]
+    assert set(meta["guard"]["serve"]["new_items"]) == {pooled["serve"]}, meta["guard"]
+    assert meta["explore"] == (pooled["serve"] in LEARNED)
+    assert (models.path(number) / "explore.txt").exists() == meta["explore"]
 
     lists = pd.read_parquet(run.run_dir(settings, "guarded") / "user_lists.parquet")
     served = {u: g.sort_values("rank")["item_id"].tolist() for u, g in lists.groupby("user_id")}
@@ -148,10 +154,12 @@ def test_a_baseline_that_beat_the_ranker_on_the_newest_window_orders_the_served_
     stored["guard"]["serve"]["new_items"] = ["explore"] * len(stored["guard"]["serve"]["new_items"])
     for figures in stored["guard"]["comparison"]["new_items"].values():
         figures["serve"] = "explore"
+    explore_file = models.path(number) / "explore.txt"
+    _negated(lgb.Booster(model_file=str(models.path(number) / "ranker.txt"))).save_model(str(explore_file))
+    # As the model store records it: a booster file whose SHA-256 is not model.json's is refused.
+    stored["explore"] = True
+    stored["digests"]["explore.txt"] = hashlib.sha256(explore_file.read_bytes()).hexdigest()
     model_json.write_text(json.dumps(stored))
-    _negated(lgb.Booster(model_file=str(models.path(number) / "ranker.txt"))).save_model(
-        str(models.path(number) / "explore.txt")
-    )
     refresh.run_refresh(settings, interval_end=END, run_id="explored", mode="rescore")
     explore = pd.read_parquet(run.run_dir(settings, "explored") / "user_lists.parquet")
     bought = events.groupby("user_id")["item_id"].agg(set)

@@ -80,14 +80,17 @@ def test_lists_scored_by_spark_tasks_are_the_whole_runs_lists(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["user_lists.parquet"]
 
 
+@pytest.mark.parametrize("scorer", ["explore", "blend"])
 def test_never_bought_places_follow_the_explore_model_where_the_guard_serves_it(
     spark: SparkSession,
     tmp_path: Path,
     toy: tuple[FeatureSet, TrainedModel, ModelParams, pd.Series],
+    scorer: str,
 ) -> None:
-    """A model whose guard serves never-bought places with its explore model: each shopper's bought
-    items keep the ranker's order, the places left go to never-bought items in the explore model's
-    order, and Spark tasks (the model shipped without its compiled code) give the same lists."""
+    """A model whose guard serves never-bought places with its explore model, or with its blend with the
+    ranker: each shopper's bought items keep the ranker's order, the places left go to never-bought items
+    in the explore model's (or the blend's) order, and Spark tasks (the model shipped without its
+    compiled code, shoppers in blocks of 7) give the same lists."""
     fs, trained, params, titles = toy
     users = fs.users["user_id"].to_numpy()
     featured, _, _ = score_shoppers(fs, trained, users, params)
@@ -98,7 +101,7 @@ def test_never_bought_places_follow_the_explore_model_where_the_guard_serves_it(
         trained,
         booster=train_ranker(labelled, quick),
         explore_booster=train_ranker(labelled.assign(label=1 - labelled["label"]), quick),
-        guard=ScorerGuard(serve={"all": ("ranker",) * 5, "new_items": ("explore",) * 5}),
+        guard=ScorerGuard(serve={"all": ("ranker",) * 5, "new_items": (scorer,) * 5}),
     )
     assert model.ranker is not None and model.explore is not None
     featured, scores, covis = score_shoppers(fs, model, users, params)
@@ -107,11 +110,15 @@ def test_never_bought_places_follow_the_explore_model_where_the_guard_serves_it(
         score=scores, ranker=model.ranker.predict(matrix), explore=model.explore.predict(matrix)
     )
     new = frame["ui_purchases"] == 0
-    assert new.any() and (~new).any() and set(featured["placed_by"][new]) == {SCORERS.index("explore")}
+    assert new.any() and (~new).any() and set(featured["placed_by"][new]) == {SCORERS.index(scorer)}
+    # The blend: the mean of the two models' percentile ranks among the shopper's never-bought items.
+    by_shopper = frame[new].groupby("user_id")
+    frame["blend"] = (by_shopper["ranker"].rank(pct=True) + by_shopper["explore"].rank(pct=True)) / 2
+    assert not frame.loc[new, "blend"].corr(frame.loc[new, "explore"]) > 0.999
     for _, shopper in frame.groupby("user_id"):
         served = shopper.sort_values("score", ascending=False)
         is_new = served["ui_purchases"] == 0
-        assert served.loc[is_new, "explore"].is_monotonic_decreasing
+        assert served.loc[is_new, scorer].is_monotonic_decreasing
         assert served.loc[~is_new, "ranker"].is_monotonic_decreasing
         np.testing.assert_allclose(np.sort(served["score"]), np.sort(shopper["ranker"]), atol=1e-6)
     assert not np.allclose(scores, frame["ranker"])

@@ -18,7 +18,15 @@ from configs.settings import Settings
 from jobs.features.frames import FeatureSet
 from jobs.ranking import guard as guard_module
 from jobs.ranking.candidate_features import FEATURES
-from jobs.ranking.guard import SCORERS, ScorerGuard, band_names, choose_scorers, guarded_scores
+from jobs.ranking.guard import (
+    POOLED,
+    SCORERS,
+    ScorerGuard,
+    band_names,
+    blend_key,
+    choose_scorers,
+    guarded_scores,
+)
 from jobs.ranking.lists import top_lists
 from jobs.ranking.model import ModelParams, TrainedModel, fit_parts, save_model
 from jobs.ranking.ranker import RankerParams, train_ranker
@@ -141,9 +149,10 @@ def test_history_places_follow_the_all_scorer_and_new_places_the_explore_scorer(
 
 def test_an_explore_model_that_wins_the_never_bought_places_serves_them_and_only_them() -> None:
     """On a window where shoppers of 10+ orders buy the never-bought candidate the explore model puts
-    first and the ranker last, the explore model serves that band's `new_items` places; it is never
-    compared in `all`, and bands without it keep the ranker. Serving puts the never-bought items in the
-    explore model's order, and a guard that names the explore model without its scores is refused."""
+    first and the ranker last, the explore model wins the whole window and serves the `new_items` places,
+    except on the 4-9 band, where the ranker puts the bought item first and clearly beats it; it is never
+    compared in `all`. Serving puts the never-bought items in the explore model's order, and a guard
+    that names the explore model without its scores is refused."""
     window, ranker_scores = _window({12.0: 300, 5.0: 300})
     rng = np.random.default_rng(3)
     explore_scores = rng.standard_normal(len(window))
@@ -155,7 +164,10 @@ def test_an_explore_model_that_wins_the_never_bought_places_serves_them_and_only
     guard = choose_scorers(window, ranker_scores, explore_scores)
     ten = band_names().index("10+")
     assert guard.serve["new_items"][ten] == "explore"
-    assert "explore" not in guard.serve["all"] and guard.serve["new_items"].count("explore") == 1
+    assert guard.comparison["new_items"][POOLED]["serve"] == "explore"
+    # The 4-9 band keeps the ranker; the bands without shoppers in the window take the pooled choice.
+    assert guard.serve["new_items"] == ("explore", "explore", "explore", "ranker", "explore")
+    assert "explore" not in guard.serve["all"] and POOLED not in guard.comparison["all"]
     assert guard.comparison["new_items"]["10+"]["ndcg@10"]["explore"] == 1.0
     assert "explore" not in guard.comparison["all"]["10+"]["ndcg@10"]
     assert "explore" not in choose_scorers(window, ranker_scores).comparison["new_items"]["10+"]["ndcg@10"]
@@ -166,6 +178,67 @@ def test_an_explore_model_that_wins_the_never_bought_places_serves_them_and_only
     assert first.loc[first["u_orders"] == 12.0, "label"].eq(1).all()
     with pytest.raises(ValueError, match="explore model, which is missing"):
         guarded_scores(window, ranker_scores, guard)
+
+
+def test_blend_key_averages_the_two_models_percentile_ranks_among_each_shoppers_never_bought_items() -> None:
+    users = np.array([0, 0, 0, 0, 1, 1])
+    new = np.array([True, True, True, False, True, True])
+    ranker = np.array([3.0, 2.0, 1.0, 9.0, 1.0, 2.0])
+    explore = np.array([1.0, 3.0, 2.0, 9.0, 5.0, 4.0])
+    key = blend_key(users, new, ranker, explore)
+    np.testing.assert_allclose(
+        key[[0, 1, 2, 4, 5]], [(1 + 1 / 3) / 2, (2 / 3 + 1) / 2, (1 / 3 + 2 / 3) / 2, 0.75, 0.75]
+    )
+    assert np.isnan(key[3])
+
+
+def test_a_blend_that_wins_the_whole_window_fills_every_bands_never_bought_places() -> None:
+    """Every shopper buys the item both models put second, each putting a different item first: the blend
+    of their ranks puts it first. No band has the 200 shoppers a choice needs, the whole window has:
+    the blend serves every band's never-bought places, first for each shopper the item they bought."""
+    window, _ = _window({2.0: 150, 5.0: 150})
+    shoppers = len(window) // CANDIDATES
+    bought = window["label"].to_numpy().reshape(shoppers, CANDIDATES).argmax(axis=1)
+    rng = np.random.default_rng(4)
+    ranker, explore = rng.uniform(0, 4, (2, shoppers, CANDIDATES))
+    every = np.arange(shoppers)
+    for scores, first, last in ((ranker, 1, 2), (explore, 2, 1)):
+        scores[every, bought] = 5.0
+        scores[every, (bought + first) % CANDIDATES] = 6.0
+        scores[every, (bought + last) % CANDIDATES] = -1.0
+    ranker_scores, explore_scores = ranker.ravel(), explore.ravel()
+    guard = choose_scorers(window, ranker_scores, explore_scores)
+    figures = guard.comparison["new_items"]
+    assert figures["2-3"]["shoppers"] == figures["4-9"]["shoppers"] == 150
+    assert figures[POOLED]["ndcg@10"]["blend"] == 1.0 > figures[POOLED]["ndcg@10"]["ranker"]
+    assert guard.serve["new_items"] == ("blend",) * 5 and guard.serve["all"] == ("ranker",) * 5
+
+    scores, placed_by = guarded_scores(window, ranker_scores, guard, explore_scores)
+    assert placed_by is not None and set(placed_by) == {SCORERS.index("blend")}
+    first = window.assign(score=scores).sort_values("score", ascending=False).groupby("user_id").head(1)
+    assert first["label"].eq(1).all()
+    with pytest.raises(ValueError, match="blend model, which is missing"):
+        guarded_scores(window, ranker_scores, guard)
+    assert "<td>all bands</td><td>300</td>" in guard_table(guard.to_json())
+
+
+def test_the_blend_fills_never_bought_places_unless_the_ranker_clearly_beats_it_on_the_whole_window() -> None:
+    """An explore model that orders like the ranker makes a blend that ties it: the blend serves every
+    band, but not on a window of fewer buying shoppers than a choice needs. One that orders at random,
+    where the ranker puts each shopper's bought item first, makes a blend the ranker clearly beats: the
+    ranker keeps the never-bought places."""
+    window, ranker_scores = _window({12.0: 300})
+    tie = choose_scorers(window, ranker_scores, ranker_scores.copy())
+    assert (
+        tie.serve["new_items"] == ("blend",) * 5 and tie.comparison["new_items"][POOLED]["serve"] == "blend"
+    )
+    noise = np.random.default_rng(8).standard_normal(len(window))
+    beaten = choose_scorers(window, ranker_scores, noise)
+    figures = beaten.comparison["new_items"][POOLED]
+    assert figures["ndcg@10"]["ranker"] == 1.0 > figures["ndcg@10"]["blend"]
+    assert beaten.serve["new_items"] == ("ranker",) * 5 and not beaten.needs_explore
+    few, few_scores = _window({12.0: 150})
+    assert choose_scorers(few, few_scores, few_scores.copy()).serve["new_items"] == ("ranker",) * 5
 
 
 def _model_with_ranker() -> tuple[FeatureSet, ModelParams, TrainedModel, pd.DataFrame]:
