@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from http_server import served
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -76,9 +77,14 @@ def console(browser: WebDriver) -> Iterator[Callable[[], list[dict[str, Any]]]]:
 
 
 def _wait(browser: WebDriver, condition: Callable[[WebDriver], Any], what: str) -> Any:
-    return WebDriverWait(browser, WAIT_S, poll_frequency=0.1).until(
-        condition, f"timed out waiting for {what}"
-    )
+    """Poll `condition` until it holds. An element found on the page being left goes stale when the next
+    page replaces it (a busy machine stretches that moment): such a poll is retried, as a missing one."""
+    return WebDriverWait(
+        browser,
+        WAIT_S,
+        poll_frequency=0.1,
+        ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+    ).until(condition, f"timed out waiting for {what}")
 
 
 def _cards(browser: WebDriver, shelf: str) -> list[dict[str, str]]:
