@@ -269,9 +269,9 @@ def choose_scorers(
         shopper_band = pd.Series(task_bands, index=frame["user_id"].to_numpy()).groupby(level=0).first()
         figures: dict[str, Any] = {}
         # On every band's shoppers together: the task's default learned order, or another learned one
-        # that clearly beats the ranker, or the ranker where it clearly beats the default.
-        # With fewer buying shoppers than a choice needs, the learned orders learnt from as few first
-        # purchases: the ranker keeps its places.
+        # that clearly beats the ranker, or the ranker where it clearly beats the default. With fewer
+        # buying shoppers than a choice needs, the ranker keeps its places: the learned orders then
+        # learnt from as few first purchases.
         default, preferred = "ranker", DEFAULTS.get(task)
         if preferred in keys:
             learned = [name for name in rivals if name in LEARNED and name != preferred]

@@ -55,7 +55,7 @@ def score_shoppers(
 def explore_scores(featured: pd.DataFrame, trained: TrainedModel) -> np.ndarray | None:
     """The explore model's scores of the never-bought candidates of the bands it (or its blend with the
     ranker) serves; NaN elsewhere: nothing reads them. None without one."""
-    if trained.explore_booster is None or trained.guard is None or trained.explore is None:
+    if trained.guard is None or trained.explore is None:
         return None
     new = np.flatnonzero((featured["ui_purchases"].to_numpy() == 0) & trained.guard.explore_rows(featured))
     scores = np.full(len(featured), np.nan)
