@@ -790,6 +790,8 @@ class _FoldRun:
     timings: dict[str, float]
     #: ``{task: frame}``: one row per scored shopper of the task, one column per model.
     ndcg: dict[str, pd.DataFrame]
+    #: ``{task: series}``: each scored shopper's activity decile (index ``user_id``).
+    decile_of: dict[str, pd.Series]
     #: What the models say about themselves (`EvalContext.notes`).
     models: dict[str, Any]
 
@@ -844,6 +846,7 @@ def _run_fold(
         catalog_items=len(catalog_items(ctx)),
         timings=timings,
         ndcg=ndcg,
+        decile_of={task: deciles[task][0]["decile"] for task in TASKS},
         models=ctx.notes,
     )
 
@@ -884,11 +887,23 @@ def _folds_summary(runs: Sequence[_FoldRun], *, seed: int) -> dict[str, Any]:
             )
             entry["ranker_vs_best_other"] = ratio
         if "ranker" in per_model and "als" in per_model:
-            entry["lowest_decile_vs_als"] = [
-                lowest_decile_ratio(run.deciles[task]["ranker"], run.deciles[task]["als"]) for run in runs
-            ]
+            entry["lowest_decile_vs_als"] = [_lowest_decile(run, task, seed=seed) for run in runs]
         summary["tasks"][task] = entry
     return summary
+
+
+def _lowest_decile(run: _FoldRun, task: str, *, seed: int) -> dict[str, Any]:
+    """`lowest_decile_ratio` of a fold with its shoppers and the same paired bootstrap interval as the
+    folds' ratios, drawn within that decile. The interval is the decile's own: having picked the lowest
+    of ten makes the point figure lean low, and the interval does not correct for that."""
+    lowest = lowest_decile_ratio(run.deciles[task]["ranker"], run.deciles[task]["als"])
+    if lowest["decile"] is None:
+        return {**lowest, "ci": [None, None], "users": 0}
+    decile_of = run.decile_of[task]
+    members = decile_of.index[decile_of.to_numpy() == lowest["decile"]]
+    frame = run.ndcg[task].loc[run.ndcg[task].index.isin(members), ["ranker", "als"]]
+    fold = ratio_to_best_other([frame], model="ranker", seed=seed, **_BOOTSTRAP)["folds"][0]
+    return {**lowest, "ci": fold["ci"], "users": fold["users"]}
 
 
 #: Resamples and coverage of the folds' bootstrap intervals.

@@ -155,5 +155,9 @@ def test_evaluate_folds_reports_every_window_and_the_last_as_the_split(tmp_path:
                 min(rows[d] / als[d] for d in als if als[d] > 0), abs=1e-4
             )
             assert rows[lowest["decile"]] / als[lowest["decile"]] == pytest.approx(lowest["ratio"], abs=1e-4)
+            # Its interval is drawn within that decile's shoppers.
+            sizes = {r["decile"]: r["users"] for r in fold["deciles"][task]["ranker"]}
+            assert lowest["users"] == sizes[lowest["decile"]]
+            assert 0 <= lowest["ci"][0] <= lowest["ci"][1]
     md = out.with_suffix(".md").read_text()
     assert md.count("| **mean** |") == 2
