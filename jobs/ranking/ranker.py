@@ -26,11 +26,6 @@ class RankerParams:
     # dropped) 7 / 100 beat 31 / 20 on the synthetic store and on Online Retail (and 15 / 50 on synthetic).
     num_leaves: int = 7
     min_data_in_leaf: int = 100
-    # Each tree learns from this share of the shoppers, drawn afresh per tree (LightGBM's bagging by
-    # query, whole shoppers, so a ranking's pairs stay together). It is a quarter faster and, on the
-    # newest label window of the grocery, Online Retail and synthetic stores (docs/performance.md), scored
-    # no lower than every tree seeing every shopper; 1.0 turns it off.
-    shopper_fraction: float = 0.7
     seed: int = 7
     max_train_users: int = 50_000
 
@@ -65,11 +60,6 @@ def train_ranker(labelled: pd.DataFrame, params: RankerParams) -> lgb.Booster | 
         "num_leaves": params.num_leaves,
         "min_data_in_leaf": params.min_data_in_leaf,
         "feature_fraction": 0.9,
-        **(
-            {"bagging_fraction": params.shopper_fraction, "bagging_freq": 1, "bagging_by_query": True}
-            if params.shopper_fraction < 1.0
-            else {}
-        ),
         "lambdarank_truncation_level": 20,
         "seed": params.seed,
         "deterministic": True,
