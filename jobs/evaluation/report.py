@@ -175,9 +175,7 @@ def _fold_lines(report: Mapping[str, Any]) -> list[str]:
                 extra = f" {_ratio_text(row['ratio'], row['ci'])} vs {row['best_other']} |"
             if lowest:
                 worst = lowest[i]
-                # Reports written before the decile's interval have none.
-                decile_ci = worst.get("ci", [None, None])
-                extra += f" {_ratio_text(worst['ratio'], decile_ci)} (decile {worst['decile']}) |"
+                extra += f" {_ratio_text(worst['ratio'], worst['ci'])} (decile {worst['decile']}) |"
             lines.append(f"| {window} | {values} |{extra}")
         means = " | ".join(f"{entry['mean'][m]['ndcg@10']:.4f}" for m in models)
         extra = f" **{_ratio_text(ratio['mean_ratio'], ratio['ci'])}** |" if ratio else ""
