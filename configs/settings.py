@@ -124,6 +124,7 @@ class Settings(BaseSettings):
     realtime_purchases_ttl_s: int = Field(ge=60, le=365 * 86_400)
     realtime_views_max: int = Field(ge=1, le=1_000)
     realtime_purchases_max: int = Field(ge=1, le=1_000)
+    realtime_cart_max: int = Field(ge=1, le=1_000)
     session_window_s: int = Field(ge=60, le=7 * 86_400)
     events_stream_maxlen: int = Field(ge=10_000)
     drain_batch_size: int = Field(ge=1, le=1_000_000)

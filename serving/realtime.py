@@ -6,7 +6,8 @@ A *subject* is a signed-in shopper (`{u:<user_id>}`) or, for an anonymous visito
 (`{s:<session_id>}`); every key of one subject lives in one hash slot, so a read is one round trip::
 
     carousel:rt:{u:<user_id>}:cart        zset item -> +t while the item is in the cart (added at t, epoch
-                                          seconds), -t once removed or bought at t (kept a day, see below)
+                                          seconds), -t once removed or bought at t (kept a day, see below);
+                                          newest N of each kept
     carousel:rt:{u:<user_id>}:purchases   zset item -> time of its latest purchase (newest N kept)
     carousel:rt:{u:<user_id>}:views       zset item -> time of its latest view (newest N kept)
     carousel:rt:{u:<user_id>}:interest    hash category -> summed weight (view 1, add to cart 3, purchase 5)
@@ -90,6 +91,7 @@ class RealtimeConfig:
     purchases_ttl_s: int
     views_max: int
     purchases_max: int
+    cart_max: int
     stream_maxlen: int
 
     @classmethod
@@ -100,6 +102,7 @@ class RealtimeConfig:
             purchases_ttl_s=settings.realtime_purchases_ttl_s,
             views_max=settings.realtime_views_max,
             purchases_max=settings.realtime_purchases_max,
+            cart_max=settings.realtime_cart_max,
             stream_maxlen=settings.events_stream_maxlen,
         )
 
@@ -277,6 +280,7 @@ def _record_args(config: RealtimeConfig) -> list[str | int | float]:
         config.views_max,
         config.purchases_max,
         CART_TOMBSTONE_S,
+        config.cart_max,
     ]
 
 

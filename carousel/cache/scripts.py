@@ -110,12 +110,13 @@ return removed
 
 # Applies one subject's events (in time order) to its keys; one script so the cart's compare-and-set is
 # atomic. KEYS: cart, purchases, views, interest, sessions. ARGV: cart_ttl, purchases_ttl, views_ttl,
-# views_max, purchases_max, tombstone_s, then per event: event_type, item_id, ts, category or '',
-# interest weight, session_id to remember or ''.
+# views_max, purchases_max, tombstone_s, cart_max, then per event: event_type, item_id, ts, category or
+# '', interest weight, session_id to remember or ''.
 RECORD_EVENTS = """
 local cart, purchases, views, interest, sessions = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local cart_ttl, purchases_ttl, views_ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local views_max, purchases_max, tombstone_s = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local cart_max = tonumber(ARGV[7])
 local function set_cart(item, signed)
   local current = redis.call('ZSCORE', cart, item)
   if current and math.abs(tonumber(current)) > math.abs(signed) then return end
@@ -123,7 +124,7 @@ local function set_cart(item, signed)
 end
 local latest = nil
 local applied = 0
-for i = 7, #ARGV, 6 do
+for i = 8, #ARGV, 6 do
   local kind, item, ts = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   if latest == nil or ts > latest then latest = ts end
   if kind == 'view' then
@@ -146,6 +147,13 @@ if latest == nil then return 0 end
 local function before(t) return '(' .. string.format('%.6f', t) end
 redis.call('ZREMRANGEBYSCORE', cart, '(0', before(latest - cart_ttl))
 redis.call('ZREMRANGEBYSCORE', cart, string.format('(%.6f', tombstone_s - latest), '(0')
+-- At most cart_max removals (ranked first, the newest first: -t) and cart_max items in the cart (ranked
+-- last, the oldest first): item ids are the client's, so the cart is bounded by count as well as by time.
+local removed_count = redis.call('ZCOUNT', cart, '-inf', '(0')
+if removed_count > cart_max then redis.call('ZREMRANGEBYRANK', cart, cart_max, removed_count - 1) end
+local size = redis.call('ZCARD', cart)
+local held = size - math.min(removed_count, cart_max)
+if held > cart_max then redis.call('ZREMRANGEBYRANK', cart, size - held, size - cart_max - 1) end
 redis.call('ZREMRANGEBYSCORE', views, '-inf', before(latest - views_ttl))
 redis.call('ZREMRANGEBYRANK', views, 0, -views_max - 1)
 redis.call('ZREMRANGEBYSCORE', purchases, '-inf', before(latest - purchases_ttl))

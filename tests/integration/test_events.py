@@ -328,6 +328,42 @@ def test_accepted_events_update_the_shoppers_state(
     )
 
 
+def test_a_visitors_cart_is_bounded_by_count(
+    api: TestClient, settings: Settings, redis_url: str, redis_client: Any
+) -> None:
+    """Item ids come from the client: a session that adds 250 made-up items and then removes 250 others
+    keeps the newest `realtime_cart_max` of each, so no visitor can grow a key that every one of their
+    requests reads whole."""
+    cap = settings.realtime_cart_max
+    t0 = NOW - timedelta(hours=2)
+
+    def events(kind: str, prefix: str, offset: int) -> list[dict[str, Any]]:
+        return [
+            _event(
+                user_id=None,
+                session_id="hoarder",
+                item_id=f"{prefix}{k}",
+                event_type=kind,
+                ts=(t0 + timedelta(seconds=offset + k)).isoformat(),
+            )
+            for k in range(cap + 50)
+        ]
+
+    assert api.post("/v1/events", json={"events": events("add_to_cart", "c", 0)}).status_code == 202
+    state = _state(redis_url, user_id=None, session_id="hoarder")
+    assert sorted(state.cart, key=lambda item: int(item[1:])) == [f"c{k}" for k in range(50, cap + 50)]
+
+    assert api.post("/v1/events", json={"events": events("remove_from_cart", "r", 1000)}).status_code == 202
+    cart = layout.session_state_keys("hoarder").cart
+    assert redis_client.zcount(cart, "-inf", "(0") == cap  # the newest removals
+    assert redis_client.zrangebyscore(cart, "-inf", "(0", start=0, num=1) == [f"r{cap + 49}".encode()]
+    assert redis_client.zcount(cart, "(0", "+inf") == cap  # the cart itself untouched
+    # ... and an older add of a removal that was kept is still refused.
+    late = _event(user_id=None, session_id="hoarder", item_id=f"r{cap + 49}", event_type="add_to_cart")
+    assert api.post("/v1/events", json={"events": [{**late, "ts": t0.isoformat()}]}).status_code == 202
+    assert f"r{cap + 49}" not in _state(redis_url, user_id=None, session_id="hoarder").cart
+
+
 def test_erasing_a_shopper_deletes_their_keys_and_their_sessions(
     api: TestClient, redis_url: str, redis_client: Any, settings: Settings
 ) -> None:
