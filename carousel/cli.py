@@ -299,7 +299,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from jobs.evaluation.published import published_lists
     from jobs.evaluation.ranker import evaluation_ranker
     from jobs.evaluation.report import write_report
-    from jobs.evaluation.sessions import visitor_tasks
+    from jobs.evaluation.sessions import StateBounds, visitor_tasks
     from jobs.ingest import adapters
 
     path = Path(args.input)
@@ -333,7 +333,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             val_days=args.val_days,
             folds=args.folds,
             tune=lambda e, i, s: tune_baselines(e, i, s, progress=say),
-            extra_tasks=visitor_tasks(published_lists, session_window_s=_settings().session_window_s),
+            extra_tasks=visitor_tasks(published_lists, bounds=StateBounds.of(_settings())),
             progress=say,
         )
     except EvaluationError as exc:

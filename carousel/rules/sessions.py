@@ -35,10 +35,12 @@ from carousel.rules.reasons import REASON_TEXTS
 ANCHOR_WEIGHTS: Mapping[str, float] = {"purchase": 1.5, "add_to_cart": 2.0, "view": 1.0}
 # The n-th most recent anchor weighs RECENCY_DECAY ** n.
 RECENCY_DECAY = 0.75
-# Anchors read per request: each is one similar-item list (held in memory per version by the API). A
-# basket's worth: chosen on the evaluation's validation month (docs/evaluation.md), where 6 left most of
-# a 39-line guest basket out.
-MAX_ANCHORS = 30
+# Anchors read per request: each is one similar-item list (held in memory per version by the API), so a
+# request's work grows with them and a hostile client's thousand-item cart must not set it. As many as
+# the real-time state keeps purchases by default (`realtime_purchases_max`): a wholesale basket is read
+# whole. On Online Retail's guest invoices 30 had left part of the larger baskets out (the earlier
+# rolling-origin folds chose 100 over 30 and 50; docs/evaluation.md).
+MAX_ANCHORS = 100
 # The segment list's pull, relative to an anchor's best similar item (which scores 1 x its weight).
 SEGMENT_WEIGHT = 0.15
 # A known shopper's personal list in place of the segment list: as strong as the latest view's best

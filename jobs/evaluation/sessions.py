@@ -14,8 +14,9 @@ the cutoff (`PublishedLists`; `jobs.evaluation.published` builds them with the p
   - ``segment``: the segment list `segment_order` picks from the first half's category interest
     (`INTEREST_WEIGHTS` per event) and the session's country, device and referrer;
   - ``session``: `session_list` of the first half's anchors, with the global list as segment;
-  - ``served``: `session_list` with the segment list `segment_order` picks, over the anchors within the
-    API's ``session_window_s``: what the route serves (before its overlay, which lives in `serving`).
+  - ``served``: `session_list` with the segment list `segment_order` picks, over what the API's
+    real-time state would hold (`StateBounds`: the newest views and purchases it keeps, the anchors
+    within ``session_window_s``): what the route serves (before its overlay, which lives in `serving`).
 
 * **new_shoppers.** Known shoppers whose first event is in the window and who buy there; targets are
   their purchases in the window. ``bestsellers`` (global) against ``segment``: the list `segment_order`
@@ -39,6 +40,7 @@ import pandas as pd
 
 from carousel.rules.segments import CONTEXT_DIMENSIONS, GLOBAL_SEGMENT, INTEREST_WEIGHTS, segment_order
 from carousel.rules.sessions import neighbours, placed, session_anchors, session_list
+from configs.settings import Settings
 from jobs.evaluation.protocol import (
     EvalContext,
     ExtraTasks,
@@ -55,6 +57,7 @@ __all__ = [
     "NEW_SHOPPER_MODELS",
     "SESSION_MODELS",
     "HeldOut",
+    "StateBounds",
     "HeldOutSessions",
     "NewShoppers",
     "PublishedLists",
@@ -104,6 +107,29 @@ class PublishedLists:
 
 
 PublishedFn = Callable[[EvalContext], PublishedLists]
+
+
+@dataclass(frozen=True)
+class StateBounds:
+    """How much of a session the API's real-time state keeps, and the route reads: the newest
+    `views_max` views, `purchases_max` purchases and `cart_max` items in the cart (settings
+    ``realtime_views_max``, ...) and the anchors within `window_s` seconds of the newest
+    (``session_window_s``). None: no bound."""
+
+    window_s: float | None = None
+    views_max: int | None = None
+    purchases_max: int | None = None
+    cart_max: int | None = None
+
+    @classmethod
+    def of(cls, settings: Settings) -> StateBounds:
+        """The bounds a deployment's settings give the API."""
+        return cls(
+            settings.session_window_s,
+            settings.realtime_views_max,
+            settings.realtime_purchases_max,
+            settings.realtime_cart_max,
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -199,14 +225,14 @@ def held_out_sessions(
 
 
 def session_lists(
-    held: HeldOutSessions, published: PublishedLists, k: int, *, window_s: float | None = None
+    held: HeldOutSessions, published: PublishedLists, k: int, *, bounds: StateBounds = StateBounds()
 ) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
     """Every session model's lists of `k` items, and how often each kind of segment was served.
 
     Each session's first half becomes the real-time state the API keeps (latest view and purchase of
-    each item, the items still in the cart, category interest), then the route's rules pick its
-    segment and build its session list from the anchors within `window_s` seconds of the newest
-    (the API's ``session_window_s``).
+    each item within `bounds`, the items still in the cart, category interest), then the route's rules
+    pick its segment and build its session list from the anchors within ``bounds.window_s`` seconds of
+    the newest.
 
     Returns
     -------
@@ -221,7 +247,7 @@ def session_lists(
     seconds = ((given["ts"] - _EPOCH) / pd.Timedelta(seconds=1)).to_numpy(dtype="float64")
     contexts = given.groupby("session_id", sort=False)[list(CONTEXT_DIMENSIONS)].first().to_dict("index")
     # Where each session's rows start (and the end); none in a store without guest sessions.
-    bounds = np.flatnonzero(np.r_[True, session_ids[1:] != session_ids[:-1], True]) if len(given) else [0]
+    starts = np.flatnonzero(np.r_[True, session_ids[1:] != session_ids[:-1], True]) if len(given) else [0]
     global_items = list(published.segments.get(GLOBAL_SEGMENT, ()))
     # Prepared once, as the API prepares each stored list once per version.
     similar = {item_id: neighbours(listed) for item_id, listed in published.similar.items()}
@@ -229,16 +255,18 @@ def session_lists(
     global_fill = fills.get(GLOBAL_SEGMENT, placed(()))
     rows: dict[str, list[tuple[str, str, int]]] = {model: [] for model in SESSION_MODELS}
     sources: Counter[str] = Counter()
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+    for lo, hi in zip(starts[:-1], starts[1:], strict=True):
         session = str(session_ids[lo])
         views, cart, purchases, interest = _session_state(
             items[lo:hi], kinds[lo:hi], seconds[lo:hi], published.departments
         )
+        views, cart = _newest(views, bounds.views_max), _newest(cart, bounds.cart_max)
+        purchases = _newest(purchases, bounds.purchases_max)
         picked = published.pick_segment(interest, _context(contexts[session]))
         sources[_kind(picked)] += 1
         segment_items = list(published.segments.get(picked, ()))
         seen = set(items[lo:hi])
-        anchors = session_anchors(views, cart, purchases, window_s=window_s)
+        anchors = session_anchors(views, cart, purchases, window_s=bounds.window_s)
         lists = {
             "bestsellers": _top(global_items, seen, k),
             "segment": _top(segment_items, seen, k),
@@ -273,6 +301,14 @@ def _session_state(
         if department is not None:
             interest[department] = interest.get(department, 0.0) + INTEREST_WEIGHTS[kind]
     return views, cart, purchases, interest
+
+
+def _newest(latest: dict[str, float], keep: int | None) -> dict[str, float]:
+    """The `keep` newest of `latest` (item -> time), as the real-time state's sorted sets keep them:
+    among equal times the greater item id stays (Redis orders equal scores by member)."""
+    if keep is None or len(latest) <= keep:
+        return latest
+    return dict(sorted(latest.items(), key=lambda kv: (kv[1], kv[0]))[-keep:])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -350,10 +386,10 @@ def new_shopper_lists(
 # --------------------------------------------------------------------------------------------------
 
 
-def visitor_tasks(published: PublishedFn, *, session_window_s: float | None = None) -> ExtraTasksFn:
+def visitor_tasks(published: PublishedFn, *, bounds: StateBounds = StateBounds()) -> ExtraTasksFn:
     """The `sessions` and `new_shoppers` tasks as `run_evaluation`'s ``extra_tasks``, with the lists
-    `published` builds from the context (the history before the cutoff) and the API's current-session
-    window (settings ``session_window_s``)."""
+    `published` builds from the context (the history before the cutoff) and what the API's real-time
+    state keeps of a session (`StateBounds.of` the settings)."""
 
     def run(events: pd.DataFrame, split: Split, ctx: EvalContext, k: int, say: Progress) -> ExtraTasks:
         timings: dict[str, float] = {}
@@ -377,7 +413,7 @@ def visitor_tasks(published: PublishedFn, *, session_window_s: float | None = No
             say("published lists: not built, no session and no new shopper to score")
         catalog = catalog_items(ctx)
         t0 = time.perf_counter()
-        session_models, session_sources = session_lists(held, lists, k, window_s=session_window_s)
+        session_models, session_sources = session_lists(held, lists, k, bounds=bounds)
         sessions = _scored(session_models, held.targets, held.users, k, catalog)
         timings["sessions"] = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()

@@ -447,6 +447,22 @@ def test_the_session_state_is_the_apis_after_the_first_half() -> None:
     assert not set(served) & {"p", "q", "r", "s"}
 
 
+def test_the_session_state_keeps_only_what_the_api_keeps() -> None:
+    """With room for 2 purchases, a 6-line invoice (one time) keeps the 2 greatest item ids, as the
+    real-time state's sorted set does: only their similar items are served."""
+    rows = [(None, "s", item, "purchase", 10.5) for item in ["a", "b", "c", "d", "e", "f"]]
+    rows += [(None, "s", item, "purchase", 10.6) for item in ["x1", "x2", "x3", "x4", "x5", "x6"]]
+    held = sessions.held_out_sessions(ev.normalise_events(_events(rows)), _day(10), _day(20))
+    similar = {item: _served(f"{item}-like") for item in "abcdef"}
+    published = sessions.PublishedLists(segments={"global": _served("g1")}, similar=similar)
+
+    bounded, _ = sessions.session_lists(held, published, k=12, bounds=sessions.StateBounds(purchases_max=2))
+    unbounded, _ = sessions.session_lists(held, published, k=12)
+
+    assert sorted(bounded["served"]["item_id"]) == ["e-like", "f-like", "g1"]
+    assert sorted(unbounded["served"]["item_id"]) == sorted([f"{item}-like" for item in "abcdef"] + ["g1"])
+
+
 def test_a_store_without_guest_sessions_scores_no_session() -> None:
     """A purchases-only store (the grocery preset, a chain's loyalty-card data) has no anonymous
     session: the task scores nobody instead of failing."""
