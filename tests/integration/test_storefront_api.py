@@ -327,6 +327,26 @@ def test_an_anonymous_session_gets_the_similar_items_of_what_it_viewed(
     assert {r["code"] for r in reasons[5:]} == {"popular_in_category"}
 
 
+def test_a_visitors_whole_basket_shapes_the_session_list(api: tuple[TestClient, list[str]]) -> None:
+    """A 40-line cart filled at one time (a wholesale basket) makes every line an anchor: the list
+    starts with what follows the basket's last lines (i040, then i041, i042), which the first 30
+    anchors alone never reach, and holds none of the basket."""
+    client, _ = api
+    session = "anon-wholesale"
+    # A minute ahead (within the API's clock skew), so nothing in the cart counts as abandoned here.
+    at = datetime.now(UTC).timestamp() + 60
+    cart = [
+        {"session_id": session, "item_id": item, "event_type": "add_to_cart", "ts": at, "quantity": 1}
+        for item in ITEMS[:40]
+    ]
+    assert client.post("/v1/events", json={"events": cart}).status_code == 202
+    body = _get(client, session_id=session, n=10)
+    assert body["source"] == "session"
+    assert _ids(body)[:3] == ITEMS[40:43]
+    assert not set(_ids(body)) & set(ITEMS[:40])
+    assert body["items"][0]["reason"]["code"] == "completes_cart"
+
+
 def test_an_anonymous_visitor_with_a_cart_gets_the_overlay_not_a_fallback(
     api: tuple[TestClient, list[str]],
 ) -> None:
