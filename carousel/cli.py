@@ -387,6 +387,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "log_level": "warning",
         "access_log": False,
         "http": JsonErrorsHttpToolsProtocol,
+        # The browsers' rate limit counts by client address: behind these proxies, X-Forwarded-For's.
+        "forwarded_allow_ips": _settings().forwarded_allow_ips,
     }
     if args.workers > 1 and sys.platform.startswith("linux"):
         from serving.workers import serve_workers

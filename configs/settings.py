@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -118,6 +119,8 @@ class Settings(BaseSettings):
     events_max_clock_skew_s: int = Field(ge=0, le=86_400)
     events_dedupe_ttl_s: int = Field(ge=60, le=30 * 86_400)
     events_body_timeout_s: float = Field(gt=0, le=600)
+    events_browser_requests_per_minute: int = Field(ge=0, le=1_000_000)
+    forwarded_allow_ips: str = Field(min_length=1)
     request_budget_s: float = Field(gt=0, le=3_600)
     realtime_cart_ttl_s: int = Field(ge=60, le=365 * 86_400)
     realtime_views_ttl_s: int = Field(ge=60, le=365 * 86_400)
@@ -156,6 +159,22 @@ class Settings(BaseSettings):
         strays = [word for word in value.split() if not word.startswith("-")]
         if strays:
             raise ValueError(f"JVM options start with '-', not {strays[0]!r}")
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        # uvicorn ignores an entry it cannot read (and a "*" among others): every client would then share
+        # the proxy's address, and its limit.
+        if value.strip() == "*":
+            return value
+        for entry in (part.strip() for part in value.split(",")):
+            try:
+                ipaddress.ip_network(entry)
+            except ValueError:
+                raise ValueError(
+                    f'{entry!r} is not an address or a network (host bits zero); "*" alone trusts every proxy'
+                ) from None
         return value
 
     @model_validator(mode="after")

@@ -27,4 +27,9 @@ FALLBACKS = Counter(
 BREAKER_OPENED = Counter(
     "carousel_breaker_opened_total", "Times the Redis circuit breaker opened", registry=REGISTRY
 )
+RATE_LIMITED = Counter(
+    "carousel_events_rate_limited_total",
+    "Event requests refused with 429: a browser over events_browser_requests_per_minute",
+    registry=REGISTRY,
+)
 BREAKER_OPEN = Gauge("carousel_breaker_open", "1 while the Redis circuit breaker is open", registry=REGISTRY)

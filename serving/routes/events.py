@@ -9,6 +9,9 @@ below 1, a negative price, a timestamp more than `events_max_clock_skew_s` ahead
 to the live catalog's (an item the catalog does not hold needs its price). Accepted events update the real-time state
 (`serving/realtime.py`) and are appended to the `carousel:events` stream with the shopper's variant; the
 `drain_events` stage of the refresh moves them into the lake. The answer is 202 `{"accepted": N}`.
+
+Without the storefront token (a browser's request) the events must belong to one session (422 otherwise),
+and a client address gets `events_browser_requests_per_minute` requests (429 past it, `serving.ratelimit`).
 """
 
 from __future__ import annotations
@@ -34,10 +37,12 @@ from carousel.rules.erasure import erasure_digest
 from carousel.rules.holdout import assign_variant
 from configs.settings import Settings
 from serving import audiences, realtime
-from serving.auth import SHOPPER_TOKEN_HEADER, storefront_caller
+from serving.auth import SHOPPER_TOKEN_HEADER, Caller, storefront_caller
 from serving.catalog import EVENTS_WAIT_S
 from serving.deps import SettingsDep
 from serving.inputs import CONTEXT_PATTERN, ID_PATTERN
+from serving.metrics import RATE_LIMITED
+from serving.ratelimit import BrowserLimit, browser_limit
 from serving.responses import (
     MAX_PROBLEMS,
     error_response,
@@ -193,7 +198,8 @@ class _CappedBodyRequest(Request):
 
 class _CappedBodyRoute(APIRoute):
     """The events route's request handling with the cheap checks first: content type, the body's size
-    and arrival, JSON syntax, the number of events and their field names. Only a body that passes them
+    and arrival, JSON syntax, the number of events and their field names, then a browser's rate. Only a
+    body that passes them
     reaches pydantic's element-by-element validation, so the work a request can cause is bounded by the
     caps, not by what a client sends."""
 
@@ -202,10 +208,42 @@ class _CappedBodyRoute(APIRoute):
 
         async def screened(request: Request) -> Response:
             capped = _CappedBodyRequest(request.scope, request.receive)
-            refused = await _screen(capped)
+            # The body is read first: a client that sent it whole and hung up has still posted its events.
+            refused = await _screen(capped) or await _limited(capped)
             return refused if refused is not None else await handler(capped)
 
         return screened
+
+
+async def _limited(request: Request) -> Response | None:
+    """A 429 for a browser over its rate (`serving.ratelimit`), before its events are validated and
+    recorded; else None, the caller kept on the request for the handler."""
+    settings = request.app.state.settings
+    caller = storefront_caller(
+        request.headers.get("authorization"),
+        request.headers.get(SHOPPER_TOKEN_HEADER),
+        settings,
+        now=datetime.now(UTC).timestamp(),
+    )
+    request.state.caller = caller
+    limit: BrowserLimit | None = request.app.state.browser_limit
+    if caller.storefront or limit is None:
+        return None
+    try:
+        wait_s = await limit.retry_after(request.client.host if request.client else None)
+    except (RedisError, OSError):
+        # Redis unreachable: the events cannot be recorded either, and the handler answers 503 for that.
+        return None
+    if wait_s is None:
+        return None
+    RATE_LIMITED.inc()
+    refused = error_response(
+        429,
+        f"more than {settings.events_browser_requests_per_minute} event requests a minute from this "
+        f"address; retry in {wait_s}s, or post from the store's servers with the storefront token",
+    )
+    refused.headers["Retry-After"] = str(wait_s)
+    return refused
 
 
 _FIELDS = frozenset(PostedEvent.model_fields)
@@ -245,9 +283,12 @@ async def _screen(request: _CappedBodyRequest) -> Response | None:
 async def _events_client(app: FastAPI) -> AsyncIterator[None]:
     client = async_client(app.state.settings, socket_timeout_s=WRITE_TIMEOUT_S)
     app.state.events_client = client
+    app.state.browser_limit = limit = browser_limit(app.state.settings, client)
     try:
         yield
     finally:
+        if limit is not None:
+            await limit.aclose()
         await client.aclose()
 
 
@@ -273,12 +314,7 @@ async def post_events(
 ) -> Response:
     """Accept storefront events: real-time state and the events stream are updated before answering."""
     events = batch.events
-    caller = storefront_caller(
-        request.headers.get("authorization"),
-        request.headers.get(SHOPPER_TOKEN_HEADER),
-        settings,
-        now=datetime.now(UTC).timestamp(),
-    )
+    caller: Caller = request.state.caller
     forged = [i for i, e in enumerate(events) if e.user_id is not None and not caller.speaks_for(e.user_id)]
     if forged:
         # Anyone could otherwise fill any shopper's cart (and so their cart reminder email).
@@ -289,6 +325,8 @@ async def post_events(
         )
         refused.headers["WWW-Authenticate"] = "Bearer"
         return refused
+    if not caller.storefront:
+        _one_session(events)
     now = datetime.now(UTC)
     skew = settings.events_max_clock_skew_s
     latest = now + timedelta(seconds=skew)
@@ -360,6 +398,28 @@ async def post_events(
             1 for e in batch.events if e.user_id in untracked and e.event_type != "purchase"
         )
     return json_response(answer, status_code=202)
+
+
+def _one_session(events: list[PostedEvent]) -> None:
+    """A browser's request speaks for one visit: a 422 naming every event of another session than the
+    first's. Posting many sessions at once is what the store's servers do, with the storefront token;
+    from a browser it would create sessions, each with real-time state, 500 at a time."""
+    first = next(((i, e.session_id) for i, e in enumerate(events) if e.session_id is not None), None)
+    if first is None:
+        return
+    at, session = first
+    others = [i for i, e in enumerate(events) if e.session_id not in (None, session)]
+    if others:
+        raise _refuse(
+            [
+                (
+                    ("events", i, "session_id"),
+                    f"is another session than events.{at}'s {session!r}: without the storefront token a "
+                    "request posts one session's events",
+                )
+                for i in others[:MAX_PROBLEMS]
+            ]
+        )
 
 
 async def _not_to_track(client: Any, user_ids: set[str], settings: Settings) -> tuple[set[str], set[str]]:

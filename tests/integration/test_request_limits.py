@@ -14,7 +14,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 from http_server import served
-from storefront_auth import STOREFRONT
+from storefront_auth import SHOPPER_TOKEN_SECRET, STOREFRONT
 
 from carousel.cache import keys as layout
 from configs.settings import Settings
@@ -193,3 +193,57 @@ def test_a_request_uvicorn_cannot_parse_gets_the_json_error_shape(settings: Sett
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head
     assert orjson.loads(body)["error"].startswith("malformed HTTP request")
+
+
+@pytest.mark.parametrize("redis_kind", ["single", "cluster"], indirect=True)
+def test_a_browser_over_its_rate_gets_429_and_the_stores_servers_do_not(
+    settings: Settings, redis_client: Any
+) -> None:
+    """Requests without the storefront token are counted per client address in Redis (on a single Redis
+    and on a Redis Cluster), the address a trusted proxy forwards: past `events_browser_requests_per_minute`
+    they get 429 with Retry-After and record nothing, signed-in browsers included; the store's servers
+    and other addresses go on."""
+    import httpx
+
+    from carousel.rules.identity import shopper_token
+    from serving.metrics import RATE_LIMITED
+
+    limited = settings.model_copy(update={"events_browser_requests_per_minute": 3})
+    refused_before = RATE_LIMITED._value.get()
+    # uvicorn believes 127.0.0.1's X-Forwarded-For (`forwarded_allow_ips`' default): the test is the proxy.
+    browser, neighbour = ({"X-Forwarded-For": address} for address in ("198.51.100.7", "198.51.100.8"))
+    with served(create_app(limited)) as base_url, httpx.Client(base_url=base_url, timeout=10) as http:
+
+        def post(item_id: str, headers: dict[str, str], **extra: str) -> httpx.Response:
+            return http.post(
+                "/v1/events", json={"events": [_view(item_id=item_id, **extra)]}, headers=headers
+            )
+
+        assert [post(f"i{k}", browser).status_code for k in range(3)] == [202] * 3
+        over = post("i9", browser)
+        assert over.status_code == 429
+        assert 1 <= int(over.headers["Retry-After"]) <= 60
+        assert "3 event requests a minute" in over.json()["error"]
+        token = shopper_token("u1", SHOPPER_TOKEN_SECRET, expires_at=int(time.time()) + 600)
+        assert post("i8", {**browser, "X-Shopper-Token": token}, user_id="u1").status_code == 429
+        # The store's servers speak for every shopper from one address: never limited here.
+        assert [post(f"j{k}", {**browser, **STOREFRONT}).status_code for k in range(5)] == [202] * 5
+        assert post("n1", neighbour).status_code == 202
+    assert redis_client.xlen(layout.EVENTS_STREAM) == 3 + 5 + 1
+    assert RATE_LIMITED._value.get() == refused_before + 2
+
+
+def test_a_browser_posts_one_sessions_events_per_request(settings: Settings, redis_client: Any) -> None:
+    """Without the storefront token a request speaks for one visit: events of a second session are
+    refused whole, each named; the store's servers post many sessions at once."""
+    events = {
+        "events": [_view(session_id="a"), _view(session_id="b"), _view(session_id="a"), _view(session_id="c")]
+    }
+    with TestClient(create_app(settings)) as browser:
+        refused = browser.post("/v1/events", json=events)
+        assert refused.status_code == 422
+        named = {p["field"] for p in refused.json()["problems"]}
+        assert named == {"events.1.session_id", "events.3.session_id"}
+        assert redis_client.xlen(layout.EVENTS_STREAM) == 0
+        assert browser.post("/v1/events", json=events, headers=STOREFRONT).status_code == 202
+    assert redis_client.xlen(layout.EVENTS_STREAM) == 4

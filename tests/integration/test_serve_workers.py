@@ -178,3 +178,42 @@ def test_workers_stop_when_their_supervisor_is_killed_and_the_port_can_be_served
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def test_every_worker_counts_a_browser_against_one_limit_by_the_address_its_proxy_forwards(
+    settings: Settings, store_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`carousel serve --workers 2` with `events_browser_requests_per_minute` 4: eight browser requests
+    from one forwarded address, each on a new connection (the kernel spreads them over the workers), get
+    four 202s and four 429s, and another address is still taken. With `forwarded_allow_ips` naming
+    another proxy, X-Forwarded-For is not believed: every client is the proxy, and shares its limit."""
+    event = {"session_id": "s1", "item_id": "i1", "event_type": "view", "price": 1.0}
+
+    def statuses(url: str, address: str, times: int) -> list[int]:
+        answers = []
+        for _ in range(times):
+            # A client of its own per request: a new connection, which either worker may get.
+            with httpx.Client(base_url=url, timeout=10) as client:
+                answer = client.post(
+                    "/v1/events", json={"events": [event]}, headers={"X-Forwarded-For": address}
+                )
+                answers.append(answer.status_code)
+        return sorted(answers)
+
+    for proxies, neighbour_status in (("127.0.0.1", 202), ("10.0.0.0/8", 429)):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = {
+            **_env(store_env),
+            "CAROUSEL_EVENTS_BROWSER_REQUESTS_PER_MINUTE": "4",
+            "CAROUSEL_FORWARDED_ALLOW_IPS": proxies,
+        }
+        server = _serve(port, env, tmp_path / f"api-{port}.log")
+        try:
+            _wait_live(url, server)
+            _wait_listening(server, port)
+            assert statuses(url, f"198.51.100.{port % 200}", 8) == [202] * 4 + [429] * 4
+            assert statuses(url, f"203.0.113.{port % 200}", 1) == [neighbour_status]
+        finally:
+            server.terminate()
+            server.wait(timeout=60)

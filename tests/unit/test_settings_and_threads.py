@@ -96,3 +96,25 @@ def test_storage_a_stage_cannot_reach_as_files_is_refused_by_name(
     monkeypatch.setenv("CAROUSEL_LAKE_DIR", uri)
     with pytest.raises(ValidationError, match="CAROUSEL_LAKE_DIR"):
         Settings()
+
+
+@pytest.mark.parametrize("proxies", ["127.0.0.1", "*", "10.0.0.0/8, 192.168.1.5", "::1,fd00::/8"])
+def test_trusted_proxies_uvicorn_can_read_are_accepted(proxies: str) -> None:
+    assert Settings(forwarded_allow_ips=proxies).forwarded_allow_ips == proxies
+
+
+@pytest.mark.parametrize(
+    ("proxies", "named"),
+    [("10.0.0.1/8", "10.0.0.1/8"), ("lb.internal", "lb.internal"), ("127.0.0.1,*", "*"), ("", "")],
+)
+def test_trusted_proxies_uvicorn_would_ignore_are_refused_by_name(proxies: str, named: str) -> None:
+    """uvicorn skips what it cannot read, which would leave every client with the proxy's address."""
+    with pytest.raises(ValidationError, match="forwarded_allow_ips") as refused:
+        Settings(forwarded_allow_ips=proxies)
+    assert repr(named) in str(refused.value) or not named
+
+
+def test_the_browsers_event_rate_is_bounded_and_zero_turns_it_off() -> None:
+    assert Settings(events_browser_requests_per_minute=0).events_browser_requests_per_minute == 0
+    with pytest.raises(ValidationError, match="events_browser_requests_per_minute"):
+        Settings(events_browser_requests_per_minute=-1)
