@@ -364,6 +364,33 @@ def test_a_visitors_cart_is_bounded_by_count(
     assert f"r{cap + 49}" not in _state(redis_url, user_id=None, session_id="hoarder").cart
 
 
+def test_the_state_keeps_on_equal_times_what_the_evaluation_keeps(
+    api: TestClient, settings: Settings, redis_url: str
+) -> None:
+    """An invoice's lines share one time: which of them the capped views and cart keep is Redis's order of
+    equal scores (by member, bytewise), and the evaluation's session state (`_newest`) must keep the same
+    ones, or `sessions` scores another state than the API serves from."""
+    from jobs.evaluation.sessions import _newest
+
+    rng = random.Random(5)
+    older, newer = NOW - timedelta(hours=2), NOW - timedelta(hours=1)
+    # Ids whose byte order differs from their numbers' and from case-blind order.
+    items = [f"{prefix}{k}" for prefix in ("b", "B", "a-", "a_", "a.") for k in range(50)]
+    rng.shuffle(items)
+    times = {item: (older if k % 3 == 0 else newer) for k, item in enumerate(items)}
+    events = [
+        _event(user_id=None, session_id="invoice", item_id=item, event_type=kind, ts=times[item].isoformat())
+        for kind in ("view", "add_to_cart")
+        for item in items
+    ]
+    assert api.post("/v1/events", json={"events": events}).status_code == 202
+    state = _state(redis_url, user_id=None, session_id="invoice")
+    seconds = {item: ts.timestamp() for item, ts in times.items()}
+    assert set(state.views) == set(_newest(seconds, settings.realtime_views_max))
+    assert set(state.cart) == set(_newest(seconds, settings.realtime_cart_max))
+    assert len(state.views) == settings.realtime_views_max < len(items)
+
+
 def test_erasing_a_shopper_deletes_their_keys_and_their_sessions(
     api: TestClient, redis_url: str, redis_client: Any, settings: Settings
 ) -> None:
