@@ -1,8 +1,9 @@
 """How often one browser may post events: `POST /v1/events` without the storefront token, per client address.
 
 Anonymous events need no credential (a visitor's browser posts them), so without a limit one client could
-create visitor sessions, each with its own real-time state in Redis, as fast as it can send requests. The
-store's servers post with the storefront token and are not limited here: they speak for every shopper.
+create visitor sessions, each with its own real-time state in Redis, as fast as it can send requests. A
+request therefore counts once for each session it names (a browser posts its own visit). The store's
+servers post with the storefront token and are not limited here: they speak for every shopper.
 
 The count is `limits`' sliding-window counter over one minute, kept in Redis so that every API worker and
 replica counts the same requests. Its keys (``carousel:ratelimit:...``) name the client's address and
@@ -58,11 +59,11 @@ class BrowserLimit:
         self._limiter = SlidingWindowCounterRateLimiter(storage)
         self._item = RateLimitItemPerMinute(per_minute)
 
-    async def retry_after(self, address: str | None) -> int | None:
-        """Count one request from `address`: None when it may go on, else the whole seconds until the
-        client may post again (the ``Retry-After`` of its 429). Raises Redis's errors."""
+    async def retry_after(self, address: str | None, *, cost: int = 1) -> int | None:
+        """Count a request from `address` `cost` times: None when it may go on, else the whole seconds
+        until the client may post again (the ``Retry-After`` of its 429). Raises Redis's errors."""
         key = client_key(address)
-        if await self._limiter.hit(self._item, "events", key):
+        if await self._limiter.hit(self._item, "events", key, cost=cost):
             return None
         stats = await self._limiter.get_window_stats(self._item, "events", key)
         return max(1, math.ceil(stats.reset_time - time.time()))

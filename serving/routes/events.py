@@ -10,8 +10,8 @@ to the live catalog's (an item the catalog does not hold needs its price). Accep
 (`serving/realtime.py`) and are appended to the `carousel:events` stream with the shopper's variant; the
 `drain_events` stage of the refresh moves them into the lake. The answer is 202 `{"accepted": N}`.
 
-Without the storefront token (a browser's request) the events must belong to one session (422 otherwise),
-and a client address gets `events_browser_requests_per_minute` requests (429 past it, `serving.ratelimit`).
+Without the storefront token (a browser's request) a client address gets `events_browser_requests_per_minute`
+requests a minute, a request counting once per session it names (429 past it, `serving.ratelimit`).
 """
 
 from __future__ import annotations
@@ -217,7 +217,8 @@ class _CappedBodyRoute(APIRoute):
 
 async def _limited(request: Request) -> Response | None:
     """A 429 for a browser over its rate (`serving.ratelimit`), before its events are validated and
-    recorded; else None, the caller kept on the request for the handler."""
+    recorded; else None, the caller kept on the request for the handler. A request counts once for each
+    session it names: a browser posts its own visit, and one body must not open hundreds of them."""
     settings = request.app.state.settings
     caller = storefront_caller(
         request.headers.get("authorization"),
@@ -229,8 +230,22 @@ async def _limited(request: Request) -> Response | None:
     limit: BrowserLimit | None = request.app.state.browser_limit
     if caller.storefront or limit is None:
         return None
+    per_minute = settings.events_browser_requests_per_minute
+    sessions = _sessions_named(getattr(request, "_json", None))
+    if sessions > per_minute:
+        raise _refuse(
+            [
+                (
+                    ("events",),
+                    f"names {sessions} sessions; without the storefront token a client may post {per_minute} "
+                    "a minute: post them from the store's servers",
+                )
+            ]
+        )
     try:
-        wait_s = await limit.retry_after(request.client.host if request.client else None)
+        wait_s = await limit.retry_after(
+            request.client.host if request.client else None, cost=max(1, sessions)
+        )
     except (RedisError, OSError):
         # Redis unreachable: the events cannot be recorded either, and the handler answers 503 for that.
         return None
@@ -239,11 +254,21 @@ async def _limited(request: Request) -> Response | None:
     RATE_LIMITED.inc()
     refused = error_response(
         429,
-        f"more than {settings.events_browser_requests_per_minute} event requests a minute from this "
-        f"address; retry in {wait_s}s, or post from the store's servers with the storefront token",
+        f"more than {per_minute} event requests a minute from this address (a request counts once per "
+        f"session it names); retry in {wait_s}s, or post from the store's servers with the storefront token",
     )
     refused.headers["Retry-After"] = str(wait_s)
     return refused
+
+
+def _sessions_named(body: Any) -> int:
+    """How many distinct session ids a parsed body's events name (0 for a body validation will refuse)."""
+    events = body.get("events") if isinstance(body, dict) else None
+    if not isinstance(events, list):
+        return 0
+    return len(
+        {e["session_id"] for e in events if isinstance(e, dict) and isinstance(e.get("session_id"), str)}
+    )
 
 
 _FIELDS = frozenset(PostedEvent.model_fields)
@@ -325,8 +350,6 @@ async def post_events(
         )
         refused.headers["WWW-Authenticate"] = "Bearer"
         return refused
-    if not caller.storefront:
-        _one_session(events)
     now = datetime.now(UTC)
     skew = settings.events_max_clock_skew_s
     latest = now + timedelta(seconds=skew)
@@ -398,28 +421,6 @@ async def post_events(
             1 for e in batch.events if e.user_id in untracked and e.event_type != "purchase"
         )
     return json_response(answer, status_code=202)
-
-
-def _one_session(events: list[PostedEvent]) -> None:
-    """A browser's request speaks for one visit: a 422 naming every event of another session than the
-    first's. Posting many sessions at once is what the store's servers do, with the storefront token;
-    from a browser it would create sessions, each with real-time state, 500 at a time."""
-    first = next(((i, e.session_id) for i, e in enumerate(events) if e.session_id is not None), None)
-    if first is None:
-        return
-    at, session = first
-    others = [i for i, e in enumerate(events) if e.session_id not in (None, session)]
-    if others:
-        raise _refuse(
-            [
-                (
-                    ("events", i, "session_id"),
-                    f"is another session than events.{at}'s {session!r}: without the storefront token a "
-                    "request posts one session's events",
-                )
-                for i in others[:MAX_PROBLEMS]
-            ]
-        )
 
 
 async def _not_to_track(client: Any, user_ids: set[str], settings: Settings) -> tuple[set[str], set[str]]:

@@ -233,17 +233,24 @@ def test_a_browser_over_its_rate_gets_429_and_the_stores_servers_do_not(
     assert RATE_LIMITED._value.get() == refused_before + 2
 
 
-def test_a_browser_posts_one_sessions_events_per_request(settings: Settings, redis_client: Any) -> None:
-    """Without the storefront token a request speaks for one visit: events of a second session are
-    refused whole, each named; the store's servers post many sessions at once."""
-    events = {
-        "events": [_view(session_id="a"), _view(session_id="b"), _view(session_id="a"), _view(session_id="c")]
-    }
-    with TestClient(create_app(settings)) as browser:
-        refused = browser.post("/v1/events", json=events)
-        assert refused.status_code == 422
-        named = {p["field"] for p in refused.json()["problems"]}
-        assert named == {"events.1.session_id", "events.3.session_id"}
-        assert redis_client.xlen(layout.EVENTS_STREAM) == 0
-        assert browser.post("/v1/events", json=events, headers=STOREFRONT).status_code == 202
-    assert redis_client.xlen(layout.EVENTS_STREAM) == 4
+@pytest.mark.parametrize("redis_kind", ["single", "cluster"], indirect=True)
+def test_a_browsers_request_counts_once_per_session_it_names(settings: Settings, redis_client: Any) -> None:
+    """Without the storefront token one body must not open hundreds of visitor sessions: a request counts
+    against the address's limit once per session it names, and one naming more than a minute allows is
+    refused whole (422) since it could never pass; the store's servers post any number."""
+    limited = settings.model_copy(update={"events_browser_requests_per_minute": 4})
+
+    def visits(*sessions: str) -> dict[str, Any]:
+        return {"events": [_view(session_id=s, item_id=f"i{k}") for k, s in enumerate(sessions)]}
+
+    with TestClient(create_app(limited)) as browser:
+        too_many = browser.post("/v1/events", json=visits("a", "b", "c", "d", "e", "a"))
+        assert too_many.status_code == 422
+        assert "names 5 sessions" in too_many.json()["problems"][0]["problem"]
+        assert browser.post("/v1/events", json=visits("a", "b", "a", "c")).status_code == 202
+        over = browser.post("/v1/events", json=visits("d", "e"))
+        assert over.status_code == 429 and "once per session" in over.json()["error"]
+        assert redis_client.xlen(layout.EVENTS_STREAM) == 4
+        served = browser.post("/v1/events", json=visits(*"abcdefgh"), headers=STOREFRONT)
+        assert served.status_code == 202
+    assert redis_client.xlen(layout.EVENTS_STREAM) == 4 + 8
