@@ -199,9 +199,8 @@ class _CappedBodyRequest(Request):
 class _CappedBodyRoute(APIRoute):
     """The events route's request handling with the cheap checks first: content type, the body's size
     and arrival, JSON syntax, the number of events and their field names, then a browser's rate. Only a
-    body that passes them
-    reaches pydantic's element-by-element validation, so the work a request can cause is bounded by the
-    caps, not by what a client sends."""
+    body that passes them reaches pydantic's element-by-element validation, so the work a request can
+    cause is bounded by the caps, not by what a client sends."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
