@@ -121,6 +121,7 @@ class Settings(BaseSettings):
     events_body_timeout_s: float = Field(gt=0, le=600)
     events_browser_requests_per_minute: int = Field(ge=0, le=1_000_000)
     forwarded_allow_ips: str = Field(min_length=1)
+    auth_failures_per_minute: int = Field(ge=0, le=10_000)
     request_budget_s: float = Field(gt=0, le=3_600)
     realtime_cart_ttl_s: int = Field(ge=60, le=365 * 86_400)
     realtime_views_ttl_s: int = Field(ge=60, le=365 * 86_400)

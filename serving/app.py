@@ -24,6 +24,7 @@ from serving.auth import MetricsDep, check_tokens_configured
 from serving.budget import RequestBudget
 from serving.catalog import Catalog
 from serving.fallback import FallbackLists
+from serving.ratelimit import failed_credentials
 from serving.responses import (
     error_response,
     is_json,
@@ -92,9 +93,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = store
         app.state.availability = AvailabilityCache(client)
         app.state.admin_redis = async_client(settings, socket_timeout_s=ADMIN_TIMEOUT_S)
+        app.state.failed_credentials = guard = failed_credentials(settings, app.state.admin_redis)
         try:
             yield
         finally:
+            if guard is not None:
+                await guard.aclose()
             await store.close()
             await app.state.admin_redis.aclose()
 
@@ -133,7 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     docs_root.mkdir(parents=True, exist_ok=True)
     app.mount(
         "/ops/quality",
-        OperatorOnly(StaticFiles(directory=docs_root, html=True), settings),  # type: ignore[arg-type]
+        OperatorOnly(StaticFiles(directory=docs_root, html=True)),  # type: ignore[arg-type]
         name="data-docs",
     )
 

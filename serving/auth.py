@@ -4,7 +4,9 @@ the admin token opens too). Tokens come from settings (`CAROUSEL_ADMIN_TOKEN`, `
 defaults, and the app refuses to start without them outside the demo (`check_tokens_configured`).
 
 Comparison is constant-time (`secrets.compare_digest`) so response timing does not leak a token's
-prefix. Routers are mounted with these as dependencies: `APIRouter(dependencies=[AdminDep])`.
+prefix, and a client address that presents more than `auth_failures_per_minute` wrong tokens is locked
+out for a minute (`LockedOut`, 429): every token it presents is refused meanwhile, the right one too (`serving.ratelimit.FailedCredentials`). Routers are mounted with these as dependencies:
+`APIRouter(dependencies=[AdminDep])`.
 """
 
 from __future__ import annotations
@@ -15,13 +17,17 @@ import secrets
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
+from starlette.datastructures import State
 
 from carousel.rules.identity import verified_shopper
 from configs.settings import Settings
 from serving.deps import get_app_settings
+from serving.metrics import AUTH_REFUSED
+from serving.ratelimit import FailedCredentials
+from serving.responses import error_response
 
 _bearer = HTTPBearer(auto_error=False, description="the admin or marketing token")
 
@@ -72,12 +78,72 @@ def _unauthorized(role: str) -> HTTPException:
     )
 
 
+class LockedOut(HTTPException):
+    """A 429: the client's address presented too many wrong tokens and none of its tokens is judged now."""
+
+    def __init__(self, wait_s: int) -> None:
+        super().__init__(
+            status_code=429,
+            detail=f"too many wrong tokens from this address: every token is refused for the next {wait_s}s",
+            headers={"Retry-After": str(wait_s)},
+        )
+        self.wait_s = wait_s
+
+    def response(self) -> Response:
+        """The 429 for a route answered outside FastAPI's exception handlers."""
+        response = error_response(self.status_code, str(self.detail))
+        response.headers.update(self.headers or {})
+        return response
+
+
+async def judge(state: State, address: str | None, token: str, *, valid: bool) -> None:
+    """Let a request's bearer `token` be believed (`valid`) or refused with the route's 401; raise
+    `LockedOut` instead while `address` is locked out, or when this wrong token puts it over the limit.
+    No token ("") guessed nothing, and another role's token (the storefront's sent to an admin route) is
+    a caller's mistake, not a guess: neither is counted."""
+    if not token:
+        return
+    guard: FailedCredentials | None = getattr(state, "failed_credentials", None)
+    wait_s = guard.locked(address) if guard is not None else None
+    if wait_s is None and not valid:
+        if guard is not None and not _configured(state.settings, token):
+            wait_s = await guard.failed(address)
+        if wait_s is None:
+            AUTH_REFUSED.labels(reason="wrong_token").inc()
+            return
+    if wait_s is not None:
+        AUTH_REFUSED.labels(reason="locked_out").inc()
+        raise LockedOut(wait_s)
+
+
+def _configured(settings: Settings, token: str) -> bool:
+    """Whether `token` is any of the configured bearer tokens."""
+    return any(
+        _same(token, getattr(settings, name))
+        for name in ("admin_token", "marketing_token", "metrics_token", "storefront_token")
+    )
+
+
+def _address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def _checked(
+    request: Request, credentials: HTTPAuthorizationCredentials | None, *tokens: SecretStr | None
+) -> bool:
+    """Whether the bearer credentials are one of `tokens` (`judge`d: raises `LockedOut`)."""
+    valid = any(_matches(credentials, token) for token in tokens)
+    given = credentials.credentials if credentials is not None else ""
+    await judge(request.app.state, _address(request), given, valid=valid)
+    return valid
+
+
 async def require_admin(
     request: Request,
     settings: Annotated[Settings, Depends(get_app_settings)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    if not _matches(credentials, settings.admin_token):
+    if not await _checked(request, credentials, settings.admin_token):
         raise _unauthorized("admin")
 
 
@@ -87,7 +153,7 @@ async def require_marketing(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
     # The admin token opens the marketing routes too: operators can inspect audiences.
-    if not (_matches(credentials, settings.marketing_token) or _matches(credentials, settings.admin_token)):
+    if not await _checked(request, credentials, settings.marketing_token, settings.admin_token):
         raise _unauthorized("marketing")
 
 
@@ -105,19 +171,30 @@ def ops_cookie_value(settings: Settings) -> str | None:
     return hmac.new(key, b"carousel ops session", hashlib.sha256).hexdigest()
 
 
-def is_operator(authorization: str | None, cookie: str | None, settings: Settings) -> bool:
-    """Whether a request may see the operations pages: the admin bearer token, or the ops cookie."""
-    if _same(_bearer_token(authorization), settings.admin_token):
-        return True
+async def is_operator(
+    state: State, address: str | None, authorization: str | None, cookie: str | None
+) -> bool:
+    """Whether a request may see the operations pages: the ops cookie, or the admin bearer token
+    (`judge`d: raises `LockedOut`). The cookie is an HMAC nobody guesses: it is not counted, and opens
+    the pages during a lockout."""
+    settings: Settings = state.settings
     expected = ops_cookie_value(settings)
-    return bool(cookie and expected and secrets.compare_digest(cookie.encode(), expected.encode()))
+    if cookie and expected and secrets.compare_digest(cookie.encode(), expected.encode()):
+        return True
+    token = _bearer_token(authorization)
+    valid = _same(token, settings.admin_token)
+    await judge(state, address, token, valid=valid)
+    return valid
 
 
-async def require_operator(
-    request: Request, settings: Annotated[Settings, Depends(get_app_settings)]
-) -> None:
+async def require_operator(request: Request) -> None:
     """The operations pages: a browser without the cookie is sent to the login form, others get 401."""
-    if is_operator(request.headers.get("authorization"), request.cookies.get(OPS_COOKIE), settings):
+    if await is_operator(
+        request.app.state,
+        _address(request),
+        request.headers.get("authorization"),
+        request.cookies.get(OPS_COOKIE),
+    ):
         return
     if "text/html" in request.headers.get("accept", "") and request.method == "GET":
         raise HTTPException(303, "log in first", headers={"Location": f"/ops/login?next={request.url.path}"})
@@ -125,10 +202,11 @@ async def require_operator(
 
 
 async def require_metrics(
+    request: Request,
     settings: Annotated[Settings, Depends(get_app_settings)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    if not (_matches(credentials, settings.metrics_token) or _matches(credentials, settings.admin_token)):
+    if not await _checked(request, credentials, settings.metrics_token, settings.admin_token):
         raise _unauthorized("metrics")
 
 
@@ -148,11 +226,17 @@ class Caller:
         return self.storefront or self.shopper == user_id
 
 
-def storefront_caller(
-    authorization: str | None, shopper_token: str | None, settings: Settings, *, now: float
+async def storefront_caller(
+    state: State, address: str | None, authorization: str | None, shopper_token: str | None, *, now: float
 ) -> Caller:
-    """The storefront token (`Authorization: Bearer`) or a valid shopper token, checked in constant time."""
-    if _same(_bearer_token(authorization), settings.storefront_token):
+    """The storefront token (`Authorization: Bearer`, `judge`d: raises `LockedOut`) or a valid shopper
+    token, checked in constant time. A shopper token is a signature with an expiry: an expired one is a
+    returning browser, not a guess, and is not counted."""
+    settings: Settings = state.settings
+    token = _bearer_token(authorization)
+    valid = _same(token, settings.storefront_token)
+    await judge(state, address, token, valid=valid)
+    if valid:
         return Caller(True, None)
     if shopper_token and settings.shopper_token_secret is not None:
         secret = settings.shopper_token_secret.get_secret_value()

@@ -32,4 +32,10 @@ RATE_LIMITED = Counter(
     "Event requests refused with 429: a browser over events_browser_requests_per_minute",
     registry=REGISTRY,
 )
+AUTH_REFUSED = Counter(
+    "carousel_auth_refused_total",
+    "Tokens refused: wrong_token (401), or locked_out (429, the address is past auth_failures_per_minute)",
+    ["reason"],
+    registry=REGISTRY,
+)
 BREAKER_OPEN = Gauge("carousel_breaker_open", "1 while the Redis circuit breaker is open", registry=REGISTRY)

@@ -37,7 +37,7 @@ from carousel.rules.erasure import erasure_digest
 from carousel.rules.holdout import assign_variant
 from configs.settings import Settings
 from serving import audiences, realtime
-from serving.auth import SHOPPER_TOKEN_HEADER, Caller, storefront_caller
+from serving.auth import SHOPPER_TOKEN_HEADER, Caller, LockedOut, storefront_caller
 from serving.catalog import EVENTS_WAIT_S
 from serving.deps import SettingsDep
 from serving.inputs import CONTEXT_PATTERN, ID_PATTERN
@@ -215,16 +215,22 @@ class _CappedBodyRoute(APIRoute):
 
 
 async def _limited(request: Request) -> Response | None:
-    """A 429 for a browser over its rate (`serving.ratelimit`), before its events are validated and
-    recorded; else None, the caller kept on the request for the handler. A request counts once for each
+    """A 429 for a browser over its rate (`serving.ratelimit`), or for an address locked out for its wrong
+    tokens, before its events are validated and recorded; else None, the caller kept on the request for
+    the handler. A request counts once for each
     session it names: a browser posts its own visit, and one body must not open hundreds of them."""
     settings = request.app.state.settings
-    caller = storefront_caller(
-        request.headers.get("authorization"),
-        request.headers.get(SHOPPER_TOKEN_HEADER),
-        settings,
-        now=datetime.now(UTC).timestamp(),
-    )
+    address = request.client.host if request.client else None
+    try:
+        caller = await storefront_caller(
+            request.app.state,
+            address,
+            request.headers.get("authorization"),
+            request.headers.get(SHOPPER_TOKEN_HEADER),
+            now=datetime.now(UTC).timestamp(),
+        )
+    except LockedOut as locked:
+        return locked.response()
     request.state.caller = caller
     limit: BrowserLimit | None = request.app.state.browser_limit
     if caller.storefront or limit is None:
@@ -242,9 +248,7 @@ async def _limited(request: Request) -> Response | None:
             ]
         )
     try:
-        wait_s = await limit.retry_after(
-            request.client.host if request.client else None, cost=max(1, sessions)
-        )
+        wait_s = await limit.retry_after(address, cost=max(1, sessions))
     except (RedisError, OSError):
         # Redis unreachable: the events cannot be recorded either, and the handler answers 503 for that.
         return None

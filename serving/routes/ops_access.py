@@ -16,7 +16,7 @@ from starlette.datastructures import Headers
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from serving.auth import OPS_COOKIE, OperatorDep, is_operator, ops_cookie_value
+from serving.auth import OPS_COOKIE, LockedOut, OperatorDep, is_operator, ops_cookie_value
 from serving.deps import SettingsDep
 from serving.responses import error_response, json_response
 
@@ -49,7 +49,17 @@ async def login(request: Request, settings: SettingsDep) -> Response:
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     token = (form.get("token") or [""])[0]
     target = _safe_next((form.get("next") or [""])[0])
-    if not is_operator(f"Bearer {token}", None, settings):
+    address = request.client.host if request.client else None
+    try:
+        valid = bool(token) and await is_operator(request.app.state, address, f"Bearer {token}", None)
+    except LockedOut as locked:
+        problem = (
+            f'<p class="bad">Too many wrong tokens from this address: try again in {locked.wait_s}s.</p>'
+        )
+        page = HTMLResponse(_LOGIN.format(problem=problem, next=html.escape(target)), status_code=429)
+        page.headers["Retry-After"] = str(locked.wait_s)
+        return page
+    if not valid:
         problem = '<p class="bad">That is not the admin token.</p>'
         return HTMLResponse(_LOGIN.format(problem=problem, next=html.escape(target)), status_code=401)
     response = RedirectResponse(target, status_code=303)
@@ -90,17 +100,30 @@ async def redoc() -> HTMLResponse:
 class OperatorOnly:
     """An ASGI app (a static mount) opened only to operators, with the rule of `is_operator`."""
 
-    def __init__(self, app: ASGIApp, settings: Any) -> None:
-        self.app, self.settings = app, settings
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = Headers(scope=scope)
-        cookie = cookie_parser(headers.get("cookie", "")).get(OPS_COOKIE)
-        if scope["type"] == "http" and not is_operator(headers.get("authorization"), cookie, self.settings):
-            if "text/html" in headers.get("accept", ""):
-                redirect = RedirectResponse(f"/ops/login?next={scope['path']}", status_code=303)
-                await redirect(scope, receive, send)
-                return
-            await error_response(401, "a valid admin bearer token is required")(scope, receive, send)
+        if scope["type"] == "http" and not await self._operator(scope, receive, send):
             return
         await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _operator(scope: Scope, receive: Receive, send: Send) -> bool:
+        """Whether the request may go on; else its refusal has been sent."""
+        headers = Headers(scope=scope)
+        cookie = cookie_parser(headers.get("cookie", "")).get(OPS_COOKIE)
+        client = scope.get("client")
+        try:
+            if await is_operator(
+                scope["app"].state, client[0] if client else None, headers.get("authorization"), cookie
+            ):
+                return True
+        except LockedOut as locked:
+            await locked.response()(scope, receive, send)
+            return False
+        if "text/html" in headers.get("accept", ""):
+            await RedirectResponse(f"/ops/login?next={scope['path']}", status_code=303)(scope, receive, send)
+        else:
+            await error_response(401, "a valid admin bearer token is required")(scope, receive, send)
+        return False

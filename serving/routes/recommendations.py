@@ -39,7 +39,7 @@ from carousel.rules.sessions import (
     session_list,
 )
 from serving import metrics, realtime
-from serving.auth import SHOPPER_TOKEN_HEADER, storefront_caller
+from serving.auth import SHOPPER_TOKEN_HEADER, LockedOut, storefront_caller
 from serving.catalog import Catalog
 from serving.inputs import CONTEXT_PATTERN, ID_PATTERN
 from serving.overlay import EMPTY_TRIGGERS, apply_overlay, triggers
@@ -117,7 +117,8 @@ ROUTE = "/v1/recommendations"
 @router.get("/recommendations", openapi_extra={"parameters": _parameters(RecommendationQuery)})
 async def recommendations(request: Request) -> Response:
     """The ranked list for one shopper or anonymous visitor, every item with a reason."""
-    return await respond(request.app.state, request.query_params, request.headers)
+    client = request.client.host if request.client else None
+    return await respond(request.app.state, request.query_params, request.headers, client)
 
 
 async def answer(state: State, scope: Scope, receive: Receive, send: Send) -> None:
@@ -127,7 +128,10 @@ async def answer(state: State, scope: Scope, receive: Receive, send: Send) -> No
     the router. An unexpected exception gets a 500 and goes on to the server's log, as Starlette's
     server-error middleware would do."""
     try:
-        response = await respond(state, QueryParams(scope["query_string"]), Headers(scope=scope))
+        client = scope.get("client")
+        response = await respond(
+            state, QueryParams(scope["query_string"]), Headers(scope=scope), client[0] if client else None
+        )
     except RequestValidationError as exc:
         response = validation_error_response(exc)
     except Exception:
@@ -136,15 +140,22 @@ async def answer(state: State, scope: Scope, receive: Receive, send: Send) -> No
     await response(scope, receive, send)
 
 
-async def respond(state: State, params: Mapping[str, str], headers: Mapping[str, str]) -> Response:
-    """The route's answer from the app's state, the query string (parsed, not yet validated) and the
-    request's headers."""
+async def respond(
+    state: State, params: Mapping[str, str], headers: Mapping[str, str], client: str | None
+) -> Response:
+    """The route's answer from the app's state, the query string (parsed, not yet validated), the
+    request's headers and the client's address."""
     started = time.perf_counter()
     query = _validated(params)
     settings, store = state.settings, state.store
     if query.user_id:
         token = query.shopper_token or headers.get(SHOPPER_TOKEN_HEADER)
-        caller = storefront_caller(headers.get("authorization"), token, settings, now=time.time())
+        try:
+            caller = await storefront_caller(
+                state, client, headers.get("authorization"), token, now=time.time()
+            )
+        except LockedOut as locked:
+            return locked.response()
         if not caller.speaks_for(query.user_id):
             # Nobody may read a shopper's list (and, through its reasons, their history) without the
             # storefront token or that shopper's token: the request is served as an anonymous one.

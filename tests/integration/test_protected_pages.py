@@ -1,15 +1,19 @@
-"""The operations pages, the API docs and the metrics are closed to strangers (issue 19, point 4), and the
-demo storefront with its shopper list exists only in the demo; through HTTP against a real Redis."""
+"""The operations pages, the API docs and the metrics are closed to strangers (issue 19, point 4), an
+address that guesses tokens is locked out, and the demo storefront with its shopper list exists only in
+the demo; through HTTP against a real Redis."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from http_server import served
 from pydantic import SecretStr
 from storefront_auth import STOREFRONT
 
+from carousel.cache import keys as layout
 from configs.settings import Settings
 from serving.app import create_app
 
@@ -84,3 +88,68 @@ def test_the_demo_storefront_exists_in_the_demo_only(settings: Settings) -> None
     with TestClient(create_app(settings.model_copy(update={"demo": True})), headers=STOREFRONT) as client:
         assert client.get("/shop").status_code == 200
         assert client.get("/shop/api/shoppers").status_code == 200
+
+
+@pytest.mark.parametrize("redis_kind", ["single", "cluster"], indirect=True)
+def test_an_address_that_guesses_tokens_is_locked_out_the_right_token_too(
+    settings: Settings, redis_client: Any
+) -> None:
+    """Past `auth_failures_per_minute` wrong tokens from one client address (the address the trusted proxy
+    forwards), counted in Redis on a single Redis and on a Redis Cluster, every token that address
+    presents gets 429 with Retry-After on every route that judges one (admin, marketing, metrics, the
+    login form, the storefront's reads and events), the right ones too; the ops cookie still opens the
+    pages, a request without a token still gets its 401, and other addresses go on. Another role's
+    token sent to the wrong route is a caller's mistake, not a guess, and locks nobody out."""
+    import httpx
+
+    from serving.metrics import AUTH_REFUSED
+
+    guarded = settings.model_copy(update={"auth_failures_per_minute": 3})
+    guesser, shop_guesser, neighbour, shop_servers = (
+        {"X-Forwarded-For": f"198.51.100.{k}"} for k in (7, 8, 9, 10)
+    )
+    wrong = {"Authorization": "Bearer guess-guess-guess-guess"}
+    locked_before = AUTH_REFUSED.labels(reason="locked_out")._value.get()
+    with (
+        served(create_app(guarded)) as base_url,
+        httpx.Client(base_url=base_url, timeout=10, follow_redirects=False) as http,
+    ):
+        login = http.post("/ops/login", data={"token": TOKEN}, headers=guesser)
+        assert login.status_code == 303
+        cookie = {"Cookie": f"carousel_ops={login.cookies['carousel_ops']}"}
+        http.cookies.clear()
+
+        assert [http.get("/ops", headers={**guesser, **wrong}).status_code for _ in range(3)] == [401] * 3
+        over = http.get("/v1/audiences/cart_abandoners", headers={**guesser, **wrong})
+        assert over.status_code == 429 and "too many wrong tokens" in over.json()["error"]
+        assert 1 <= int(over.headers["Retry-After"]) <= 60
+        for path in ("/ops", "/metrics", "/ops/quality/r1/index.html"):
+            assert http.get(path, headers={**guesser, **ADMIN}).status_code == 429, path
+        erase = http.delete("/v1/users/u1", headers={**guesser, **ADMIN})
+        assert erase.status_code == 429
+        form = http.post("/ops/login", data={"token": TOKEN}, headers=guesser)
+        assert form.status_code == 429 and "try again in" in form.text and "carousel_ops" not in form.cookies
+        assert http.get("/ops", headers={**guesser, **cookie}).status_code == 200
+        assert http.get("/ops", headers=guesser).status_code == 401
+        assert http.get("/ops", headers={**neighbour, **ADMIN}).status_code == 200
+
+        # The storefront's routes judge the storefront token the same way, the recommendations' fast path
+        # included.
+        recommendations = "/v1/recommendations?user_id=u1"
+        for _ in range(3):
+            assert http.get(recommendations, headers={**shop_guesser, **wrong}).status_code != 429
+        assert http.get(recommendations, headers={**shop_guesser, **wrong}).status_code == 429
+        assert http.get(recommendations, headers={**shop_guesser, **STOREFRONT}).status_code == 429
+        view = {"events": [{"session_id": "s1", "item_id": "i1", "event_type": "view", "price": 1.0}]}
+        posted = http.post("/v1/events", json=view, headers={**shop_guesser, **STOREFRONT})
+        assert posted.status_code == 429 and "Retry-After" in posted.headers
+
+        # The store's servers sending their own token to an admin route: 401s, never a lockout.
+        assert [http.get("/ops", headers={**shop_servers, **STOREFRONT}).status_code for _ in range(6)] == [
+            401
+        ] * 6
+        assert http.get("/ops", headers={**shop_servers, **ADMIN}).status_code == 200
+        assert http.post("/v1/events", json=view, headers={**shop_servers, **STOREFRONT}).status_code == 202
+    assert redis_client.xlen(layout.EVENTS_STREAM) == 1
+    # Six refusals to the guesser, three to the storefront guesser.
+    assert AUTH_REFUSED.labels(reason="locked_out")._value.get() == locked_before + 9

@@ -254,3 +254,42 @@ def test_a_browsers_request_counts_once_per_session_it_names(settings: Settings,
         served = browser.post("/v1/events", json=visits(*"abcdefgh"), headers=STOREFRONT)
         assert served.status_code == 202
     assert redis_client.xlen(layout.EVENTS_STREAM) == 4 + 8
+
+
+@pytest.mark.parametrize("redis_kind", ["single", "cluster"], indirect=True)
+def test_wrong_tokens_lock_one_address_for_at_most_the_window_and_the_lock_table_stays_bounded(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`FailedCredentials` against the real Redis: the failure over the limit locks that address (its
+    IPv6 /64) and no other for at most a minute, and a worker remembers a bounded number of locks."""
+    from carousel.cache.client import async_client
+    from serving import ratelimit
+
+    async def run() -> None:
+        client = async_client(settings)
+        guard = ratelimit.failed_credentials(
+            settings.model_copy(update={"auth_failures_per_minute": 2}), client
+        )
+        assert guard is not None
+        try:
+            assert [await guard.failed("198.51.100.7") for _ in range(2)] == [None, None]
+            assert guard.locked("198.51.100.7") is None
+            wait_s = await guard.failed("198.51.100.7")
+            assert wait_s is not None and 1 <= wait_s <= 60
+            assert guard.locked("198.51.100.7") == wait_s
+            assert guard.locked("198.51.100.8") is None
+            for _ in range(3):
+                await guard.failed("2001:db8:1:2::1")
+            assert guard.locked("2001:db8:1:2:aaaa::9") is not None
+
+            monkeypatch.setattr(ratelimit, "_LOCKS_KEPT", 3)
+            for k in range(10):
+                for _ in range(3):
+                    await guard.failed(f"203.0.113.{k}")
+            assert guard.locked("203.0.113.9") is not None and guard.locked("203.0.113.0") is None
+            assert sum(guard.locked(f"203.0.113.{k}") is not None for k in range(10)) == 3
+        finally:
+            await guard.aclose()
+            await client.aclose()
+
+    asyncio.run(run())

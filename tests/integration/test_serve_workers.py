@@ -185,18 +185,22 @@ def test_every_worker_counts_a_browser_against_one_limit_by_the_address_its_prox
 ) -> None:
     """`carousel serve --workers 2` with `events_browser_requests_per_minute` 4: eight browser requests
     from one forwarded address, each on a new connection (the kernel spreads them over the workers), get
-    four 202s and four 429s, and another address is still taken. With `forwarded_allow_ips` naming
-    another proxy, X-Forwarded-For is not believed: every client is the proxy, and shares its limit."""
+    four 202s and four 429s, and another address is still taken; with `auth_failures_per_minute` 4, eight
+    wrong admin tokens from one address get four 401s and four 429s alike. With `forwarded_allow_ips`
+    naming another proxy, X-Forwarded-For is not believed: every client is the proxy, and shares its limit."""
     event = {"session_id": "s1", "item_id": "i1", "event_type": "view", "price": 1.0}
+    guess = {"Authorization": "Bearer guess-guess-guess-guess"}
 
-    def statuses(url: str, address: str, times: int) -> list[int]:
+    def statuses(url: str, address: str, times: int, *, guessing: bool = False) -> list[int]:
         answers = []
         for _ in range(times):
             # A client of its own per request: a new connection, which either worker may get.
             with httpx.Client(base_url=url, timeout=10) as client:
-                answer = client.post(
-                    "/v1/events", json={"events": [event]}, headers={"X-Forwarded-For": address}
-                )
+                forwarded = {"X-Forwarded-For": address}
+                if guessing:
+                    answer = client.get("/ops", headers={**forwarded, **guess})
+                else:
+                    answer = client.post("/v1/events", json={"events": [event]}, headers=forwarded)
                 answers.append(answer.status_code)
         return sorted(answers)
 
@@ -206,6 +210,7 @@ def test_every_worker_counts_a_browser_against_one_limit_by_the_address_its_prox
         env = {
             **_env(store_env),
             "CAROUSEL_EVENTS_BROWSER_REQUESTS_PER_MINUTE": "4",
+            "CAROUSEL_AUTH_FAILURES_PER_MINUTE": "4",
             "CAROUSEL_FORWARDED_ALLOW_IPS": proxies,
         }
         server = _serve(port, env, tmp_path / f"api-{port}.log")
@@ -214,6 +219,8 @@ def test_every_worker_counts_a_browser_against_one_limit_by_the_address_its_prox
             _wait_listening(server, port)
             assert statuses(url, f"198.51.100.{port % 200}", 8) == [202] * 4 + [429] * 4
             assert statuses(url, f"203.0.113.{port % 200}", 1) == [neighbour_status]
+            if neighbour_status == 202:
+                assert statuses(url, f"192.0.2.{port % 200}", 8, guessing=True) == [401] * 4 + [429] * 4
         finally:
             server.terminate()
             server.wait(timeout=60)

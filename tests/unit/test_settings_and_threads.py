@@ -114,7 +114,8 @@ def test_trusted_proxies_uvicorn_would_ignore_are_refused_by_name(proxies: str, 
     assert repr(named) in str(refused.value) or not named
 
 
-def test_the_browsers_event_rate_is_bounded_and_zero_turns_it_off() -> None:
-    assert Settings(events_browser_requests_per_minute=0).events_browser_requests_per_minute == 0
-    with pytest.raises(ValidationError, match="events_browser_requests_per_minute"):
-        Settings(events_browser_requests_per_minute=-1)
+@pytest.mark.parametrize("name", ["events_browser_requests_per_minute", "auth_failures_per_minute"])
+def test_the_per_address_limits_are_bounded_and_zero_turns_them_off(name: str) -> None:
+    assert getattr(Settings(**{name: 0}), name) == 0
+    with pytest.raises(ValidationError, match=name):
+        Settings(**{name: -1})
