@@ -79,7 +79,11 @@ class _PerMinute:
         if await self._limiter.hit(self._item, self._namespace, key, cost=cost):
             return None
         stats = await self._limiter.get_window_stats(self._item, self._namespace, key)
-        return stats.reset_time
+        now = time.time()
+        # `limits` estimates the reset as a window's time left modulo its period: a window whose time
+        # left is read as exactly the period (a key set in the same millisecond) gives "now", which would
+        # tell a client over its limit to retry in a second. Its real reset is a whole period away.
+        return stats.reset_time if stats.reset_time > now else now + self._item.get_expiry()
 
     async def aclose(self) -> None:
         """Close the cluster client the storage made for itself (a single Redis's is the caller's pool)."""
