@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import pandas as pd
@@ -14,10 +13,6 @@ from pyspark.sql import functions as F
 from jobs.features import transforms
 from jobs.features.frames import POP_WINDOWS, SHOPPER_FRAMES, FeatureSet, sorted_frame
 from jobs.features.signals import CoocParams
-
-# Feature frames collected at once: enough to keep a local machine's cores and the driver busy; Spark
-# queues the jobs' tasks, so more would only hold more collected rows in the driver at the same time.
-COLLECT_JOBS = 3
 
 
 def shopper_pairs(events: DataFrame, as_of: datetime, cooc: CoocParams) -> DataFrame:
@@ -67,42 +62,29 @@ def collect_feature_set(
     """Every feature frame as of `as_of`. With `shoppers` (a frame of user_id), the shopper-level frames
     cover only them; item-level frames always cover every event. Without `baskets` the session baskets
     are skipped (a run scoring with a stored model takes the item-item similarity from it). With `only`,
-    the other shopper-level frames are left empty (fitting the model's parts needs three of the five).
-
-    The frames are collected as concurrent Spark jobs: each is a few small stages whose tasks leave
-    cores idle, and its rows are converted and sorted on the driver while the next job runs."""
+    the other shopper-level frames are left empty (fitting the model's parts needs three of the five)."""
     cooc = cooc or CoocParams()
     # The given shoppers' events are read by several feature frames: kept once, they are a small share.
     own = events if shoppers is None else events.join(F.broadcast(shoppers), "user_id").cache()
-    # Four frames read the pairs: kept once, they are aggregated once (a job that finds a partition being
-    # cached by another waits for it).
+    basket_frame = (
+        transforms.session_baskets(events, as_of, cooc.basket_half_life).toPandas()
+        if baskets
+        else pd.DataFrame(columns=["session_id", "item_id", "weight"])
+    )
+    # Four frames read the pairs: kept once, they are aggregated once.
     pairs = shopper_pairs(own, as_of, cooc).cache()
-    with ThreadPoolExecutor(max_workers=COLLECT_JOBS, thread_name_prefix="collect") as pool:
-        basket_job = (
-            pool.submit(
-                lambda: sorted_frame(
-                    transforms.session_baskets(events, as_of, cooc.basket_half_life).toPandas(),
-                    ["session_id", "item_id"],
-                )
-            )
-            if baskets
-            else None
-        )
-        item_job = pool.submit(item_frame, events, items, as_of)
-        frame_jobs = {
-            name: pool.submit(
-                lambda frame, keys: sorted_frame(frame.toPandas(), keys), frame, SHOPPER_FRAMES[name]
-            )
-            if only is None or name in only
-            else pool.submit(lambda frame: frame.limit(0).toPandas(), frame)
-            for name, frame in shopper_frames(own, items, pairs, as_of).items()
-        }
-        feature_set = FeatureSet.of(
-            pd.Timestamp(as_of),
-            item_job.result(),
-            {name: job.result() for name, job in frame_jobs.items()},
-            baskets=basket_job.result() if basket_job is not None else None,
-        )
+    frames = {
+        name: sorted_frame(frame.toPandas(), SHOPPER_FRAMES[name])
+        if only is None or name in only
+        else frame.limit(0).toPandas()
+        for name, frame in shopper_frames(own, items, pairs, as_of).items()
+    }
+    feature_set = FeatureSet.of(
+        pd.Timestamp(as_of),
+        item_frame(events, items, as_of),
+        frames,
+        baskets=sorted_frame(basket_frame, ["session_id", "item_id"]),
+    )
     pairs.unpersist()
     if shoppers is not None:
         own.unpersist()
