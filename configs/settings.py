@@ -129,6 +129,7 @@ class Settings(BaseSettings):
     realtime_views_max: int = Field(ge=1, le=1_000)
     realtime_purchases_max: int = Field(ge=1, le=1_000)
     realtime_cart_max: int = Field(ge=1, le=1_000)
+    realtime_sessions_max: int = Field(ge=1, le=100_000)
     session_window_s: int = Field(ge=60, le=7 * 86_400)
     events_stream_maxlen: int = Field(ge=10_000)
     drain_batch_size: int = Field(ge=1, le=1_000_000)

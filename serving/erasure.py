@@ -19,12 +19,11 @@ from carousel.cache.keys import (
     LINKS_STREAM,
     REJECTED_STREAM,
     consent_key,
-    session_state_keys,
     shopper_state_keys,
     user_key,
 )
 from carousel.rules.erasure import erasure_digest
-from serving import audiences
+from serving import audiences, realtime
 
 _STREAM_CHUNK = 1_000
 
@@ -41,8 +40,7 @@ async def erase_shopper(client: AsyncRedis, user_id: str, *, salt: str) -> dict[
         await client.sadd(ERASED_SESSIONS_KEY, *(erasure_digest(text(s), salt) for s in sessions))
     deleted = int(await client.delete(user_key(user_id), consent_key(user_id)))
     deleted += int(await client.delete(*keys.all))
-    for session in sessions:  # each session's keys live in their own hash slot
-        deleted += int(await client.delete(*session_state_keys(text(session)).all))
+    deleted += await realtime.forget_sessions(client, sessions)
     await audiences.drop_shopper(client, user_id)
     events = 0
     for stream in (EVENTS_STREAM, REJECTED_STREAM, LINKS_STREAM):

@@ -12,7 +12,8 @@ A *subject* is a signed-in shopper (`{u:<user_id>}`) or, for an anonymous visito
     carousel:rt:{u:<user_id>}:views       zset item -> time of its latest view (newest N kept)
     carousel:rt:{u:<user_id>}:interest    hash category -> summed weight (view 1, add to cart 3, purchase 5)
     carousel:rt:{u:<user_id>}:sessions    zset session_id -> last seen: the sessions a signed-in shopper's
-                                          events came from, so erasure also finds their anonymous state
+                                          events came from, so erasure also finds their anonymous state;
+                                          the newest N kept, an older one's keys deleted as it goes
     carousel:rt:{s:<session_id>}:...      the same keys (without :sessions) for an anonymous visitor
     carousel:rt:{s:<session_id>}:owner    the shopper who signed in on the session (see below)
 
@@ -92,6 +93,7 @@ class RealtimeConfig:
     views_max: int
     purchases_max: int
     cart_max: int
+    sessions_max: int
     stream_maxlen: int
 
     @classmethod
@@ -103,6 +105,7 @@ class RealtimeConfig:
             views_max=settings.realtime_views_max,
             purchases_max=settings.realtime_purchases_max,
             cart_max=settings.realtime_cart_max,
+            sessions_max=settings.realtime_sessions_max,
             stream_maxlen=settings.events_stream_maxlen,
         )
 
@@ -165,7 +168,7 @@ async def record_events(
                 event.session_id if user_id else "",
             ]
         state.eval(RECORD_EVENTS, len(keys.all), *keys.all, *args)
-    await state.execute()
+    await forget_sessions(client, [session for dropped in await state.execute() for session in dropped])
     # One transaction on one key: a request's events enter the stream all together or not at all.
     variants: dict[str, str] = {}
     stream = client.pipeline(transaction=True)
@@ -242,11 +245,27 @@ async def stitch_sessions(
         cart, purchases, views, interest = await read.execute()
         args = _state_as_events(session_id, _scores(cart), _scores(purchases), _scores(views), interest, now)
         user = shopper_state_keys(user_id)
-        await client.eval(RECORD_EVENTS, len(user.all), *user.all, *_record_args(config), *args)
+        await forget_sessions(
+            client, await client.eval(RECORD_EVENTS, len(user.all), *user.all, *_record_args(config), *args)
+        )
         await client.delete(session.cart, session.purchases, session.views, session.interest)
         link: dict[Any, Any] = {"session_id": session_id, "user_id": user_id, "ts": repr(now)}
         await client.xadd(LINKS_STREAM, link, maxlen=config.stream_maxlen, approximate=True)
     return len(claimed)
+
+
+async def forget_sessions(client: AsyncRedis, sessions: Iterable[bytes | str]) -> int:
+    """Delete every key of these sessions, their owner claim included (a shopper's sessions dropped from
+    their list by its count, or an erased shopper's): once a session is off the shopper's list, nothing
+    else leads an erasure to it. Each session's keys share a hash slot of their own: one DEL each, sent
+    together. Returns how many keys went."""
+    doomed = [session_state_keys(text(session)).all for session in sessions]
+    if not doomed:
+        return 0  # the usual case: no pipeline for it
+    pipe = client.pipeline(transaction=False)
+    for keys in doomed:
+        pipe.delete(*keys)
+    return sum(int(n) for n in await pipe.execute())
 
 
 def _state_as_events(
@@ -281,6 +300,7 @@ def _record_args(config: RealtimeConfig) -> list[str | int | float]:
         config.purchases_max,
         CART_TOMBSTONE_S,
         config.cart_max,
+        config.sessions_max,
     ]
 
 

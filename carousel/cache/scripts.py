@@ -110,21 +110,21 @@ return removed
 
 # Applies one subject's events (in time order) to its keys; one script so the cart's compare-and-set is
 # atomic. KEYS: cart, purchases, views, interest, sessions. ARGV: cart_ttl, purchases_ttl, views_ttl,
-# views_max, purchases_max, tombstone_s, cart_max, then per event: event_type, item_id, ts, category or
-# '', interest weight, session_id to remember or ''.
+# views_max, purchases_max, tombstone_s, cart_max, sessions_max, then per event: event_type, item_id, ts,
+# category or '', interest weight, session_id to remember or ''. Returns the sessions dropped from
+# `sessions` by its count (the caller deletes their keys, which live in other hash slots).
 RECORD_EVENTS = """
 local cart, purchases, views, interest, sessions = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local cart_ttl, purchases_ttl, views_ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local views_max, purchases_max, tombstone_s = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local cart_max = tonumber(ARGV[7])
+local cart_max, sessions_max = tonumber(ARGV[7]), tonumber(ARGV[8])
 local function set_cart(item, signed)
   local current = redis.call('ZSCORE', cart, item)
   if current and math.abs(tonumber(current)) > math.abs(signed) then return end
   redis.call('ZADD', cart, signed, item)
 end
 local latest = nil
-local applied = 0
-for i = 8, #ARGV, 6 do
+for i = 9, #ARGV, 6 do
   local kind, item, ts = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   if latest == nil or ts > latest then latest = ts end
   if kind == 'view' then
@@ -141,9 +141,8 @@ for i = 8, #ARGV, 6 do
     redis.call('HINCRBYFLOAT', interest, ARGV[i + 3], ARGV[i + 4])
   end
   if ARGV[i + 5] ~= '' then redis.call('ZADD', sessions, 'GT', ts, ARGV[i + 5]) end
-  applied = applied + 1
 end
-if latest == nil then return 0 end
+if latest == nil then return {} end
 local function before(t) return '(' .. string.format('%.6f', t) end
 redis.call('ZREMRANGEBYSCORE', cart, '(0', before(latest - cart_ttl))
 redis.call('ZREMRANGEBYSCORE', cart, string.format('(%.6f', tombstone_s - latest), '(0')
@@ -159,12 +158,14 @@ redis.call('ZREMRANGEBYRANK', views, 0, -views_max - 1)
 redis.call('ZREMRANGEBYSCORE', purchases, '-inf', before(latest - purchases_ttl))
 redis.call('ZREMRANGEBYRANK', purchases, 0, -purchases_max - 1)
 redis.call('ZREMRANGEBYSCORE', sessions, '-inf', before(latest - purchases_ttl))
+local dropped_sessions = redis.call('ZRANGE', sessions, 0, -sessions_max - 1)
+if #dropped_sessions > 0 then redis.call('ZREMRANGEBYRANK', sessions, 0, -sessions_max - 1) end
 redis.call('EXPIRE', cart, cart_ttl)
 redis.call('EXPIRE', views, views_ttl)
 redis.call('EXPIRE', interest, views_ttl)
 redis.call('EXPIRE', purchases, purchases_ttl)
 redis.call('EXPIRE', sessions, purchases_ttl)
-return applied
+return dropped_sessions
 """
 
 

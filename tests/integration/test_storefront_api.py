@@ -220,6 +220,34 @@ def test_after_erasure_no_key_or_member_names_the_shopper(
     assert _get(client, user_id=user)["source"] == "global"
 
 
+def test_a_shopper_keeps_their_newest_sessions_and_an_older_ones_keys_go_with_it(
+    settings: Settings, redis_client: Any
+) -> None:
+    """Session ids come from clients: a shopper's list of sessions keeps the newest
+    `realtime_sessions_max`, and a session that leaves it takes its keys with it, its owner claim (which
+    names the shopper) included, since nothing else would lead an erasure there. Erasing the shopper
+    then leaves no key naming them."""
+    user = "shopper-many-devices"
+    kept = settings.model_copy(update={"realtime_sessions_max": 3})
+    start = datetime.now(UTC).timestamp() - 600
+    with TestClient(create_app(kept), headers=STOREFRONT) as client:
+        for k in range(5):
+            guest = {"session_id": f"device-{k}", "item_id": ITEMS[k], "event_type": "view", "price": 1.0}
+            signed_in = {**guest, "user_id": user, "item_id": ITEMS[10 + k], "ts": start + 10 * k + 1}
+            for event in ({**guest, "ts": start + 10 * k}, signed_in):
+                assert client.post("/v1/events", json={"events": [event]}).status_code == 202
+        sessions = redis_client.zrange(f"carousel:rt:{{u:{user}}}:sessions", 0, -1)
+        assert sessions == [b"device-2", b"device-3", b"device-4"]
+        owners = [redis_client.get(f"carousel:rt:{{s:device-{k}}}:owner") for k in range(5)]
+        assert owners == [None, None, *[user.encode()] * 3]
+        assert not any("device-0" in key or "device-1" in key for key in _names(redis_client, user))
+        # A guest event of a dropped session stays the session's, and names nobody.
+        late = {"session_id": "device-0", "item_id": ITEMS[20], "event_type": "view", "price": 1.0}
+        assert client.post("/v1/events", json={"events": [late]}).status_code == 202
+        assert client.delete(f"/v1/users/{user}", headers=ADMIN).status_code == 200
+    assert _names(redis_client, user) == []
+
+
 def _names(client: Any, user: str) -> list[str]:
     """Every key whose name, field, member or value mentions the shopper (a full SCAN of the db)."""
     token = user.encode()
