@@ -230,6 +230,10 @@ class EvalContext:
     notes:
         What a model says about itself for the report (``report["models"][name]``): the ranker's
         out-of-sample figures and the scorer its guard chose per activity band.
+    asked:
+        Every shopper the tasks will ask for on this context (set by `score_models`), so that a model
+        that makes everyone's lists at once (the ranker) makes only theirs. Who is asked says nothing
+        about what they did after the cutoff that the calls' ``users`` do not say already.
     """
 
     history: pd.DataFrame
@@ -239,6 +243,7 @@ class EvalContext:
     tuned: dict[str, Any] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
+    asked: np.ndarray | None = None
 
     def params(self, model: str, exclude_bought: bool) -> dict[str, Any]:
         """The tuned parameters of ``model`` for the task that ``exclude_bought`` stands for ({} if none)."""
@@ -575,6 +580,7 @@ def score_models(
     timings: dict[str, float] | None = None,
 ) -> dict[str, dict[str, tuple[dict[str, float | int], pd.DataFrame]]]:
     """Ask every model for lists in both tasks and score them (used for validation and for the test).
+    Sets ``ctx.asked`` to the shoppers of both tasks first.
 
     Parameters
     ----------
@@ -597,6 +603,7 @@ def score_models(
         ``{task: {model: (summary, per_user)}}`` as in `evaluate_lists`.
     """
     catalog = catalog_items(ctx)
+    ctx.asked = pd.unique(np.concatenate([targets[task]["user_id"].to_numpy(dtype=object) for task in TASKS]))
     out: dict[str, dict[str, tuple[dict[str, float | int], pd.DataFrame]]] = {task: {} for task in TASKS}
     for name, recommend in models.items():
         spent = 0.0

@@ -19,8 +19,8 @@ from jobs.ranking.lists import top_lists
 from jobs.ranking.model import ModelParams
 from jobs.ranking.training import RankedCandidates, rank_candidates
 
-# Where the trained and scored candidates are kept on the context: one training and scoring of every
-# known shopper serves both tasks (they ask for different shoppers).
+# Where the trained and scored candidates are kept on the context: one training, and one scoring of
+# every shopper either task asks for (`EvalContext.asked`), serves both tasks.
 _CACHE_KEY = "ranker:ranked"
 
 
@@ -40,7 +40,7 @@ def evaluation_ranker(ctx: EvalContext, users: np.ndarray, k: int, exclude_bough
     the cutoff are left out (the `new_items` task).
     """
     if _CACHE_KEY not in ctx.cache:
-        ctx.cache[_CACHE_KEY] = _rank_everyone(ctx)
+        ctx.cache[_CACHE_KEY] = _rank_asked(ctx)
     ranked: RankedCandidates = ctx.cache[_CACHE_KEY]
     guard = ranked.trained.guard
     ctx.notes["ranker"] = {
@@ -68,8 +68,8 @@ def evaluation_ranker(ctx: EvalContext, users: np.ndarray, k: int, exclude_bough
     return lists[["user_id", "item_id", "rank"]].reset_index(drop=True)
 
 
-def _rank_everyone(ctx: EvalContext) -> RankedCandidates:
-    """Train on the history and score every known shopper at the cutoff, as the pipeline does."""
+def _rank_asked(ctx: EvalContext) -> RankedCandidates:
+    """Train on the history as the pipeline does, and score the shoppers the tasks ask for at the cutoff."""
     settings = get_settings()
     cutoff = pd.Timestamp(ctx.cutoff).to_pydatetime()
     spark = spark_session(settings)
@@ -90,7 +90,7 @@ def _rank_everyone(ctx: EvalContext) -> RankedCandidates:
     )
     modelling = transforms.modelling_events(events, cutoff).cache()
     try:
-        return rank_candidates(modelling, items, cutoff, params)
+        return rank_candidates(modelling, items, cutoff, params, users=ctx.asked)
     finally:
         # What comes back is pandas; released so that `--folds` does not keep every fold's history cached.
         modelling.unpersist()

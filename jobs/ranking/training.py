@@ -256,10 +256,13 @@ def rank_candidates(
     progress: Progress | None = None,
 ) -> RankedCandidates:
     """Train (`train_model`) and score every shopper's candidates at `as_of`: the full run and the
-    offline evaluation. `users` limits scoring to some shoppers (the evaluation's test users); default:
-    every shopper with events."""
+    offline evaluation. `users` limits scoring to those of them with events (the evaluation's test
+    shoppers); default: every shopper with events."""
     trained, fs_full = train_model(events, items, as_of, params, progress)
-    score_users = fs_full.users["user_id"].to_numpy() if users is None else np.asarray(users, dtype=object)
+    known = fs_full.users["user_id"]
+    if users is not None:
+        known = known[known.isin(pd.Index(np.asarray(users, dtype=object)))]
+    score_users = known.to_numpy()
     if progress:
         progress(f"scoring {len(score_users)} shoppers")
     featured, scores, covis = score_shoppers(fs_full, trained, score_users, params)

@@ -227,6 +227,26 @@ def test_no_model_sees_the_test_period() -> None:
     assert events["ts"].max() >= test_start  # the test period is not empty: the guard above meant something
 
 
+def test_every_model_is_told_up_front_which_shoppers_both_tasks_will_ask_for() -> None:
+    """`ctx.asked` is set before the first call to the shoppers of both tasks, so the ranker scores them
+    once, and no other shopper, for both."""
+    events, items = _store()
+    calls: list[tuple[set[str], set[str]]] = []
+
+    def spy(ctx: ev.EvalContext, users: np.ndarray, k: int, exclude_bought: bool) -> pd.DataFrame:
+        assert ctx.asked is not None
+        calls.append((set(users), set(ctx.asked)))
+        return pd.DataFrame({"user_id": users, "item_id": "i1", "rank": 1})
+
+    split = ev.temporal_split(events, test_days=10, val_days=10)
+    targets = ev.build_targets(events, split.test_start, split.test_end)
+    ctx = ev.make_context(events.loc[events["ts"] < split.test_start], items, split.test_start)
+    ev.score_models(ctx, targets, {"spy": spy})
+    everyone = set(targets["all"]["user_id"]) | set(targets["new_items"]["user_id"])
+    assert [users for users, _ in calls] == [set(targets[t]["user_id"]) for t in ("all", "new_items")]
+    assert all(asked == everyone for _, asked in calls)
+
+
 def test_report_has_the_contract_shape_and_an_oracle_scores_one() -> None:
     """The report has the contract keys for every model and task, and lists equal to the targets score 1."""
     events, items = _store()
