@@ -27,6 +27,7 @@ import pandas as pd
 from carousel.cache import keys
 from carousel.cache.catalog import CATALOG_FIELDS, encode_entries
 from carousel.cache.client import SyncRedis
+from carousel.cache.memory import every_primary, memory_nodes
 from carousel.cache.payload import SCORE_DIGITS, encode_columns, encode_meta, reason_entry
 from carousel.cache.scripts import SWITCH_FORWARD, WRITE_AND_PRUNE, PipelinedScript, slot_batches
 from carousel.cache.shoppers import erased_digests
@@ -382,16 +383,14 @@ def check_memory(client: SyncRedis, needed_bytes: int, headroom: float = 0.10) -
     Without this, a full Redis would evict (or refuse) keys half-way through, possibly live ones.
     With no maxmemory set there is no limit to check against.
     """
-    info = client.info("memory")
-    nodes = info.values() if isinstance(info, dict) and "used_memory" not in info else [info]
-    nodes = list(nodes)
+    nodes = memory_nodes(client.info("memory", **every_primary(client)))
     share = needed_bytes / max(1, len(nodes))  # keys spread evenly over a cluster's primaries
     for node in nodes:
-        limit = int(node.get("maxmemory", 0))
-        used = int(node.get("used_memory", 0))
+        limit, used = node.limit, node.used
         if limit and used + share * (1 + headroom) > limit:
+            where = "" if len(nodes) == 1 else f" node {node.node}"
             raise PublishError(
-                f"Redis has {max(0, limit - used) / 1e6:.1f} MB free under maxmemory "
+                f"Redis{where} has {max(0, limit - used) / 1e6:.1f} MB free under maxmemory "
                 f"({limit / 1e6:.1f} MB) but the new version needs about {share * (1 + headroom) / 1e6:.1f} MB: "
                 "nothing loaded (raise maxmemory or lower retention)"
             )

@@ -19,12 +19,13 @@ from fastapi import APIRouter, Response
 from fastapi.responses import HTMLResponse
 from redis.exceptions import RedisError
 
+from carousel.cache.memory import every_primary, memory_nodes, memory_warnings
 from carousel.models import ModelCatalog
 from carousel.runs import RunHistory
 from configs.settings import Settings
 from serving.auth import OperatorDep
 from serving.deps import SettingsDep, StoreDep
-from serving.store import StoreUnavailable
+from serving.store import ListStore, StoreUnavailable
 
 router = APIRouter(tags=["ops"], dependencies=[OperatorDep])
 
@@ -188,9 +189,30 @@ def _evaluation_section(settings: Settings) -> str:
     return f"<p>NDCG@10 on the test period of {_cell(report.get('dataset'))}:</p>" + "".join(parts)
 
 
+async def _redis_memory(store: ListStore) -> str:
+    """Each node's memory against its maxmemory and its eviction policy, and what needs acting on."""
+    try:
+        client = store.client
+        nodes = memory_nodes(await store.call(lambda: client.info("memory", **every_primary(client))))
+    except (RedisError, OSError, StoreUnavailable) as exc:
+        return f"<p>Redis unavailable ({_cell(type(exc).__name__)})</p>"
+    rows = "".join(
+        f"<tr><td><code>{_cell(n.node)}</code></td><td>{n.used / 1e6:.1f} MB</td>"
+        f"<td>{f'{n.limit / 1e6:.1f} MB ({n.share:.0%} used)' if n.share is not None else 'no limit'}</td>"
+        f"<td><code>{_cell(n.policy)}</code></td></tr>"
+        for n in nodes
+    )
+    warnings = "".join(f'<p class="bad">{_cell(w)}</p>' for w in memory_warnings(nodes))
+    return (
+        "<table><tr><th>node</th><th>used</th><th>maxmemory</th><th>eviction policy</th></tr>"
+        f"{rows}</table>{warnings}"
+    )
+
+
 @router.get("/ops", response_class=HTMLResponse)
 async def ops_page(settings: SettingsDep, store: StoreDep) -> Response:
-    """Live version, freshness, runs with their stage chart, the model's and the evaluation's figures."""
+    """Live version, freshness, Redis's memory, runs with their stage chart, the model's and the
+    evaluation's figures."""
     try:
         live = await store.live_version()
         meta = (await store.version_meta(live) or {}) if live else {}
@@ -240,6 +262,8 @@ async def ops_page(settings: SettingsDep, store: StoreDep) -> Response:
 <th>personal / segment lists</th><th>data quality</th><th>published</th><th>error</th></tr>
 {"".join(rows) or '<tr><td colspan="10">no runs yet</td></tr>'}
 </table>
+<h2>Redis memory</h2>
+{await _redis_memory(store)}
 <h2>Model</h2>
 {_model_section(settings)}
 <h2>Last offline evaluation</h2>

@@ -50,12 +50,25 @@ def _treatment_user(settings: Settings, candidates: pd.Series) -> str:
 
 
 def test_refresh_publishes_personal_and_segment_lists(
-    settings: Settings, api: TestClient, small_store: Callable[..., pd.DataFrame]
+    settings: Settings, api: TestClient, small_store: Callable[..., pd.DataFrame], redis_client: Any
 ) -> None:
     """After one refresh a known shopper gets >= 10 personal items with reasons, an anonymous visitor
-    with a country gets that country's segment list, and the run history records every stage."""
+    with a country gets that country's segment list, and the run history records every stage. Published
+    into a Redis whose policy may evict any key, the run says so and so does /ops."""
     users = small_store(settings)
-    result = refresh.run_refresh(settings, interval_end=INTERVAL_END, run_id="test-run")
+    said: list[str] = []
+    redis_client.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        result = refresh.run_refresh(
+            settings, interval_end=INTERVAL_END, run_id="test-run", progress=said.append
+        )
+        assert "maxmemory-policy allkeys-lru may evict any key" in api.get("/ops", headers=ADMIN).text
+    finally:
+        redis_client.config_set("maxmemory-policy", "noeviction")
+    assert [line for line in said if line.startswith("WARNING Redis memory: ")] == [
+        "WARNING Redis memory: redis: maxmemory-policy allkeys-lru may evict any key when Redis is full, the "
+        "live lists, consent, erasures and undrained events included; set noeviction or a volatile-* policy"
+    ]
     assert result.version == "20261101T000000Z"
     lists = pd.read_parquet(run.run_dir(settings, "test-run") / "user_lists.parquet")
     consenting = users.loc[users["consent_personalization"], "user_id"]
