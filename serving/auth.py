@@ -1,11 +1,13 @@
 """Bearer-token checks for the protected routes: admin (consent, erasure, stock, and the operations
 pages: `/ops`, `/ops/lift`, Data Docs, the API docs), marketing (audiences) and metrics (`/metrics`, which
-the admin token opens too). Tokens come from settings (`CAROUSEL_ADMIN_TOKEN`, `CAROUSEL_MARKETING_TOKEN`), have no
-defaults, and the app refuses to start without them outside the demo (`check_tokens_configured`).
+the admin token opens too). Tokens come from settings (`CAROUSEL_ADMIN_TOKEN`,
+`CAROUSEL_MARKETING_TOKEN`), have no defaults, and the app refuses to start without them outside the
+demo (`check_tokens_configured`).
 
 Comparison is constant-time (`secrets.compare_digest`) so response timing does not leak a token's
 prefix, and a client address that presents more than `auth_failures_per_minute` wrong tokens is locked
-out for a minute (`LockedOut`, 429): every token it presents is refused meanwhile, the right one too (`serving.ratelimit.FailedCredentials`). Routers are mounted with these as dependencies:
+out for a minute (`LockedOut`, 429): every token it presents is refused meanwhile, the right one too
+(`serving.ratelimit.FailedCredentials`). Routers are mounted with these as dependencies:
 `APIRouter(dependencies=[AdminDep])`.
 """
 
