@@ -32,6 +32,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from carousel.models import MODEL_FILE, ModelCatalog, ModelStoreError
+from jobs.ranking.candidate_features import FEATURES
 
 # The LightGBM model files of a model folder.
 BOOSTER_FILES = ("ranker.txt", "explore.txt")
@@ -133,7 +134,7 @@ class ModelStore(ModelCatalog):
             als = np.load(folder / "als_items.npz")
             _check_digests(folder, meta.get("digests", {}))
             ranker, explore = folder / "ranker.txt", folder / "explore.txt"
-            return StoredModel(
+            stored = StoredModel(
                 number=number,
                 meta=meta,
                 item_ids=als["item_ids"].astype(object),
@@ -147,3 +148,22 @@ class ModelStore(ModelCatalog):
             )
         except (OSError, KeyError, ValueError) as exc:
             raise ModelStoreError(f"model {number} at {folder} cannot be read: {exc}") from exc
+        for name, booster in (("ranker.txt", stored.booster), ("explore.txt", stored.explore_booster)):
+            _check_features(folder / name, booster)
+        return stored
+
+
+def _check_features(path: Path, booster: lgb.Booster | None) -> None:
+    """Refuse a booster trained on other features than this code computes (a model from before an
+    upgrade that changed `FEATURES`): scoring reads the feature matrix by position, so it would score
+    every candidate on the wrong columns without an error."""
+    if booster is None or booster.feature_name() == list(FEATURES):
+        return
+    trained, current = booster.feature_name(), list(FEATURES)
+    dropped = [f for f in trained if f not in current]
+    added = [f for f in current if f not in trained]
+    change = f"not computed now: {dropped}; new: {added}" if dropped or added else "in another order"
+    raise ModelStoreError(
+        f"{path} was trained on other features than this version of carousel scores ({change}): run the "
+        "nightly retrain (`carousel retrain` or the carousel_retrain DAG) before the next refresh"
+    )

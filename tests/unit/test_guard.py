@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
@@ -314,3 +315,36 @@ def test_a_booster_file_changed_after_saving_is_refused_by_name_before_lightgbm_
     meta_path.write_text(json.dumps(meta))
     trained.booster.save_model(str(ranker))
     assert store.load(number).booster is not None
+
+
+def test_a_model_trained_on_other_features_is_refused_with_what_changed(tmp_path: Path) -> None:
+    """Scoring reads the feature matrix by position, so a booster trained before an upgrade changed
+    `FEATURES` would score every candidate on the wrong columns without an error: the store refuses it,
+    saying which features differ and that a retrain fixes it."""
+    fs, params, trained, labelled = _model_with_ranker()
+    store = ModelStore(tmp_path / "models")
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    number = save_model(store, trained, run_id="r1", interval_end=now, as_of=now, fs=fs)
+    assert store.load(number).booster is not None
+    older = [f for f in FEATURES if f != "src_new"] + ["legacy_score"]
+    rows = labelled.rename(columns={"src_new": "legacy_score"})
+    booster = lgb.train(
+        {"objective": "lambdarank", "verbose": -1, "min_data_in_leaf": 1},
+        lgb.Dataset(
+            rows[older].to_numpy(),
+            label=rows["label"].to_numpy(),
+            group=rows.groupby("user_id", sort=False).size().to_numpy(),
+            feature_name=older,
+        ),
+        num_boost_round=2,
+    )
+    ranker = store.path(number) / "ranker.txt"
+    booster.save_model(str(ranker))
+    meta_path = store.path(number) / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["digests"] = {}  # as a model from before the digests: the features are what is judged
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(
+        ModelStoreError, match=r"not computed now: \['legacy_score'\]; new: \['src_new'\].*retrain"
+    ):
+        store.load(number)
