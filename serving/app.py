@@ -5,6 +5,7 @@ Run with `carousel serve` (uvicorn). Bad input gets a 4xx JSON body naming the f
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,11 +14,13 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from carousel.cache.client import async_client, text
 from carousel.cache.keys import LIVE_KEY
+from carousel.cache.memory import memory_warnings, read_memory_async
 from configs.settings import Settings, get_settings
 from serving import metrics
 from serving.auth import MetricsDep, check_tokens_configured
@@ -90,6 +93,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         else:
             await _load_catalog(store, app.state.catalog)
+            # Said at start too: a Redis of the store's own that may evict the lists is found before
+            # shoppers get fallbacks, not after.
+            with contextlib.suppress(RedisError, OSError):
+                for warning in memory_warnings(await read_memory_async(client)):
+                    print(f"carousel: WARNING Redis memory: {warning}", file=sys.stderr)
         app.state.store = store
         app.state.availability = AvailabilityCache(client)
         app.state.admin_redis = async_client(settings, socket_timeout_s=ADMIN_TIMEOUT_S)

@@ -63,6 +63,16 @@ def memory_nodes(info: Mapping[str, Any]) -> list[NodeMemory]:
     ]
 
 
+def read_memory(client: SyncRedis) -> list[NodeMemory]:
+    """Every primary's memory, from a blocking client (the batch)."""
+    return memory_nodes(client.info("memory", **every_primary(client)))
+
+
+async def read_memory_async(client: AsyncRedis) -> list[NodeMemory]:
+    """Every primary's memory, from the API's client."""
+    return memory_nodes(await client.info("memory", **every_primary(client)))
+
+
 def memory_warnings(nodes: list[NodeMemory]) -> list[str]:
     """What an operator must act on: a policy that may evict keys without a TTL, a node nearly full."""
     warnings = []

@@ -27,7 +27,7 @@ import pandas as pd
 from carousel.cache import keys
 from carousel.cache.catalog import CATALOG_FIELDS, encode_entries
 from carousel.cache.client import SyncRedis
-from carousel.cache.memory import every_primary, memory_nodes
+from carousel.cache.memory import read_memory
 from carousel.cache.payload import SCORE_DIGITS, encode_columns, encode_meta, reason_entry
 from carousel.cache.scripts import SWITCH_FORWARD, WRITE_AND_PRUNE, PipelinedScript, slot_batches
 from carousel.cache.shoppers import erased_digests
@@ -383,7 +383,7 @@ def check_memory(client: SyncRedis, needed_bytes: int, headroom: float = 0.10) -
     Without this, a full Redis would evict (or refuse) keys half-way through, possibly live ones.
     With no maxmemory set there is no limit to check against.
     """
-    nodes = memory_nodes(client.info("memory", **every_primary(client)))
+    nodes = read_memory(client)
     share = needed_bytes / max(1, len(nodes))  # keys spread evenly over a cluster's primaries
     for node in nodes:
         limit, used = node.limit, node.used

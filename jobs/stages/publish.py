@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from carousel.cache.client import sync_client
-from carousel.cache.memory import every_primary, memory_nodes, memory_warnings
+from carousel.cache.memory import memory_warnings, read_memory
 from carousel.cache.shoppers import erasures
 from jobs.publishing.lists_file import open_lists
 from jobs.publishing.loader import PublishResult, publish_version
@@ -65,7 +65,7 @@ def publish_lists(job: StageRun) -> PublishResult:
     )
     # A policy that may evict the live lists, or a node nearly full, is said where the operator reads
     # about the run (and on /ops), not found later as lists that went missing or events refused.
-    for warning in memory_warnings(memory_nodes(client.info("memory", **every_primary(client)))):
+    for warning in memory_warnings(read_memory(client)):
         job.say(f"WARNING Redis memory: {warning}")
     if not result.switched:
         same = "identical to" if result.identical else "DIFFERENT from"

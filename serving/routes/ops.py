@@ -19,7 +19,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import HTMLResponse
 from redis.exceptions import RedisError
 
-from carousel.cache.memory import every_primary, memory_nodes, memory_warnings
+from carousel.cache.memory import memory_warnings, read_memory_async
 from carousel.models import ModelCatalog
 from carousel.runs import RunHistory
 from configs.settings import Settings
@@ -193,7 +193,7 @@ async def _redis_memory(store: ListStore) -> str:
     """Each node's memory against its maxmemory and its eviction policy, and what needs acting on."""
     try:
         client = store.client
-        nodes = memory_nodes(await store.call(lambda: client.info("memory", **every_primary(client))))
+        nodes = await store.call(lambda: read_memory_async(client))
     except (RedisError, OSError, StoreUnavailable) as exc:
         return f"<p>Redis unavailable ({_cell(type(exc).__name__)})</p>"
     rows = "".join(
