@@ -12,6 +12,7 @@ REASON_TEXTS = {
     "similar_shoppers": "Shoppers with similar taste bought this",
     "popular": "Popular right now",
     "new_for_you": "New in a category you like",
+    "popular_in_category": "Popular in a category you like",
     # Segment lists (jobs/ranking/segments.py).
     "popular_in_country": "Popular in your country",
     "bestseller": "Bestseller right now",

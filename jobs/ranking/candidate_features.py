@@ -37,6 +37,7 @@ FEATURES: tuple[str, ...] = (
     "u_rebuy_rate",
     "i_rebuy_rate",
     "src_new",
+    "src_catpop",
     "u_orders",
     "u_items",
     "u_days_since_active",

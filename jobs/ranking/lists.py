@@ -49,8 +49,16 @@ def reason_codes(featured: pd.DataFrame) -> np.ndarray:
         featured["src_cooc"].to_numpy() > 0,
         featured["src_new"].to_numpy() > 0,
         featured["src_als"].to_numpy() > 0,
+        featured["src_catpop"].to_numpy() > 0,
     ]
-    choices = ["buy_again", "viewed", "goes_with_yours", "new_for_you", "similar_shoppers"]
+    choices = [
+        "buy_again",
+        "viewed",
+        "goes_with_yours",
+        "new_for_you",
+        "similar_shoppers",
+        "popular_in_category",
+    ]
     if placed_by is not None:
         for scorer, code in _PLACED_BY_REASONS.items():
             conditions.insert(1, ~bought & (placed_by == SCORERS.index(scorer)))

@@ -69,6 +69,25 @@ def test_candidates_keep_sources_and_only_in_stock_items(fs: FeatureSet) -> None
     assert flagged == own
 
 
+def test_category_bestsellers_are_the_months_best_in_stock_items_of_a_shoppers_favourite_categories(
+    fs: FeatureSet,
+) -> None:
+    """`src_catpop` flags, for each shopper, the best-selling in-stock items of their favourite category
+    by the month's sales, at most `category_k` of them, and never another category's."""
+    als = fit_als(fs.interactions, AlsParams(factors=8, iterations=5))
+    users = fs.users["user_id"].to_numpy()
+    cands = build_candidates(fs, als, users, co_visitation(fs, users), als_k=2, popular_k=1, category_k=4)
+    flagged = cands[cands["src_catpop"] == 1]
+    even = fs.items[(fs.items["category"] == "even") & fs.items["in_stock"]]
+    best_even = set(even.sort_values(["pop_30d", "pop_90d"], ascending=False, kind="stable")["item_id"][:4])
+    for user in ("u0", "u2"):  # even shoppers: their favourite category is "even"
+        assert set(flagged.loc[flagged["user_id"] == user, "item_id"]) == best_even
+    parity = flagged["item_id"].str[1:].astype(int) % 2
+    assert "i0" not in set(flagged["item_id"])
+    assert (parity == flagged["user_id"].str[1:].astype(int) % 2).all()
+    assert set(cands["src_catpop"].unique()) == {0.0, 1.0}
+
+
 def test_scores_by_slices_of_a_column_order_matrix_are_the_whole_frames(
     fs: FeatureSet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -194,7 +213,7 @@ def test_lists_filled_after_blocks_equal_lists_built_at_once(fs: FeatureSet) -> 
             "item_id": [f"i{i}" for i in rng.integers(1, 40, size=33)],
         }
     ).drop_duplicates()
-    for col in ("ui_purchases", "ui_views", "ui_carts", "src_als", "src_cooc", "src_new"):
+    for col in ("ui_purchases", "ui_views", "ui_carts", "src_als", "src_cooc", "src_new", "src_catpop"):
         featured[col] = rng.integers(0, 2, size=len(featured)).astype(float)
     scores = rng.normal(size=len(featured))
     fill = fs.popular_items(12)
@@ -224,6 +243,7 @@ def test_top_lists_refill_short_lists_from_popular(fs: FeatureSet) -> None:
             "src_als": [0.0, 1.0],
             "src_cooc": [0.0, 0.0],
             "src_new": [0.0, 0.0],
+            "src_catpop": [0.0, 0.0],
         }
     )
     lists = top_lists(featured, np.array([2.0, 1.0]), n=5, fill=fs.popular_items(10))
