@@ -149,21 +149,37 @@ class ModelStore(ModelCatalog):
         except (OSError, KeyError, ValueError) as exc:
             raise ModelStoreError(f"model {number} at {folder} cannot be read: {exc}") from exc
         for name, booster in (("ranker.txt", stored.booster), ("explore.txt", stored.explore_booster)):
-            _check_features(folder / name, booster)
+            change = None if booster is None else feature_change(booster.feature_name())
+            if change is not None:
+                raise ModelStoreError(
+                    f"{folder / name} was trained on other features than this version of carousel scores "
+                    f"({change}): run the nightly retrain (`carousel retrain` or the carousel_retrain DAG)"
+                )
         return stored
 
+    def features_differ(self, number: int) -> str | None:
+        """How the features model `number` was trained on differ from those this code computes (read
+        from its boosters' headers, without loading their trees); None when they are the same, or the
+        model has no booster."""
+        for name in BOOSTER_FILES:
+            path = self.path(number) / name
+            if not path.exists():
+                continue
+            with path.open() as handle:
+                names = next((line for line in handle if line.startswith("feature_names=")), None)
+            change = feature_change(names.strip().removeprefix("feature_names=").split() if names else [])
+            if change is not None:
+                return f"{name}: {change}"
+        return None
 
-def _check_features(path: Path, booster: lgb.Booster | None) -> None:
-    """Refuse a booster trained on other features than this code computes (a model from before an
-    upgrade that changed `FEATURES`): scoring reads the feature matrix by position, so it would score
-    every candidate on the wrong columns without an error."""
-    if booster is None or booster.feature_name() == list(FEATURES):
-        return
-    trained, current = booster.feature_name(), list(FEATURES)
+
+def feature_change(trained: list[str]) -> str | None:
+    """What differs between a booster's features and `FEATURES`, or None. Scoring reads the feature
+    matrix by position, so a booster trained on other features (a model from before an upgrade that
+    changed them) would score every candidate on the wrong columns without an error."""
+    current = list(FEATURES)
+    if trained == current:
+        return None
     dropped = [f for f in trained if f not in current]
     added = [f for f in current if f not in trained]
-    change = f"not computed now: {dropped}; new: {added}" if dropped or added else "in another order"
-    raise ModelStoreError(
-        f"{path} was trained on other features than this version of carousel scores ({change}): run the "
-        "nightly retrain (`carousel retrain` or the carousel_retrain DAG) before the next refresh"
-    )
+    return f"not computed now: {dropped}; new: {added}" if dropped or added else "the same, in another order"

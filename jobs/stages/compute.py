@@ -142,12 +142,15 @@ def compute_lists(job: StageRun) -> RunManifest:
 
 
 def resolve_mode(settings: Settings, mode: str) -> str:
-    """`auto`: train when there is no model yet; score everyone when nothing is live or a newer model
-    than the live version's has been trained (the nightly retrain); else incremental."""
+    """`auto`: train when there is no model yet, or the newest was trained on other features than this
+    code computes (an upgrade changed them: the 15-minute runs heal themselves rather than fail until
+    the nightly retrain); score everyone when nothing is live or a newer model than the live version's
+    has been trained (the nightly retrain); else incremental."""
     if mode != "auto":
         return mode
-    latest = ModelStore(settings.models_dir).latest()
-    if latest is None:
+    store = ModelStore(settings.models_dir)
+    latest = store.latest()
+    if latest is None or store.features_differ(latest) is not None:
         return "full"
     client = sync_client(settings)
     live = live_version(client)

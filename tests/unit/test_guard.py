@@ -33,6 +33,7 @@ from jobs.ranking.model import ModelParams, TrainedModel, fit_parts, save_model
 from jobs.ranking.ranker import RankerParams, train_ranker
 from jobs.ranking.scoring import explore_scores
 from jobs.ranking.store import ModelStore
+from jobs.stages.compute import resolve_mode
 from serving.routes.ops import guard_table
 
 CANDIDATES = 6
@@ -317,15 +318,19 @@ def test_a_booster_file_changed_after_saving_is_refused_by_name_before_lightgbm_
     assert store.load(number).booster is not None
 
 
-def test_a_model_trained_on_other_features_is_refused_with_what_changed(tmp_path: Path) -> None:
+def test_a_model_trained_on_other_features_is_refused_with_what_changed_and_the_next_run_trains(
+    tmp_path: Path,
+) -> None:
     """Scoring reads the feature matrix by position, so a booster trained before an upgrade changed
     `FEATURES` would score every candidate on the wrong columns without an error: the store refuses it,
-    saying which features differ and that a retrain fixes it."""
+    saying which features differ and that a retrain fixes it, and an `auto` run trains a model rather
+    than fail every 15 minutes until the nightly retrain."""
     fs, params, trained, labelled = _model_with_ranker()
-    store = ModelStore(tmp_path / "models")
+    settings = Settings(var_dir=tmp_path / "var")
+    store = ModelStore(settings.models_dir)
     now = datetime(2026, 11, 1, tzinfo=UTC)
     number = save_model(store, trained, run_id="r1", interval_end=now, as_of=now, fs=fs)
-    assert store.load(number).booster is not None
+    assert store.load(number).booster is not None and store.features_differ(number) is None
     older = [f for f in FEATURES if f != "src_new"] + ["legacy_score"]
     rows = labelled.rename(columns={"src_new": "legacy_score"})
     booster = lgb.train(
@@ -348,3 +353,5 @@ def test_a_model_trained_on_other_features_is_refused_with_what_changed(tmp_path
         ModelStoreError, match=r"not computed now: \['legacy_score'\]; new: \['src_new'\].*retrain"
     ):
         store.load(number)
+    assert store.features_differ(number) == "ranker.txt: not computed now: ['legacy_score']; new: ['src_new']"
+    assert resolve_mode(settings, "auto") == "full" and resolve_mode(settings, "incremental") == "incremental"
