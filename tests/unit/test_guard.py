@@ -98,7 +98,9 @@ def test_a_baseline_that_clearly_wins_a_band_is_chosen_and_served_to_that_bands_
         by_score = shopper.sort_values("score", ascending=False)
         assert by_score["pop_30d"].tolist() == sorted(shopper["pop_30d"], reverse=True)
         np.testing.assert_allclose(by_score["score"], np.sort(shopper["ranker"])[::-1], atol=1e-6)
-    featured = served.assign(ui_views=0.0, ui_carts=0.0, src_cooc=0.0, src_new=0.0, src_als=1.0, src_catpop=0.0)
+    featured = served.assign(
+        ui_views=0.0, ui_carts=0.0, src_cooc=0.0, src_new=0.0, src_als=1.0, src_catpop=0.0
+    )
     lists = top_lists(featured.assign(placed_by=placed_by), scores, 3, fill=pd.DataFrame({"item_id": []}))
     reasons = lists.set_index("user_id")["reason_code"]
     one_order = set(served.loc[guarded, "user_id"])
