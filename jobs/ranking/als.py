@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from implicit.cpu.topk import topk
-from threadpoolctl import threadpool_limits
 
-from jobs.ranking.threads import native_threads
+from jobs.ranking.threads import native_threads, single_threaded_blas
 
 
 @dataclass
@@ -91,7 +90,7 @@ def fold_in(
         ),
         shape=(len(users.categories), len(item_index)),
     )
-    with threadpool_limits(1, "blas"):
+    with single_threaded_blas():
         solver = implicit.cpu.als.AlternatingLeastSquares(
             factors=item_factors.shape[1],
             regularization=params.regularization,
@@ -125,9 +124,7 @@ def fit_als(interactions: pd.DataFrame, params: AlsParams) -> AlsModel:
         ),
         shape=(len(users.categories), len(items.categories)),
     )
-    # implicit parallelises over users itself; a threaded BLAS underneath only oversubscribes the cores
-    # (and implicit warns about it when the model is built).
-    with threadpool_limits(1, "blas"):
+    with single_threaded_blas():
         model = implicit.cpu.als.AlternatingLeastSquares(
             factors=params.factors,
             regularization=params.regularization,
