@@ -32,6 +32,7 @@ Everything is vectorized with pandas/numpy: there is no Python loop over shopper
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ import pandas as pd
 
 from jobs.evaluation.intervals import ratio_to_best_other
 from jobs.ranking.metrics import evaluate_lists
+from jobs.ranking.threads import single_threaded_blas
 
 __all__ = [
     "METRICS",
@@ -604,23 +606,65 @@ def score_models(
     """
     catalog = catalog_items(ctx)
     ctx.asked = pd.unique(np.concatenate([targets[task]["user_id"].to_numpy(dtype=object) for task in TASKS]))
-    out: dict[str, dict[str, tuple[dict[str, float | int], pd.DataFrame]]] = {task: {} for task in TASKS}
-    for name, recommend in models.items():
+
+    Scored = dict[str, tuple[dict[str, float | int], pd.DataFrame]]
+
+    def score(name: str) -> tuple[Scored, float]:
+        scored: Scored = {}
         spent = 0.0
         for task, exclude in TASKS.items():
             pairs: pd.DataFrame = targets[task]
             users = np.asarray(pairs["user_id"].unique(), dtype=object)
             started = time.perf_counter()
-            recs = recommend(ctx, users, k, exclude)
+            recs = models[name](ctx, users, k, exclude)
             spent += time.perf_counter() - started
-            lists = clean_lists(recs, users, k, name=name)
-            out[task][name] = evaluate_lists(lists, pairs, users, catalog)
-        if timings is not None:
-            timings[name] = round(spent, 3)
-        if progress is not None:
-            figures = ", ".join(f"{task} ndcg@10 {out[task][name][0]['ndcg@10']:.4f}" for task in TASKS)
-            progress(f"{name}: {figures} ({spent:.1f}s)")
-    return out
+            scored[task] = evaluate_lists(clean_lists(recs, users, k, name=name), pairs, users, catalog)
+        return scored, spent
+
+    names = list(models)
+    # The last model (the ranker: by far the costliest, much of it in Spark's JVM and LightGBM's
+    # threads) runs on a thread of its own while the others run here, one after the other, on the other
+    # core. A model's lists depend on the context alone, so the figures are those of one model at a time;
+    # `timings` are each model's own wall time, beside the other's. BLAS stays on one thread for both
+    # (`single_threaded_blas`: set here, on the thread that starts the other).
+    with single_threaded_blas():
+        beside = _Beside(score, names[-1]) if len(names) > 1 else None
+        results: dict[str, tuple[Scored, float]] = {}
+        for name in names:
+            results[name] = beside.result() if beside is not None and name == beside.name else score(name)
+            scored, spent = results[name]
+            if timings is not None:
+                timings[name] = round(spent, 3)
+            if progress is not None:
+                figures = ", ".join(f"{task} ndcg@10 {scored[task][0]['ndcg@10']:.4f}" for task in TASKS)
+                progress(f"{name}: {figures} ({spent:.1f}s)")
+    return {task: {name: results[name][0][task] for name in names} for task in TASKS}
+
+
+class _Beside:
+    """`work(name)` started on a daemon thread (an interrupted run does not wait for it); `result`
+    waits for it and returns its value or raises its error."""
+
+    def __init__(self, work: Callable[[str], Any], name: str) -> None:
+        self.name = name
+        self._outcome: tuple[bool, Any] | None = None
+
+        def run() -> None:
+            try:
+                self._outcome = (True, work(name))
+            except BaseException as error:  # handed to the caller of `result`
+                self._outcome = (False, error)
+
+        self._thread = threading.Thread(target=run, name=f"model-{name}", daemon=True)
+        self._thread.start()
+
+    def result(self) -> Any:
+        self._thread.join()
+        assert self._outcome is not None
+        ok, value = self._outcome
+        if not ok:
+            raise value
+        return value
 
 
 def run_evaluation(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +248,50 @@ def test_every_model_is_told_up_front_which_shoppers_both_tasks_will_ask_for() -
     assert all(asked == everyone for _, asked in calls)
 
 
+def test_the_last_model_is_scored_beside_the_others_and_its_figures_and_errors_come_back() -> None:
+    """`score_models` runs the last model (the ranker) on a thread of its own while the others run one
+    after the other: the first model below waits for the last one to have started, which would never
+    happen if they ran in turn. The figures come back in the models' order, equal to those of each model
+    scored alone, and an error of the model beside the others is raised to the caller."""
+    events, items = _store()
+    split = ev.temporal_split(events, test_days=10, val_days=10)
+    targets = ev.build_targets(events, split.test_start, split.test_end)
+    started = threading.Event()
+
+    def items_of(exclude_bought: bool) -> list[str]:
+        return ["i3", "i1", "i2"] if exclude_bought else ["i1", "i2", "i4"]
+
+    def first(ctx: ev.EvalContext, users: np.ndarray, k: int, exclude_bought: bool) -> pd.DataFrame:
+        assert started.wait(timeout=60), "the last model did not start while the first one ran"
+        return pd.DataFrame({"user_id": users, "item_id": items_of(exclude_bought)[0], "rank": 1})
+
+    def last(ctx: ev.EvalContext, users: np.ndarray, k: int, exclude_bought: bool) -> pd.DataFrame:
+        started.set()
+        lists = pd.DataFrame(
+            {"user_id": np.repeat(users, 2), "item_id": items_of(exclude_bought)[1:] * len(users)}
+        )
+        lists["rank"] = lists.groupby("user_id").cumcount() + 1
+        return lists
+
+    def context() -> ev.EvalContext:
+        return ev.make_context(events.loc[events["ts"] < split.test_start], items, split.test_start)
+
+    together = ev.score_models(context(), targets, {"first": first, "last": last})
+    for task in ("all", "new_items"):
+        assert list(together[task]) == ["first", "last"]
+        for name, model in (("first", first), ("last", last)):
+            alone = ev.score_models(context(), targets, {name: model})[task][name]
+            assert together[task][name][0] == alone[0]
+            pd.testing.assert_frame_equal(together[task][name][1], alone[1])
+    assert together["all"]["last"][0]["ndcg@10"] != together["all"]["first"][0]["ndcg@10"]
+
+    def broken(ctx: ev.EvalContext, users: np.ndarray, k: int, exclude_bought: bool) -> pd.DataFrame:
+        raise RuntimeError("the ranker failed")
+
+    with pytest.raises(RuntimeError, match="the ranker failed"):
+        ev.score_models(context(), targets, {"first": last, "broken": broken})
+
+
 def test_report_has_the_contract_shape_and_an_oracle_scores_one() -> None:
     """The report has the contract keys for every model and task, and lists equal to the targets score 1."""
     events, items = _store()
@@ -359,6 +404,7 @@ def test_cli_evaluate_writes_the_report_with_the_ranker_plugged_in(
         return sessions.PublishedLists(segments={"global": _served(*top)}, similar={})
 
     monkeypatch.setattr(jobs.evaluation.ranker, "evaluation_ranker", fake_ranker)
+    monkeypatch.setattr(jobs.evaluation.ranker, "start_spark", lambda: None)
     monkeypatch.setattr(jobs.evaluation.published, "published_lists", fake_published)
     events, items = _store_files(tmp_path)
     out = tmp_path / "report" / "r.json"
