@@ -295,9 +295,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from carousel.schema import validate_events, validate_items
     from jobs.evaluation.baselines import BASELINES, tune_baselines
-    from jobs.evaluation.protocol import EvaluationError, run_evaluation
+    from jobs.evaluation.protocol import EvaluationError, Split, run_evaluation
     from jobs.evaluation.published import published_lists
-    from jobs.evaluation.ranker import evaluation_ranker
+    from jobs.evaluation.ranker import evaluation_ranker, start_spark
     from jobs.evaluation.report import write_report
     from jobs.evaluation.sessions import StateBounds, visitor_tasks
     from jobs.ingest import adapters
@@ -323,6 +323,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     n_items = "no items table" if items is None else f"{len(items):,} items"
     say(f"read {path}: {len(events):,} events, {n_items} ({load_s:.1f}s)")
     models = {**BASELINES, "ranker": evaluation_ranker}
+
+    def tune(events: pd.DataFrame, items: pd.DataFrame | None, split: Split) -> dict[str, Any]:
+        start_spark()  # the ranker's JVM starts while the baselines are tuned, once the run goes ahead
+        return tune_baselines(events, items, split, progress=say)
+
     try:
         report = run_evaluation(
             events,
@@ -332,7 +337,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             test_days=args.test_days,
             val_days=args.val_days,
             folds=args.folds,
-            tune=lambda e, i, s: tune_baselines(e, i, s, progress=say),
+            tune=tune,
             extra_tasks=visitor_tasks(published_lists, bounds=StateBounds.of(_settings())),
             progress=say,
         )

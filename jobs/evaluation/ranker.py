@@ -3,6 +3,8 @@ pipeline's training and scoring (`jobs.ranking.training.rank_candidates`) on the
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,18 @@ from jobs.ranking.training import RankedCandidates, rank_candidates
 # Where the trained and scored candidates are kept on the context: one training, and one scoring of
 # every shopper either task asks for (`EvalContext.asked`), serves both tasks.
 _CACHE_KEY = "ranker:ranked"
+
+
+def start_spark() -> None:
+    """Start the ranker's Spark session on a daemon thread, so that the JVM starts while the data loads
+    and the baselines are tuned (the ranker's own `spark_session` call then finds it, or waits for it).
+    A failure here is left for that call to report."""
+
+    def start() -> None:
+        with contextlib.suppress(Exception):
+            spark_session(get_settings())
+
+    threading.Thread(target=start, name="spark-start", daemon=True).start()
 
 
 def _cooc_params(tuned: Any) -> CoocParams:
