@@ -19,8 +19,11 @@ products, and lists are cut with ``argpartition``; there is no Python loop over 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -50,7 +53,7 @@ from jobs.features.signals import (
 from jobs.ranking.als import AlsModel, AlsParams, fit_als
 from jobs.ranking.covisitation import basket_cooccurrence, cosine_neighbours
 from jobs.ranking.sparse import csr_top_k
-from jobs.ranking.threads import native_threads
+from jobs.ranking.threads import native_threads, single_threaded_blas
 
 __all__ = [
     "ALS_GRID",
@@ -114,6 +117,9 @@ ALS_GRID: tuple[dict[str, Any], ...] = (
     {"factors": 32, "regularization": 0.1, "alpha": 2.0},
 )
 
+# Grid points scored at once while tuning (`tune_baselines`).
+TUNING_THREADS = 2
+
 # Dense score blocks are bounded to this many cells (8 bytes each) to keep memory flat on big catalogs.
 _BLOCK_CELLS = 8_000_000
 
@@ -124,9 +130,20 @@ _BLOCK_CELLS = 8_000_000
 
 
 def _cached(ctx: EvalContext, key: str, build: Callable[[], Any]) -> Any:
-    if key not in ctx.cache:
-        ctx.cache[key] = build()
+    """`ctx.cache[key]`, built once: tuning scores grid points on two threads (`tune_baselines`) and
+    several of them need the same matrices, so a second thread waits for the first one's build."""
+    if key in ctx.cache:
+        return ctx.cache[key]
+    with _BUILDING:
+        lock = ctx.cache.setdefault(_BUILD_LOCKS, {}).setdefault(key, threading.Lock())
+    with lock:
+        if key not in ctx.cache:
+            ctx.cache[key] = build()
     return ctx.cache[key]
+
+
+_BUILDING = threading.Lock()
+_BUILD_LOCKS = "baselines:build-locks"
 
 
 def _params(ctx: EvalContext, model: str, exclude_bought: bool) -> dict[str, Any]:
@@ -606,7 +623,9 @@ def cooccurrence(ctx: EvalContext, users: np.ndarray, k: int, exclude_bought: bo
     wanted = pd.Index(pd.unique(np.asarray(users, dtype=object)))
     exclude = _bought(ctx) if exclude_bought else None
     # The other task's lists, made by the last call with the same parameters (see below).
-    shared: _SharedLists | None = ctx.cache.pop("cooccurrence:other-task", None)
+    # Keyed by the parameters: grid points scored side by side (`tune_baselines`) keep theirs apart.
+    shared_key = "cooccurrence:other-task:" + repr(sorted(p.items()))
+    shared: _SharedLists | None = ctx.cache.pop(shared_key, None)
     if (
         shared is not None
         and shared.exclude_bought == exclude_bought
@@ -638,7 +657,7 @@ def cooccurrence(ctx: EvalContext, users: np.ndarray, k: int, exclude_bought: bo
         allowed=item_index.isin(_available(ctx)),
     )
     if both:
-        ctx.cache["cooccurrence:other-task"] = _SharedLists(p, not exclude_bought, wanted, lists[1])
+        ctx.cache[shared_key] = _SharedLists(p, not exclude_bought, wanted, lists[1])
     return _complete(lists[0], users, _fill_order(ctx, exclude_bought), k, exclude)
 
 
@@ -688,8 +707,12 @@ def _als_interactions(ctx: EvalContext, cart_weight: float, view_weight: float) 
     return frame
 
 
+def _als_model_key(p: dict[str, Any]) -> str:
+    return "als:model:" + ",".join(f"{name}={p[name]}" for name in sorted(p))
+
+
 def _als_model(ctx: EvalContext, p: dict[str, Any]) -> AlsModel:
-    key = "als:model:" + ",".join(f"{name}={p[name]}" for name in sorted(p))
+    key = _als_model_key(p)
     interactions = _als_interactions(ctx, ALS_CART_WEIGHT, ALS_VIEW_WEIGHT)
     model: AlsModel = _cached(ctx, key, lambda: fit_als(interactions, _als_params(p, ctx.seed)))
     return model
@@ -819,27 +842,41 @@ def tune_baselines(
         "cooccurrence": cooc_grid,
         "als": [dict(g) for g in ALS_GRID],
     }
+
+    def run_point(model: str, point: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        params = {**DEFAULTS[model], **point}
+        # A context of its own (its own parameters; the history and the cache are shared).
+        point_ctx = replace(
+            ctx, tuned={**chosen["all"], model: params, "new_items": {**chosen["new_items"], model: params}}
+        )
+        started = time.perf_counter()
+        scored = score_models(point_ctx, targets, {model: BASELINES[model]}, k=k)
+        # A fitted ALS model is only needed while its grid point is scored; keep memory flat.
+        if model == "als":
+            ctx.cache.pop(_als_model_key(params), None)
+        row = {
+            "params": params,
+            **{task: round(float(scored[task][model][0]["ndcg@10"]), 5) for task in TASKS},
+        }
+        return row, time.perf_counter() - started
+
     for model, grid in grids.items():
-        recommend = BASELINES[model]
         scores: list[dict[str, Any]] = []
-        for point in grid:
-            params = {**DEFAULTS[model], **point}
-            ctx.tuned = {**chosen["all"], model: params, "new_items": {**chosen["new_items"], model: params}}
-            started = time.perf_counter()
-            scored = score_models(ctx, targets, {model: recommend}, k=k)
-            row = {
-                "params": params,
-                **{task: round(float(scored[task][model][0]["ndcg@10"]), 5) for task in TASKS},
-            }
-            scores.append(row)
-            say(
-                f"validation {model} {point}: "
-                + ", ".join(f"{task} {row[task]:.4f}" for task in TASKS)
-                + f" ({time.perf_counter() - started:.1f}s)"
-            )
-            # A fitted ALS model is only needed while its grid point is scored; keep memory flat.
-            for key in [key for key in ctx.cache if key.startswith("als:model:")]:
-                del ctx.cache[key]
+        # Two grid points at a time: most of a point's work is single-threaded (pandas, SciPy's sparse
+        # products, sorts), and those release the GIL for most of it. The rows come back in grid order.
+        with (
+            single_threaded_blas(),
+            ThreadPoolExecutor(max_workers=TUNING_THREADS, thread_name_prefix="tuning") as pool,
+        ):
+            for point, (row, spent) in zip(
+                grid, pool.map(lambda g, m=model: run_point(m, g), grid), strict=True
+            ):
+                scores.append(row)
+                say(
+                    f"validation {model} {point}: "
+                    + ", ".join(f"{task} {row[task]:.4f}" for task in TASKS)
+                    + f" ({spent:.1f}s)"
+                )
         validation[model] = scores
         for task in TASKS:
             best = int(np.argmax([float(row[task]) for row in scores]))  # the first of equals

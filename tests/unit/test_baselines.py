@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -142,6 +145,10 @@ def test_every_baseline_honours_exclude_bought_and_fills_lists(
             assert clash.empty, f"{name} showed {len(clash)} already-bought items"
 
 
+def _other_task_lists(ctx: ev.EvalContext) -> list[str]:
+    return [key for key in ctx.cache if key.startswith("cooccurrence:other-task")]
+
+
 def test_cooccurrence_lists_made_for_the_other_task_equal_its_own(
     small_store: tuple[pd.DataFrame, pd.DataFrame],
 ) -> None:
@@ -160,14 +167,14 @@ def test_cooccurrence_lists_made_for_the_other_task_equal_its_own(
             events, items, cutoff, tuned={"cooccurrence": mine, "new_items": {"cooccurrence": theirs}}
         )
         lists = bl.cooccurrence(ctx, some, 12, exclude)
-        assert "cooccurrence:other-task" not in ctx.cache
+        assert not _other_task_lists(ctx)
         return lists
 
     for first in (False, True):
         shared = ev.make_context(events, items, cutoff)
         for some in (users, users[::3]):
             bl.cooccurrence(shared, users, 12, first)
-            assert "cooccurrence:other-task" in shared.cache
+            assert _other_task_lists(shared)
             got = bl.cooccurrence(shared, some, 12, not first)
             pd.testing.assert_frame_equal(got, alone(not first, some, {}))
     bl.cooccurrence(shared, users, 12, False)  # keeps new_items lists of the default parameters
@@ -282,3 +289,54 @@ def test_factor_scores_rank_every_shown_unbanned_item_as_written_plainly() -> No
     assert list(zip(got["user_id"], got["item_id"], strict=True)) == expected
     assert (dense[allowed[None, :].repeat(n_rows, 0)] < 0).any()  # negative scores were there to rank
     assert any(sum(1 for u in got["user_id"] if u == user) < k for user in users)  # short rows too
+
+
+def test_tuning_two_grid_points_at_once_chooses_and_scores_as_one_at_a_time(
+    small_store: tuple[pd.DataFrame, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Grid points scored side by side (`TUNING_THREADS`) share the context's cache and keep their own
+    parameters: every validation score and every choice equals that of a tuning one point at a time."""
+    monkeypatch.setattr(bl, "ALS_GRID", bl.ALS_GRID[:3])
+    events, items = small_store
+    split = ev.temporal_split(events, test_days=15, val_days=15)
+    monkeypatch.setattr(bl, "TUNING_THREADS", 1)
+    one_at_a_time = bl.tune_baselines(events, items, split)
+    monkeypatch.setattr(bl, "TUNING_THREADS", 2)
+    lines: list[str] = []
+    side_by_side = bl.tune_baselines(events, items, split, progress=lines.append)
+    assert side_by_side == one_at_a_time
+    # One line per grid point, in grid order, with its scores.
+    expected = [
+        (f"validation {model} ", f"all {row['all']:.4f}, new_items {row['new_items']:.4f}")
+        for model in ("popularity", "cooccurrence", "als")
+        for row in one_at_a_time["validation"][model]
+    ]
+    assert len(lines) == len(expected)
+    assert all(
+        line.startswith(start) and scores in line
+        for line, (start, scores) in zip(lines, expected, strict=True)
+    )
+
+
+def test_a_cached_matrix_is_built_once_when_two_threads_ask_for_it_at_once() -> None:
+    """The second of two threads asking for the same key waits for the first one's build."""
+    ctx = ev.make_context(_events(_background()), None, CUTOFF)
+    builds: list[int] = []
+    first_started = threading.Event()
+
+    def build() -> int:
+        first_started.set()
+        time.sleep(0.2)
+        builds.append(1)
+        return len(builds)
+
+    def ask() -> int:
+        value: int = bl._cached(ctx, "test:matrix", build)
+        return value
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first = pool.submit(ask)
+        assert first_started.wait(timeout=30)
+        second = pool.submit(ask)
+        assert (first.result(), second.result()) == (1, 1)
+    assert builds == [1]
