@@ -3,6 +3,7 @@ re-buy rates, the ranker), fitted on a feature set or loaded from a numbered mod
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -140,13 +141,17 @@ def fit_parts(
     """ALS item factors, basket similarity and re-buy rates of one feature set (no ranker yet). With
     `item_factors` (item ids and their factors, fitted elsewhere: `jobs.ranking.spark_als`), ALS is not
     fitted here."""
-    item_ids, factors = item_factors if item_factors is not None else _implicit_factors(fs, params)
-    similarity = (
-        basket_similarity(fs.baskets, params.cooc.shrink, params.cooc.neighbours)
-        if not fs.baskets.empty
-        else None
-    )
-    _, item_rebuy = rebuy_rates(fs.user_item)
+    # The basket similarity (SciPy's sparse product and sorts, one core) is computed beside ALS (implicit's
+    # solver on every core, and between its iterations one core).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="similarity") as beside:
+        pending = (
+            beside.submit(basket_similarity, fs.baskets, params.cooc.shrink, params.cooc.neighbours)
+            if not fs.baskets.empty
+            else None
+        )
+        item_ids, factors = item_factors if item_factors is not None else _implicit_factors(fs, params)
+        _, item_rebuy = rebuy_rates(fs.user_item)
+        similarity = pending.result() if pending is not None else None
     return TrainedModel(
         als_params=params.als,
         item_ids=item_ids,

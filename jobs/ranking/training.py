@@ -8,6 +8,7 @@ the driver, on the windows' buying shoppers (at most `RankerParams.max_train_use
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -62,21 +63,27 @@ def engine_item_factors(
     return fit_item_factors(interactions, params.als)
 
 
-def training_window(
+@dataclass
+class WindowFrames:
+    """What Spark computes for one label window (`window_frames`): the purchases in [cutoff,
+    label_end), the feature set as of the cutoff and, with `als_engine` "spark", the ALS item factors."""
+
+    cutoff: datetime
+    future: pd.DataFrame
+    features: FeatureSet
+    item_factors: tuple[np.ndarray, np.ndarray] | None
+
+
+def window_frames(
     events: DataFrame,
     items: DataFrame,
     cutoff: datetime,
     label_end: datetime,
     params: ModelParams,
     shoppers: DataFrame | None = None,
-) -> tuple[pd.DataFrame, int] | None:
-    """Candidates with features as of `cutoff`, labelled by the purchases in [cutoff, label_end), of
-    the shoppers with at least one bought candidate, and how many shoppers bought in the window.
-
-    Only those shoppers teach the ranker or measure it (`train_ranker` and `window_evaluation` drop
-    the others), so the others' candidates are dropped block by block as they are scored: memory
-    follows the buying shoppers of one block, not every buyer's candidates at once. With `shoppers`
-    (`fit_sample`), the window learns from them alone."""
+) -> WindowFrames:
+    """The Spark side of one label window: its purchases (labels) and the feature set as of `cutoff`.
+    With `shoppers` (`fit_sample`), the window learns from them alone."""
     future = (
         events.where(
             (F.col("ts") >= F.lit(cutoff))
@@ -87,17 +94,25 @@ def training_window(
         .distinct()
         .toPandas()
     )
-    fs = collect_feature_set(
-        events.where(F.col("ts") < F.lit(cutoff)), items, cutoff, params.cooc, shoppers=shoppers
-    )
+    before = events.where(F.col("ts") < F.lit(cutoff))
+    fs = collect_feature_set(before, items, cutoff, params.cooc, shoppers=shoppers)
+    return WindowFrames(cutoff, future, fs, engine_item_factors(before, cutoff, params))
+
+
+def training_window(frames: WindowFrames, params: ModelParams) -> tuple[pd.DataFrame, int] | None:
+    """Candidates with features as of the window's cutoff, labelled by its purchases, of the shoppers
+    with at least one bought candidate, and how many shoppers bought in the window.
+
+    Only those shoppers teach the ranker or measure it (`train_ranker` and `window_evaluation` drop
+    the others), so the others' candidates are dropped block by block as they are scored: memory
+    follows the buying shoppers of one block, not every buyer's candidates at once."""
+    fs, future = frames.features, frames.future
     train_users = np.sort(fs.users["user_id"][fs.users["user_id"].isin(future["user_id"])].to_numpy())
     if not len(train_users) or fs.interactions.empty:
         return None
-    parts = fit_parts(
-        fs, params, engine_item_factors(events.where(F.col("ts") < F.lit(cutoff)), cutoff, params)
-    )
+    parts = fit_parts(fs, params, frames.item_factors)
     fs = by_shopper(fs)
-    frames = []
+    rows = []
     for start in range(0, len(train_users), SCORE_BLOCK_USERS):
         block = train_users[start : start + SCORE_BLOCK_USERS]
         featured, _, _ = score_shoppers(shoppers_block(fs, block), parts, block, params)
@@ -107,8 +122,8 @@ def training_window(
         # comes out sorted and the ranker need not copy it to sort it).
         bought = labelled.groupby("user_id")["label"].transform("max") > 0
         kept = labelled.loc[bought, ["user_id", *FEATURES, "label"]]
-        frames.append(kept.sort_values("user_id", kind="stable"))
-    return pd.concat(frames, ignore_index=True), len(train_users)
+        rows.append(kept.sort_values("user_id", kind="stable"))
+    return pd.concat(rows, ignore_index=True), len(train_users)
 
 
 def train_model(
@@ -135,30 +150,45 @@ def train_model(
     sample, sampled, total = fit_sample(events, params.fit_max_shoppers)
     if progress and sample is not None:
         progress(f"training on a sample of {sampled:,} of {total:,} shoppers")
-    for window in range(1, params.train_windows + 1):
+
+    def frames_of(window: int) -> WindowFrames:
         cutoff = as_of - timedelta(days=params.label_days * window)
-        label_end = cutoff + timedelta(days=params.label_days)
-        window_result = training_window(events, items, cutoff, label_end, params, sample)
-        if window_result is None:
-            continue
-        labelled, shoppers = window_result
-        del window_result
-        # A shopper of one window is a ranker group of its own: the window's number above the shopper's
-        # position. Integers, not "w1:<id>" strings (millions of new Python strings on a large store), and set in
-        # place (`assign` would copy every column); the windows stay in order, so the ranker sorts none.
-        positions = pd.factorize(labelled["user_id"], sort=True)[0].astype(np.int64)
-        labelled["user_id"] = (window << 32) + positions
-        frames.append(labelled)
-        del labelled
-        windows.append(
-            {
-                "features_until": cutoff.isoformat(),
-                "labels_until": label_end.isoformat(),
-                "shoppers": shoppers,
-            }
+        return window_frames(
+            events, items, cutoff, cutoff + timedelta(days=params.label_days), params, sample
         )
-        if progress:
-            progress(f"training window {window}: {shoppers} shoppers from {cutoff:%Y-%m-%d}")
+
+    # Spark computes the next window's frames while the driver fits and scores this one's: the cluster
+    # (or the local JVM) and the driver work at once, at the cost of holding two windows' feature sets.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="window-frames") as spark_side:
+        pending = spark_side.submit(frames_of, 1)
+        for window in range(1, params.train_windows + 1):
+            current = pending.result()
+            if window < params.train_windows:
+                pending = spark_side.submit(frames_of, window + 1)
+            window_result = training_window(current, params)
+            cutoff = current.cutoff
+            del current
+            if window_result is None:
+                continue
+            labelled, shoppers = window_result
+            del window_result
+            # A shopper of one window is a ranker group of its own: the window's number above the
+            # shopper's position. Integers, not "w1:<id>" strings (millions of new Python strings on a
+            # large store), and set in place (`assign` would copy every column); the windows stay in
+            # order, so the ranker sorts none.
+            positions = pd.factorize(labelled["user_id"], sort=True)[0].astype(np.int64)
+            labelled["user_id"] = (window << 32) + positions
+            frames.append(labelled)
+            del labelled
+            windows.append(
+                {
+                    "features_until": cutoff.isoformat(),
+                    "labels_until": (cutoff + timedelta(days=params.label_days)).isoformat(),
+                    "shoppers": shoppers,
+                }
+            )
+            if progress:
+                progress(f"training window {window}: {shoppers} shoppers from {cutoff:%Y-%m-%d}")
     # The ranker is trained, and its training rows dropped, before the full feature set is collected:
     # the windows' candidates, a window's feature set and the full one are never held at once (on a large
     # store each is gigabytes).
