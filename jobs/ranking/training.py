@@ -8,7 +8,6 @@ the driver, on the windows' buying shoppers (at most `RankerParams.max_train_use
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -68,7 +67,6 @@ class WindowFrames:
     """What Spark computes for one label window (`window_frames`): the purchases in [cutoff,
     label_end), the feature set as of the cutoff and, with `als_engine` "spark", the ALS item factors."""
 
-    cutoff: datetime
     future: pd.DataFrame
     features: FeatureSet
     item_factors: tuple[np.ndarray, np.ndarray] | None
@@ -96,7 +94,7 @@ def window_frames(
     )
     before = events.where(F.col("ts") < F.lit(cutoff))
     fs = collect_feature_set(before, items, cutoff, params.cooc, shoppers=shoppers)
-    return WindowFrames(cutoff, future, fs, engine_item_factors(before, cutoff, params))
+    return WindowFrames(future, fs, engine_item_factors(before, cutoff, params))
 
 
 def training_window(frames: WindowFrames, params: ModelParams) -> tuple[pd.DataFrame, int] | None:
@@ -151,44 +149,35 @@ def train_model(
     if progress and sample is not None:
         progress(f"training on a sample of {sampled:,} of {total:,} shoppers")
 
-    def frames_of(window: int) -> WindowFrames:
+    # One window at a time: collecting the next window's frames beside this one's fit gained too little
+    # for a second window's feature set held in memory (docs/performance.md).
+    for window in range(1, params.train_windows + 1):
         cutoff = as_of - timedelta(days=params.label_days * window)
-        return window_frames(
-            events, items, cutoff, cutoff + timedelta(days=params.label_days), params, sample
+        label_end = cutoff + timedelta(days=params.label_days)
+        window_result = training_window(
+            window_frames(events, items, cutoff, label_end, params, sample), params
         )
-
-    # Spark computes the next window's frames while the driver fits and scores this one's: the cluster
-    # (or the local JVM) and the driver work at once, at the cost of holding two windows' feature sets.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="window-frames") as spark_side:
-        pending = spark_side.submit(frames_of, 1)
-        for window in range(1, params.train_windows + 1):
-            current = pending.result()
-            if window < params.train_windows:
-                pending = spark_side.submit(frames_of, window + 1)
-            window_result = training_window(current, params)
-            cutoff = current.cutoff
-            del current
-            if window_result is None:
-                continue
-            labelled, shoppers = window_result
-            del window_result
-            # A shopper of one window is a ranker group of its own: the window's number above the
-            # shopper's position. Integers, not "w1:<id>" strings (millions of new Python strings on a
-            # large store), and set in place (`assign` would copy every column); the windows stay in
-            # order, so the ranker sorts none.
-            positions = pd.factorize(labelled["user_id"], sort=True)[0].astype(np.int64)
-            labelled["user_id"] = (window << 32) + positions
-            frames.append(labelled)
-            del labelled
-            windows.append(
-                {
-                    "features_until": cutoff.isoformat(),
-                    "labels_until": (cutoff + timedelta(days=params.label_days)).isoformat(),
-                    "shoppers": shoppers,
-                }
-            )
-            if progress:
-                progress(f"training window {window}: {shoppers} shoppers from {cutoff:%Y-%m-%d}")
+        if window_result is None:
+            continue
+        labelled, shoppers = window_result
+        del window_result
+        # A shopper of one window is a ranker group of its own: the window's number above the shopper's
+        # position. Integers, not "w1:<id>" strings (millions of new Python strings on a large store), and
+        # set in place (`assign` would copy every column); the windows stay in order, so the ranker sorts
+        # none.
+        positions = pd.factorize(labelled["user_id"], sort=True)[0].astype(np.int64)
+        labelled["user_id"] = (window << 32) + positions
+        frames.append(labelled)
+        del labelled
+        windows.append(
+            {
+                "features_until": cutoff.isoformat(),
+                "labels_until": label_end.isoformat(),
+                "shoppers": shoppers,
+            }
+        )
+        if progress:
+            progress(f"training window {window}: {shoppers} shoppers from {cutoff:%Y-%m-%d}")
     # The ranker is trained, and its training rows dropped, before the full feature set is collected:
     # the windows' candidates, a window's feature set and the full one are never held at once (on a large
     # store each is gigabytes).
