@@ -792,7 +792,8 @@ def tune_baselines(
     at or after ``split.test_start`` are ignored even if passed. Popularity is tuned first because the
     other baselines fill their lists with it. Grids: `POPULARITY_WINDOWS`, `COOCCURRENCE_GRID`
     (view / cart weights added only when the data has views or carts) and `ALS_GRID` (at most eight
-    fits, each shared by both tasks). Ties keep the earlier grid entry.
+    fits, each shared by both tasks), scored `TUNING_THREADS` points at a time with the scores of one
+    at a time. Ties keep the earlier grid entry.
 
     Parameters
     ----------
