@@ -62,26 +62,21 @@ def engine_item_factors(
     return fit_item_factors(interactions, params.als)
 
 
-@dataclass
-class WindowFrames:
-    """What Spark computes for one label window (`window_frames`): the purchases in [cutoff,
-    label_end), the feature set as of the cutoff and, with `als_engine` "spark", the ALS item factors."""
-
-    future: pd.DataFrame
-    features: FeatureSet
-    item_factors: tuple[np.ndarray, np.ndarray] | None
-
-
-def window_frames(
+def training_window(
     events: DataFrame,
     items: DataFrame,
     cutoff: datetime,
     label_end: datetime,
     params: ModelParams,
     shoppers: DataFrame | None = None,
-) -> WindowFrames:
-    """The Spark side of one label window: its purchases (labels) and the feature set as of `cutoff`.
-    With `shoppers` (`fit_sample`), the window learns from them alone."""
+) -> tuple[pd.DataFrame, int] | None:
+    """Candidates with features as of `cutoff`, labelled by the purchases in [cutoff, label_end), of
+    the shoppers with at least one bought candidate, and how many shoppers bought in the window.
+
+    Only those shoppers teach the ranker or measure it (`train_ranker` and `window_evaluation` drop
+    the others), so the others' candidates are dropped block by block as they are scored: memory
+    follows the buying shoppers of one block, not every buyer's candidates at once. With `shoppers`
+    (`fit_sample`), the window learns from them alone."""
     future = (
         events.where(
             (F.col("ts") >= F.lit(cutoff))
@@ -92,25 +87,17 @@ def window_frames(
         .distinct()
         .toPandas()
     )
-    before = events.where(F.col("ts") < F.lit(cutoff))
-    fs = collect_feature_set(before, items, cutoff, params.cooc, shoppers=shoppers)
-    return WindowFrames(future, fs, engine_item_factors(before, cutoff, params))
-
-
-def training_window(frames: WindowFrames, params: ModelParams) -> tuple[pd.DataFrame, int] | None:
-    """Candidates with features as of the window's cutoff, labelled by its purchases, of the shoppers
-    with at least one bought candidate, and how many shoppers bought in the window.
-
-    Only those shoppers teach the ranker or measure it (`train_ranker` and `window_evaluation` drop
-    the others), so the others' candidates are dropped block by block as they are scored: memory
-    follows the buying shoppers of one block, not every buyer's candidates at once."""
-    fs, future = frames.features, frames.future
+    fs = collect_feature_set(
+        events.where(F.col("ts") < F.lit(cutoff)), items, cutoff, params.cooc, shoppers=shoppers
+    )
     train_users = np.sort(fs.users["user_id"][fs.users["user_id"].isin(future["user_id"])].to_numpy())
     if not len(train_users) or fs.interactions.empty:
         return None
-    parts = fit_parts(fs, params, frames.item_factors)
+    parts = fit_parts(
+        fs, params, engine_item_factors(events.where(F.col("ts") < F.lit(cutoff)), cutoff, params)
+    )
     fs = by_shopper(fs)
-    rows = []
+    frames = []
     for start in range(0, len(train_users), SCORE_BLOCK_USERS):
         block = train_users[start : start + SCORE_BLOCK_USERS]
         featured, _, _ = score_shoppers(shoppers_block(fs, block), parts, block, params)
@@ -120,8 +107,8 @@ def training_window(frames: WindowFrames, params: ModelParams) -> tuple[pd.DataF
         # comes out sorted and the ranker need not copy it to sort it).
         bought = labelled.groupby("user_id")["label"].transform("max") > 0
         kept = labelled.loc[bought, ["user_id", *FEATURES, "label"]]
-        rows.append(kept.sort_values("user_id", kind="stable"))
-    return pd.concat(rows, ignore_index=True), len(train_users)
+        frames.append(kept.sort_values("user_id", kind="stable"))
+    return pd.concat(frames, ignore_index=True), len(train_users)
 
 
 def train_model(
@@ -148,23 +135,17 @@ def train_model(
     sample, sampled, total = fit_sample(events, params.fit_max_shoppers)
     if progress and sample is not None:
         progress(f"training on a sample of {sampled:,} of {total:,} shoppers")
-
-    # One window at a time: collecting the next window's frames beside this one's fit gained too little
-    # for a second window's feature set held in memory (docs/performance.md).
     for window in range(1, params.train_windows + 1):
         cutoff = as_of - timedelta(days=params.label_days * window)
         label_end = cutoff + timedelta(days=params.label_days)
-        window_result = training_window(
-            window_frames(events, items, cutoff, label_end, params, sample), params
-        )
+        window_result = training_window(events, items, cutoff, label_end, params, sample)
         if window_result is None:
             continue
         labelled, shoppers = window_result
         del window_result
         # A shopper of one window is a ranker group of its own: the window's number above the shopper's
-        # position. Integers, not "w1:<id>" strings (millions of new Python strings on a large store), and
-        # set in place (`assign` would copy every column); the windows stay in order, so the ranker sorts
-        # none.
+        # position. Integers, not "w1:<id>" strings (millions of new Python strings on a large store), and set in
+        # place (`assign` would copy every column); the windows stay in order, so the ranker sorts none.
         positions = pd.factorize(labelled["user_id"], sort=True)[0].astype(np.int64)
         labelled["user_id"] = (window << 32) + positions
         frames.append(labelled)
