@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+# First: the package sets NumPy's huge pages off (`carousel.NUMPY_HUGE_PAGES`), which NumPy reads when it
+# is imported, and the helpers below import it. The tests run as carousel's own processes do.
+import carousel  # noqa: F401
+
+# isort: split
 import logging
 import os
 import sys

@@ -12,6 +12,7 @@ import sys
 
 from pyspark.sql import SparkSession
 
+from carousel import NUMPY_HUGE_PAGES
 from configs.settings import Settings
 
 # The driver JVM's options. A pipeline job's JVM mostly waits while Python trains and scores (minutes on a
@@ -57,6 +58,8 @@ def spark_session(settings: Settings, app_name: str = "carousel") -> SparkSessio
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.driver.extraJavaOptions", driver_options)
+        # Executors on a cluster do not inherit the driver's environment (`carousel.NUMPY_HUGE_PAGES`).
+        .config(f"spark.executorEnv.{NUMPY_HUGE_PAGES}", os.environ[NUMPY_HUGE_PAGES])
     )
     if executor_options:
         builder = builder.config("spark.executor.extraJavaOptions", executor_options)

@@ -1,14 +1,17 @@
-"""Configuration that reaches Spark is checked when it is read, and a Spark task's native kernels use
-the task's share of the cores."""
+"""Configuration that reaches Spark is checked when it is read, a Spark task's native kernels use the
+task's share of the cores, and carousel's processes run without NumPy's huge pages."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from carousel import NUMPY_HUGE_PAGES
 from configs.settings import Settings
 from jobs.ranking.threads import native_threads
 
@@ -119,3 +122,23 @@ def test_the_per_address_limits_are_bounded_and_zero_turns_them_off(name: str) -
     assert getattr(Settings(**{name: 0}), name) == 0
     with pytest.raises(ValidationError, match=name):
         Settings(**{name: -1})
+
+
+def _numpy_huge_pages_in_a_new_process(**env: str) -> str:
+    """Whether NumPy asks for huge pages in a fresh process that starts as the `carousel` command does."""
+    environment = {k: v for k, v in os.environ.items() if k != NUMPY_HUGE_PAGES} | env
+    code = "import carousel.cli, numpy; print(numpy._core.multiarray._get_madvise_hugepage())"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_carousel_processes_run_without_numpy_huge_pages_unless_the_environment_says_otherwise() -> None:
+    """NumPy reads the variable once, when it is imported: a fresh process shows what the command gets."""
+    assert _numpy_huge_pages_in_a_new_process() == "False"
+    assert _numpy_huge_pages_in_a_new_process(**{NUMPY_HUGE_PAGES: "1"}) == "True"
+    # What carousel starts (spark-submit, the stage runner, local Spark workers) inherits the setting.
+    from jobs.entry import spark_submit_env
+
+    assert spark_submit_env()[NUMPY_HUGE_PAGES] == "0"
