@@ -13,4 +13,7 @@ A value already in the environment wins: `1` turns huge pages back on where they
 import os
 
 NUMPY_HUGE_PAGES = "NUMPY_MADVISE_HUGEPAGE"
-os.environ.setdefault(NUMPY_HUGE_PAGES, "0")
+if os.environ.setdefault(NUMPY_HUGE_PAGES, "0") not in ("0", "1"):
+    # NumPy would fail on its own import with a bare `int()` error that names neither the variable nor
+    # the fix.
+    raise ImportError(f"{NUMPY_HUGE_PAGES} must be 0 or 1, not {os.environ[NUMPY_HUGE_PAGES]!r}")

@@ -124,13 +124,17 @@ def test_the_per_address_limits_are_bounded_and_zero_turns_them_off(name: str) -
         Settings(**{name: -1})
 
 
-def _numpy_huge_pages_in_a_new_process(**env: str) -> str:
-    """Whether NumPy asks for huge pages in a fresh process that starts as the `carousel` command does."""
+def _new_process(**env: str) -> subprocess.CompletedProcess[str]:
+    """A fresh process that starts as the `carousel` command does, printing whether NumPy asks for huge
+    pages."""
     environment = {k: v for k, v in os.environ.items() if k != NUMPY_HUGE_PAGES} | env
     code = "import carousel.cli, numpy; print(numpy._core.multiarray._get_madvise_hugepage())"
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True
-    )
+    return subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True)
+
+
+def _numpy_huge_pages_in_a_new_process(**env: str) -> str:
+    done = _new_process(**env)
+    assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
 
@@ -142,3 +146,9 @@ def test_carousel_processes_run_without_numpy_huge_pages_unless_the_environment_
     from jobs.entry import spark_submit_env
 
     assert spark_submit_env()[NUMPY_HUGE_PAGES] == "0"
+
+
+def test_a_huge_pages_setting_numpy_cannot_read_is_refused_by_name() -> None:
+    done = _new_process(**{NUMPY_HUGE_PAGES: "yes"})
+    assert done.returncode != 0
+    assert "NUMPY_MADVISE_HUGEPAGE must be 0 or 1, not 'yes'" in done.stderr
