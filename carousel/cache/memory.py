@@ -48,10 +48,19 @@ def every_primary(client: SyncRedis | AsyncRedis) -> dict[str, Any]:
     )
 
 
-def memory_nodes(info: Mapping[str, Any]) -> list[NodeMemory]:
-    """The nodes of an `INFO memory` reply (`every_primary`): one node's fields, or a cluster client's
-    replies keyed by node."""
-    replies = {"redis": info} if "used_memory" in info else dict(info)
+def node_address(client: SyncRedis | AsyncRedis) -> str:
+    """A single node's name as a cluster's replies name theirs (``host:port``), or its socket's path:
+    an operator with several stores' Redis servers sees which one a figure or a warning is about."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    if kwargs.get("path"):
+        return str(kwargs["path"])
+    return f"{kwargs['host']}:{kwargs.get('port', 6379)}" if kwargs.get("host") else "redis"
+
+
+def memory_nodes(info: Mapping[str, Any], single: str = "redis") -> list[NodeMemory]:
+    """The nodes of an `INFO memory` reply (`every_primary`): one node's fields, named `single`, or a
+    cluster client's replies keyed by node."""
+    replies = {single: info} if "used_memory" in info else dict(info)
     return [
         NodeMemory(
             node=str(name),
@@ -65,12 +74,12 @@ def memory_nodes(info: Mapping[str, Any]) -> list[NodeMemory]:
 
 def read_memory(client: SyncRedis) -> list[NodeMemory]:
     """Every primary's memory, from a blocking client (the batch)."""
-    return memory_nodes(client.info("memory", **every_primary(client)))
+    return memory_nodes(client.info("memory", **every_primary(client)), node_address(client))
 
 
 async def read_memory_async(client: AsyncRedis) -> list[NodeMemory]:
     """Every primary's memory, from the API's client."""
-    return memory_nodes(await client.info("memory", **every_primary(client)))
+    return memory_nodes(await client.info("memory", **every_primary(client)), node_address(client))
 
 
 def memory_warnings(nodes: list[NodeMemory]) -> list[str]:

@@ -57,6 +57,8 @@ def test_ops_shows_every_primarys_memory_and_warns_about_evicting_policies_and_f
         assert page.status_code == 200
         section = page.text.split("<h2>Redis memory</h2>", 1)[1].split("<h2>", 1)[0]
         assert section.count("<td><code>noeviction</code></td>") == primaries
+        # Each node by its address, a single server as a cluster's nodes are.
+        assert section.count("<tr><td><code>127.0.0.1:") == primaries
         assert 'class="bad"' not in section
 
         with _configured(redis_client, **{"maxmemory-policy": "allkeys-lru"}):

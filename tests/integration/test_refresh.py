@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pandas as pd
 import pytest
@@ -65,9 +66,12 @@ def test_refresh_publishes_personal_and_segment_lists(
         assert "maxmemory-policy allkeys-lru may evict any key" in api.get("/ops", headers=ADMIN).text
     finally:
         redis_client.config_set("maxmemory-policy", "noeviction")
+    # The node by its address, as the settings name the server.
+    server = urlsplit(settings.redis_url)
     assert [line for line in said if line.startswith("WARNING Redis memory: ")] == [
-        "WARNING Redis memory: redis: maxmemory-policy allkeys-lru may evict any key when Redis is full, the "
-        "live lists, consent, erasures and undrained events included; set noeviction or a volatile-* policy"
+        f"WARNING Redis memory: {server.hostname}:{server.port}: maxmemory-policy allkeys-lru may evict any "
+        "key when Redis is full, the live lists, consent, erasures and undrained events included; set "
+        "noeviction or a volatile-* policy"
     ]
     assert result.version == "20261101T000000Z"
     lists = pd.read_parquet(run.run_dir(settings, "test-run") / "user_lists.parquet")
