@@ -459,7 +459,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 # -- report -------------------------------------------------------------------------------------------
 def cmd_report(args: argparse.Namespace) -> int:
-    """`report lift`: treatment vs holdout conversion and revenue (`jobs.evaluation.lift`) as JSON and a summary."""
+    """`report lift`: treatment vs holdout conversion and revenue (`jobs.evaluation.lift`) as JSON and a
+    summary."""
     from carousel.lake import Lake
     from jobs.evaluation.lift import (
         LiftError,

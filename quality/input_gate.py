@@ -6,7 +6,8 @@ The gate has two halves so that it scales to tens of millions of events:
     A pure Spark transform (DataFrame in, DataFrame out, no I/O, no wall clock: the run's
     ``interval_end`` is passed in) that reduces the events to ONE row of counts. Raw events never
     reach pandas or GX. The pipeline's gate (``jobs.stages.check_inputs``) builds the same row from
-    ``row_keys`` over the lake parts it has not read yet, merged into the summary it keeps of the others (``quality.lake_scan``, ``quality.input_ledger``).
+    ``row_keys`` over the lake parts it has not read yet, merged into the summary it keeps of the others
+    (``quality.lake_scan``, ``quality.input_ledger``).
 :func:`validate_run_inputs`
     Takes that row as pandas (``input_metrics(...).toPandas()``), derives two ratios (``duplicate_rate``
     and ``volume_ratio`` against recent successful runs) and validates the one-row table with one GX

@@ -2,8 +2,8 @@
 
 Removed at once: their lists in every version (`carousel:u:<id>`), their consent record, their
 real-time state and that of the sessions they used, and their events still waiting in the event
-streams. What remains is a digest in `carousel:erasures` (`carousel.rules.erasure`), which names nobody but lets
-the batch leave them out: the pipeline drops shoppers whose digest is listed before it models or
+streams. What remains is a digest in `carousel:erasures` (`carousel.rules.erasure`), which names nobody but
+lets the batch leave them out: the pipeline drops shoppers whose digest is listed before it models or
 publishes anything, so a run computed before the erasure cannot bring their list back.
 """
 

@@ -4,8 +4,8 @@ Pure functions over plain data (the stored list, the shopper's real-time state, 
 the similar-items lists), so the rules are tested without Redis:
 
 * items bought recently are removed;
-* a cart left alone longer than `cart_abandon_after_s` brings its items to the front (`cart_reminder`, the rule of `carousel.rules.carts`),
-  followed by items that go with them (`completes_cart`);
+* a cart left alone longer than `cart_abandon_after_s` brings its items to the front (`cart_reminder`, the
+  rule of `carousel.rules.carts`), followed by items that go with them (`completes_cart`);
 * a recent purchase brings items that go with it (`bought_with`);
 * duplicates are removed, unavailable items skipped, and the list cut to `n`.
 """

@@ -45,7 +45,8 @@ __all__ = [
 KEY_PREFIX = "carousel:ratelimit"
 # An IPv6 host is usually given a whole /64: counting single addresses would let it rotate past the limit.
 _IPV6_PREFIX = 64
-# Addresses a worker remembers as locked out: past this many, the expired ones, then the oldest, are forgotten.
+# Addresses a worker remembers as locked out: past this many, the expired ones, then the oldest, are
+# forgotten.
 _LOCKS_KEPT = 10_000
 
 
@@ -139,8 +140,8 @@ class FailedCredentials(_PerMinute):
 
     async def failed(self, address: str | None) -> int | None:
         """Count a wrong token from `address`: None while it is within the limit (its request gets 401),
-        else the whole seconds it is now locked out for (a minute). Redis failing counts nothing: an outage must not lock
-        the operators out of the pages they need during it."""
+        else the whole seconds it is now locked out for (a minute). Redis failing counts nothing: an outage
+        must not lock the operators out of the pages they need during it."""
         key = client_key(address)
         try:
             if await self._limiter.hit(self._item, self._namespace, key):

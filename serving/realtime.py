@@ -25,9 +25,9 @@ writer wins, views and purchases newest kept, interest added) and removed from t
 (session_id, user_id, ts) goes to the `carousel:links` stream, which the drain moves into the lake so that
 the batch attributes the session's earlier anonymous events to the shopper. The two subjects live in
 different hash slots, so the move is two steps, not one script: an anonymous event of the same session
-arriving between them stays under the session. Each key expires after its TTL (settings `realtime_*_ttl_s`) counted from the
-subject's latest write, and entries older than the TTL (measured from the subject's newest event, so a
-late-arriving old batch never prunes newer state) are dropped on each write.
+arriving between them stays under the session. Each key expires after its TTL (settings `realtime_*_ttl_s`)
+counted from the subject's latest write, and entries older than the TTL (measured from the subject's newest
+event, so a late-arriving old batch never prunes newer state) are dropped on each write.
 
 The cart is a last-writer-wins register per item: an event only changes an item's entry when it is at
 least as recent as the entry, so an add_to_cart that arrives after a later removal or purchase of the

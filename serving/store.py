@@ -113,8 +113,8 @@ class ScriptBatcher:
 
     On a single Redis the batcher writes each batch on a connection of its own and reads the replies
     back: redis-py's pipeline object, pool bookkeeping and retry wrapper around it are a large share of
-    the route's cost (`bench serve --profile`, docs/performance.md). On a cluster the client's pipelines route each
-    EVALSHA to the node of its keys.
+    the route's cost (`bench serve --profile`, docs/performance.md). On a cluster the client's pipelines route
+    each EVALSHA to the node of its keys.
 
     A batch has one deadline, `deadline_s`, for its wait for a connection, its write and its replies;
     when it passes, every caller of the batch gets `TimeoutError`. So the callers need no timer of their

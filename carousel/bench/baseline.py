@@ -1,7 +1,8 @@
 """The serving benchmark's baseline: a bare FastAPI route returning one Redis GET, served as the API is
 (the same workers, a listening socket each), so `bench serve` can say how close the full route comes.
 
-    python -m serving.workers carousel.bench.baseline:app --port P --workers 2   (CAROUSEL_REDIS_URL names the Redis)
+    python -m serving.workers carousel.bench.baseline:app --port P --workers 2
+        (CAROUSEL_REDIS_URL names the Redis)
 """
 
 from __future__ import annotations

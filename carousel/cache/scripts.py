@@ -38,8 +38,9 @@ return redis.call('HGET', KEYS[1], best)
 # an anonymous visitor's session keys share `{s:<id>}`). KEYS: list hash, consent hash, cart, purchases,
 # interest, views (the first two may be a visitor's never-written keys). ARGV: version, base.
 # Returns just the list (or nil) when there is no consent record and no real-time state, the common case,
-# which spares the client parsing a nested reply (and Redis, through one EXISTS, four reads); else {list or false, personalization flag or false,
-# cart, purchases, interest, views}, without the list and the state when personalization was withdrawn.
+# which spares the client parsing a nested reply (and Redis, through one EXISTS, four reads); else {list or
+# false, personalization flag or false, cart, purchases, interest, views}, without the list and the state when
+# personalization was withdrawn.
 READ_SHOPPER = (
     """
 local consent = redis.call('HGET', KEYS[2], 'personalization')

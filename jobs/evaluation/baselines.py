@@ -1,4 +1,5 @@
-"""The four baselines of ``carousel evaluate`` as `jobs.evaluation.protocol.Recommender` callables, and their tuning.
+"""The four baselines of ``carousel evaluate`` as `jobs.evaluation.protocol.Recommender` callables, and their
+tuning.
 
 * `popularity`: items by distinct buyers in a recent window before the cutoff.
 * `repurchase`: the shopper's own purchases by frequency (distinct purchase sessions), then recency.
@@ -813,8 +814,8 @@ def tune_baselines(
     Returns
     -------
     dict
-        The layout of `jobs.evaluation.protocol.EvalContext.tuned`: ``{model: params}`` chosen for task ``all``
-        (popularity, cooccurrence, als; ``params["als"]`` are `jobs.ranking.als.AlsParams` fields),
+        The layout of `jobs.evaluation.protocol.EvalContext.tuned`: ``{model: params}`` chosen for task
+        ``all`` (popularity, cooccurrence, als; ``params["als"]`` are `jobs.ranking.als.AlsParams` fields),
         ``"new_items": {model: params}`` chosen for that task, and ``"validation"``:
         ``{model: [{"params", "all", "new_items"}]}`` with the validation NDCG@10 of every grid point
         (`jobs.evaluation.protocol.run_evaluation` moves it to the report).

@@ -327,7 +327,8 @@ def normalise_events(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def normalise_items(items: pd.DataFrame | None) -> pd.DataFrame | None:
-    """A copy of canonical items with ``item_id`` as Python strings and ``first_seen`` in UTC (None stays None)."""
+    """A copy of canonical items with ``item_id`` as Python strings and ``first_seen`` in UTC (None stays
+    None)."""
     if items is None:
         return None
     out = items.copy()
@@ -682,7 +683,8 @@ def run_evaluation(
     extra_tasks: ExtraTasksFn | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Run the whole protocol on one or more folds and return the report (the contract's JSON, plus extra keys).
+    """Run the whole protocol on one or more folds and return the report (the contract's JSON, plus extra
+    keys).
 
     Parameters
     ----------

@@ -16,7 +16,8 @@ the cutoff (`PublishedLists`; `jobs.evaluation.published` builds them with the p
   - ``session``: `session_list` of the first half's anchors, with the global list as segment;
   - ``served``: `session_list` with the segment list `segment_order` picks, over what the API's
     real-time state would hold (`StateBounds`: the newest views, purchases and cart items it keeps, the
-    anchors within ``session_window_s``): what the route serves (before its overlay, which lives in `serving`).
+    anchors within ``session_window_s``): what the route serves (before its overlay, which lives in
+    `serving`).
 
 * **new_shoppers.** Known shoppers whose first event is in the window and who buy there; targets are
   their purchases in the window. ``bestsellers`` (global) against ``segment``: the list `segment_order`

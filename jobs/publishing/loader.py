@@ -2,8 +2,8 @@
 
 Steps: write the version's lists (shoppers as fields of their hash, segments under the version's own
 prefix; nothing the live version resolves to is touched), check that every one is there, write the
-version's manifest, then move `carousel:{versions}:live` with one atomic compare-and-set (a script on that single
-key: the pointer only moves forward), and finally drop versions beyond the retention. A failure at any
+version's manifest, then move `carousel:{versions}:live` with one atomic compare-and-set (a script on that
+single key: the pointer only moves forward), and finally drop versions beyond the retention. A failure at any
 step before the switch leaves the live version serving; a half-written version is never pointed at.
 
 Two kinds of version (see `carousel.cache.keys`): *full* (every shopper; its own base) and *delta* (only

@@ -9,7 +9,8 @@ shoppers without training anything:
     covis.npz         the item-item co-visitation matrix and its item ids
     item_rebuy.parquet  per-item re-buy rates and the overall rate the ranker's features use
     ranker.txt        the LightGBM booster (absent when the window had no purchases to learn from)
-    explore.txt       the explore model's booster (present only when the guard serves a band with it or its blend)
+    explore.txt       the explore model's booster (present only when the guard serves a band with it or its
+                      blend)
 
 A model is written to a temporary folder and renamed into place (`carousel.models` reads the folders).
 `model.json` records the SHA-256 of the booster files (`digests`), checked before LightGBM reads them:

@@ -54,8 +54,8 @@ def fit_sample(events: DataFrame, max_shoppers: int) -> tuple[DataFrame | None, 
 def engine_item_factors(
     events: DataFrame, as_of: datetime, params: ModelParams
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """With `als_engine` "spark", the ALS item factors of every shopper's `events` before `as_of`, fitted by Spark
-    MLlib on the executors; None for implicit, which `fit_parts` fits on the driver's sample."""
+    """With `als_engine` "spark", the ALS item factors of every shopper's `events` before `as_of`, fitted by
+    Spark MLlib on the executors; None for implicit, which `fit_parts` fits on the driver's sample."""
     if params.als_engine != "spark":
         return None
     interactions = transforms.als_interactions(shopper_pairs(events, as_of, params.cooc))
@@ -144,8 +144,8 @@ def train_model(
         labelled, shoppers = window_result
         del window_result
         # A shopper of one window is a ranker group of its own: the window's number above the shopper's
-        # position. Integers, not "w1:<id>" strings (millions of new Python strings on a large store), and set in
-        # place (`assign` would copy every column); the windows stay in order, so the ranker sorts none.
+        # position. Integers, not "w1:<id>" strings (millions of new Python strings on a large store), and set
+        # in place (`assign` would copy every column); the windows stay in order, so the ranker sorts none.
         positions = pd.factorize(labelled["user_id"], sort=True)[0].astype(np.int64)
         labelled["user_id"] = (window << 32) + positions
         frames.append(labelled)

@@ -3,8 +3,9 @@
 Extract: the lake's events (Spark), the live version's lists, marketing consent (the users table and
 the API's records, `carousel.rules.consent`), erasures and the rows already in the audiences.
 Transform: `jobs.marketing.audiences` (the triggers of the look-back window, found by Spark tasks; then
-consent, erasure, holdout and the frequency cap on the triggered rows). Load: `<var_dir>/audiences/<run_id>/<campaign>.parquet|csv` for email tools, and each
-campaign's rows in Redis, replaced at once (`carousel.cache.audiences`).
+consent, erasure, holdout and the frequency cap on the triggered rows). Load:
+`<var_dir>/audiences/<run_id>/<campaign>.parquet|csv` for email tools, and each campaign's rows in Redis,
+replaced at once (`carousel.cache.audiences`).
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 Extract: the lake's events strictly before the run's data interval end, scanned only where the kept
 summary lacks them (`quality.lake_scan`), and the row counts of recent successful runs. Transform: the
-input gate (`quality.input_metrics` in Spark, then `quality.input_gate` in GX: nulls, event types, bad prices and quantities, duplicate rate, a
-volume drop against recent runs). Load: the verdict into the run's history; a failed gate raises
-`InputValidationFailed`. Future timestamps are refused earlier, when events are written to the lake.
+input gate (`quality.input_metrics` in Spark, then `quality.input_gate` in GX: nulls, event types, bad prices
+and quantities, duplicate rate, a volume drop against recent runs). Load: the verdict into the run's history;
+a failed gate raises `InputValidationFailed`. Future timestamps are refused earlier, when events are written
+to the lake.
 """
 
 from __future__ import annotations

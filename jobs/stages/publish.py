@@ -2,8 +2,8 @@
 
 Extract: the run's manifest, verdict, list files and catalog. Transform and load:
 `jobs.publishing.loader` (shoppers streamed block by block from the sorted lists file, completeness
-checked before a forward-only switch). A run that has not passed validation is refused; a rerun of the live interval switches nothing
-and says whether its recomputed lists equal the published ones.
+checked before a forward-only switch). A run that has not passed validation is refused; a rerun of the live
+interval switches nothing and says whether its recomputed lists equal the published ones.
 """
 
 from __future__ import annotations

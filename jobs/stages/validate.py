@@ -1,9 +1,9 @@
 """Stage `validate`: the Great Expectations output gate over the run's lists.
 
 Extract: the run's lists, a block of whole lists at a time, and the lake's catalog; the live version's
-lists of a sample of the run's shoppers (the drift baseline). Transform: the gate (`quality.output_gate`). Load: `validation.json` in the
-run's folder and the verdict in the run's history; a failed gate raises `ValidationFailed`, so nothing is
-published.
+lists of a sample of the run's shoppers (the drift baseline). Transform: the gate (`quality.output_gate`).
+Load: `validation.json` in the run's folder and the verdict in the run's history; a failed gate raises
+`ValidationFailed`, so nothing is published.
 """
 
 from __future__ import annotations

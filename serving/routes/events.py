@@ -6,9 +6,10 @@ below 1, a negative price, a timestamp more than `events_max_clock_skew_s` ahead
 (or before 2000) or more than `events_max_per_request` events get 422 naming every bad field; a body over
 `events_max_body_bytes` gets 413 before it is read further. Only `item_id`, `event_type` and a
 `session_id` or `user_id` are required: `ts` defaults to the server's time, `quantity` to 1 and `price`
-to the live catalog's (an item the catalog does not hold needs its price). Accepted events update the real-time state
-(`serving/realtime.py`) and are appended to the `carousel:events` stream with the shopper's variant; the
-`drain_events` stage of the refresh moves them into the lake. The answer is 202 `{"accepted": N}`.
+to the live catalog's (an item the catalog does not hold needs its price). Accepted events update the
+real-time state (`serving/realtime.py`) and are appended to the `carousel:events` stream with the shopper's
+variant; the `drain_events` stage of the refresh moves them into the lake. The answer is 202
+`{"accepted": N}`.
 
 Without the storefront token (a browser's request) a client address gets `events_browser_requests_per_minute`
 requests a minute, a request counting once per session it names (429 past it, `serving.ratelimit`).

@@ -1,4 +1,5 @@
-"""`GET /ops/lift`: the latest holdout lift report (`carousel report lift`, ``jobs.evaluation.lift``) as a plain page.
+"""`GET /ops/lift`: the latest holdout lift report (`carousel report lift`, ``jobs.evaluation.lift``) as a
+plain page.
 
 It reads `<var_dir>/reports/lift.json` on every request (the CLI replaces it atomically) and shows, for
 the storefront and for each email campaign, conversion rate and revenue per shopper per arm, the

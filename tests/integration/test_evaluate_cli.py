@@ -37,7 +37,8 @@ def _check_contract(report: dict[str, object]) -> None:
             assert all(0.0 <= figures[m] <= 1.0 for m in METRICS - {"users"})
     targets = report["targets"]
     assert targets["sessions"]["sessions"] == tasks["sessions"]["served"]["users"]  # type: ignore[index]
-    # Shoppers first seen in the test period who bought there are the cold buyers the shoppers' tasks leave out.
+    # Shoppers first seen in the test period who bought there are the cold buyers the shoppers' tasks leave
+    # out.
     assert targets["new_shoppers"]["users"] == targets["cold_buyers_excluded"]  # type: ignore[index]
 
 

@@ -1,4 +1,5 @@
-"""Integration tests of the Great Expectations input gate (quality/input_gate.py): real local Spark, real GX 1.x.
+"""Integration tests of the Great Expectations input gate (quality/input_gate.py): real local Spark, real GX
+1.x.
 
 ``input_metrics`` is checked on a hand-made Spark frame whose counts are worked out by hand. The GX half
 gets the metrics row of a clean hand-made input, and each failure test breaks one metric of that row
@@ -287,7 +288,8 @@ def _tree_digest(folder: Path) -> dict[str, tuple[str, int]]:
 
 
 def test_output_gate_docs_of_the_same_run_are_untouched(tmp_path: Path, clean_metrics: pd.DataFrame) -> None:
-    """Running the input gate after the output gate for one run_id leaves the output gate's files as they were."""
+    """Running the input gate after the output gate for one run_id leaves the output gate's files as they
+    were."""
     lists = pd.DataFrame(
         {"rank": [1], "item_id": ["i1"], "score": [1.0], "reason_code": ["pop"], "reason_text": ["Popular"]}
     )

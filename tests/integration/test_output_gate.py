@@ -375,7 +375,8 @@ def test_drift_within_bounds_passes_and_is_reported(tmp_path: Path) -> None:
 
 
 def test_lists_unrelated_to_the_live_version_fail_the_drift_check(tmp_path: Path) -> None:
-    """New lists sharing nothing with the live ones (a bug that scrambles items) fail, and Data Docs say so."""
+    """New lists sharing nothing with the live ones (a bug that scrambles items) fail, and Data Docs say
+    so."""
     live = {"u1": ["i4", "i5", "i6"], "u2": ["i1", "i2", "i3"], "u3": ["i1", "i3", "i5"]}
     result = _run(tmp_path, drift=_live(live))
     assert not result.success

@@ -49,7 +49,8 @@ def _background(n_buyers: int = 8) -> list[tuple[str | None, str, str, str, floa
 
 
 def test_repurchase_ranks_by_frequency_then_recency_then_popular() -> None:
-    """Own purchases come first by distinct purchase sessions, ties by the latest purchase, then bestsellers."""
+    """Own purchases come first by distinct purchase sessions, ties by the latest purchase, then
+    bestsellers."""
     rows = [
         ("u", "s1", "A", "purchase", 1),
         ("u", "s2", "A", "purchase", 2),
@@ -123,7 +124,8 @@ def small_store() -> tuple[pd.DataFrame, pd.DataFrame]:
 def test_every_baseline_honours_exclude_bought_and_fills_lists(
     name: str, small_store: tuple[pd.DataFrame, pd.DataFrame]
 ) -> None:
-    """Every baseline gives each shopper k distinct in-stock items, none of them bought before with exclude_bought."""
+    """Every baseline gives each shopper k distinct in-stock items, none of them bought before with
+    exclude_bought."""
     events, items = small_store
     cutoff = events["ts"].max() - pd.Timedelta(days=15)
     ctx = ev.make_context(events, items, cutoff)

@@ -1,4 +1,5 @@
-"""Unit tests for `carousel bench batch` (`carousel.bench.batch`): presets, stores and its jobs' environment."""
+"""Unit tests for `carousel bench batch` (`carousel.bench.batch`): presets, stores and its jobs'
+environment."""
 
 from __future__ import annotations
 

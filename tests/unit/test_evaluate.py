@@ -124,7 +124,8 @@ def test_split_boundaries() -> None:
 
 
 def test_targets_keep_known_warm_buyers_and_new_items_drop_rebuys() -> None:
-    """Targets are test purchases of shoppers seen before the cutoff; new_items drops what they bought before."""
+    """Targets are test purchases of shoppers seen before the cutoff; new_items drops what they bought
+    before."""
     events = _events(
         [
             ("u1", "s1", "a", "purchase", 1),
@@ -153,7 +154,8 @@ def test_targets_keep_known_warm_buyers_and_new_items_drop_rebuys() -> None:
 
 
 def test_deciles_partition_users_into_ten_ordered_groups() -> None:
-    """Every shopper lands in exactly one of ten near-equal deciles, and activity never decreases with decile."""
+    """Every shopper lands in exactly one of ten near-equal deciles, and activity never decreases with
+    decile."""
     rng = np.random.default_rng(0)
     rows = []
     for u in range(95):
@@ -797,7 +799,8 @@ def test_no_fold_sees_its_own_test_window() -> None:
 
 
 def test_a_fold_whose_history_reaches_its_test_window_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The harness checks each fold's training history itself: a context leaking one test event stops the run."""
+    """The harness checks each fold's training history itself: a context leaking one test event stops the
+    run."""
     events, items = _store()
     honest = ev.make_context
 
@@ -851,7 +854,8 @@ def test_ratio_interval_covers_the_estimate_and_widens_with_noise() -> None:
 
 
 def test_folds_summary_and_markdown_show_every_fold_and_the_mean(tmp_path: Path) -> None:
-    """folds_summary's means are the folds' figures averaged, and the Markdown lists each test window and the mean."""
+    """folds_summary's means are the folds' figures averaged, and the Markdown lists each test window and the
+    mean."""
     events, items = _store()
     models = {"popularity": _popular, "ranker": _repurchase_or_first}
     report = ev.run_evaluation(events, items, models, dataset="t", test_days=7, val_days=7, folds=3)
